@@ -1,0 +1,35 @@
+//! `rejected_records`: the database side of the dead-letter queue.
+
+use sea_orm::entity::prelude::*;
+
+/// A record the persist job refused, with the complete raw message. Unique on
+/// `(kafka_topic, kafka_partition, kafka_offset)`, so a replayed rejection is stored once.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "rejected_records")]
+pub struct Model {
+    /// Surrogate key.
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    /// When it was rejected.
+    pub received_at: DateTimeUtc,
+    /// Source topic.
+    pub kafka_topic: String,
+    /// Source partition.
+    pub kafka_partition: i32,
+    /// Source offset.
+    pub kafka_offset: i64,
+    /// The message key, raw (may be absent or not UTF-8).
+    pub key: Option<Vec<u8>>,
+    /// The message value, raw and complete (may be absent).
+    pub payload: Option<Vec<u8>>,
+    /// Machine-readable class, e.g. `invalid_json`, `out_of_range`.
+    pub error_class: String,
+    /// Human-readable reason.
+    pub reason: String,
+}
+
+/// No relations.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

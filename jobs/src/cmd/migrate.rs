@@ -1,0 +1,42 @@
+//! `weatherflow migrate [up|down|status|fresh]`.
+
+use anyhow::Context;
+use migration::{Migrator, MigratorTrait};
+use sea_orm_migration::MigrationStatus;
+
+use crate::cli::MigrateAction;
+use crate::config::Config;
+use crate::db;
+
+/// Runs a migration action against the configured database.
+pub async fn run(config: &Config, action: MigrateAction, steps: Option<u32>) -> anyhow::Result<()> {
+    let conn = db::connect(&config.database).await?;
+    match action {
+        MigrateAction::Up => Migrator::up(&conn, steps).await.context("applying migrations")?,
+        MigrateAction::Down => Migrator::down(&conn, Some(steps.unwrap_or(1)))
+            .await
+            .context("reverting migrations")?,
+        MigrateAction::Fresh => Migrator::fresh(&conn).await.context("recreating the schema")?,
+        MigrateAction::Status => {}
+    }
+    for (name, applied) in status(&conn).await? {
+        println!("{}  {name}", if applied { "applied" } else { "pending" });
+    }
+    Ok(())
+}
+
+/// Each known migration with whether it is applied, oldest first.
+pub async fn status(conn: &sea_orm::DatabaseConnection) -> anyhow::Result<Vec<(String, bool)>> {
+    let list = Migrator::get_migration_with_status(conn)
+        .await
+        .context("reading migration state")?;
+    Ok(list
+        .iter()
+        .map(|m| {
+            (
+                m.name().to_owned(),
+                matches!(m.status(), MigrationStatus::Applied),
+            )
+        })
+        .collect())
+}

@@ -1,0 +1,105 @@
+//! The message format on `weather.observations`: a versioned envelope around the API's response body.
+//!
+//! The fetch job writes it, the persist job reads it; both go through this module so the two sides
+//! cannot drift apart.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// The only envelope version this build writes and accepts.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Where an observation came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The WeatherAPI.com service.
+    Weatherapi,
+    /// The built-in simulator (offline runs, demos, tests).
+    Simulated,
+}
+
+impl Source {
+    /// The value stored in `observations.source`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Weatherapi => "weatherapi",
+            Source::Simulated => "simulated",
+        }
+    }
+}
+
+/// One Kafka message value: `{"schema_version":1,"source":…,"fetched_at":…,"query":…,"payload":…}`.
+///
+/// `payload` is the API's response body verbatim (a [`RawValue`]), so what was served is exactly what
+/// is stored in Kafka, byte for byte.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Envelope format version; see [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// Where the payload came from.
+    pub source: Source,
+    /// When the fetch job received the payload (RFC 3339).
+    pub fetched_at: DateTime<Utc>,
+    /// The `q` the payload answers.
+    pub query: String,
+    /// The API's `current.json` body, unmodified.
+    pub payload: Box<RawValue>,
+}
+
+impl Envelope {
+    /// Serialises the envelope to the bytes produced to Kafka.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Serialising owned strings, a timestamp and a RawValue cannot fail.
+        serde_json::to_vec(self).expect("envelope serialises")
+    }
+}
+
+/// The normalized identity of a place: `name|region|country`, trimmed, lower-cased, inner runs of
+/// whitespace folded to one space. It is the Kafka message key and `observations.location_key`, so the
+/// same place always lands in the same partition and the same unique-key slot.
+pub fn location_key(name: &str, region: &str, country: &str) -> String {
+    [name, region, country]
+        .iter()
+        .map(|part| normalize(part))
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+fn normalize(part: &str) -> String {
+    part.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_key_is_normalized() {
+        assert_eq!(
+            location_key(" London ", "City of  London", "United Kingdom"),
+            "london|city of london|united kingdom"
+        );
+        assert_eq!(location_key("Paris", "", "France"), "paris||france");
+    }
+
+    #[test]
+    fn envelope_keeps_payload_verbatim() {
+        let body = r#"{"location":{"name":"X"},  "current":{"temp_c":1.0}}"#;
+        let env = Envelope {
+            schema_version: SCHEMA_VERSION,
+            source: Source::Simulated,
+            fetched_at: Utc::now(),
+            query: "X".into(),
+            payload: RawValue::from_string(body.to_owned()).unwrap(),
+        };
+        let bytes = env.to_bytes();
+        let back: Envelope = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back.payload.get(), body);
+        assert_eq!(back.source, Source::Simulated);
+    }
+}

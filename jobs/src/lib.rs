@@ -1,0 +1,21 @@
+//! weatherflow: a scheduled, streaming weather-data pipeline.
+//!
+//! Data flows one way: [`weatherapi`] (or [`simulate`]) → [`jobs::fetch`] → Kafka →
+//! [`jobs::persist`] → PostgreSQL → [`jobs::analytics`]. The [`scheduler`] calls jobs; jobs never call
+//! the scheduler. Shared plumbing ([`config`], [`kafka`], [`db`], [`shutdown`], [`runs`]) sits beside
+//! them.
+
+pub mod cli;
+pub mod cmd;
+pub mod config;
+pub mod db;
+pub mod envelope;
+pub mod jobs;
+pub mod kafka;
+pub mod runs;
+pub mod scheduler;
+pub mod schedules;
+pub mod shutdown;
+pub mod simulate;
+pub mod telemetry;
+pub mod weatherapi;

@@ -1,0 +1,13 @@
+//! The `weatherflow` binary: a thin shell over the library's CLI.
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    weatherflow::telemetry::init();
+    match weatherflow::cli::run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The scheduler service: runs the jobs of `schedules.toml` on their cron schedules.

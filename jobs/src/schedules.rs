@@ -1,0 +1,421 @@
+//! `schedules.toml`: when each job runs and with which arguments.
+//!
+//! ```toml
+//! [fetch]
+//! cron = "0 */10 * * * *"      # sec min hour day-of-month month day-of-week
+//! timezone = "UTC"             # IANA name, default UTC
+//! enabled = true
+//! timeout_secs = 300
+//! retries = 2                  # extra attempts after a failure
+//! retry_backoff_secs = 30      # first delay, doubled per attempt
+//! missed = "skip"              # after downtime: skip | run-once
+//! [fetch.args]
+//! source = "auto"              # auto | weatherapi | simulated
+//! concurrency = 8
+//! locations = ["London", "48.8567,2.3508"]
+//!
+//! [analytics]
+//! cron = "0 0 2 * * *"
+//! [analytics.args]
+//! window_days = 30             # omit for all rows
+//! min_samples = 30
+//! ```
+//!
+//! Every problem is reported with the job and field it is in.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+use croner::parser::{CronParser, Seconds};
+use serde::Deserialize;
+
+/// A problem in the schedules file, naming the job and field.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not TOML.
+    #[error("{path} is not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        path: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// A job's section has a bad or missing field.
+    #[error("schedules: job '{job}', field '{field}': {message}")]
+    Field {
+        /// The job's name.
+        job: String,
+        /// The field (dotted for arguments, e.g. `args.locations`).
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A section names no known job.
+    #[error("schedules: unknown job '{0}' (known jobs: fetch, analytics)")]
+    UnknownJob(String),
+}
+
+/// What to do with ticks that fell while no scheduler was running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MissedPolicy {
+    /// Forget them; wait for the next tick.
+    Skip,
+    /// Run the job once at start-up if at least one tick was missed.
+    RunOnce,
+}
+
+/// Where fetch takes its data from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceChoice {
+    /// WeatherAPI.com when a key is configured, else the simulator (with a loud warning).
+    #[default]
+    Auto,
+    /// WeatherAPI.com; fails without a key.
+    Weatherapi,
+    /// The built-in simulator.
+    Simulated,
+}
+
+/// Timing and retry settings shared by every scheduled job.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// The cron expression as written (six fields, with seconds).
+    pub cron_expr: String,
+    /// The parsed expression.
+    pub cron: Cron,
+    /// Time zone the expression is read in.
+    pub timezone: Tz,
+    /// A disabled job is validated but never scheduled.
+    pub enabled: bool,
+    /// A run past this is cancelled and recorded failed.
+    pub timeout_secs: u64,
+    /// Extra attempts after a failed run.
+    pub retries: u32,
+    /// First delay between attempts; doubled per attempt.
+    pub retry_backoff_secs: u64,
+    /// Policy for ticks missed during downtime.
+    pub missed: MissedPolicy,
+}
+
+impl Timing {
+    /// The next `n` fire times after `after`, in the job's time zone.
+    pub fn next_fire_times(&self, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Tz>> {
+        self.cron
+            .iter_after(after.with_timezone(&self.timezone))
+            .take(n)
+            .collect()
+    }
+}
+
+/// Arguments of the fetch job.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchArgs {
+    /// Where data comes from.
+    #[serde(default)]
+    pub source: SourceChoice,
+    /// Requests in flight at once; `None` uses the configuration's value.
+    pub concurrency: Option<usize>,
+    /// What the API's `q` accepts: names, `lat,lon`, postcodes, `id:NNN`, ...
+    pub locations: Vec<String>,
+    /// Seed for the simulated source (deterministic output).
+    pub seed: Option<u64>,
+}
+
+/// Arguments of the analytics job.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyticsArgs {
+    /// Fit over the last N days; `None` fits over all rows.
+    pub window_days: Option<u32>,
+    /// Minimum samples for a per-location fit; `None` uses the configuration's value.
+    pub min_samples: Option<u64>,
+}
+
+/// One scheduled job: its timing and its typed arguments.
+#[derive(Debug, Clone)]
+pub struct JobSchedule<A> {
+    /// When and how it runs.
+    pub timing: Timing,
+    /// What it runs with.
+    pub args: A,
+}
+
+/// The whole file.
+#[derive(Debug, Clone)]
+pub struct Schedules {
+    /// The fetch job.
+    pub fetch: JobSchedule<FetchArgs>,
+    /// The analytics job.
+    pub analytics: JobSchedule<AnalyticsArgs>,
+}
+
+/// The raw timing fields as written, before cron and time zone are parsed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJob {
+    cron: String,
+    #[serde(default = "default_tz")]
+    timezone: String,
+    #[serde(default = "default_true")]
+    enabled: bool,
+    #[serde(default = "default_timeout")]
+    timeout_secs: u64,
+    #[serde(default)]
+    retries: u32,
+    #[serde(default = "default_backoff")]
+    retry_backoff_secs: u64,
+    #[serde(default = "default_missed")]
+    missed: MissedPolicy,
+    args: Option<toml::Value>,
+}
+
+fn default_tz() -> String {
+    "UTC".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_timeout() -> u64 {
+    3600
+}
+fn default_backoff() -> u64 {
+    30
+}
+fn default_missed() -> MissedPolicy {
+    MissedPolicy::Skip
+}
+
+/// Parses a six-field cron expression (seconds first), the dialect tokio-cron-scheduler runs.
+pub fn parse_cron(expr: &str) -> Result<Cron, String> {
+    CronParser::builder()
+        .seconds(Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(expr)
+        .map_err(|e| format!("invalid cron expression {expr:?} (six fields, seconds first): {e}"))
+}
+
+impl Schedules {
+    /// Reads and validates a schedules file.
+    pub fn load(path: &Path) -> Result<Self, ScheduleError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScheduleError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates the text of a schedules file; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ScheduleError> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| ScheduleError::Syntax {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        if let Some(unknown) = table
+            .keys()
+            .find(|k| !matches!(k.as_str(), "fetch" | "analytics"))
+        {
+            return Err(ScheduleError::UnknownJob(unknown.clone()));
+        }
+        let fetch = job(&mut table, "fetch")?;
+        let analytics = job(&mut table, "analytics")?;
+        let fetch = JobSchedule {
+            timing: fetch.0,
+            args: args::<FetchArgs>("fetch", fetch.1)?,
+        };
+        let analytics = JobSchedule {
+            timing: analytics.0,
+            args: args::<AnalyticsArgs>("analytics", analytics.1)?,
+        };
+        if fetch.args.locations.is_empty() {
+            return Err(field_err(
+                "fetch",
+                "args.locations",
+                "at least one location is needed",
+            ));
+        }
+        if let Some(i) = fetch.args.locations.iter().position(|l| l.trim().is_empty()) {
+            return Err(field_err(
+                "fetch",
+                "args.locations",
+                &format!("entry {i} is empty"),
+            ));
+        }
+        if fetch.args.concurrency == Some(0) {
+            return Err(field_err("fetch", "args.concurrency", "must be at least 1"));
+        }
+        if analytics.args.min_samples.is_some_and(|m| m < 2) {
+            return Err(field_err("analytics", "args.min_samples", "must be at least 2"));
+        }
+        Ok(Schedules { fetch, analytics })
+    }
+}
+
+fn field_err(job: &str, field: &str, message: &str) -> ScheduleError {
+    ScheduleError::Field {
+        job: job.to_owned(),
+        field: field.to_owned(),
+        message: message.to_owned(),
+    }
+}
+
+/// A deserialisation error as a field error. serde reports an unknown or missing field at its
+/// parent's path with the name in backquotes; take the name from the message then.
+fn path_err(job: &str, prefix: &str, e: serde_path_to_error::Error<toml::de::Error>) -> ScheduleError {
+    let message = e.inner().message().to_owned();
+    let path = e.path().to_string();
+    let field = if path == "." {
+        let start = message.find('`').map(|i| i + 1);
+        let name = start.and_then(|s| message[s..].find('`').map(|len| &message[s..s + len]));
+        name.unwrap_or("?").to_owned()
+    } else {
+        path
+    };
+    ScheduleError::Field {
+        job: job.to_owned(),
+        field: format!("{prefix}{field}"),
+        message,
+    }
+}
+
+fn job(table: &mut toml::Table, name: &str) -> Result<(Timing, Option<toml::Value>), ScheduleError> {
+    let value = table
+        .remove(name)
+        .ok_or_else(|| field_err(name, "cron", "the job's section is missing"))?;
+    let raw: RawJob = serde_path_to_error::deserialize(value).map_err(|e| path_err(name, "", e))?;
+    let cron = parse_cron(&raw.cron).map_err(|m| field_err(name, "cron", &m))?;
+    let timezone = Tz::from_str(&raw.timezone).map_err(|_| {
+        field_err(
+            name,
+            "timezone",
+            &format!("unknown IANA time zone {:?}", raw.timezone),
+        )
+    })?;
+    if raw.timeout_secs == 0 {
+        return Err(field_err(name, "timeout_secs", "must be at least 1"));
+    }
+    let timing = Timing {
+        cron_expr: raw.cron,
+        cron,
+        timezone,
+        enabled: raw.enabled,
+        timeout_secs: raw.timeout_secs,
+        retries: raw.retries,
+        retry_backoff_secs: raw.retry_backoff_secs,
+        missed: raw.missed,
+    };
+    Ok((timing, raw.args))
+}
+
+fn args<A: for<'de> Deserialize<'de>>(job: &str, value: Option<toml::Value>) -> Result<A, ScheduleError> {
+    let value = value.unwrap_or_else(|| toml::Value::Table(toml::Table::new()));
+    serde_path_to_error::deserialize(value).map_err(|e| path_err(job, "args.", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[fetch]
+cron = "0 */10 * * * *"
+[fetch.args]
+locations = ["London", "48.8567,2.3508"]
+
+[analytics]
+cron = "0 0 2 * * *"
+timezone = "Europe/Paris"
+missed = "run-once"
+"#;
+
+    fn err(text: &str) -> String {
+        Schedules::parse(text, "t.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn good_file_parses_with_defaults() {
+        let s = Schedules::parse(GOOD, "t.toml").unwrap();
+        assert_eq!(s.fetch.args.locations.len(), 2);
+        assert_eq!(s.fetch.timing.timezone, chrono_tz::UTC);
+        assert_eq!(s.fetch.timing.missed, MissedPolicy::Skip);
+        assert_eq!(s.analytics.timing.missed, MissedPolicy::RunOnce);
+        assert_eq!(s.analytics.args.window_days, None);
+        let start = DateTime::parse_from_rfc3339("2026-01-01T00:05:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let next = s.fetch.timing.next_fire_times(start, 2);
+        assert_eq!(next[0].to_rfc3339(), "2026-01-01T00:10:00+00:00");
+        assert_eq!(next[1].to_rfc3339(), "2026-01-01T00:20:00+00:00");
+        let nightly = s.analytics.timing.next_fire_times(start, 1);
+        assert_eq!(nightly[0].to_rfc3339(), "2026-01-01T02:00:00+01:00");
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases = [
+            (
+                GOOD.replace("0 */10 * * * *", "*/10 * * * *"),
+                "job 'fetch', field 'cron'",
+            ),
+            (
+                GOOD.replace("Europe/Paris", "Mars/Olympus"),
+                "job 'analytics', field 'timezone'",
+            ),
+            (
+                GOOD.replace("\"run-once\"", "\"sometimes\""),
+                "job 'analytics', field 'missed'",
+            ),
+            (
+                GOOD.replace("locations = [\"London\", \"48.8567,2.3508\"]", "locations = []"),
+                "field 'args.locations'",
+            ),
+            (
+                GOOD.replace("locations", "places"),
+                "job 'fetch', field 'args.places'",
+            ),
+            (
+                GOOD.replace(
+                    "cron = \"0 0 2 * * *\"",
+                    "cron = \"0 0 2 * * *\"\ntimeout_secs = \"soon\"",
+                ),
+                "field 'timeout_secs'",
+            ),
+            (
+                GOOD.replace("cron = \"0 */10 * * * *\"", "schedule = \"x\""),
+                "job 'fetch', field 'schedule'",
+            ),
+            (
+                GOOD.replace("[analytics]", "[analytic]"),
+                "unknown job 'analytic'",
+            ),
+            (GOOD.replace("[fetch]", "[fetch"), "not valid TOML"),
+        ];
+        for (text, want) in cases {
+            let got = err(&text);
+            assert!(got.contains(want), "want {want:?} in {got:?}");
+        }
+    }
+
+    #[test]
+    fn shipped_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schedules.toml");
+        let s = Schedules::load(&path).unwrap();
+        assert_eq!(s.fetch.timing.cron_expr, "0 */10 * * * *");
+        assert_eq!(s.analytics.timing.cron_expr, "0 0 2 * * *");
+        assert_eq!(s.analytics.timing.timezone, chrono_tz::UTC);
+    }
+}

@@ -1,0 +1,1 @@
+//! The simulated source: realistic WeatherAPI-shaped payloads, deterministic for a seed.

@@ -1,0 +1,1 @@
+//! The WeatherAPI.com client.

@@ -5,6 +5,7 @@
 //! the scheduler. Shared plumbing ([`config`], [`kafka`], [`db`], [`shutdown`], [`runs`]) sits beside
 //! them.
 
+pub mod backoff;
 pub mod cli;
 pub mod cmd;
 pub mod config;
@@ -12,10 +13,15 @@ pub mod db;
 pub mod envelope;
 pub mod jobs;
 pub mod kafka;
+pub mod plot;
+pub mod ratelimit;
+pub mod regression;
 pub mod runs;
 pub mod scheduler;
 pub mod schedules;
 pub mod shutdown;
 pub mod simulate;
+pub mod store;
 pub mod telemetry;
+pub mod validate;
 pub mod weatherapi;

@@ -1,0 +1,1 @@
+//! SVG scatter plots with the fitted line (owned by the analytics job).

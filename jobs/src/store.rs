@@ -1,0 +1,1 @@
+//! Batched, idempotent writes of observations and rejections (owned by the persist job).

@@ -1,0 +1,1 @@
+//! Validation of envelopes into typed observations (owned by the persist job).

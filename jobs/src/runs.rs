@@ -268,7 +268,11 @@ fn stmt(sql: &str, values: Vec<sea_orm::Value>) -> Statement {
 
 /// The id of a run of `job` that already took the scheduled `tick` (any status but `skipped`). Called
 /// under the job's advisory lock, so the answer cannot change before the caller inserts its own row.
-pub async fn tick_taken(db: &DatabaseConnection, job: &str, tick: DateTime<Utc>) -> Result<Option<i64>, DbErr> {
+pub async fn tick_taken(
+    db: &DatabaseConnection,
+    job: &str,
+    tick: DateTime<Utc>,
+) -> Result<Option<i64>, DbErr> {
     let row = db
         .query_one_raw(stmt(
             r#"SELECT id FROM job_runs

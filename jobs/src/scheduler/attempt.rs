@@ -94,7 +94,13 @@ fn merged(scheduler: Map<String, Value>, report: Option<Value>) -> Value {
 /// One attempt, recorded in its own row.
 async fn one(env: &Env, job: &ScheduledJob, tick: Tick, attempt: u32) -> Result<(i64, End), DbErr> {
     let base = tick_details(env, tick, Some(attempt));
-    let id = runs::start_with(&env.db, &job.name, Trigger::Schedule, Some(Value::Object(base.clone()))).await?;
+    let id = runs::start_with(
+        &env.db,
+        &job.name,
+        Trigger::Schedule,
+        Some(Value::Object(base.clone())),
+    )
+    .await?;
     tracing::info!(job = %job.name, run_id = id, tick = %runs::tick_text(tick.at), attempt, missed = tick.missed, "run started");
     let cancel = env.cancel.child_token();
     let ctx = RunContext {
@@ -127,7 +133,10 @@ async fn one(env: &Env, job: &ScheduledJob, tick: Tick, attempt: u32) -> Result<
                 let error = format!("timed out after {} s", job.timing.timeout_secs);
                 (End::Failed, Some(error), partial)
             } else {
-                let error = format!("cancelled at shutdown (grace period of {} s ran out)", env.grace.as_secs());
+                let error = format!(
+                    "cancelled at shutdown (grace period of {} s ran out)",
+                    env.grace.as_secs()
+                );
                 (End::Cancelled, Some(error), partial)
             }
         }
@@ -164,7 +173,10 @@ mod tests {
             merged(keys.clone(), Some(json!([1, 2]))),
             json!({"report": [1, 2], "tick": "2026-01-01T00:00:00Z"})
         );
-        assert_eq!(merged(keys.clone(), None), json!({"tick": "2026-01-01T00:00:00Z"}));
+        assert_eq!(
+            merged(keys.clone(), None),
+            json!({"tick": "2026-01-01T00:00:00Z"})
+        );
         // The scheduler's tick wins over a job key of the same name: replicas compare it.
         assert_eq!(
             merged(keys, Some(json!({"tick": "other"}))),

@@ -36,7 +36,11 @@ pub fn analytics_request(args: &schedules::AnalyticsArgs, ctx: &RunContext) -> A
 }
 
 /// fetch and analytics as scheduled jobs, disabled ones included (the scheduler leaves those out).
-pub fn pipeline_jobs(config: Arc<Config>, db: DatabaseConnection, schedules: &Schedules) -> Vec<ScheduledJob> {
+pub fn pipeline_jobs(
+    config: Arc<Config>,
+    db: DatabaseConnection,
+    schedules: &Schedules,
+) -> Vec<ScheduledJob> {
     let fetch_job = {
         let config = config.clone();
         let req = fetch_request(&schedules.fetch.args);
@@ -48,12 +52,16 @@ pub fn pipeline_jobs(config: Arc<Config>, db: DatabaseConnection, schedules: &Sc
     };
     let analytics_job = {
         let args = schedules.analytics.args.clone();
-        ScheduledJob::new("analytics", schedules.analytics.timing.clone(), move |ctx: RunContext| {
-            let config = config.clone();
-            let db = db.clone();
-            let req = analytics_request(&args, &ctx);
-            async move { analytics::run(&config, &db, ctx.run_id, req, ctx.cancel).await }
-        })
+        ScheduledJob::new(
+            "analytics",
+            schedules.analytics.timing.clone(),
+            move |ctx: RunContext| {
+                let config = config.clone();
+                let db = db.clone();
+                let req = analytics_request(&args, &ctx);
+                async move { analytics::run(&config, &db, ctx.run_id, req, ctx.cancel).await }
+            },
+        )
     };
     vec![fetch_job, analytics_job]
 }

@@ -44,7 +44,10 @@ impl JobLock {
             .bind(key)
             .fetch_one(&mut *conn)
             .await?;
-        Ok(got.then_some(Self { conn: Some(conn), key }))
+        Ok(got.then_some(Self {
+            conn: Some(conn),
+            key,
+        }))
     }
 
     /// Lets the lock go and closes its session.

@@ -180,7 +180,15 @@ impl Scheduler {
             log_catch_up(&name, plan);
             if let CatchUp::RunOnce(m) = plan {
                 let job = self.job(&name)?;
-                spawn_tick(&mut tasks, &self.env, job, Tick { at: m.latest, missed: true });
+                spawn_tick(
+                    &mut tasks,
+                    &self.env,
+                    job,
+                    Tick {
+                        at: m.latest,
+                        missed: true,
+                    },
+                );
             }
         }
 
@@ -192,7 +200,9 @@ impl Scheduler {
             .filter(|(_, j)| j.timing.enabled)
             .map(|(i, j)| (i, j.timing.clone()))
             .collect();
-        let ticker = Ticker::start(clocks, tx).await.context("starting the cron clock")?;
+        let ticker = Ticker::start(clocks, tx)
+            .await
+            .context("starting the cron clock")?;
         for job in self.jobs.iter().filter(|j| j.timing.enabled) {
             let next = ticker::next_fire(&job.timing, Utc::now()).map(runs::tick_text);
             tracing::info!(job = %job.name, cron = %job.timing.cron_expr, timezone = %job.timing.timezone,
@@ -222,11 +232,18 @@ impl Scheduler {
             return;
         }
         let grace = self.env.grace;
-        tracing::info!(running = tasks.len(), grace_secs = grace.as_secs(), "waiting for running jobs to finish");
+        tracing::info!(
+            running = tasks.len(),
+            grace_secs = grace.as_secs(),
+            "waiting for running jobs to finish"
+        );
         if drain(&mut tasks, grace).await {
             return;
         }
-        tracing::warn!(running = tasks.len(), "grace period over; cancelling running jobs");
+        tracing::warn!(
+            running = tasks.len(),
+            "grace period over; cancelling running jobs"
+        );
         self.env.cancel.cancel();
         if drain(&mut tasks, self.env.cancel_wait + RECORD_MARGIN).await {
             return;
@@ -279,8 +296,10 @@ fn log_catch_up(job: &str, plan: CatchUp) {
         CatchUp::NothingMissed => tracing::info!(job, "no ticks missed"),
         CatchUp::Skip(m) => tracing::warn!(job, missed = m.count, since = %runs::tick_text(m.last_recorded),
             "ticks missed while no scheduler ran; policy skip: waiting for the next tick"),
-        CatchUp::RunOnce(m) => tracing::warn!(job, missed = m.count, since = %runs::tick_text(m.last_recorded),
-            tick = %runs::tick_text(m.latest), "ticks missed while no scheduler ran; policy run-once: running now"),
+        CatchUp::RunOnce(m) => {
+            tracing::warn!(job, missed = m.count, since = %runs::tick_text(m.last_recorded),
+            tick = %runs::tick_text(m.latest), "ticks missed while no scheduler ran; policy run-once: running now")
+        }
     }
 }
 

@@ -58,7 +58,10 @@ struct Clock {
 impl Ticker {
     /// Arms the first fire time after now of each `(index, timing)` and starts the clock. Fires are sent
     /// to `tx`; a job whose cron has no future fire time is never sent.
-    pub async fn start(jobs: Vec<(usize, Timing)>, tx: mpsc::Sender<Fire>) -> Result<Self, JobSchedulerError> {
+    pub async fn start(
+        jobs: Vec<(usize, Timing)>,
+        tx: mpsc::Sender<Fire>,
+    ) -> Result<Self, JobSchedulerError> {
         let sched = JobScheduler::new().await?;
         let stop = CancellationToken::new();
         for (job, timing) in jobs {
@@ -93,7 +96,11 @@ fn arm(
     Box::pin(arm_at(sched, clock, after))
 }
 
-async fn arm_at(sched: &JobScheduler, clock: Arc<Clock>, after: DateTime<Utc>) -> Result<(), JobSchedulerError> {
+async fn arm_at(
+    sched: &JobScheduler,
+    clock: Arc<Clock>,
+    after: DateTime<Utc>,
+) -> Result<(), JobSchedulerError> {
     let Some(at) = next_fire(&clock.timing, after) else {
         tracing::warn!(cron = %clock.timing.cron_expr, "cron has no further fire time; the job will not run again");
         return Ok(());
@@ -152,22 +159,39 @@ mod tests {
         // Noon in Paris: 11:00 UTC in winter, 10:00 UTC from 29 March 2026. A fixed offset taken in
         // winter (what tokio-cron-scheduler's new_async_tz does) would say 11:00 UTC on the 29th.
         let t = timing("0 0 12 * * *", "Europe/Paris");
-        assert_eq!(next_fire(&t, at("2026-03-27T12:00:00Z")), Some(at("2026-03-28T11:00:00Z")));
-        assert_eq!(next_fire(&t, at("2026-03-28T11:00:00Z")), Some(at("2026-03-29T10:00:00Z")));
-        assert_eq!(next_fire(&t, at("2026-10-24T12:00:00Z")), Some(at("2026-10-25T11:00:00Z")));
+        assert_eq!(
+            next_fire(&t, at("2026-03-27T12:00:00Z")),
+            Some(at("2026-03-28T11:00:00Z"))
+        );
+        assert_eq!(
+            next_fire(&t, at("2026-03-28T11:00:00Z")),
+            Some(at("2026-03-29T10:00:00Z"))
+        );
+        assert_eq!(
+            next_fire(&t, at("2026-10-24T12:00:00Z")),
+            Some(at("2026-10-25T11:00:00Z"))
+        );
     }
 
     #[test]
     fn next_fire_is_strictly_after() {
         let t = timing("*/5 * * * * *", "UTC");
-        assert_eq!(next_fire(&t, at("2026-01-01T00:00:05Z")), Some(at("2026-01-01T00:00:10Z")));
-        assert_eq!(next_fire(&t, at("2026-01-01T00:00:05.2Z")), Some(at("2026-01-01T00:00:10Z")));
+        assert_eq!(
+            next_fire(&t, at("2026-01-01T00:00:05Z")),
+            Some(at("2026-01-01T00:00:10Z"))
+        );
+        assert_eq!(
+            next_fire(&t, at("2026-01-01T00:00:05.2Z")),
+            Some(at("2026-01-01T00:00:10Z"))
+        );
     }
 
     #[tokio::test]
     async fn a_per_second_cron_fires_on_consecutive_seconds() {
         let (tx, mut rx) = mpsc::channel(8);
-        let ticker = Ticker::start(vec![(3, timing("* * * * * *", "UTC"))], tx).await.unwrap();
+        let ticker = Ticker::start(vec![(3, timing("* * * * * *", "UTC"))], tx)
+            .await
+            .unwrap();
         let first = rx.recv().await.unwrap();
         let second = rx.recv().await.unwrap();
         ticker.stop().await;
@@ -176,6 +200,9 @@ mod tests {
         assert_eq!(second.at - first.at, chrono::Duration::seconds(1));
         // Reported on time: not before the tick, and not long after it.
         let lag = Utc::now() - second.at;
-        assert!(lag >= chrono::Duration::zero() && lag < chrono::Duration::seconds(2), "{lag}");
+        assert!(
+            lag >= chrono::Duration::zero() && lag < chrono::Duration::seconds(2),
+            "{lag}"
+        );
     }
 }

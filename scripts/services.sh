@@ -2,8 +2,8 @@
 # Local services for weatherflow without Docker: a real Apache Kafka broker (KRaft, one node) run from
 # Maven Central jars, and PostgreSQL from Debian's packages.
 #
-#   scripts/services.sh up       install what is missing, start both, wait until they answer
-#   scripts/services.sh down     stop both (Kafka cleanly with SIGTERM; PostgreSQL with pg_ctlcluster)
+#   scripts/services.sh up [kafka|postgres]    install what is missing, start, wait until they answer
+#   scripts/services.sh down [kafka|postgres]  stop (Kafka cleanly with SIGTERM; PostgreSQL with pg_ctlcluster)
 #   scripts/services.sh status   say what runs, exit 1 when something does not
 #   scripts/services.sh logs     tail the broker and PostgreSQL logs
 #   scripts/services.sh env      print the settings (KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL)
@@ -240,20 +240,28 @@ status() {
   return $rc
 }
 
+# Optional second argument: only one component (kafka | postgres).
+only="${2:-all}"
+case "$only" in all|kafka|postgres) ;; *) [ "${1:-}" = logs ] || [ "${1:-}" = env ] || die "unknown component $only (kafka | postgres)";; esac
+want() { [ "$only" = all ] || [ "$only" = "$1" ]; }
+
 case "${1:-}" in
   up)
     start=$SECONDS
-    pg_up
-    kafka_up
+    if want postgres; then pg_up; fi
+    if want kafka; then kafka_up; fi
     log "platform up in $((SECONDS - start)) s; settings:"
     print_env
     ;;
-  down) kafka_down; pg_down ;;
+  down)
+    if want kafka; then kafka_down; fi
+    if want postgres; then pg_down; fi
+    ;;
   status) status ;;
   logs)
     echo "== $KAFKA_LOG"; tail -n "${2:-50}" "$KAFKA_LOG" 2>/dev/null || true
     for f in /var/log/postgresql/postgresql-*-main.log; do echo "== $f"; tail -n "${2:-50}" "$f"; done 2>/dev/null || true
     ;;
   env) print_env "${2:-}" ;;
-  *) echo "usage: $0 up|down|status|logs [N]|env [secret]" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down [kafka|postgres] | status | logs [N] | env [secret]" >&2; exit 2 ;;
 esac

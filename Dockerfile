@@ -1,0 +1,25 @@
+# Multi-stage build of the `weatherflow` binary. Used by docker-compose.yml (not run on our machines,
+# which have no Docker engine; CI validates the compose file only).
+FROM rust:1.95-bookworm AS build
+# librdkafka is built from source by rdkafka-sys (make, a C/C++ toolchain, cmake for aws-lc).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends cmake clang \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p weatherflow \
+ && cp target/release/weatherflow /usr/local/bin/weatherflow
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 weatherflow
+COPY --from=build /usr/local/bin/weatherflow /usr/local/bin/weatherflow
+COPY schedules.toml /app/schedules.toml
+WORKDIR /app
+USER weatherflow
+ENTRYPOINT ["weatherflow"]
+CMD ["--help"]

@@ -2,10 +2,11 @@
 //! process nor across replicas of the scheduler.
 //!
 //! Session-level advisory locks belong to the connection that took them, so the lock is taken on a
-//! connection checked out of the pool and kept for the whole run. That connection is closed, never
-//! returned to the pool, when the lock is let go: a pooled session still holding the lock would keep
-//! the job locked for as long as the pool lives. If the process dies, the server ends the session and
-//! the lock goes with it.
+//! connection checked out of the pool and kept for the whole run. The connection goes back to the pool
+//! only after PostgreSQL confirmed the unlock; in every other case (the unlock failed, or the lock was
+//! dropped with its task) the connection is closed instead, because a pooled session still holding the
+//! lock would keep the job locked for as long as the pool lives. If the process dies, the server ends
+//! the session and the lock goes with it.
 
 use sea_orm::DatabaseConnection;
 use sqlx::Postgres;
@@ -27,8 +28,7 @@ pub fn lock_key(job: &str) -> i64 {
 /// A held advisory lock of one job, with the session that holds it.
 #[derive(Debug)]
 pub struct JobLock {
-    /// The dedicated session holding the lock; `None` once released. Marked close-on-drop, so a lock
-    /// dropped without [`JobLock::release`] (a cancelled task) still ends its session and frees the job.
+    /// The dedicated session holding the lock; `None` once released.
     conn: Option<PoolConnection<Postgres>>,
     /// The lock key.
     key: i64,
@@ -38,19 +38,27 @@ impl JobLock {
     /// Takes `job`'s lock if it is free. `Ok(None)` when another session holds it.
     pub async fn try_acquire(db: &DatabaseConnection, job: &str) -> Result<Option<Self>, sqlx::Error> {
         let mut conn = db.get_postgres_connection_pool().acquire().await?;
-        conn.close_on_drop();
         let key = lock_key(job);
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        let got = sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
             .bind(key)
             .fetch_one(&mut *conn)
-            .await?;
-        Ok(got.then_some(Self {
-            conn: Some(conn),
-            key,
-        }))
+            .await;
+        match got {
+            Ok(true) => Ok(Some(Self {
+                conn: Some(conn),
+                key,
+            })),
+            Ok(false) => Ok(None),
+            Err(e) => {
+                // Whether the lock was taken is unknown: end the session to be sure it is not held.
+                conn.close_on_drop();
+                Err(e)
+            }
+        }
     }
 
-    /// Lets the lock go and closes its session.
+    /// Lets the lock go. The session returns to the pool when PostgreSQL confirms the unlock, and is
+    /// closed (which frees the lock too) otherwise.
     pub async fn release(mut self) -> Result<(), sqlx::Error> {
         let Some(mut conn) = self.conn.take() else {
             return Ok(());
@@ -59,10 +67,29 @@ impl JobLock {
             .bind(self.key)
             .fetch_one(&mut *conn)
             .await;
-        // Closing ends the session, which frees the lock even if the unlock above failed.
-        let closed = conn.close().await;
-        unlocked?;
-        closed
+        match unlocked {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                conn.close().await?;
+                Err(sqlx::Error::Protocol(
+                    "pg_advisory_unlock: this session did not hold the lock".into(),
+                ))
+            }
+            Err(e) => {
+                conn.close_on_drop();
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for JobLock {
+    /// A lock dropped without [`JobLock::release`] (its task was aborted) ends its session, which frees
+    /// the job.
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.as_mut() {
+            conn.close_on_drop();
+        }
     }
 }
 

@@ -105,7 +105,12 @@ async fn arm_at(
         tracing::warn!(cron = %clock.timing.cron_expr, "cron has no further fire time; the job will not run again");
         return Ok(());
     };
-    let wait = (at - Utc::now()).to_std().unwrap_or_default();
+    // The library rounds the wait down to whole seconds and polls every 500 ms, so it can fire up to
+    // half a second late. Arming a second early makes it fire before `at`; `fire` then sleeps to the
+    // exact second.
+    let wait = (at - Utc::now() - chrono::Duration::seconds(1))
+        .to_std()
+        .unwrap_or_default();
     // The library may call a job more than once; only the first call fires, so a clock never forks.
     let mut once = Some(clock);
     let job = Job::new_one_shot_async(wait, move |_id, sched| {
@@ -120,7 +125,7 @@ async fn arm_at(
 
 /// Runs when a one-shot fires: reports `at` on the second, then arms the next fire time.
 async fn fire(clock: Arc<Clock>, sched: JobScheduler, at: DateTime<Utc>) {
-    // The library counts in whole seconds and may fire up to a second early.
+    // Armed early on purpose (see `arm_at`).
     let early = (at - Utc::now()).to_std().unwrap_or_default();
     tokio::select! {
         _ = clock.stop.cancelled() => return,

@@ -525,6 +525,13 @@ min_samples = 10
             1,
         );
         assert_eq!(next[0].to_rfc3339(), "2026-01-02T10:05:30-05:00");
+        // Day of month AND day of week, as tokio-cron-scheduler reads them: the first Monday.
+        let first_monday = parse_cron("0 0 9 1-7 * MON").unwrap();
+        let after = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let next = first_monday.find_next_occurrence(&after, false).unwrap();
+        assert_eq!(next.to_rfc3339(), "2026-01-05T09:00:00+00:00");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use sea_orm::DatabaseConnection;
 
 use super::job::{RunContext, ScheduledJob};
@@ -22,13 +23,14 @@ pub fn fetch_request(args: &schedules::FetchArgs) -> FetchRequest {
     }
 }
 
-/// The analytics job's request for the tick at `ctx.tick`: the window ends now and starts
-/// `window_days` before the tick.
-pub fn analytics_request(args: &schedules::AnalyticsArgs, ctx: &RunContext) -> AnalyticsRequest {
+/// The analytics job's request for a run starting at `now`: the last `window_days` days, up to now.
+/// Counted from the run's start, not its tick, so that a catch-up run for a tick missed long ago still
+/// fits recent data.
+pub fn analytics_request(args: &schedules::AnalyticsArgs, now: DateTime<Utc>) -> AnalyticsRequest {
     AnalyticsRequest {
         since: args
             .window_days
-            .map(|days| ctx.tick - chrono::Duration::days(i64::from(days))),
+            .map(|days| now - chrono::Duration::days(i64::from(days))),
         until: None,
         min_samples: args.min_samples,
         plot: None,
@@ -58,7 +60,7 @@ pub fn pipeline_jobs(
             move |ctx: RunContext| {
                 let config = config.clone();
                 let db = db.clone();
-                let req = analytics_request(&args, &ctx);
+                let req = analytics_request(&args, Utc::now());
                 async move { analytics::run(&config, &db, ctx.run_id, req, ctx.cancel).await }
             },
         )

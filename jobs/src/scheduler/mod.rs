@@ -292,12 +292,12 @@ fn log_done(done: Result<(String, anyhow::Result<TickOutcome>), tokio::task::Joi
 
 fn log_catch_up(job: &str, plan: CatchUp) {
     match plan {
-        CatchUp::FirstStart => tracing::info!(job, "no scheduled run recorded yet; nothing missed"),
-        CatchUp::NothingMissed => tracing::info!(job, "no ticks missed"),
-        CatchUp::Skip(m) => tracing::warn!(job, missed = m.count, since = %runs::tick_text(m.last_recorded),
+        CatchUp::FirstStart => tracing::info!(%job, "no scheduled run recorded yet; nothing missed"),
+        CatchUp::NothingMissed => tracing::info!(%job, "no ticks missed"),
+        CatchUp::Skip(m) => tracing::warn!(%job, missed = m.count, since = %runs::tick_text(m.last_recorded),
             "ticks missed while no scheduler ran; policy skip: waiting for the next tick"),
         CatchUp::RunOnce(m) => {
-            tracing::warn!(job, missed = m.count, since = %runs::tick_text(m.last_recorded),
+            tracing::warn!(%job, missed = m.count, since = %runs::tick_text(m.last_recorded),
             tick = %runs::tick_text(m.latest), "ticks missed while no scheduler ran; policy run-once: running now")
         }
     }

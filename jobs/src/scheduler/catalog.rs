@@ -31,9 +31,9 @@ pub fn analytics_request(args: &schedules::AnalyticsArgs, now: DateTime<Utc>) ->
         since: args
             .window_days
             .map(|days| now - chrono::Duration::days(i64::from(days))),
-        until: None,
         min_samples: args.min_samples,
-        plot: None,
+        // No window end, and no plots: a scheduled fit only stores its results.
+        ..AnalyticsRequest::default()
     }
 }
 

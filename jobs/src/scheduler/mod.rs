@@ -172,25 +172,7 @@ impl Scheduler {
             tracing::info!(job = %job.name, "disabled in the schedules; not scheduled");
         }
         let mut tasks: JoinSet<(String, anyhow::Result<TickOutcome>)> = JoinSet::new();
-        let plans = self
-            .plan_catch_up(Utc::now())
-            .await
-            .context("reading the run history for missed ticks")?;
-        for (name, plan) in plans {
-            log_catch_up(&name, plan);
-            if let CatchUp::RunOnce(m) = plan {
-                let job = self.job(&name)?;
-                spawn_tick(
-                    &mut tasks,
-                    &self.env,
-                    job,
-                    Tick {
-                        at: m.latest,
-                        missed: true,
-                    },
-                );
-            }
-        }
+        self.catch_up(&mut tasks).await?;
 
         let (tx, mut fires) = mpsc::channel(64);
         let clocks = self
@@ -223,6 +205,28 @@ impl Scheduler {
         ticker.stop().await;
         self.env.stopping.cancel();
         self.wind_down(tasks).await;
+        Ok(())
+    }
+
+    /// Applies each enabled job's missed-tick policy at start-up; a `run-once` run goes into `tasks`.
+    async fn catch_up(
+        &self,
+        tasks: &mut JoinSet<(String, anyhow::Result<TickOutcome>)>,
+    ) -> anyhow::Result<()> {
+        let plans = self
+            .plan_catch_up(Utc::now())
+            .await
+            .context("reading the run history for missed ticks")?;
+        for (name, plan) in plans {
+            log_catch_up(&name, plan);
+            if let CatchUp::RunOnce(m) = plan {
+                let tick = Tick {
+                    at: m.latest,
+                    missed: true,
+                };
+                spawn_tick(tasks, &self.env, self.job(&name)?, tick);
+            }
+        }
         Ok(())
     }
 

@@ -248,6 +248,12 @@ pub struct SchedulerConfig {
     pub schedules_path: PathBuf,
     /// How long running jobs may take to finish after SIGTERM.
     pub shutdown_grace_secs: u64,
+    /// After a run is cancelled (timeout, or the grace period ran out), how long it gets to notice and
+    /// return before it is dropped. Its row is recorded failed either way.
+    pub cancel_wait_secs: u64,
+    /// This process's name in the run history (`details.replica`), to tell replicas apart. Default:
+    /// `<hostname>:<pid>`.
+    pub replica: Option<String>,
 }
 
 impl Default for SchedulerConfig {
@@ -255,6 +261,8 @@ impl Default for SchedulerConfig {
         Self {
             schedules_path: PathBuf::from("schedules.toml"),
             shutdown_grace_secs: 30,
+            cancel_wait_secs: 5,
+            replica: None,
         }
     }
 }
@@ -263,6 +271,11 @@ impl SchedulerConfig {
     /// The grace period as a [`Duration`].
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    /// The wait after cancelling a run as a [`Duration`].
+    pub fn cancel_wait(&self) -> Duration {
+        Duration::from_secs(self.cancel_wait_secs)
     }
 }
 

@@ -1,15 +1,29 @@
 //! Run history: every job run, scheduled or manual, is a `job_runs` row that goes
 //! `running` → `succeeded` | `failed` | `skipped`.
+//!
+//! This module owns the `job_runs` queries, including the ones the scheduler needs to keep runs from
+//! overlapping (which ticks were handled, which rows were abandoned by a dead process).
 
 use std::future::Future;
+use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use entity::job_runs;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
 };
 use serde_json::Value;
+
+/// How often a long run logs that it is still going (manual runs through [`recorded`], and every
+/// scheduled attempt).
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// `details.reason` of a scheduled tick that found the job's advisory lock taken.
+pub const REASON_LOCK_HELD: &str = "another run holds the lock";
+
+/// `details.reason` of a scheduled tick that another replica (or an earlier firing) already ran.
+pub const REASON_TICK_HANDLED: &str = "tick already handled";
 
 /// Why a run started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,13 +67,106 @@ pub trait Report {
     fn details(&self) -> Value;
 }
 
+/// A finished run's report in the form it is stored: what every [`Report`] boils down to. Lets the
+/// scheduler run any job body, whatever its summary type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Succeeded or skipped.
+    pub completion: Completion,
+    /// Records read.
+    pub records_in: Option<i64>,
+    /// Records written.
+    pub records_out: Option<i64>,
+    /// The job-specific summary.
+    pub details: Value,
+}
+
+impl Outcome {
+    /// A success with nothing to report (test bodies, trivial jobs).
+    pub fn succeeded() -> Self {
+        Self {
+            completion: Completion::Succeeded,
+            records_in: None,
+            records_out: None,
+            details: Value::Null,
+        }
+    }
+
+    /// The stored form of `report`.
+    pub fn of<R: Report + ?Sized>(report: &R) -> Self {
+        Self {
+            completion: report.completion(),
+            records_in: report.records_in(),
+            records_out: report.records_out(),
+            details: report.details(),
+        }
+    }
+
+    /// The `job_runs.status` this outcome is recorded with.
+    pub fn status(&self) -> &'static str {
+        match self.completion {
+            Completion::Succeeded => "succeeded",
+            Completion::Skipped => "skipped",
+        }
+    }
+}
+
+impl Report for Outcome {
+    fn completion(&self) -> Completion {
+        self.completion
+    }
+    fn records_in(&self) -> Option<i64> {
+        self.records_in
+    }
+    fn records_out(&self) -> Option<i64> {
+        self.records_out
+    }
+    fn details(&self) -> Value {
+        self.details.clone()
+    }
+}
+
 /// Inserts a `running` row and returns its id.
 pub async fn start(db: &DatabaseConnection, job: &str, trigger: Trigger) -> Result<i64, DbErr> {
+    start_with(db, job, trigger, None).await
+}
+
+/// Inserts a `running` row with `details` already set (the scheduler's tick and attempt, so that other
+/// replicas see which tick is being run) and returns its id.
+pub async fn start_with(
+    db: &DatabaseConnection,
+    job: &str,
+    trigger: Trigger,
+    details: Option<Value>,
+) -> Result<i64, DbErr> {
     let row = job_runs::ActiveModel {
         job: Set(job.to_owned()),
         trigger: Set(trigger.as_str().to_owned()),
         started_at: Set(Utc::now()),
         status: Set("running".to_owned()),
+        details: Set(details),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?;
+    Ok(row.id)
+}
+
+/// Inserts a row that is `skipped` from the start (a tick the scheduler did not run), returning its id.
+pub async fn record_skipped(
+    db: &DatabaseConnection,
+    job: &str,
+    trigger: Trigger,
+    details: Value,
+) -> Result<i64, DbErr> {
+    let now = Utc::now();
+    let row = job_runs::ActiveModel {
+        job: Set(job.to_owned()),
+        trigger: Set(trigger.as_str().to_owned()),
+        started_at: Set(now),
+        finished_at: Set(Some(now)),
+        status: Set("skipped".to_owned()),
+        details: Set(Some(details)),
         ..Default::default()
     }
     .insert(db)
@@ -107,12 +214,9 @@ where
 {
     let id = start(db, job, trigger).await?;
     tracing::info!(job, run_id = id, trigger = trigger.as_str(), "run started");
-    match body(id).await {
+    match with_progress(job, id, body(id)).await {
         Ok(report) => {
-            let status = match report.completion() {
-                Completion::Succeeded => "succeeded",
-                Completion::Skipped => "skipped",
-            };
+            let status = Outcome::of(&report).status();
             finish(
                 db,
                 id,
@@ -134,6 +238,94 @@ where
             Err(err)
         }
     }
+}
+
+/// Awaits `body`, logging every [`PROGRESS_EVERY`] that run `run_id` of `job` is still going, so a
+/// long run shows signs of life in the log.
+pub async fn with_progress<F: Future>(job: &str, run_id: i64, body: F) -> F::Output {
+    let started = Instant::now();
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+    tokio::pin!(body);
+    loop {
+        tokio::select! {
+            out = &mut body => return out,
+            _ = beat.tick() => {
+                tracing::info!(job, run_id, elapsed_secs = started.elapsed().as_secs(), "run in progress");
+            }
+        }
+    }
+}
+
+/// The canonical text of a tick time in `details.tick`: RFC 3339, whole seconds, `Z`. One spelling, so
+/// that replicas compare ticks as strings.
+pub fn tick_text(tick: DateTime<Utc>) -> String {
+    tick.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn stmt(sql: &str, values: Vec<sea_orm::Value>) -> Statement {
+    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+}
+
+/// The id of a run of `job` that already took the scheduled `tick` (any status but `skipped`). Called
+/// under the job's advisory lock, so the answer cannot change before the caller inserts its own row.
+pub async fn tick_taken(
+    db: &DatabaseConnection,
+    job: &str,
+    tick: DateTime<Utc>,
+) -> Result<Option<i64>, DbErr> {
+    let row = db
+        .query_one_raw(stmt(
+            r#"SELECT id FROM job_runs
+               WHERE job = $1 AND "trigger" = 'schedule' AND status <> 'skipped' AND details->>'tick' = $2
+               ORDER BY id LIMIT 1"#,
+            vec![job.into(), tick_text(tick).into()],
+        ))
+        .await?;
+    row.map(|r| r.try_get_by_index::<i64>(0)).transpose()
+}
+
+/// The latest tick of `job` the scheduler handled (ran or skipped), from `details.tick`, else the
+/// row's start time. `None` when the job was never scheduled.
+pub async fn last_scheduled_tick(db: &DatabaseConnection, job: &str) -> Result<Option<DateTime<Utc>>, DbErr> {
+    let row = db
+        .query_one_raw(stmt(
+            r#"SELECT max(COALESCE((details->>'tick')::timestamptz, started_at))
+               FROM job_runs WHERE job = $1 AND "trigger" = 'schedule'"#,
+            vec![job.into()],
+        ))
+        .await?;
+    match row {
+        Some(r) => r.try_get_by_index::<Option<DateTime<Utc>>>(0),
+        None => Ok(None),
+    }
+}
+
+/// Closes the `running` scheduled rows of `job` as failed with `error`. Only sound under the job's
+/// advisory lock: a scheduled run holds the lock until its row is closed, so a `running` row found while
+/// holding the lock belongs to a process that died. Returns how many rows were closed.
+pub async fn close_abandoned(db: &DatabaseConnection, job: &str, error: &str) -> Result<u64, DbErr> {
+    let res = db
+        .execute_raw(stmt(
+            r#"UPDATE job_runs SET status = 'failed', finished_at = now(), error = $2
+               WHERE job = $1 AND "trigger" = 'schedule' AND status = 'running'"#,
+            vec![job.into(), error.into()],
+        ))
+        .await?;
+    Ok(res.rows_affected())
+}
+
+/// The latest run of each job, leaving out ticks the scheduler skipped because another run had them
+/// (those say nothing about the job, only about replicas).
+pub async fn latest_per_job(db: &DatabaseConnection) -> Result<Vec<job_runs::Model>, DbErr> {
+    job_runs::Entity::find()
+        .from_raw_sql(stmt(
+            r#"SELECT DISTINCT ON (job) * FROM job_runs
+               WHERE NOT (status = 'skipped' AND COALESCE(details->>'reason', '') IN ($1, $2))
+               ORDER BY job, id DESC"#,
+            vec![REASON_LOCK_HELD.into(), REASON_TICK_HANDLED.into()],
+        ))
+        .all(db)
+        .await
 }
 
 /// The latest runs, newest first, optionally of one job.

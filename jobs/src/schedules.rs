@@ -403,11 +403,135 @@ missed = "run-once"
                 "unknown job 'analytic'",
             ),
             (GOOD.replace("[fetch]", "[fetch"), "not valid TOML"),
+            (
+                GOOD.replace(
+                    "cron = \"0 0 2 * * *\"",
+                    "cron = \"0 0 2 * * *\"\nenabled = \"yes\"",
+                ),
+                "job 'analytics', field 'enabled'",
+            ),
+            (
+                GOOD.replace("cron = \"0 0 2 * * *\"", "cron = \"0 0 2 * * *\"\nretries = -1"),
+                "job 'analytics', field 'retries'",
+            ),
+            (
+                GOOD.replace(
+                    "cron = \"0 0 2 * * *\"",
+                    "cron = \"0 0 2 * * *\"\nretry_backoff_secs = 1.5",
+                ),
+                "job 'analytics', field 'retry_backoff_secs'",
+            ),
+            (
+                GOOD.replace(
+                    "cron = \"0 0 2 * * *\"",
+                    "cron = \"0 0 2 * * *\"\ntimeout_secs = 0",
+                ),
+                "job 'analytics', field 'timeout_secs': must be at least 1",
+            ),
+            (
+                GOOD.replace("cron = \"0 0 2 * * *\"", "cron = \"0 0 2 * * 8\""),
+                "job 'analytics', field 'cron'",
+            ),
+            (
+                GOOD.replace("[fetch.args]", "[fetch.args]\nconcurrency = 0"),
+                "job 'fetch', field 'args.concurrency': must be at least 1",
+            ),
+            (
+                GOOD.replace("[fetch.args]", "[fetch.args]\nsource = \"satellite\""),
+                "job 'fetch', field 'args.source'",
+            ),
+            (
+                GOOD.replace("[fetch.args]", "[fetch.args]\nseed = \"lucky\""),
+                "job 'fetch', field 'args.seed'",
+            ),
+            (
+                GOOD.replace("\"48.8567,2.3508\"", "\" \""),
+                "job 'fetch', field 'args.locations': entry 1 is empty",
+            ),
+            (
+                format!("{GOOD}[analytics.args]\nmin_samples = 1\n"),
+                "job 'analytics', field 'args.min_samples': must be at least 2",
+            ),
+            (
+                format!("{GOOD}[analytics.args]\nwindow_days = -3\n"),
+                "job 'analytics', field 'args.window_days'",
+            ),
+            (
+                format!("{GOOD}[analytics.args]\nwindow = 3\n"),
+                "job 'analytics', field 'args.window'",
+            ),
+            (
+                GOOD.replace(
+                    "[analytics]\ncron = \"0 0 2 * * *\"\ntimezone = \"Europe/Paris\"\nmissed = \"run-once\"",
+                    "",
+                ),
+                "job 'analytics', field 'cron': the job's section is missing",
+            ),
         ];
         for (text, want) in cases {
             let got = err(&text);
             assert!(got.contains(want), "want {want:?} in {got:?}");
         }
+    }
+
+    #[test]
+    fn every_field_is_read() {
+        let text = r#"
+[fetch]
+cron = "30 */5 * * * 1-5"
+timezone = "America/New_York"
+enabled = false
+timeout_secs = 45
+retries = 4
+retry_backoff_secs = 2
+missed = "run-once"
+[fetch.args]
+source = "simulated"
+concurrency = 3
+seed = 42
+locations = ["Denver"]
+
+[analytics]
+cron = "0 15 3 * * SUN"
+[analytics.args]
+window_days = 7
+min_samples = 10
+"#;
+        let s = Schedules::parse(text, "t.toml").unwrap();
+        let f = &s.fetch.timing;
+        assert_eq!(f.timezone, chrono_tz::America::New_York);
+        assert!(!f.enabled);
+        assert_eq!((f.timeout_secs, f.retries, f.retry_backoff_secs), (45, 4, 2));
+        assert_eq!(f.missed, MissedPolicy::RunOnce);
+        assert_eq!(s.fetch.args.source, SourceChoice::Simulated);
+        assert_eq!((s.fetch.args.concurrency, s.fetch.args.seed), (Some(3), Some(42)));
+        assert_eq!(s.analytics.args.window_days, Some(7));
+        assert_eq!(s.analytics.args.min_samples, Some(10));
+        // Defaults of the fields left out.
+        let a = &s.analytics.timing;
+        assert_eq!(
+            (a.timezone, a.enabled, a.timeout_secs),
+            (chrono_tz::UTC, true, 3600)
+        );
+        assert_eq!(
+            (a.retries, a.retry_backoff_secs, a.missed),
+            (0, 30, MissedPolicy::Skip)
+        );
+        // Seconds and weekdays as written: Friday 2026-01-02 10:05:30 New York time is next.
+        let next = f.next_fire_times(
+            DateTime::parse_from_rfc3339("2026-01-02T15:01:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
+            1,
+        );
+        assert_eq!(next[0].to_rfc3339(), "2026-01-02T10:05:30-05:00");
+        // Day of month AND day of week, as tokio-cron-scheduler reads them: the first Monday.
+        let first_monday = parse_cron("0 0 9 1-7 * MON").unwrap();
+        let after = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let next = first_monday.find_next_occurrence(&after, false).unwrap();
+        assert_eq!(next.to_rfc3339(), "2026-01-05T09:00:00+00:00");
     }
 
     #[test]

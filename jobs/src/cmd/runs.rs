@@ -1,4 +1,7 @@
-//! `weatherflow runs`: the run history as a table.
+//! `weatherflow runs`: the run history as a table. Scheduled rows show their attempt number (`try`),
+//! and the note says why a tick was skipped or that a run caught up on missed ticks.
+
+use entity::job_runs;
 
 use crate::config::Config;
 use crate::db;
@@ -22,7 +25,8 @@ pub async fn run(config: &Config, job: Option<&str>, last: u64) -> anyhow::Resul
                 r.status.clone(),
                 r.records_in.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
                 r.records_out.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
-                r.error.clone().unwrap_or_default().chars().take(80).collect(),
+                detail(r, "attempt").unwrap_or_else(|| "-".into()),
+                note(r).chars().take(80).collect(),
             ]
         })
         .collect();
@@ -38,10 +42,35 @@ pub async fn run(config: &Config, job: Option<&str>, last: u64) -> anyhow::Resul
                 "status",
                 "in",
                 "out",
-                "error"
+                "try",
+                "note"
             ],
             &cells
         )
     );
     Ok(())
+}
+
+/// A scalar of `details` as text.
+fn detail(r: &job_runs::Model, key: &str) -> Option<String> {
+    let v = r.details.as_ref()?.get(key)?;
+    Some(v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+}
+
+/// What to say about a run: its error, else why the scheduler skipped it, else that it caught up on
+/// missed ticks.
+fn note(r: &job_runs::Model) -> String {
+    if let Some(e) = &r.error {
+        return e.clone();
+    }
+    let tick = detail(r, "tick")
+        .map(|t| format!(" (tick {t})"))
+        .unwrap_or_default();
+    if let Some(reason) = detail(r, "reason") {
+        return format!("{reason}{tick}");
+    }
+    if detail(r, "missed").as_deref() == Some("true") {
+        return format!("catch-up for missed ticks{tick}");
+    }
+    String::new()
 }

@@ -1,10 +1,66 @@
-//! `weatherflow scheduler`: the long-running service.
+//! `weatherflow scheduler`: the long-running service. fetch and analytics on their schedules, and the
+//! persist consumer alongside (unless `--no-consumer`), until SIGTERM or SIGINT.
 
+use std::sync::Arc;
+
+use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::db;
+use crate::jobs::persist::{self, PersistRequest};
+use crate::runs::{self, Trigger};
+use crate::scheduler::{Scheduler, SchedulerOptions, catalog};
 
-/// Runs the scheduler until shutdown.
-pub async fn run(_config: &Config, _with_consumer: bool, _shutdown: CancellationToken) -> anyhow::Result<()> {
-    anyhow::bail!("`weatherflow scheduler` is not implemented yet")
+/// Runs the scheduler until shutdown. A consumer failure stops the whole service (the process exits
+/// non-zero, for the supervisor to restart it); shutdown by signal exits cleanly.
+pub async fn run(config: &Config, with_consumer: bool, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // Validated before anything starts: a bad schedules file names the job and field and stops here.
+    let schedules = super::schedules::load(config, None)?;
+    let conn = db::connect(&config.database).await?;
+    let replica = config.scheduler.replica.clone().unwrap_or_else(default_replica);
+    tracing::info!(%replica, consumer = with_consumer, "scheduler starting");
+
+    let jobs = catalog::pipeline_jobs(Arc::new(config.clone()), conn.clone(), &schedules);
+    let scheduler = Scheduler::new(
+        conn.clone(),
+        jobs,
+        SchedulerOptions::from_config(&config.scheduler, replica),
+    );
+    let consumer = async {
+        if !with_consumer {
+            return Ok(());
+        }
+        // The consumer stops at once on shutdown (it commits what it stored); it does not wait for the
+        // scheduled jobs' grace period.
+        let result = runs::recorded(&conn, "persist", Trigger::Schedule, |_| {
+            persist::run(
+                config,
+                &conn,
+                PersistRequest { until_idle: false },
+                shutdown.clone(),
+            )
+        })
+        .await;
+        if result.is_err() {
+            shutdown.cancel();
+        }
+        result.map(|_| ()).context("the persist consumer stopped")
+    };
+    let (scheduled, consumed) = tokio::join!(scheduler.run(shutdown.clone()), consumer);
+    scheduled?;
+    consumed?;
+    tracing::info!("scheduler stopped");
+    Ok(())
+}
+
+/// `<hostname>:<pid>`: tells replicas apart in the history.
+fn default_replica() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}:{}", std::process::id())
 }

@@ -1,8 +1,285 @@
 //! `weatherflow status`: last runs, next fire times, consumer lag, row counts.
 
-use crate::config::Config;
+use std::time::Duration;
 
-/// Prints the platform's status.
-pub async fn run(_config: &Config) -> anyhow::Result<()> {
-    anyhow::bail!("`weatherflow status` is not implemented yet")
+use chrono::{DateTime, Utc};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{Offset, TopicPartitionList};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
+
+use super::table;
+use crate::config::{Config, KafkaConfig};
+use crate::scheduler::ticker;
+use crate::schedules::{Schedules, Timing};
+use crate::{db, kafka, runs};
+
+/// The tables `status` counts, in the order data flows into them.
+const TABLES: [&str; 4] = [
+    "observations",
+    "rejected_records",
+    "regression_results",
+    "job_runs",
+];
+
+/// Tables the planner believes smaller than this are counted exactly (`count(*)`); larger ones show the
+/// planner's estimate (`pg_class.reltuples`, refreshed by autovacuum), so `status` stays instant on a
+/// large history.
+const EXACT_BELOW: i64 = 1_000_000;
+
+/// Prints the platform's status. Kafka being unreachable or the schedules file being invalid is shown,
+/// not fatal: status is what one runs when something is wrong.
+pub async fn run(config: &Config) -> anyhow::Result<()> {
+    let conn = db::connect(&config.database).await?;
+    let now = Utc::now();
+    let schedules = super::schedules::load(config, None);
+
+    println!("jobs:");
+    print!("{}", jobs_table(&conn, schedules.as_ref().ok(), now).await?);
+    if let Err(e) = &schedules {
+        println!("  (next fire times unknown: {e:#})");
+    }
+
+    let k = &config.kafka;
+    println!(
+        "\nconsumer lag (group {}, topic {}):",
+        k.consumer_group, k.observations_topic
+    );
+    let kcfg = k.clone();
+    match tokio::task::spawn_blocking(move || consumer_lag(&kcfg)).await? {
+        Ok(None) => println!(
+            "  topic {} does not exist yet (nothing fetched so far)",
+            k.observations_topic
+        ),
+        Ok(Some(parts)) => print!("{}", lag_table(&parts)),
+        Err(e) => println!("  kafka unreachable ({}): {e}", k.bootstrap_servers),
+    }
+
+    println!("\ntables (exact count below {EXACT_BELOW} rows, ~estimate above):");
+    print!("{}", counts_table(&conn).await?);
+    Ok(())
+}
+
+async fn jobs_table(
+    conn: &DatabaseConnection,
+    schedules: Option<&Schedules>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<String> {
+    let latest = runs::latest_per_job(conn).await?;
+    let mut names: Vec<String> = ["fetch", "persist", "analytics"].map(String::from).to_vec();
+    for r in &latest {
+        if !names.contains(&r.job) {
+            names.push(r.job.clone());
+        }
+    }
+    let cells = names
+        .iter()
+        .map(|job| {
+            let last = latest.iter().find(|r| &r.job == job);
+            let next = match (job.as_str(), schedules) {
+                ("persist", _) => "continuous (consumer)".to_owned(),
+                ("fetch", Some(s)) => next_fire(&s.fetch.timing, now),
+                ("analytics", Some(s)) => next_fire(&s.analytics.timing, now),
+                _ => "-".to_owned(),
+            };
+            match last {
+                Some(r) => vec![
+                    job.clone(),
+                    format!("#{}", r.id),
+                    r.trigger.clone(),
+                    r.status.clone(),
+                    r.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    format!("{} ago", age(now - r.started_at)),
+                    next,
+                ],
+                None => vec![
+                    job.clone(),
+                    "never".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    next,
+                ],
+            }
+        })
+        .collect::<Vec<_>>();
+    Ok(table::render(
+        &[
+            "job",
+            "last run",
+            "trigger",
+            "status",
+            "started (UTC)",
+            "age",
+            "next fire (UTC)",
+        ],
+        &cells,
+    ))
+}
+
+fn next_fire(timing: &Timing, now: DateTime<Utc>) -> String {
+    if !timing.enabled {
+        return "disabled".into();
+    }
+    match ticker::next_fire(timing, now) {
+        Some(at) => format!("{} (in {})", runs::tick_text(at), age(at - now)),
+        None => "never".into(),
+    }
+}
+
+/// A duration for humans: the two largest units, e.g. `3m 12s`, `2h 5m`, `4d 1h`.
+pub fn age(d: chrono::Duration) -> String {
+    let s = d.num_seconds().max(0);
+    let (days, hours, mins, secs) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    match (days, hours, mins) {
+        (0, 0, 0) => format!("{secs}s"),
+        (0, 0, _) => format!("{mins}m {secs}s"),
+        (0, _, _) => format!("{hours}h {mins}m"),
+        _ => format!("{days}d {hours}h"),
+    }
+}
+
+/// One partition of the observations topic, seen from the persist consumer group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    /// Partition id.
+    pub partition: i32,
+    /// The group's committed offset; `None` when it never committed on this partition.
+    pub committed: Option<i64>,
+    /// The oldest offset still on the partition.
+    pub low: i64,
+    /// The offset the next message will get.
+    pub high: i64,
+}
+
+impl PartitionLag {
+    /// Messages the group has still to consume (from the oldest kept one when it never committed).
+    pub fn lag(&self) -> i64 {
+        (self.high - self.committed.unwrap_or(self.low).max(self.low)).max(0)
+    }
+}
+
+/// The persist group's lag on each partition of the observations topic; `None` when the topic does not
+/// exist yet. Blocking: run it on a blocking thread. Metadata is asked for all topics, because asking
+/// for one by name may create it on brokers with auto-creation on.
+pub fn consumer_lag(cfg: &KafkaConfig) -> Result<Option<Vec<PartitionLag>>, KafkaError> {
+    let consumer: BaseConsumer = kafka::base_config(cfg)
+        .set("group.id", &cfg.consumer_group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let timeout = Duration::from_secs(cfg.request_timeout_secs);
+    let md = consumer.fetch_metadata(None, timeout)?;
+    let Some(topic) = md.topics().iter().find(|t| t.name() == cfg.observations_topic) else {
+        return Ok(None);
+    };
+    let mut tpl = TopicPartitionList::new();
+    for p in topic.partitions() {
+        tpl.add_partition(topic.name(), p.id());
+    }
+    let committed = consumer.committed_offsets(tpl, timeout)?;
+    let mut parts = Vec::new();
+    for elem in committed.elements() {
+        let (low, high) = consumer.fetch_watermarks(topic.name(), elem.partition(), timeout)?;
+        let committed = match elem.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        };
+        parts.push(PartitionLag {
+            partition: elem.partition(),
+            committed,
+            low,
+            high,
+        });
+    }
+    parts.sort_by_key(|p| p.partition);
+    Ok(Some(parts))
+}
+
+fn lag_table(parts: &[PartitionLag]) -> String {
+    let mut cells: Vec<Vec<String>> = parts
+        .iter()
+        .map(|p| {
+            vec![
+                p.partition.to_string(),
+                p.committed.map_or_else(|| "none".into(), |c| c.to_string()),
+                p.high.to_string(),
+                p.lag().to_string(),
+            ]
+        })
+        .collect();
+    let total: i64 = parts.iter().map(PartitionLag::lag).sum();
+    cells.push(vec![
+        "total".into(),
+        String::new(),
+        String::new(),
+        total.to_string(),
+    ]);
+    table::render(&["partition", "committed", "end offset", "lag"], &cells)
+}
+
+async fn counts_table(conn: &DatabaseConnection) -> Result<String, DbErr> {
+    let mut cells = Vec::new();
+    for t in TABLES {
+        let count = match estimate(conn, t).await? {
+            Some(n) if n >= EXACT_BELOW => format!("~{n}"),
+            _ => exact(conn, t).await?.to_string(),
+        };
+        cells.push(vec![t.to_owned(), count]);
+    }
+    Ok(table::render(&["table", "rows"], &cells))
+}
+
+/// The planner's row estimate; `None` when the table was never analysed.
+async fn estimate(conn: &DatabaseConnection, table: &str) -> Result<Option<i64>, DbErr> {
+    let row = conn
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass($1)",
+            [table.into()],
+        ))
+        .await?;
+    let n = row.map(|r| r.try_get_by_index::<i64>(0)).transpose()?;
+    Ok(n.filter(|n| *n >= 0))
+}
+
+async fn exact(conn: &DatabaseConnection, table: &str) -> Result<i64, DbErr> {
+    // `table` is one of TABLES, never user input.
+    let row = conn
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!("SELECT count(*) FROM {table}"),
+        ))
+        .await?
+        .ok_or_else(|| DbErr::Custom(format!("count of {table} returned no row")))?;
+    row.try_get_by_index::<i64>(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_naturally() {
+        let s = chrono::Duration::seconds;
+        assert_eq!(age(s(42)), "42s");
+        assert_eq!(age(s(3 * 60 + 12)), "3m 12s");
+        assert_eq!(age(s(2 * 3600 + 5 * 60 + 9)), "2h 5m");
+        assert_eq!(age(s(4 * 86_400 + 3600)), "4d 1h");
+        assert_eq!(age(s(-5)), "0s");
+    }
+
+    #[test]
+    fn lag_counts_from_the_commit_or_the_oldest_message() {
+        let p = |committed, low, high| PartitionLag {
+            partition: 0,
+            committed,
+            low,
+            high,
+        };
+        assert_eq!(p(Some(7), 0, 10).lag(), 3);
+        assert_eq!(p(None, 4, 10).lag(), 6);
+        // A commit older than retention keeps counts from what is still there.
+        assert_eq!(p(Some(1), 4, 10).lag(), 6);
+    }
 }

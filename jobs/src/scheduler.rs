@@ -1,1 +1,0 @@
-//! The scheduler service: runs the jobs of `schedules.toml` on their cron schedules.

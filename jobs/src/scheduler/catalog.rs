@@ -1,0 +1,69 @@
+//! The pipeline's scheduled jobs: fetch and analytics from `schedules.toml`, bound to their arguments.
+//! The scheduler runs them like any other [`ScheduledJob`]; this is the only place that knows what they
+//! are.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sea_orm::DatabaseConnection;
+
+use super::job::{RunContext, ScheduledJob};
+use crate::config::Config;
+use crate::jobs::analytics::{self, AnalyticsRequest};
+use crate::jobs::fetch::{self, FetchRequest};
+use crate::schedules::{self, Schedules};
+
+/// The fetch job's request from its schedule arguments.
+pub fn fetch_request(args: &schedules::FetchArgs) -> FetchRequest {
+    FetchRequest {
+        locations: args.locations.clone(),
+        source: args.source,
+        seed: args.seed,
+        concurrency: args.concurrency,
+    }
+}
+
+/// The analytics job's request for a run starting at `now`: the last `window_days` days, up to now.
+/// Counted from the run's start, not its tick, so that a catch-up run for a tick missed long ago still
+/// fits recent data.
+pub fn analytics_request(args: &schedules::AnalyticsArgs, now: DateTime<Utc>) -> AnalyticsRequest {
+    AnalyticsRequest {
+        since: args
+            .window_days
+            .map(|days| now - chrono::Duration::days(i64::from(days))),
+        min_samples: args.min_samples,
+        // No window end, and no plots: a scheduled fit only stores its results.
+        ..AnalyticsRequest::default()
+    }
+}
+
+/// fetch and analytics as scheduled jobs, disabled ones included (the scheduler leaves those out).
+pub fn pipeline_jobs(
+    config: Arc<Config>,
+    db: DatabaseConnection,
+    schedules: &Schedules,
+) -> Vec<ScheduledJob> {
+    let fetch_job = {
+        let config = config.clone();
+        let req = fetch_request(&schedules.fetch.args);
+        ScheduledJob::new("fetch", schedules.fetch.timing.clone(), move |ctx: RunContext| {
+            let config = config.clone();
+            let req = req.clone();
+            async move { fetch::run(&config, req, ctx.cancel).await }
+        })
+    };
+    let analytics_job = {
+        let args = schedules.analytics.args.clone();
+        ScheduledJob::new(
+            "analytics",
+            schedules.analytics.timing.clone(),
+            move |ctx: RunContext| {
+                let config = config.clone();
+                let db = db.clone();
+                let req = analytics_request(&args, Utc::now());
+                async move { analytics::run(&config, &db, ctx.run_id, req, ctx.cancel).await }
+            },
+        )
+    };
+    vec![fetch_job, analytics_job]
+}

@@ -1,0 +1,71 @@
+//! What the scheduler runs: a named job with its timing and a body. The scheduler is generic over the
+//! body, so its mechanics (locks, timeouts, retries, history, missed ticks, shutdown) do not depend on
+//! what fetch or analytics do, and can be exercised with any body.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use crate::runs::{Outcome, Report};
+use crate::schedules::Timing;
+
+/// What one attempt of a scheduled run is given.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    /// Its `job_runs` row (analytics links its results to it).
+    pub run_id: i64,
+    /// The scheduled fire time this run belongs to.
+    pub tick: DateTime<Utc>,
+    /// 1 for the first attempt, then 2, 3, ... for retries.
+    pub attempt: u32,
+    /// Cancelled when the attempt times out or the shutdown grace period runs out: the body should
+    /// finish its unit of work and return. A body that does not is dropped after the cancel wait.
+    pub cancel: CancellationToken,
+}
+
+/// A job body: one attempt, from its context to its stored outcome.
+pub type JobBody = Arc<dyn Fn(RunContext) -> BoxFuture<'static, anyhow::Result<Outcome>> + Send + Sync>;
+
+/// A job the scheduler runs on its cron schedule.
+#[derive(Clone)]
+pub struct ScheduledJob {
+    /// `job_runs.job`, and the name its advisory lock is derived from.
+    pub name: String,
+    /// When it fires, its timeout, retries and missed-tick policy.
+    pub timing: Timing,
+    /// What it does.
+    pub body: JobBody,
+}
+
+impl ScheduledJob {
+    /// A job running `body` on `timing`. The body may return any [`Report`].
+    pub fn new<F, Fut, R>(name: impl Into<String>, timing: Timing, body: F) -> Self
+    where
+        F: Fn(RunContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<R>> + Send + 'static,
+        R: Report,
+    {
+        let body = Arc::new(body);
+        Self {
+            name: name.into(),
+            timing,
+            body: Arc::new(move |ctx| {
+                let fut = body(ctx);
+                Box::pin(async move { fut.await.map(|report| Outcome::of(&report)) })
+            }),
+        }
+    }
+}
+
+impl std::fmt::Debug for ScheduledJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScheduledJob")
+            .field("name", &self.name)
+            .field("cron", &self.timing.cron_expr)
+            .field("timezone", &self.timing.timezone)
+            .finish_non_exhaustive()
+    }
+}

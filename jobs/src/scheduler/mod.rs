@@ -1,0 +1,356 @@
+//! The scheduler service: runs jobs on their cron schedules, with no overlap across replicas.
+//!
+//! A tick of a job goes through [`Scheduler::run_tick`]:
+//! 1. take the job's PostgreSQL advisory lock ([`lock`]) on a dedicated session, or record the tick
+//!    `skipped` ("another run holds the lock");
+//! 2. under the lock, close `running` rows a dead process left behind, and skip the tick if a row for
+//!    it exists already (another replica ran it: "tick already handled");
+//! 3. run the attempts ([`attempt`]): each its own `job_runs` row, bounded by the timeout, retried with
+//!    backoff;
+//! 4. let the lock go.
+//!
+//! Because a run's row is written before and closed before the lock is released, "lock, then look for
+//! the tick's row" can never let two processes run the same tick, however their clocks and start-up
+//! times differ. [`Scheduler::run`] adds the clock ([`ticker`]), the start-up catch-up of missed ticks
+//! ([`missed`]) and graceful shutdown.
+
+mod attempt;
+pub mod catalog;
+pub mod job;
+pub mod lock;
+pub mod missed;
+pub mod ticker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use sea_orm::{DatabaseConnection, DbErr};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use job::{JobBody, RunContext, ScheduledJob};
+
+use self::lock::JobLock;
+use self::missed::CatchUp;
+use self::ticker::Ticker;
+use crate::config::SchedulerConfig;
+use crate::runs::{self, Trigger};
+
+/// The error of a `running` row closed because the process running it is gone.
+const ABANDONED: &str = "abandoned: the process running it stopped without closing the run";
+
+/// After cancelling runs at shutdown, how much longer than the cancel wait to give them to record
+/// their rows before their tasks are aborted.
+const RECORD_MARGIN: Duration = Duration::from_secs(5);
+
+/// How a [`Scheduler`] behaves.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    /// After shutdown is requested, how long running jobs may take to finish before they are cancelled.
+    pub shutdown_grace: Duration,
+    /// After a run is cancelled, how long it gets to return before it is dropped.
+    pub cancel_wait: Duration,
+    /// This process's name in the history (`details.replica`).
+    pub replica: String,
+}
+
+impl SchedulerOptions {
+    /// The options of the configuration's `scheduler` section, for the replica named `replica`.
+    pub fn from_config(cfg: &SchedulerConfig, replica: String) -> Self {
+        Self {
+            shutdown_grace: cfg.shutdown_grace(),
+            cancel_wait: cfg.cancel_wait(),
+            replica,
+        }
+    }
+}
+
+/// One tick to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tick {
+    /// Its scheduled fire time: the label of its runs (`details.tick`).
+    pub at: DateTime<Utc>,
+    /// A catch-up run for ticks missed while no scheduler was running (`details.missed`).
+    pub missed: bool,
+}
+
+/// What became of a tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TickOutcome {
+    /// The job ran: the last attempt's status and every attempt's row, in order.
+    Ran {
+        /// `succeeded`, `skipped` (the job had nothing to do) or `failed`.
+        status: &'static str,
+        /// The `job_runs` ids of the attempts.
+        run_ids: Vec<i64>,
+    },
+    /// The scheduler did not run it; recorded as a `skipped` row.
+    Skipped {
+        /// [`runs::REASON_LOCK_HELD`] or [`runs::REASON_TICK_HANDLED`].
+        reason: &'static str,
+        /// The `skipped` row.
+        run_id: i64,
+    },
+    /// Shutdown had begun; nothing was started or recorded.
+    NotStarted,
+}
+
+/// What the tick handlers share.
+struct Env {
+    /// The run history (and the pool the lock sessions come from).
+    db: DatabaseConnection,
+    /// `details.replica`.
+    replica: String,
+    /// Cancelled when shutdown begins: no new ticks or attempts start.
+    stopping: CancellationToken,
+    /// Cancelled when the grace period runs out: running bodies are asked to stop.
+    cancel: CancellationToken,
+    /// See [`SchedulerOptions::cancel_wait`].
+    cancel_wait: Duration,
+    /// See [`SchedulerOptions::shutdown_grace`].
+    grace: Duration,
+}
+
+/// The scheduler: a set of jobs, the history they are recorded in, and how to stop.
+pub struct Scheduler {
+    /// Shared with every tick's task.
+    env: Arc<Env>,
+    /// The jobs, by index (the ticker reports indexes).
+    jobs: Vec<Arc<ScheduledJob>>,
+}
+
+impl Scheduler {
+    /// A scheduler of `jobs` recording into `db`. Job names must be unique.
+    pub fn new(db: DatabaseConnection, jobs: Vec<ScheduledJob>, options: SchedulerOptions) -> Self {
+        let env = Env {
+            db,
+            replica: options.replica,
+            stopping: CancellationToken::new(),
+            cancel: CancellationToken::new(),
+            cancel_wait: options.cancel_wait,
+            grace: options.shutdown_grace,
+        };
+        Self {
+            env: Arc::new(env),
+            jobs: jobs.into_iter().map(Arc::new).collect(),
+        }
+    }
+
+    fn job(&self, name: &str) -> anyhow::Result<Arc<ScheduledJob>> {
+        self.jobs
+            .iter()
+            .find(|j| j.name == name)
+            .cloned()
+            .with_context(|| format!("no scheduled job named {name:?}"))
+    }
+
+    /// Runs one tick of the job `name` now: lock, tick check, attempts, history.
+    pub async fn run_tick(&self, name: &str, tick: Tick) -> anyhow::Result<TickOutcome> {
+        let job = self.job(name)?;
+        handle_tick(&self.env, &job, tick).await
+    }
+
+    /// What start-up does about ticks missed since each enabled job's last recorded tick.
+    pub async fn plan_catch_up(&self, now: DateTime<Utc>) -> Result<Vec<(String, CatchUp)>, DbErr> {
+        let mut plans = Vec::new();
+        for job in self.jobs.iter().filter(|j| j.timing.enabled) {
+            let plan = missed::plan(&self.env.db, &job.name, &job.timing, now).await?;
+            plans.push((job.name.clone(), plan));
+        }
+        Ok(plans)
+    }
+
+    /// Runs the enabled jobs on their schedules until `shutdown` is cancelled, then stops gracefully:
+    /// no new ticks or retries; running jobs get the grace period to finish, then are cancelled (recorded
+    /// failed, "cancelled at shutdown").
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        for job in self.jobs.iter().filter(|j| !j.timing.enabled) {
+            tracing::info!(job = %job.name, "disabled in the schedules; not scheduled");
+        }
+        let mut tasks: JoinSet<(String, anyhow::Result<TickOutcome>)> = JoinSet::new();
+        self.catch_up(&mut tasks).await?;
+
+        let (tx, mut fires) = mpsc::channel(64);
+        let clocks = self
+            .jobs
+            .iter()
+            .enumerate()
+            .filter(|(_, j)| j.timing.enabled)
+            .map(|(i, j)| (i, j.timing.clone()))
+            .collect();
+        let ticker = Ticker::start(clocks, tx)
+            .await
+            .context("starting the cron clock")?;
+        for job in self.jobs.iter().filter(|j| j.timing.enabled) {
+            let next = ticker::next_fire(&job.timing, Utc::now()).map(runs::tick_text);
+            tracing::info!(job = %job.name, cron = %job.timing.cron_expr, timezone = %job.timing.timezone,
+                next = next.as_deref().unwrap_or("never"), replica = %self.env.replica, "scheduled");
+        }
+
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(fire) = fires.recv() => {
+                    let job = self.jobs[fire.job].clone();
+                    spawn_tick(&mut tasks, &self.env, job, Tick { at: fire.at, missed: false });
+                }
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => log_done(done),
+            }
+        }
+
+        ticker.stop().await;
+        self.env.stopping.cancel();
+        self.wind_down(tasks).await;
+        Ok(())
+    }
+
+    /// Applies each enabled job's missed-tick policy at start-up; a `run-once` run goes into `tasks`.
+    async fn catch_up(
+        &self,
+        tasks: &mut JoinSet<(String, anyhow::Result<TickOutcome>)>,
+    ) -> anyhow::Result<()> {
+        let plans = self
+            .plan_catch_up(Utc::now())
+            .await
+            .context("reading the run history for missed ticks")?;
+        for (name, plan) in plans {
+            log_catch_up(&name, plan);
+            if let CatchUp::RunOnce(m) = plan {
+                let tick = Tick {
+                    at: m.latest,
+                    missed: true,
+                };
+                spawn_tick(tasks, &self.env, self.job(&name)?, tick);
+            }
+        }
+        Ok(())
+    }
+
+    /// The shutdown sequence for the ticks still running.
+    async fn wind_down(&self, mut tasks: JoinSet<(String, anyhow::Result<TickOutcome>)>) {
+        if tasks.is_empty() {
+            return;
+        }
+        let grace = self.env.grace;
+        tracing::info!(
+            running = tasks.len(),
+            grace_secs = grace.as_secs(),
+            "waiting for running jobs to finish"
+        );
+        if drain(&mut tasks, grace).await {
+            return;
+        }
+        tracing::warn!(
+            running = tasks.len(),
+            "grace period over; cancelling running jobs"
+        );
+        self.env.cancel.cancel();
+        if drain(&mut tasks, self.env.cancel_wait + RECORD_MARGIN).await {
+            return;
+        }
+        // Their rows stay `running` until the next tick of the job closes them as abandoned.
+        tracing::error!(running = tasks.len(), "jobs did not stop; aborting them");
+        tasks.shutdown().await;
+    }
+}
+
+/// Runs `tick` of `job` in its own task.
+fn spawn_tick(
+    tasks: &mut JoinSet<(String, anyhow::Result<TickOutcome>)>,
+    env: &Arc<Env>,
+    job: Arc<ScheduledJob>,
+    tick: Tick,
+) {
+    let env = env.clone();
+    tasks.spawn(async move {
+        let outcome = handle_tick(&env, &job, tick).await;
+        (job.name.clone(), outcome)
+    });
+}
+
+/// Waits up to `within` for every task; true when none is left.
+async fn drain(tasks: &mut JoinSet<(String, anyhow::Result<TickOutcome>)>, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while !tasks.is_empty() {
+        match tokio::time::timeout_at(deadline, tasks.join_next()).await {
+            Ok(Some(done)) => log_done(done),
+            Ok(None) => break,
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+fn log_done(done: Result<(String, anyhow::Result<TickOutcome>), tokio::task::JoinError>) {
+    match done {
+        Ok((_, Ok(_))) => {}
+        Ok((job, Err(e))) => tracing::error!(%job, error = %format!("{e:#}"), "tick could not be handled"),
+        Err(e) if e.is_cancelled() => {}
+        Err(e) => tracing::error!(error = %e, "tick task panicked"),
+    }
+}
+
+fn log_catch_up(job: &str, plan: CatchUp) {
+    match plan {
+        CatchUp::FirstStart => tracing::info!(%job, "no scheduled run recorded yet; nothing missed"),
+        CatchUp::NothingMissed => tracing::info!(%job, "no ticks missed"),
+        CatchUp::Skip(m) => tracing::warn!(%job, missed = m.count, since = %runs::tick_text(m.last_recorded),
+            "ticks missed while no scheduler ran; policy skip: waiting for the next tick"),
+        CatchUp::RunOnce(m) => {
+            tracing::warn!(%job, missed = m.count, since = %runs::tick_text(m.last_recorded),
+            tick = %runs::tick_text(m.latest), "ticks missed while no scheduler ran; policy run-once: running now")
+        }
+    }
+}
+
+/// Lock, tick check, attempts, unlock.
+async fn handle_tick(env: &Env, job: &ScheduledJob, tick: Tick) -> anyhow::Result<TickOutcome> {
+    if env.stopping.is_cancelled() {
+        return Ok(TickOutcome::NotStarted);
+    }
+    let lock = JobLock::try_acquire(&env.db, &job.name)
+        .await
+        .with_context(|| format!("taking the advisory lock of job {}", job.name))?;
+    let Some(lock) = lock else {
+        return skip(env, job, tick, runs::REASON_LOCK_HELD, None).await;
+    };
+    let outcome = locked(env, job, tick).await;
+    if let Err(e) = lock.release().await {
+        tracing::warn!(job = %job.name, error = %e, "releasing the advisory lock (its session is closed anyway)");
+    }
+    outcome
+}
+
+/// The part of a tick that runs under the job's lock.
+async fn locked(env: &Env, job: &ScheduledJob, tick: Tick) -> anyhow::Result<TickOutcome> {
+    let closed = runs::close_abandoned(&env.db, &job.name, ABANDONED).await?;
+    if closed > 0 {
+        tracing::warn!(job = %job.name, rows = closed, "closed runs abandoned by a stopped process");
+    }
+    if let Some(by) = runs::tick_taken(&env.db, &job.name, tick.at).await? {
+        return skip(env, job, tick, runs::REASON_TICK_HANDLED, Some(by)).await;
+    }
+    Ok(attempt::run(env, job, tick).await?)
+}
+
+/// Records `tick` as skipped for `reason`.
+async fn skip(
+    env: &Env,
+    job: &ScheduledJob,
+    tick: Tick,
+    reason: &'static str,
+    by: Option<i64>,
+) -> anyhow::Result<TickOutcome> {
+    let mut details = attempt::tick_details(env, tick, None);
+    details.insert("reason".into(), reason.into());
+    if let Some(by) = by {
+        details.insert("handled_by".into(), by.into());
+    }
+    let run_id = runs::record_skipped(&env.db, &job.name, Trigger::Schedule, Value::Object(details)).await?;
+    tracing::info!(job = %job.name, tick = %runs::tick_text(tick.at), run_id, reason, "tick skipped");
+    Ok(TickOutcome::Skipped { reason, run_id })
+}

@@ -6,7 +6,9 @@ use tracing_subscriber::EnvFilter;
 /// Installs the global tracing subscriber, writing to stderr. Safe to call once per process.
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,rdkafka=warn,sqlx=warn,sea_orm=warn,sea_orm_migration=warn")
+        EnvFilter::new(
+            "info,tokio_cron_scheduler=warn,rdkafka=warn,sqlx=warn,sea_orm=warn,sea_orm_migration=warn",
+        )
     });
     let json = std::env::var("WEATHERFLOW_LOG_FORMAT").is_ok_and(|v| v == "json");
     let builder = tracing_subscriber::fmt()

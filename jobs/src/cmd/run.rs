@@ -1,4 +1,7 @@
 //! `weatherflow run <job>`: one manual run, recorded in job_runs.
+//!
+//! Manual fetch and analytics runs take the same advisory lock as scheduled ones, so a run by hand
+//! never overlaps a scheduled run of the same job on any replica (it fails at once, saying so).
 
 use tokio_util::sync::CancellationToken;
 
@@ -8,15 +11,28 @@ use crate::jobs::analytics::{self, AnalyticsRequest};
 use crate::jobs::fetch::{self, FetchRequest};
 use crate::jobs::persist::{self, PersistRequest};
 use crate::runs::{self, Trigger};
+use crate::scheduler::lock::JobLock;
+
+/// Takes `job`'s advisory lock or fails with a message saying another run holds it.
+async fn lock(conn: &sea_orm::DatabaseConnection, job: &str) -> anyhow::Result<JobLock> {
+    JobLock::try_acquire(conn, job).await?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "another {job} run (scheduled or manual) is in progress; try again when it has finished"
+        )
+    })
+}
 
 /// `weatherflow run fetch`.
 pub async fn fetch(config: &Config, req: FetchRequest, shutdown: CancellationToken) -> anyhow::Result<()> {
     let conn = db::connect(&config.database).await?;
-    runs::recorded(&conn, "fetch", Trigger::Manual, |_| {
+    let lock = lock(&conn, "fetch").await?;
+    let result = runs::recorded(&conn, "fetch", Trigger::Manual, |_| {
         fetch::run(config, req, shutdown)
     })
-    .await?;
-    Ok(())
+    .await;
+    let released = lock.release().await;
+    result?;
+    Ok(released?)
 }
 
 /// `weatherflow run persist` and `weatherflow consumer`.
@@ -40,9 +56,12 @@ pub async fn analytics(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let conn = db::connect(&config.database).await?;
-    runs::recorded(&conn, "analytics", Trigger::Manual, |id| {
+    let lock = lock(&conn, "analytics").await?;
+    let result = runs::recorded(&conn, "analytics", Trigger::Manual, |id| {
         analytics::run(config, &conn, id, req, shutdown)
     })
-    .await?;
-    Ok(())
+    .await;
+    let released = lock.release().await;
+    result?;
+    Ok(released?)
 }

@@ -96,6 +96,8 @@ impl WeatherApi {
             .timeout(timeout)
             .connect_timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
+            // Retries are ours alone: counted, paced by the token bucket, logged.
+            .retry(reqwest::retry::never())
             .build()
             .map_err(|e| ApiError::Config(format!("cannot build the HTTP client: {}", e.without_url())))?;
         Ok(Self {

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::body::{self, Current};
-use super::error::{ApiError, ErrorClass};
+use super::error::{ApiError, ErrorClass, cause_chain};
 use crate::backoff::Backoff;
 use crate::config::{WeatherApiConfig, redact_url};
 use crate::ratelimit::TokenBucket;
@@ -202,11 +202,11 @@ impl WeatherApi {
         if e.is_timeout() {
             ApiError::Timeout(self.retry.timeout)
         } else if e.is_connect() {
-            ApiError::Connect(e)
+            ApiError::Connect(cause_chain(&e))
         } else if e.is_builder() {
-            ApiError::Config(e.to_string())
+            ApiError::Config(cause_chain(&e))
         } else {
-            ApiError::Transport(e)
+            ApiError::Transport(cause_chain(&e))
         }
     }
 

@@ -100,12 +100,12 @@ pub enum ApiError {
     /// No complete answer within the per-request timeout.
     #[error("request timed out after {0:?}")]
     Timeout(Duration),
-    /// The connection could not be established. The source has its URL stripped.
+    /// The connection could not be established; the cause chain, without the URL (it holds the key).
     #[error("cannot connect to WeatherAPI: {0}")]
-    Connect(#[source] reqwest::Error),
-    /// Another transport failure (connection reset, bad chunk, ...). The source has its URL stripped.
+    Connect(String),
+    /// Another transport failure (connection reset, bad chunk, ...); the cause chain, without the URL.
     #[error("transport error: {0}")]
-    Transport(#[source] reqwest::Error),
+    Transport(String),
     /// The client itself is misconfigured (e.g. an invalid base URL).
     #[error("invalid WeatherAPI client configuration: {0}")]
     Config(String),
@@ -125,6 +125,23 @@ fn after(retry_after: Option<Duration>) -> String {
     retry_after
         .map(|d| format!(", Retry-After {}s", d.as_secs()))
         .unwrap_or_default()
+}
+
+/// A reqwest error and its causes on one line (`error sending request: client error (Connect): tcp
+/// connect error: Connection refused (os error 111)`). The error's own URL must be stripped first
+/// (`without_url`): its causes (hyper, io) name hosts at most, never the query.
+pub(crate) fn cause_chain(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The JSON error body: `{"error":{"code":1006,"message":"No matching location found."}}`.

@@ -138,6 +138,8 @@ pub struct WeatherApiConfig {
     pub max_total_secs: u64,
     /// Use the bulk endpoint (paid plans only).
     pub bulk: bool,
+    /// Locations per bulk request; WeatherAPI accepts at most 50, larger values are capped.
+    pub bulk_batch_size: usize,
     /// Pass `aqi=yes`.
     pub aqi: bool,
 }
@@ -154,6 +156,7 @@ impl Default for WeatherApiConfig {
             backoff_max_ms: 10_000,
             max_total_secs: 60,
             bulk: false,
+            bulk_batch_size: 50,
             aqi: false,
         }
     }
@@ -183,12 +186,14 @@ impl WeatherApiConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FetchConfig {
-    /// Requests in flight at once.
+    /// Requests in flight at once (bulk mode: bulk requests in flight).
     pub concurrency: usize,
-    /// Token-bucket refill rate, requests per second.
+    /// Token-bucket refill rate, HTTP requests per second, retries included; 0 = unlimited.
     pub rate_per_sec: f64,
     /// Token-bucket capacity (burst).
     pub burst: u32,
+    /// Seed of the simulated source when the run gives none.
+    pub simulated_seed: u64,
 }
 
 impl Default for FetchConfig {
@@ -197,6 +202,7 @@ impl Default for FetchConfig {
             concurrency: 8,
             rate_per_sec: 10.0,
             burst: 10,
+            simulated_seed: 0,
         }
     }
 }

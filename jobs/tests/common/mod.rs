@@ -6,6 +6,8 @@
 //! nothing behind. An unreachable broker or database fails the test; nothing is skipped.
 #![allow(dead_code)]
 
+pub mod weatherapi_stub;
+
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};

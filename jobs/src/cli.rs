@@ -126,6 +126,9 @@ pub struct FetchArgs {
     /// Requests in flight at once.
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// Simulated source only: also produce every 15-minute observation of the last N hours.
+    #[arg(long)]
+    pub backfill_hours: Option<u32>,
 }
 
 /// `--source` values.
@@ -214,6 +217,7 @@ impl FetchArgs {
             source,
             seed: self.seed.or(schedule.as_ref().and_then(|s| s.seed)),
             concurrency: self.concurrency.or(schedule.as_ref().and_then(|s| s.concurrency)),
+            backfill_hours: self.backfill_hours,
         })
     }
 }

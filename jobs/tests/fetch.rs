@@ -44,6 +44,7 @@ fn request(locations: &[&str]) -> FetchRequest {
         source: SourceChoice::Weatherapi,
         seed: None,
         concurrency: None,
+        backfill_hours: None,
     }
 }
 
@@ -461,6 +462,7 @@ async fn simulated_source_is_deterministic_and_marked() {
         source: SourceChoice::Auto,
         seed: Some(11),
         concurrency: None,
+        backfill_hours: None,
     };
     let first = fetch_ok(&config, req.clone()).await;
     let second = fetch_ok(&config, req).await;
@@ -613,5 +615,50 @@ async fn the_stub_answers_like_the_real_api() {
     assert!(
         v["bulk"][1]["query"].get("custom_id").is_none(),
         "custom_id echoed only when sent"
+    );
+}
+
+#[tokio::test]
+async fn simulated_backfill_produces_every_interval_and_refuses_the_api_source() {
+    let ctx = TestContext::new().await;
+    let req = FetchRequest {
+        locations: vec!["London".into(), "Tokyo".into()],
+        source: SourceChoice::Simulated,
+        seed: Some(3),
+        concurrency: None,
+        backfill_hours: Some(2),
+    };
+    let summary = fetch_ok(&ctx.config, req.clone()).await;
+    // 2 hours at one observation per 15 minutes, plus the current one: 9 per location.
+    assert_eq!(summary.produced, 18);
+    let messages = topic_messages(&ctx.config).await;
+    assert_eq!(messages.len(), 18);
+    let mut times: Vec<(String, i64)> = messages
+        .iter()
+        .map(|(key, value)| {
+            let env = envelope(value);
+            let body: serde_json::Value = serde_json::from_str(env.payload.get()).unwrap();
+            (
+                key.clone(),
+                body["current"]["last_updated_epoch"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    times.sort();
+    times.dedup();
+    assert_eq!(times.len(), 18, "every message is a distinct observation");
+
+    let api = FetchRequest {
+        source: SourceChoice::Weatherapi,
+        ..req
+    };
+    let mut config = ctx.config.clone();
+    config.weatherapi.api_key = Some("some-key".to_owned().into());
+    let err = fetch::run(&config, api, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("--backfill-hours needs the simulated source"),
+        "{err:#}"
     );
 }

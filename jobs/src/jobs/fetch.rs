@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -44,6 +44,9 @@ pub struct FetchRequest {
     pub seed: Option<u64>,
     /// Requests in flight at once; `None` uses the configuration.
     pub concurrency: Option<usize>,
+    /// Simulated source only: also produce every observation of the last N hours (one per
+    /// location and observation interval), so a fresh platform has history to analyse.
+    pub backfill_hours: Option<u32>,
 }
 
 /// How one location's fetch ended.
@@ -244,8 +247,12 @@ pub async fn run(
     let (source, bulk, fatal) = match source {
         Resolved::Simulated => {
             let seed = req.seed.unwrap_or(config.fetch.simulated_seed);
-            simulate_all(&locations, seed, &mut sink, &mut outcomes).await;
+            let times = simulated_times(Utc::now(), req.backfill_hours.unwrap_or(0));
+            simulate_all(&locations, &times, seed, &mut sink, &mut outcomes).await;
             (Source::Simulated, false, None)
+        }
+        Resolved::Api(_) if req.backfill_hours.is_some() => {
+            bail!("--backfill-hours needs the simulated source (the current.json API has no history)")
         }
         Resolved::Api(key) => {
             let bulk = config.weatherapi.bulk;
@@ -265,12 +272,12 @@ pub async fn run(
     };
 
     // Whatever happened, every message handed to the producer is awaited.
-    let failed_deliveries = sink.finish(&mut outcomes).await;
+    let (delivered, failed_deliveries) = sink.finish(&mut outcomes).await;
     let summary = FetchSummary {
         source,
         bulk,
         topic: topic.clone(),
-        produced: outcomes.iter().filter(|o| o.status == OutcomeStatus::Ok).count(),
+        produced: delivered,
         locations: outcomes,
     };
 
@@ -395,28 +402,60 @@ impl Plan<'_> {
 /// Per-location results of one request, or the error that failed all its locations.
 type UnitResult = Result<Vec<(usize, Result<Current, ApiError>)>, (Vec<usize>, ApiError)>;
 
-/// Produces a simulated observation for each location at the current 15-minute bucket.
-async fn simulate_all(locations: &[String], seed: u64, sink: &mut Sink, outcomes: &mut [LocationOutcome]) {
+/// The fetch times a simulated run reports: `now`, preceded by one per observation interval over
+/// the last `backfill_hours`, oldest first.
+fn simulated_times(now: DateTime<Utc>, backfill_hours: u32) -> Vec<DateTime<Utc>> {
+    let step = simulate::OBSERVATION_INTERVAL_SECS;
+    let steps = i64::from(backfill_hours) * 3600 / step;
+    (0..=steps)
+        .rev()
+        .map(|k| now - chrono::Duration::seconds(k * step))
+        .collect()
+}
+
+/// Produces a simulated observation for each location at each of `times`.
+async fn simulate_all(
+    locations: &[String],
+    times: &[DateTime<Utc>],
+    seed: u64,
+    sink: &mut Sink,
+    outcomes: &mut [LocationOutcome],
+) {
     let now = Utc::now();
     for (i, q) in locations.iter().enumerate() {
-        let place = simulate::place(q);
-        let key = envelope::location_key(&place.name, &place.region, &place.country);
-        let body = simulate::payload(q, now, seed);
-        let envelope = match serde_json::value::RawValue::from_string(body) {
-            Ok(payload) => Envelope {
-                schema_version: SCHEMA_VERSION,
-                source: Source::Simulated,
-                fetched_at: now,
-                query: q.clone(),
-                payload,
-            },
-            Err(e) => {
-                outcomes[i].failed(format!("simulator produced invalid JSON: {e}"), 0);
-                continue;
-            }
-        };
-        sink.send(i, key, &envelope, 0, outcomes).await;
+        for at in times {
+            simulate_one(i, q, *at, now, seed, sink, outcomes).await;
+        }
     }
+}
+
+/// Produces one simulated observation of location `i` for a fetch at `at`.
+async fn simulate_one(
+    i: usize,
+    q: &str,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    seed: u64,
+    sink: &mut Sink,
+    outcomes: &mut [LocationOutcome],
+) {
+    let place = simulate::place(q);
+    let key = envelope::location_key(&place.name, &place.region, &place.country);
+    let body = simulate::payload(q, at, seed);
+    let envelope = match serde_json::value::RawValue::from_string(body) {
+        Ok(payload) => Envelope {
+            schema_version: SCHEMA_VERSION,
+            source: Source::Simulated,
+            fetched_at: now,
+            query: q.to_owned(),
+            payload,
+        },
+        Err(e) => {
+            outcomes[i].failed(format!("simulator produced invalid JSON: {e}"), 0);
+            return;
+        }
+    };
+    sink.send(i, key, &envelope, 0, outcomes).await;
 }
 
 /// The producer side of a run: enqueues messages and keeps their delivery futures.
@@ -492,10 +531,11 @@ impl Sink {
     }
 
     /// Awaits every delivery report; a failed delivery turns its location into a failure. Returns
-    /// the number of failed deliveries.
-    async fn finish(self, outcomes: &mut [LocationOutcome]) -> usize {
+    /// the numbers of delivered and of failed messages.
+    async fn finish(self, outcomes: &mut [LocationOutcome]) -> (usize, usize) {
         let (indices, futures): (Vec<usize>, Vec<DeliveryFuture>) = self.pending.into_iter().unzip();
         let reports = futures::future::join_all(futures).await;
+        let total = reports.len();
         let mut failed = 0;
         for (i, report) in indices.into_iter().zip(reports) {
             let error = match report {
@@ -507,7 +547,7 @@ impl Sink {
             let attempts = outcomes[i].attempts;
             outcomes[i].failed(format!("delivery to Kafka failed: {error}"), attempts);
         }
-        failed
+        (total - failed, failed)
     }
 }
 

@@ -20,6 +20,7 @@ pub fn fetch_request(args: &schedules::FetchArgs) -> FetchRequest {
         source: args.source,
         seed: args.seed,
         concurrency: args.concurrency,
+        backfill_hours: None,
     }
 }
 

@@ -133,6 +133,8 @@ fn render(svg: &mut String, s: &Scatter<'_>) -> Result<(), String> {
         .configure_mesh()
         .x_desc("Wind speed (km/h)")
         .y_desc("Temperature (°C)")
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 18))
         .draw()
         .map_err(|e| e.to_string())?;
     chart
@@ -158,6 +160,7 @@ fn render(svg: &mut String, s: &Scatter<'_>) -> Result<(), String> {
         .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
+        .label_font(("sans-serif", 16))
         .draw()
         .map_err(|e| e.to_string())?;
     root.present().map_err(|e| e.to_string())?;

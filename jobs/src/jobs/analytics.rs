@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::plot::{self, Scatter};
-use crate::regression::{DesignMatrix, LineFit};
+use crate::regression::{self, DesignMatrix, FitError, LineFit};
 use crate::runs::{Completion, Report};
 
 /// The scope of the fit over every location.
@@ -203,33 +203,68 @@ pub async fn run(
     let min_samples = req.min_samples.unwrap_or(config.analytics.min_samples);
     let mut timings = Timings::default();
 
+    // Fitting and drawing are CPU-bound: they run on blocking threads, off the async workers (the
+    // scheduler runs the consumer on the same runtime). Locations are fitted on one thread while
+    // later locations still stream in; the bounded queue keeps at most FITTER_QUEUE locations in
+    // flight, so memory stays the design matrix plus a few locations.
     let started = Instant::now();
-    let samples = read(db.get_postgres_connection_pool(), req.since, req.until, &shutdown)
-        .await
-        .context("reading observations")?;
+    let (to_fitter, queue) = tokio::sync::mpsc::channel(FITTER_QUEUE);
+    let cancel = shutdown.clone();
+    let fitter = tokio::task::spawn_blocking(move || fit_locations(queue, &cancel));
+    let samples = read(
+        db.get_postgres_connection_pool(),
+        (req.since, req.until),
+        min_samples,
+        to_fitter,
+        &shutdown,
+    )
+    .await
+    .context("reading observations")?;
     timings.read = started.elapsed();
     let rows_read = samples.matrix.len() as u64;
     let locations = samples.locations.len();
     tracing::info!(rows = rows_read, locations, ms = timings.read.as_millis() as u64, "observations read");
 
-    // Fitting and drawing are CPU-bound: keep them off the async workers (the scheduler runs the
-    // consumer on the same runtime).
-    let max_points = config.analytics.plot_max_points;
-    let cancel = shutdown.clone();
-    let plan = PlotPlan::from_request(&req);
-    let computed = tokio::task::spawn_blocking(move || {
-        compute(samples, min_samples, &plan, max_points, &cancel)
-    })
-    .await
-    .context("the fitting task panicked")??;
-    timings.fit = computed.fit_time;
-    timings.plot = computed.plot_time;
+    // Scope all on the whole matrix, while the fitter finishes the last locations.
+    let started = Instant::now();
+    let all = tokio::task::spawn_blocking(move || {
+        let fit = samples.matrix.fit_all();
+        (samples, fit)
+    });
+    let (all, by_location) = tokio::join!(all, fitter);
+    let (samples, all) = all.context("the scope-all fit panicked")?;
+    let by_location = by_location.context("the location fitter panicked")?;
+    if shutdown.is_cancelled() {
+        return Err(AnalyticsError::Interrupted.into());
+    }
+    let outcome = assemble(&samples, all, by_location, min_samples);
+    timings.fit = started.elapsed();
+
+    let started = Instant::now();
+    let (plots, plots_skipped, outcome) = match req.plot.clone() {
+        None => (Vec::new(), Vec::new(), outcome),
+        Some(main) => {
+            let plan = PlotPlan {
+                main,
+                scopes: req.plot_scopes.clone(),
+                every_scope: req.plot_all_scopes,
+                max_points: config.analytics.plot_max_points,
+            };
+            let cancel = shutdown.clone();
+            tokio::task::spawn_blocking(move || {
+                draw(&samples, &outcome, &plan, &cancel).map(|(p, s)| (p, s, outcome))
+            })
+            .await
+            .context("the plotting task panicked")??
+        }
+    };
+    timings.plot = started.elapsed();
 
     if shutdown.is_cancelled() {
         return Err(AnalyticsError::Interrupted.into());
     }
     let started = Instant::now();
-    let results_written = write(db, run_id, (req.since, req.until), &computed.fits)
+    let results_written = write(db, run_id, (req.since, req.until), &outcome.fits)
         .await
         .context("writing regression_results")?;
     timings.write = started.elapsed();
@@ -240,11 +275,11 @@ pub async fn run(
         min_samples,
         rows_read,
         locations,
-        fits: computed.fits,
-        skipped: computed.skipped,
+        fits: outcome.fits,
+        skipped: outcome.skipped,
         results_written,
-        plots: computed.plots,
-        plots_skipped: computed.plots_skipped,
+        plots,
+        plots_skipped,
         timings,
     };
     match summary.skip_reason() {
@@ -258,6 +293,9 @@ pub async fn run(
     }
     Ok(summary)
 }
+
+/// Locations queued for the fitter thread at most. Two keep it busy while the next one decodes.
+const FITTER_QUEUE: usize = 2;
 
 /// The rows of one location inside the design matrix.
 #[derive(Debug, Clone)]
@@ -277,15 +315,27 @@ struct Samples {
     locations: Vec<LocationRows>,
 }
 
+/// One location's columns on their way to the fitter thread: the arrays as decoded, which are a
+/// transient copy anyway (the design matrix got its own by `extend_from_slice`).
+struct LocationColumns {
+    /// Index into [`Samples::locations`].
+    index: usize,
+    /// km/h.
+    wind: Vec<f64>,
+    /// °C.
+    temp: Vec<f64>,
+}
+
 /// One row per location, in key order, each carrying that location's two columns as arrays, and
 /// the window's total row count on every row (so the client sizes its buffers once).
 ///
 /// Why arrays rather than one row per observation: on 10⁶ observations interleaved in time (as the
 /// persist job writes them), `ORDER BY location_key` costs PostgreSQL 2.1 s through the unique
 /// index or 0.7 s as an in-memory sort, against 0.25 s for this hash aggregate; the stream then
-/// carries one message per location instead of one per row. `array_agg` feeds every aggregate of a
-/// group the same rows in the same order, so the two arrays stay aligned. Non-finite values (float8
-/// admits NaN and ±Infinity) are left out: they have no place in a least-squares fit.
+/// carries one message per location instead of one per row (measured by `weatherflow bench
+/// analytics`, which prints both). `array_agg` feeds every aggregate of a group the same rows in the
+/// same order, so the two arrays stay aligned. Non-finite values (float8 admits NaN and ±Infinity)
+/// are left out: they have no place in a least-squares fit.
 ///
 /// The window bounds are `COALESCE`d rather than `$1 IS NULL OR ...` so the condition stays usable
 /// by the `observed_at` index under a generic plan.
@@ -303,11 +353,13 @@ GROUP BY location_key
 ORDER BY location_key
 "#;
 
-/// Streams the window's observations into a design matrix, one location at a time.
+/// Streams the window's observations into a design matrix, one location at a time, and hands every
+/// location with at least `min_samples` rows to the fitter as it arrives.
 async fn read(
     pool: &sqlx::PgPool,
-    since: Option<DateTime<Utc>>,
-    until: Option<DateTime<Utc>>,
+    (since, until): (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+    min_samples: u64,
+    fitter: tokio::sync::mpsc::Sender<LocationColumns>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Samples> {
     let mut stream = sqlx::query(READ_SQL).bind(since).bind(until).fetch(pool);
@@ -327,7 +379,6 @@ async fn read(
             temp.reserve_exact(total);
         }
         let key: String = row.try_get("location_key")?;
-        // Decoded per location, then appended: the transient copy is one location's columns.
         let w: Vec<f64> = row.try_get("wind_kph")?;
         let t: Vec<f64> = row.try_get("temp_c")?;
         anyhow::ensure!(
@@ -339,169 +390,190 @@ async fn read(
         let start = wind.len();
         wind.extend_from_slice(&w);
         temp.extend_from_slice(&t);
+        let index = locations.len();
         locations.push(LocationRows {
             key,
             rows: start..wind.len(),
         });
+        if (w.len() as u64) < min_samples {
+            continue;
+        }
+        let columns = LocationColumns {
+            index,
+            wind: w,
+            temp: t,
+        };
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Err(AnalyticsError::Interrupted.into()),
+            sent = fitter.send(columns) => sent.map_err(|_| anyhow::anyhow!("the location fitter stopped"))?,
+        }
     }
     let matrix = DesignMatrix::new(wind, temp)?;
     Ok(Samples { matrix, locations })
 }
 
+/// The fitter thread: fits locations in arrival (key) order until the reader closes the queue.
+fn fit_locations(
+    mut queue: tokio::sync::mpsc::Receiver<LocationColumns>,
+    cancel: &CancellationToken,
+) -> Vec<(usize, Result<LineFit, FitError>)> {
+    let mut fits = Vec::new();
+    while let Some(loc) = queue.blocking_recv() {
+        // The reader reports the interruption; stop working for it.
+        if cancel.is_cancelled() {
+            break;
+        }
+        fits.push((loc.index, regression::fit(&loc.wind, &loc.temp)));
+    }
+    fits
+}
+
+/// Fits and skips of a run, in scope order (`all`, then locations by key).
+#[derive(Debug)]
+struct Outcome {
+    /// Fitted scopes.
+    fits: Vec<ScopeFit>,
+    /// For each fitted location, its index into [`Samples::locations`] (fits[i + 1]).
+    fitted_locations: Vec<usize>,
+    /// Scopes without a result.
+    skipped: Vec<SkippedScope>,
+}
+
+/// Puts the scope-all fit and the fitter's results together.
+fn assemble(
+    samples: &Samples,
+    all: Result<LineFit, FitError>,
+    by_location: Vec<(usize, Result<LineFit, FitError>)>,
+    min_samples: u64,
+) -> Outcome {
+    let mut outcome = Outcome {
+        fits: Vec::new(),
+        fitted_locations: Vec::new(),
+        skipped: Vec::new(),
+    };
+    let all = match all {
+        Ok(fit) => fit,
+        // Every location is a subset of scope all: when all cannot be fitted (no rows, one row, a
+        // single wind speed) nor can any location, and the run is skipped as a whole.
+        Err(e) => {
+            outcome.skipped.push(SkippedScope {
+                scope: SCOPE_ALL.to_owned(),
+                n: samples.matrix.len(),
+                reason: e.to_string(),
+            });
+            return outcome;
+        }
+    };
+    outcome.fits.push(ScopeFit {
+        scope: SCOPE_ALL.to_owned(),
+        fit: all,
+    });
+    let mut results = by_location.into_iter().peekable();
+    for (index, loc) in samples.locations.iter().enumerate() {
+        let n = loc.rows.len();
+        let result = match results.next_if(|(i, _)| *i == index) {
+            Some((_, result)) => result,
+            None if (n as u64) < min_samples => {
+                outcome.skipped.push(SkippedScope {
+                    scope: loc.key.clone(),
+                    n,
+                    reason: format!("{n} samples, fewer than min_samples ({min_samples})"),
+                });
+                continue;
+            }
+            None => Err(FitError::Solver("the fitter did not report this location".into())),
+        };
+        match result {
+            Ok(fit) => {
+                outcome.fitted_locations.push(index);
+                outcome.fits.push(ScopeFit {
+                    scope: loc.key.clone(),
+                    fit,
+                });
+            }
+            Err(e) => outcome.skipped.push(SkippedScope {
+                scope: loc.key.clone(),
+                n,
+                reason: e.to_string(),
+            }),
+        }
+    }
+    outcome
+}
+
 /// Which scopes to draw, and where.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct PlotPlan {
-    /// The file of scope `all`; no plots at all without it.
-    main: Option<PathBuf>,
+    /// The file of scope `all`.
+    main: PathBuf,
     /// Locations asked for by name.
     scopes: Vec<String>,
     /// Every fitted location.
     every_scope: bool,
-}
-
-impl PlotPlan {
-    fn from_request(req: &AnalyticsRequest) -> Self {
-        Self {
-            main: req.plot.clone(),
-            scopes: req.plot_scopes.clone(),
-            every_scope: req.plot_all_scopes,
-        }
-    }
-}
-
-/// What the CPU-bound phase produces.
-#[derive(Debug)]
-struct Computed {
-    fits: Vec<ScopeFit>,
-    skipped: Vec<SkippedScope>,
-    plots: Vec<PathBuf>,
-    plots_skipped: Vec<SkippedScope>,
-    fit_time: Duration,
-    plot_time: Duration,
-}
-
-/// Fits every scope, then draws the requested plots. Checks the shutdown token between locations.
-fn compute(
-    samples: Samples,
-    min_samples: u64,
-    plan: &PlotPlan,
+    /// Points drawn per plot at most.
     max_points: usize,
+}
+
+/// Draws the requested plots. Returns the files written and the requested scopes not drawn.
+fn draw(
+    samples: &Samples,
+    outcome: &Outcome,
+    plan: &PlotPlan,
     cancel: &CancellationToken,
-) -> Result<Computed, AnalyticsError> {
-    let started = Instant::now();
-    let Samples { matrix, locations } = samples;
-    let mut fits = Vec::new();
-    let mut skipped = Vec::new();
-    // Index into `locations` of each fitted location, for plotting.
-    let mut fitted_rows: Vec<(usize, usize)> = Vec::new();
-    match matrix.fit_all() {
-        Ok(fit) => {
-            fits.push(ScopeFit {
-                scope: SCOPE_ALL.to_owned(),
-                fit,
-            });
-            for (i, loc) in locations.iter().enumerate() {
-                if cancel.is_cancelled() {
-                    return Err(AnalyticsError::Interrupted);
-                }
-                let n = loc.rows.len();
-                if (n as u64) < min_samples {
-                    skipped.push(SkippedScope {
-                        scope: loc.key.clone(),
-                        n,
-                        reason: format!("{n} samples, fewer than min_samples ({min_samples})"),
-                    });
-                    continue;
-                }
-                match matrix.fit_rows(loc.rows.clone()) {
-                    Ok(fit) => {
-                        fitted_rows.push((i, fits.len()));
-                        fits.push(ScopeFit {
-                            scope: loc.key.clone(),
-                            fit,
-                        });
-                    }
-                    Err(e) => skipped.push(SkippedScope {
-                        scope: loc.key.clone(),
-                        n,
-                        reason: e.to_string(),
-                    }),
-                }
-            }
-        }
-        // Every location is a subset of scope all: when all cannot be fitted (no rows, one row, a
-        // single wind speed) nor can any location, and the run is skipped as a whole.
-        Err(e) => skipped.push(SkippedScope {
+) -> Result<(Vec<PathBuf>, Vec<SkippedScope>), AnalyticsError> {
+    let matrix = &samples.matrix;
+    let one = |scope: &str, rows: Range<usize>, fit: &LineFit, path: PathBuf| {
+        let scatter = Scatter {
+            scope,
+            wind: matrix.wind(rows.clone()),
+            temp: matrix.temp(rows),
+            origin: matrix.origin(),
+            fit,
+            max_points: plan.max_points,
+        };
+        plot::write_svg(&path, &scatter).map(|()| path)
+    };
+    let mut plots = Vec::new();
+    let mut not_drawn = Vec::new();
+    match outcome.fits.first() {
+        Some(all) => plots.push(one(SCOPE_ALL, 0..matrix.len(), &all.fit, plan.main.clone())?),
+        None => not_drawn.push(SkippedScope {
             scope: SCOPE_ALL.to_owned(),
             n: matrix.len(),
-            reason: e.to_string(),
+            reason: "scope all was not fitted".into(),
         }),
     }
-    let fit_time = started.elapsed();
-
-    let started = Instant::now();
-    let mut plots = Vec::new();
-    let mut plots_skipped = Vec::new();
-    if let Some(main) = &plan.main {
-        let draw = |scope: &str, rows: Range<usize>, fit: &LineFit, path: PathBuf| {
-            let scatter = Scatter {
-                scope,
-                wind: matrix.wind(rows.clone()),
-                temp: matrix.temp(rows),
-                origin: matrix.origin(),
-                fit,
-                max_points,
-            };
-            plot::write_svg(&path, &scatter).map(|()| path)
-        };
-        let mut wanted = Vec::new();
-        match fits.first().filter(|f| f.scope == SCOPE_ALL) {
-            Some(all) => plots.push(draw(SCOPE_ALL, 0..matrix.len(), &all.fit, main.clone())?),
-            None => plots_skipped.push(SkippedScope {
-                scope: SCOPE_ALL.to_owned(),
-                n: matrix.len(),
-                reason: "scope all was not fitted".into(),
-            }),
+    let wanted: Vec<String> = if plan.every_scope {
+        outcome.fits.iter().skip(1).map(|f| f.scope.clone()).collect()
+    } else {
+        plan.scopes.iter().filter(|s| *s != SCOPE_ALL).cloned().collect()
+    };
+    for scope in wanted {
+        if cancel.is_cancelled() {
+            return Err(AnalyticsError::Interrupted);
         }
-        if plan.every_scope {
-            wanted.extend(fitted_rows.iter().map(|&(loc, _)| locations[loc].key.clone()));
-        } else {
-            wanted.extend(plan.scopes.iter().filter(|s| *s != SCOPE_ALL).cloned());
-        }
-        for scope in wanted {
-            if cancel.is_cancelled() {
-                return Err(AnalyticsError::Interrupted);
-            }
-            let found = fitted_rows
+        let fitted = outcome.fits.iter().skip(1).position(|f| f.scope == scope);
+        let Some(k) = fitted else {
+            let n = samples
+                .locations
                 .iter()
-                .find(|&&(loc, _)| locations[loc].key == scope);
-            let Some(&(loc, fit)) = found else {
-                let n = locations
-                    .iter()
-                    .find(|l| l.key == scope)
-                    .map_or(0, |l| l.rows.len());
-                let reason = if n == 0 {
-                    "no observations for this location in the window".to_owned()
-                } else {
-                    "this location was not fitted (see skipped)".to_owned()
-                };
-                tracing::warn!(scope, reason, "plot not drawn");
-                plots_skipped.push(SkippedScope { scope, n, reason });
-                continue;
+                .find(|l| l.key == scope)
+                .map_or(0, |l| l.rows.len());
+            let reason = if n == 0 {
+                "no observations for this location in the window".to_owned()
+            } else {
+                "this location was not fitted (see skipped)".to_owned()
             };
-            let path = plot::scope_path(main, &scope);
-            plots.push(draw(&scope, locations[loc].rows.clone(), &fits[fit].fit, path)?);
-        }
+            tracing::warn!(scope, reason, "plot not drawn");
+            not_drawn.push(SkippedScope { scope, n, reason });
+            continue;
+        };
+        let rows = samples.locations[outcome.fitted_locations[k]].rows.clone();
+        let path = plot::scope_path(&plan.main, &scope);
+        plots.push(one(&scope, rows, &outcome.fits[k + 1].fit, path)?);
     }
-    let plot_time = started.elapsed();
-    Ok(Computed {
-        fits,
-        skipped,
-        plots,
-        plots_skipped,
-        fit_time,
-        plot_time,
-    })
+    Ok((plots, not_drawn))
 }
 
 /// Inserts one row per fit in a single transaction. Returns the rows written.

@@ -68,7 +68,9 @@ pub async fn run(config: &Config, rows: u64, shutdown: CancellationToken) -> any
 async fn bench(scratch: &ScratchDatabase, rows: u64, shutdown: &CancellationToken) -> anyhow::Result<()> {
     let conn = &scratch.conn;
     let pool = conn.get_postgres_connection_pool();
-    Migrator::up(conn, None).await.context("migrating the scratch database")?;
+    Migrator::up(conn, None)
+        .await
+        .context("migrating the scratch database")?;
 
     let locations = LOCATIONS.min(rows.max(1));
     let t = Instant::now();
@@ -108,11 +110,35 @@ async fn bench(scratch: &ScratchDatabase, rows: u64, shutdown: &CancellationToke
         agg_loc.push(t.elapsed());
     }
 
-    let median_job = |f: &dyn Fn(&(Duration, AnalyticsSummary)) -> Duration| {
-        median(jobs.iter().map(f).collect())
-    };
+    // The same aggregates in one backend, as the job's read runs (PostgreSQL 15 cannot run
+    // array_agg in parallel workers): the comparison at equal server parallelism.
+    let mut serial = pool.acquire().await?;
+    sqlx::query("SET max_parallel_workers_per_gather = 0")
+        .execute(&mut *serial)
+        .await?;
+    let mut serial_all = Vec::new();
+    let mut serial_loc = Vec::new();
+    for _ in 0..REPEATS {
+        check(shutdown)?;
+        let t = Instant::now();
+        sqlx::query(AGG_ALL_SQL).fetch_one(&mut *serial).await?;
+        serial_all.push(t.elapsed());
+        let t = Instant::now();
+        sqlx::query(AGG_LOCATIONS_SQL).fetch_all(&mut *serial).await?;
+        serial_loc.push(t.elapsed());
+    }
+    sqlx::query("RESET max_parallel_workers_per_gather")
+        .execute(&mut *serial)
+        .await?;
+    drop(serial);
+
+    let median_job =
+        |f: &dyn Fn(&(Duration, AnalyticsSummary)) -> Duration| median(jobs.iter().map(f).collect());
     let total = median_job(&|j| j.0);
-    let (read, fit) = (median_job(&|j| j.1.timings.read), median_job(&|j| j.1.timings.fit));
+    let (read, fit) = (
+        median_job(&|j| j.1.timings.read),
+        median_job(&|j| j.1.timings.fit),
+    );
     let write = median_job(&|j| j.1.timings.write);
     let (all, loc) = (median(agg_all), median(agg_loc));
     let last = &jobs[jobs.len() - 1].1;
@@ -124,18 +150,30 @@ async fn bench(scratch: &ScratchDatabase, rows: u64, shutdown: &CancellationToke
         last.fits.len().saturating_sub(1),
         ms(fit)
     );
-    println!("  write  ({} rows, one transaction)             {:>9}", last.results_written, ms(write));
+    println!(
+        "  write  ({} rows, one transaction)             {:>9}",
+        last.results_written,
+        ms(write)
+    );
     println!("  total  (incl. job_runs bookkeeping)           {:>9}", ms(total));
     println!();
     println!("PostgreSQL regr_intercept/regr_slope/regr_r2 over the same rows (median of {REPEATS}):");
     println!("  scope all                                     {:>9}", ms(all));
     println!("  GROUP BY location_key                         {:>9}", ms(loc));
-    println!("  both                                          {:>9}", ms(all + loc));
+    println!(
+        "  both                                          {:>9}",
+        ms(all + loc)
+    );
+    let (serial_all, serial_loc) = (median(serial_all), median(serial_loc));
+    println!(
+        "  both, without parallel workers                {:>9}",
+        ms(serial_all + serial_loc)
+    );
     println!();
     println!(
-        "ratio job / in-database aggregates: {:.2}× (target ≤ 2×); job / scope-all aggregate alone: {:.2}×",
+        "ratio job / in-database aggregates: {:.2}× (target ≤ 2×); without parallel workers: {:.2}×",
         total.as_secs_f64() / (all + loc).as_secs_f64(),
-        total.as_secs_f64() / all.as_secs_f64()
+        total.as_secs_f64() / (serial_all + serial_loc).as_secs_f64()
     );
     print_accuracy(pool, last).await?;
     if let Some(peak) = peak_rss_kib() {
@@ -154,7 +192,10 @@ async fn bench(scratch: &ScratchDatabase, rows: u64, shutdown: &CancellationToke
             "rows ORDER BY location_key",
             "SELECT location_key, wind_kph, temp_c FROM observations ORDER BY location_key",
         ),
-        ("rows in table order (unordered)", "SELECT location_key, wind_kph, temp_c FROM observations"),
+        (
+            "rows in table order (unordered)",
+            "SELECT location_key, wind_kph, temp_c FROM observations",
+        ),
     ] {
         let t = Instant::now();
         let n = stream_rows(pool, sql).await?;
@@ -171,7 +212,13 @@ async fn run_job(
 ) -> anyhow::Result<(Duration, AnalyticsSummary)> {
     let t = Instant::now();
     let summary = runs::recorded(conn, "analytics", Trigger::Manual, |id| {
-        analytics::run(&scratch.config, conn, id, AnalyticsRequest::default(), shutdown.clone())
+        analytics::run(
+            &scratch.config,
+            conn,
+            id,
+            AnalyticsRequest::default(),
+            shutdown.clone(),
+        )
     })
     .await?;
     Ok((t.elapsed(), summary))
@@ -183,11 +230,17 @@ async fn print_accuracy(pool: &sqlx::PgPool, job: &AnalyticsSummary) -> anyhow::
     reference.push(sqlx::query(AGG_ALL_SQL).fetch_one(pool).await?);
     let mut worst = [0.0f64; 3];
     for row in &reference {
-        let scope: String = row.try_get("location_key").unwrap_or_else(|_| SCOPE_ALL.to_owned());
+        let scope: String = row
+            .try_get("location_key")
+            .unwrap_or_else(|_| SCOPE_ALL.to_owned());
         let Some(fit) = job.fits.iter().find(|f| f.scope == scope) else {
             continue;
         };
-        let want: [f64; 3] = [row.try_get("intercept")?, row.try_get("slope")?, row.try_get("r2")?];
+        let want: [f64; 3] = [
+            row.try_get("intercept")?,
+            row.try_get("slope")?,
+            row.try_get("r2")?,
+        ];
         let got = [fit.fit.intercept, fit.fit.slope, fit.fit.r_squared];
         for i in 0..3 {
             worst[i] = worst[i].max(((got[i] - want[i]) / want[i]).abs());

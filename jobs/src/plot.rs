@@ -168,7 +168,10 @@ fn render(svg: &mut String, s: &Scatter<'_>) -> Result<(), String> {
 }
 
 /// Axis ranges covering the points and the line over them, with a margin; never empty.
-fn ranges(points: impl Iterator<Item = (f64, f64)>, fit: &LineFit) -> (std::ops::Range<f64>, std::ops::Range<f64>) {
+fn ranges(
+    points: impl Iterator<Item = (f64, f64)>,
+    fit: &LineFit,
+) -> (std::ops::Range<f64>, std::ops::Range<f64>) {
     let (mut xlo, mut xhi, mut ylo, mut yhi) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for (x, y) in points {
         (xlo, xhi, ylo, yhi) = (xlo.min(x), xhi.max(x), ylo.min(y), yhi.max(y));
@@ -192,8 +195,14 @@ mod tests {
 
     #[test]
     fn scope_files_sit_next_to_the_main_plot() {
-        let p = scope_path(Path::new("/tmp/out/fit.svg"), "london|city of london|united kingdom");
-        assert_eq!(p, Path::new("/tmp/out/fit-london-city-of-london-united-kingdom.svg"));
+        let p = scope_path(
+            Path::new("/tmp/out/fit.svg"),
+            "london|city of london|united kingdom",
+        );
+        assert_eq!(
+            p,
+            Path::new("/tmp/out/fit-london-city-of-london-united-kingdom.svg")
+        );
         assert_eq!(scope_path(Path::new("x.svg"), "|||"), Path::new("x-scope.svg"));
     }
 

@@ -145,18 +145,33 @@ impl DesignMatrix {
         let n = self.len();
         check_spread(self.wind(0..n), self.origin.0)?;
         let coefs = solve(&self.wind, &self.temp)?;
-        finish(self.wind(0..n), self.temp(0..n), (0.0, 0.0), coefs, self.origin)
+        finish(self.wind(0..n), self.temp(0..n), coefs, self.origin)
     }
 
     /// Fits a sub-range (one location): its rows are copied into smartcore's input matrices,
     /// re-centred on the range's own means.
     pub fn fit_rows(&self, rows: Range<usize>) -> Result<LineFit, FitError> {
-        fit_centred(self.wind(rows.clone()), self.temp(rows), self.origin)
+        fit_relative(
+            self.wind(rows.clone()).to_vec(),
+            self.temp(rows).to_vec(),
+            self.origin,
+        )
     }
 }
 
 /// Fits `y = intercept + slope · x` on plain slices (copies them, centred, for smartcore).
 pub fn fit(x: &[f64], y: &[f64]) -> Result<LineFit, FitError> {
+    fit_owned(x.to_vec(), y.to_vec())
+}
+
+/// Like [`fit`] on columns the caller no longer needs: they are centred in place and become
+/// smartcore's input without a further copy.
+pub fn fit_owned(x: Vec<f64>, y: Vec<f64>) -> Result<LineFit, FitError> {
+    fit_relative(x, y, (0.0, 0.0))
+}
+
+/// Fits `x`, `y` given relative to `origin`, centring them in place on their own means first.
+fn fit_relative(mut x: Vec<f64>, mut y: Vec<f64>, origin: (f64, f64)) -> Result<LineFit, FitError> {
     if x.len() != y.len() {
         return Err(FitError::Solver(format!(
             "column lengths differ: {} x vs {} y values",
@@ -164,21 +179,16 @@ pub fn fit(x: &[f64], y: &[f64]) -> Result<LineFit, FitError> {
             y.len()
         )));
     }
-    fit_centred(x, y, (0.0, 0.0))
-}
-
-/// Fits `x`, `y` given relative to `origin`; they are copied and centred on their own means.
-fn fit_centred(x: &[f64], y: &[f64], origin: (f64, f64)) -> Result<LineFit, FitError> {
-    check_spread(x, origin.0)?;
-    let centre = (mean(x), mean(y));
+    check_spread(&x, origin.0)?;
+    let centre = (mean(&x), mean(&y));
+    x.iter_mut().for_each(|v| *v -= centre.0);
+    y.iter_mut().for_each(|v| *v -= centre.1);
+    let origin = (origin.0 + centre.0, origin.1 + centre.1);
     let n = x.len();
-    let xm = DenseMatrix::new(n, 1, x.iter().map(|v| v - centre.0).collect(), true)
-        .map_err(|e| FitError::Solver(e.to_string()))?;
-    let ym = DenseMatrix::new(n, 1, y.iter().map(|v| v - centre.1).collect(), true)
-        .map_err(|e| FitError::Solver(e.to_string()))?;
+    let xm = DenseMatrix::new(n, 1, x, true).map_err(|e| FitError::Solver(e.to_string()))?;
+    let ym = DenseMatrix::new(n, 1, y, true).map_err(|e| FitError::Solver(e.to_string()))?;
     let coefs = solve(&xm, &ym)?;
-    drop((xm, ym));
-    finish(x, y, centre, coefs, origin)
+    finish(xm.iter().as_slice(), ym.iter().as_slice(), coefs, origin)
 }
 
 /// Rejects what has no slope: fewer than two samples, or a single repeated wind speed (`x` relative
@@ -207,31 +217,23 @@ fn solve(x: &DenseMatrix<f64>, y: &DenseMatrix<f64>) -> Result<(f64, f64), FitEr
     Ok((*model.intercept(), *model.coefficients().get((0, 0))))
 }
 
-/// Turns the centred solution into the stored figures. `x`, `y` are relative to `origin`; `centre`
-/// is what the solver's input was centred on (relative to `origin` too); `(b0, b1)` solve
-/// `y − centre.y = b0 + b1 (x − centre.x)`.
-fn finish(
-    x: &[f64],
-    y: &[f64],
-    centre: (f64, f64),
-    (b0, b1): (f64, f64),
-    origin: (f64, f64),
-) -> Result<LineFit, FitError> {
+/// Turns the solution into the stored figures. `x`, `y` are the solver's input, centred (up to
+/// rounding) and relative to `origin`; `(b0, b1)` solve `y = b0 + b1 x` on them.
+fn finish(x: &[f64], y: &[f64], (b0, b1): (f64, f64), origin: (f64, f64)) -> Result<LineFit, FitError> {
     let n = x.len();
-    // Residual pass on the centred values; two-pass sums keep SST and Sxx exact to rounding.
-    let ybar = y.iter().map(|v| v - centre.1).sum::<f64>() / n as f64;
-    let xbar = x.iter().map(|v| v - centre.0).sum::<f64>() / n as f64;
+    // Residual pass; the means are subtracted again (two-pass) so SST and Sxx stay exact to
+    // rounding even though the centring itself rounded.
+    let ybar = mean(y);
+    let xbar = mean(x);
     let (mut sse, mut sst, mut sxx) = (0.0, 0.0, 0.0);
     for (&xi, &yi) in x.iter().zip(y) {
-        let (dx, dy) = (xi - centre.0, yi - centre.1);
-        let e = dy - (b0 + b1 * dx);
+        let e = yi - (b0 + b1 * xi);
         sse += e * e;
-        sst += (dy - ybar) * (dy - ybar);
-        sxx += (dx - xbar) * (dx - xbar);
+        sst += (yi - ybar) * (yi - ybar);
+        sxx += (xi - xbar) * (xi - xbar);
     }
-    // Back to absolute units: the line passes through (centre + origin) shifted by b0.
-    let x_at = origin.0 + centre.0;
-    let intercept = origin.1 + centre.1 + b0 - b1 * x_at;
+    // Back to absolute units.
+    let intercept = origin.1 + b0 - b1 * origin.0;
     let r_squared = if sst > 0.0 { 1.0 - sse / sst } else { 1.0 };
     let rmse = (sse / n as f64).sqrt();
     let slope_stderr = (n >= 3).then(|| (sse / (n - 2) as f64 / sxx).sqrt());
@@ -287,7 +289,10 @@ mod tests {
             (s >> 11) as f64 / (1u64 << 53) as f64
         };
         let x: Vec<f64> = (0..n).map(|_| x0 + next() * 50.0).collect();
-        let y = x.iter().map(|w| 21.0 - 0.25 * (w - x0) + (next() - 0.5) * 6.0).collect();
+        let y = x
+            .iter()
+            .map(|w| 21.0 - 0.25 * (w - x0) + (next() - 0.5) * 6.0)
+            .collect();
         (x, y)
     }
 
@@ -296,7 +301,10 @@ mod tests {
         let x = [1.0, 2.0, 3.0, 4.0];
         let y = [5.0, 7.0, 9.0, 11.0];
         let f = fit(&x, &y).unwrap();
-        assert!((f.slope - 2.0).abs() < 1e-12 && (f.intercept - 3.0).abs() < 1e-12, "{f:?}");
+        assert!(
+            (f.slope - 2.0).abs() < 1e-12 && (f.intercept - 3.0).abs() < 1e-12,
+            "{f:?}"
+        );
         assert!((f.r_squared - 1.0).abs() < 1e-12);
         assert!(f.rmse < 1e-12);
         assert!(f.slope_stderr.unwrap() < 1e-12);
@@ -320,7 +328,12 @@ mod tests {
         let shifted: Vec<f64> = x.iter().map(|v| v - 1.0e6).collect();
         let a = fit(&x, &y).unwrap();
         let b = fit(&shifted, &y).unwrap();
-        assert!(((a.slope - b.slope) / b.slope).abs() < 1e-9, "{} vs {}", a.slope, b.slope);
+        assert!(
+            ((a.slope - b.slope) / b.slope).abs() < 1e-9,
+            "{} vs {}",
+            a.slope,
+            b.slope
+        );
         assert!((a.predict(1.0e6 + 10.0) - b.predict(10.0)).abs() < 1e-6);
     }
 

@@ -209,7 +209,12 @@ fn check_against(stored: &[regression_results::Model], refs: &[Reference]) {
         assert_close(&what("r_squared"), s.r_squared, r.r2, 1e-9);
         // Computed by PostgreSQL's side from Syy − Sxy²/Sxx, which cancels digits: looser.
         assert_close(&what("rmse"), s.rmse, r.rmse, 1e-7);
-        assert_close(&what("slope_stderr"), s.slope_stderr.unwrap(), r.stderr.unwrap(), 1e-7);
+        assert_close(
+            &what("slope_stderr"),
+            s.slope_stderr.unwrap(),
+            r.stderr.unwrap(),
+            1e-7,
+        );
         assert_eq!(s.target, "temp_c");
         assert_eq!(s.feature, "wind_kph");
     }
@@ -345,7 +350,10 @@ async fn min_samples_comes_from_the_request_else_the_configuration() {
     };
     let (run_id, s) = run_job(&ctx, req).await;
     assert_eq!(scopes(&s.unwrap()), ["all", "a||x", "b||x", "c||x"]);
-    check_against(&results_of(&ctx, run_id).await, &reference(&ctx, None, None).await);
+    check_against(
+        &results_of(&ctx, run_id).await,
+        &reference(&ctx, None, None).await,
+    );
 
     ctx.config.analytics.min_samples = 26;
     let (run_id, s) = run_job(&ctx, AnalyticsRequest::default()).await;
@@ -374,8 +382,14 @@ async fn assert_skipped_run(ctx: &TestContext, run_id: i64, reason_part: &str) {
     let run = run_row(ctx, run_id).await;
     assert_eq!(run.status, "skipped");
     assert_eq!(run.records_out, Some(0));
-    let reason = run.details.unwrap()["reason"].as_str().unwrap_or_default().to_owned();
-    assert!(reason.contains(reason_part), "reason {reason:?} lacks {reason_part:?}");
+    let reason = run.details.unwrap()["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        reason.contains(reason_part),
+        "reason {reason:?} lacks {reason_part:?}"
+    );
     assert!(results_of(ctx, run_id).await.is_empty());
 }
 
@@ -400,7 +414,9 @@ async fn degenerate_data_is_skipped_with_a_reason_never_stored_as_nan() {
     assert_skipped_run(&ctx, run_id, "only 1 sample(s)").await;
 
     // Many rows, one wind speed.
-    let calm: Vec<Obs> = (1..60).map(|j| one("solo||x", j, 12.0, 5.0 + j as f64 * 0.1)).collect();
+    let calm: Vec<Obs> = (1..60)
+        .map(|j| one("solo||x", j, 12.0, 5.0 + j as f64 * 0.1))
+        .collect();
     insert(&ctx, &calm).await;
     let (run_id, _) = run_job(&ctx, AnalyticsRequest::default()).await;
     assert_skipped_run(&ctx, run_id, "zero variance: all 60 samples are 12 km/h").await;
@@ -424,7 +440,10 @@ async fn degenerate_data_is_skipped_with_a_reason_never_stored_as_nan() {
     ];
     insert(&ctx, &poison).await;
     let (run_id, s) = run_job(&ctx, AnalyticsRequest::default()).await;
-    assert_eq!(s.unwrap().rows_read, 60 + 600);
+    let s = s.unwrap();
+    assert_eq!(s.rows_read, 60 + 600);
+    assert_eq!(s.non_finite_rows, 2);
+    assert_eq!(run_row(&ctx, run_id).await.details.unwrap()["non_finite_rows"], 2);
     let stored = results_of(&ctx, run_id).await;
     assert_eq!(stored.len(), 2);
     assert_eq!(stored[0].n_samples, 660);
@@ -494,7 +513,11 @@ async fn plot_is_valid_svg_with_points_line_title_labels_and_legend() {
 
     let req = AnalyticsRequest {
         plot: Some(main.clone()),
-        plot_scopes: vec!["reykjavik||iceland".into(), "tiny||nowhere".into(), "atlantis||x".into()],
+        plot_scopes: vec![
+            "reykjavik||iceland".into(),
+            "tiny||nowhere".into(),
+            "atlantis||x".into(),
+        ],
         ..Default::default()
     };
     let (_, s) = run_job(&ctx, req).await;
@@ -509,7 +532,11 @@ async fn plot_is_valid_svg_with_points_line_title_labels_and_legend() {
     assert_eq!(all.circles, rows.len() + 1);
     assert!(all.polylines >= 1, "the fitted line");
     let has = |facts: &SvgFacts, part: &str| facts.texts.iter().any(|t| t.contains(part));
-    assert!(has(&all, "Temperature vs wind speed — all (n = 2662)"), "{:?}", all.texts);
+    assert!(
+        has(&all, "Temperature vs wind speed — all (n = 2662)"),
+        "{:?}",
+        all.texts
+    );
     assert!(has(&all, "Wind speed (km/h)"), "{:?}", all.texts);
     assert!(has(&all, "Temperature (°C)"), "{:?}", all.texts);
     assert!(has(&all, "observations"), "{:?}", all.texts);
@@ -561,31 +588,46 @@ async fn the_manuals_results_queries_run_and_answer_correctly() {
     let history = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT change::float8 AS change FROM ({SLOPE_HISTORY_SQL}) h"
     )))
-        .fetch_all(pool)
-        .await
-        .unwrap();
+    .fetch_all(pool)
+    .await
+    .unwrap();
     assert_eq!(history.len(), 2);
     assert_eq!(history[0].get::<Option<f64>, _>("change"), None);
     let slope1 = results_of(&ctx, first).await[0].slope;
     let slope2 = results_of(&ctx, second).await[0].slope;
     let change: f64 = history[1].get("change");
-    assert!((change - (slope2 - slope1)).abs() < 1e-5, "{change} vs {}", slope2 - slope1);
+    assert!(
+        (change - (slope2 - slope1)).abs() < 1e-5,
+        "{change} vs {}",
+        slope2 - slope1
+    );
 
     let ranked = sqlx::query(BEST_WORST_FIT_SQL).fetch_all(pool).await.unwrap();
     let stored = results_of(&ctx, second).await;
     let mut by_r2: Vec<&regression_results::Model> = stored.iter().filter(|r| r.scope != "all").collect();
     by_r2.sort_by(|a, b| b.r_squared.total_cmp(&a.r_squared));
-    assert_eq!(ranked.len(), 5, "5 fitted locations: 3 best and the 2 others as worst");
+    assert_eq!(
+        ranked.len(),
+        5,
+        "5 fitted locations: 3 best and the 2 others as worst"
+    );
     assert_eq!(ranked[0].get::<String, _>("scope"), by_r2[0].scope);
     assert_eq!(ranked[0].get::<String, _>("fit"), "best");
     assert_eq!(ranked[4].get::<String, _>("scope"), by_r2[4].scope);
     assert_eq!(ranked[4].get::<String, _>("fit"), "worst");
 
     // What `weatherflow results` prints comes from the same query.
-    let rows = weatherflow::cmd::results::latest_per_scope(&ctx.db, 20).await.unwrap();
+    let rows = weatherflow::cmd::results::latest_per_scope(&ctx.db, 20)
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 6);
     let table = weatherflow::cmd::results::render(&rows);
     assert!(table.lines().nth(2).unwrap().starts_with("all "), "{table}");
-    let one = weatherflow::cmd::results::history(&ctx.db, "all", 5).await.unwrap();
-    assert_eq!(one.iter().map(|r| r.job_run_id).collect::<Vec<_>>(), [second, first]);
+    let one = weatherflow::cmd::results::history(&ctx.db, "all", 5)
+        .await
+        .unwrap();
+    assert_eq!(
+        one.iter().map(|r| r.job_run_id).collect::<Vec<_>>(),
+        [second, first]
+    );
 }

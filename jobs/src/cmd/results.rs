@@ -82,7 +82,10 @@ pub async fn latest_per_scope(
     last: u64,
 ) -> Result<Vec<regression_results::Model>, DbErr> {
     let mut rows = regression_results::Entity::find()
-        .from_raw_sql(Statement::from_string(db.get_database_backend(), LATEST_PER_SCOPE_SQL))
+        .from_raw_sql(Statement::from_string(
+            db.get_database_backend(),
+            LATEST_PER_SCOPE_SQL,
+        ))
         .all(db)
         .await?;
     rows.truncate(usize::try_from(last).unwrap_or(usize::MAX));
@@ -141,7 +144,9 @@ pub fn render(rows: &[regression_results::Model]) -> String {
 }
 
 fn window(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> String {
-    let t = |d: Option<DateTime<Utc>>| d.map_or_else(|| "…".to_owned(), |d| d.format("%Y-%m-%d %H:%M").to_string());
+    let t = |d: Option<DateTime<Utc>>| {
+        d.map_or_else(|| "…".to_owned(), |d| d.format("%Y-%m-%d %H:%M").to_string())
+    };
     match (start, end) {
         (None, None) => "all rows".into(),
         _ => format!("{} – {}", t(start), t(end)),
@@ -176,12 +181,17 @@ mod tests {
         let t = render(&[model("all", Some(0.001)), model("paris||france", None)]);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 4);
-        assert!(lines[2].starts_with("all            2026-11-25 02:00:00  1234"), "{t}");
+        assert!(
+            lines[2].starts_with("all            2026-11-25 02:00:00  1234"),
+            "{t}"
+        );
         assert!(lines[3].contains("-0.25000  -        0.6100"), "{t}");
         // Every row is as wide as the header's columns: the figures line up.
         let chars = |l: &str| l.chars().collect::<Vec<_>>();
         let (head, row) = (chars(lines[0]), chars(lines[2]));
-        let col = (0..head.len()).find(|&i| head[i..].starts_with(&['s', 'l', 'o'])).unwrap();
+        let col = (0..head.len())
+            .find(|&i| head[i..].starts_with(&['s', 'l', 'o']))
+            .unwrap();
         assert_eq!(row[col..col + 15].iter().collect::<String>(), "       -0.25000");
         assert!(lines[2].contains("all rows"), "{t}");
     }

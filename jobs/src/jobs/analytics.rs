@@ -109,8 +109,10 @@ pub struct AnalyticsSummary {
     pub until: Option<DateTime<Utc>>,
     /// The per-location threshold in force.
     pub min_samples: u64,
-    /// Observations read.
+    /// Observations read into the fit (finite wind and temperature).
     pub rows_read: u64,
+    /// Observations left out because a value was NaN or infinite.
+    pub non_finite_rows: u64,
     /// Distinct locations among them.
     pub locations: usize,
     /// Fitted scopes, `all` first, then locations in key order.
@@ -167,6 +169,7 @@ impl Report for AnalyticsSummary {
             "window": { "since": self.since, "until": self.until },
             "min_samples": self.min_samples,
             "rows_read": self.rows_read,
+            "non_finite_rows": self.non_finite_rows,
             "locations": self.locations,
             "scopes_fitted": self.fits.len(),
             "all": all,
@@ -222,8 +225,20 @@ pub async fn run(
     .context("reading observations")?;
     timings.read = started.elapsed();
     let rows_read = samples.matrix.len() as u64;
+    let non_finite_rows = samples.non_finite;
+    if non_finite_rows > 0 {
+        tracing::warn!(
+            rows = non_finite_rows,
+            "observations with a NaN or infinite value left out"
+        );
+    }
     let locations = samples.locations.len();
-    tracing::info!(rows = rows_read, locations, ms = timings.read.as_millis() as u64, "observations read");
+    tracing::info!(
+        rows = rows_read,
+        locations,
+        ms = timings.read.as_millis() as u64,
+        "observations read"
+    );
 
     // Scope all on the whole matrix, while the fitter finishes the last locations.
     let started = Instant::now();
@@ -274,6 +289,7 @@ pub async fn run(
         until: req.until,
         min_samples,
         rows_read,
+        non_finite_rows,
         locations,
         fits: outcome.fits,
         skipped: outcome.skipped,
@@ -313,10 +329,13 @@ struct Samples {
     matrix: DesignMatrix,
     /// Location groups in key order, covering the matrix without gaps.
     locations: Vec<LocationRows>,
+    /// Rows left out for a NaN or infinite value.
+    non_finite: u64,
 }
 
-/// One location's columns on their way to the fitter thread: the arrays as decoded, which are a
-/// transient copy anyway (the design matrix got its own by `extend_from_slice`).
+/// One location's columns on their way to the fitter thread: a copy of its rows of the design
+/// matrix, which the fitter centres in place and hands to smartcore (so a location costs one
+/// transient copy, whichever thread fits it).
 struct LocationColumns {
     /// Index into [`Samples::locations`].
     index: usize,
@@ -327,31 +346,47 @@ struct LocationColumns {
 }
 
 /// One row per location, in key order, each carrying that location's two columns as arrays, and
-/// the window's total row count on every row (so the client sizes its buffers once).
+/// the window's total row count on every row (so the client sizes its buffers once). [`read_sql`]
+/// adds the window's bounds, only those that are set, then [`READ_GROUP`].
 ///
 /// Why arrays rather than one row per observation: on 10⁶ observations interleaved in time (as the
 /// persist job writes them), `ORDER BY location_key` costs PostgreSQL 2.1 s through the unique
-/// index or 0.7 s as an in-memory sort, against 0.25 s for this hash aggregate; the stream then
-/// carries one message per location instead of one per row (measured by `weatherflow bench
-/// analytics`, which prints both). `array_agg` feeds every aggregate of a group the same rows in the
-/// same order, so the two arrays stay aligned. Non-finite values (float8 admits NaN and ±Infinity)
-/// are left out: they have no place in a least-squares fit.
+/// index or 0.7 s as an in-memory sort, against 0.19 s for this hash aggregate; the stream then
+/// carries one message per location instead of one per row (`weatherflow bench analytics` prints
+/// both). `array_agg` feeds every aggregate of a group the same rows in the same order, so the two
+/// arrays stay aligned.
 ///
-/// The window bounds are `COALESCE`d rather than `$1 IS NULL OR ...` so the condition stays usable
-/// by the `observed_at` index under a generic plan.
-pub const READ_SQL: &str = r#"
+/// Why no filter for NaN and ±Infinity (which float8 admits) here: four float comparisons per row
+/// cost the server 55 ms per 10⁶ rows, a quarter of the query; the client drops such rows for
+/// nearly nothing while copying the arrays. Unset bounds are left out rather than `COALESCE`d to
+/// ±infinity for the same reason.
+pub const READ_SELECT: &str = "\
 SELECT location_key,
        (sum(count(*)) OVER ())::int8 AS total_rows,
        array_agg(wind_kph)           AS wind_kph,
        array_agg(temp_c)             AS temp_c
-FROM observations
-WHERE observed_at >= COALESCE($1::timestamptz, '-infinity'::timestamptz)
-  AND observed_at <  COALESCE($2::timestamptz, 'infinity'::timestamptz)
-  AND wind_kph > '-Infinity'::float8 AND wind_kph < 'Infinity'::float8
-  AND temp_c   > '-Infinity'::float8 AND temp_c   < 'Infinity'::float8
+FROM observations";
+
+/// The end of the read query.
+pub const READ_GROUP: &str = "
 GROUP BY location_key
-ORDER BY location_key
-"#;
+ORDER BY location_key";
+
+/// The read query for a window with these bounds set; parameters are numbered in order (`since`
+/// first).
+pub fn read_sql(since: bool, until: bool) -> String {
+    let mut sql = READ_SELECT.to_owned();
+    let mut param = 0;
+    for (set, cond) in [(since, "observed_at >="), (until, "observed_at <")] {
+        if set {
+            param += 1;
+            let joiner = if param == 1 { "\nWHERE" } else { "\n  AND" };
+            sql.push_str(&format!("{joiner} {cond} ${param}"));
+        }
+    }
+    sql.push_str(READ_GROUP);
+    sql
+}
 
 /// Streams the window's observations into a design matrix, one location at a time, and hands every
 /// location with at least `min_samples` rows to the fitter as it arrives.
@@ -362,9 +397,16 @@ async fn read(
     fitter: tokio::sync::mpsc::Sender<LocationColumns>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Samples> {
-    let mut stream = sqlx::query(READ_SQL).bind(since).bind(until).fetch(pool);
+    // Built from constant fragments only: no value is spliced into the text.
+    let sql = read_sql(since.is_some(), until.is_some());
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for bound in [since, until].into_iter().flatten() {
+        query = query.bind(bound);
+    }
+    let mut stream = query.fetch(pool);
     let (mut wind, mut temp) = (Vec::<f64>::new(), Vec::<f64>::new());
     let mut locations = Vec::new();
+    let mut non_finite = 0u64;
     loop {
         let row = tokio::select! {
             biased;
@@ -379,29 +421,27 @@ async fn read(
             temp.reserve_exact(total);
         }
         let key: String = row.try_get("location_key")?;
-        let w: Vec<f64> = row.try_get("wind_kph")?;
-        let t: Vec<f64> = row.try_get("temp_c")?;
-        anyhow::ensure!(
-            w.len() == t.len(),
-            "location {key}: {} wind values but {} temperatures",
-            w.len(),
-            t.len()
-        );
         let start = wind.len();
-        wind.extend_from_slice(&w);
-        temp.extend_from_slice(&t);
+        let nw = append_float8_array(array_bytes(&row, "wind_kph")?, &mut wind)
+            .with_context(|| format!("location {key}: wind_kph"))?;
+        let nt = append_float8_array(array_bytes(&row, "temp_c")?, &mut temp)
+            .with_context(|| format!("location {key}: temp_c"))?;
+        anyhow::ensure!(nw == nt, "location {key}: {nw} wind values but {nt} temperatures");
+        non_finite += drop_non_finite(&mut wind, &mut temp, start);
         let index = locations.len();
+        let rows = start..wind.len();
         locations.push(LocationRows {
             key,
-            rows: start..wind.len(),
+            rows: rows.clone(),
         });
-        if (w.len() as u64) < min_samples {
+        if (rows.len() as u64) < min_samples {
             continue;
         }
+        // The fitter's own copy of this location, which becomes its smartcore input.
         let columns = LocationColumns {
             index,
-            wind: w,
-            temp: t,
+            wind: wind[rows.clone()].to_vec(),
+            temp: temp[rows].to_vec(),
         };
         tokio::select! {
             biased;
@@ -410,7 +450,81 @@ async fn read(
         }
     }
     let matrix = DesignMatrix::new(wind, temp)?;
-    Ok(Samples { matrix, locations })
+    Ok(Samples {
+        matrix,
+        locations,
+        non_finite,
+    })
+}
+
+/// The raw bytes of an array column, which sqlx receives in PostgreSQL's binary format.
+fn array_bytes<'r>(row: &'r sqlx::postgres::PgRow, column: &str) -> anyhow::Result<&'r [u8]> {
+    let value = row.try_get_raw(column)?;
+    anyhow::ensure!(
+        value.format() == sqlx::postgres::PgValueFormat::Binary,
+        "{column}: expected the binary wire format"
+    );
+    value.as_bytes().map_err(|e| anyhow::anyhow!("{column}: {e}"))
+}
+
+/// PostgreSQL's type oid of `float8`.
+const FLOAT8_OID: u32 = 701;
+
+/// Appends the elements of a one-dimensional `float8[]` in PostgreSQL's binary format (`array_send`:
+/// ndim, has-nulls flag, element oid, then length and lower bound per dimension, then each element
+/// as a length and its 8 big-endian bytes) to `out`; returns how many.
+///
+/// Decoded here rather than through sqlx's `Vec<f64>`: straight into the design matrix, without a
+/// vector per location, and 5× faster (7 ms instead of 37 ms for 2·10⁶ values).
+fn append_float8_array(bytes: &[u8], out: &mut Vec<f64>) -> anyhow::Result<usize> {
+    let word = |at: usize| -> anyhow::Result<i32> {
+        let b = bytes.get(at..at + 4).context("truncated array header")?;
+        Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let ndim = word(0)?;
+    if ndim == 0 {
+        return Ok(0);
+    }
+    anyhow::ensure!(
+        ndim == 1,
+        "expected a one-dimensional array, got {ndim} dimensions"
+    );
+    anyhow::ensure!(word(4)? == 0, "the array holds NULLs");
+    anyhow::ensure!(word(8)? as u32 == FLOAT8_OID, "not a float8 array");
+    let len = usize::try_from(word(12)?).context("negative array length")?;
+    let body = &bytes[20.min(bytes.len())..];
+    anyhow::ensure!(
+        body.len() == len * 12,
+        "array body of {} bytes for {len} elements",
+        body.len()
+    );
+    out.reserve(len);
+    for element in body.chunks_exact(12) {
+        anyhow::ensure!(element[..4] == [0, 0, 0, 8], "element is not 8 bytes long");
+        let mut value = [0u8; 8];
+        value.copy_from_slice(&element[4..]);
+        out.push(f64::from_be_bytes(value));
+    }
+    Ok(len)
+}
+
+/// Removes, from row `from` on, the rows where either value is NaN or infinite (compacting in
+/// place); returns how many. A least-squares fit has no use for them, and one would turn every
+/// figure of its scope into NaN.
+fn drop_non_finite(wind: &mut Vec<f64>, temp: &mut Vec<f64>, from: usize) -> u64 {
+    let mut kept = from;
+    for i in from..wind.len() {
+        let (w, t) = (wind[i], temp[i]);
+        if w.is_finite() && t.is_finite() {
+            wind[kept] = w;
+            temp[kept] = t;
+            kept += 1;
+        }
+    }
+    let dropped = wind.len() - kept;
+    wind.truncate(kept);
+    temp.truncate(kept);
+    dropped as u64
 }
 
 /// The fitter thread: fits locations in arrival (key) order until the reader closes the queue.
@@ -424,7 +538,7 @@ fn fit_locations(
         if cancel.is_cancelled() {
             break;
         }
-        fits.push((loc.index, regression::fit(&loc.wind, &loc.temp)));
+        fits.push((loc.index, regression::fit_owned(loc.wind, loc.temp)));
     }
     fits
 }
@@ -613,4 +727,65 @@ async fn write(
     }
     txn.commit().await?;
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_sql_numbers_only_the_bounds_that_are_set() {
+        assert!(!read_sql(false, false).contains("WHERE"));
+        assert!(read_sql(true, false).contains("WHERE observed_at >= $1\nGROUP BY"));
+        assert!(read_sql(false, true).contains("WHERE observed_at < $1\nGROUP BY"));
+        assert!(read_sql(true, true).contains("WHERE observed_at >= $1\n  AND observed_at < $2\nGROUP BY"));
+    }
+
+    #[test]
+    fn non_finite_pairs_are_dropped_together_after_the_given_row() {
+        let mut w = vec![f64::NAN, 1.0, f64::NAN, 3.0, 4.0, 5.0];
+        let mut t = vec![0.0, 10.0, 20.0, f64::NEG_INFINITY, 40.0, 50.0];
+        assert_eq!(drop_non_finite(&mut w, &mut t, 1), 2);
+        assert_eq!(&w[1..], [1.0, 4.0, 5.0]);
+        assert_eq!(&t[1..], [10.0, 40.0, 50.0]);
+        let (mut w, mut t) = (vec![1.0], vec![2.0]);
+        assert_eq!(drop_non_finite(&mut w, &mut t, 0), 0);
+    }
+
+    /// `array_send` of a float8[] with these elements.
+    fn wire(values: &[f64]) -> Vec<u8> {
+        let mut b = Vec::new();
+        for word in [1i32, 0, FLOAT8_OID as i32, values.len() as i32, 1] {
+            b.extend_from_slice(&word.to_be_bytes());
+        }
+        for v in values {
+            b.extend_from_slice(&8i32.to_be_bytes());
+            b.extend_from_slice(&v.to_be_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn float8_arrays_decode_and_malformed_ones_are_refused() {
+        let mut out = vec![9.0];
+        assert_eq!(
+            append_float8_array(&wire(&[1.5, -2.25, f64::NAN]), &mut out).unwrap(),
+            3
+        );
+        assert_eq!(&out[..3], [9.0, 1.5, -2.25]);
+        assert!(out[3].is_nan());
+        assert_eq!(append_float8_array(&0i32.to_be_bytes(), &mut out).unwrap(), 0);
+
+        let good = wire(&[1.0, 2.0]);
+        let mut bad = good.clone();
+        bad.truncate(good.len() - 1);
+        assert!(append_float8_array(&bad, &mut out).is_err(), "truncated");
+        let mut bad = good.clone();
+        bad[11] = 23; // int4
+        assert!(append_float8_array(&bad, &mut out).is_err(), "wrong element type");
+        let mut bad = good.clone();
+        bad[7] = 1;
+        assert!(append_float8_array(&bad, &mut out).is_err(), "nulls");
+        assert!(append_float8_array(&[0, 0], &mut out).is_err(), "no header");
+    }
 }

@@ -8,6 +8,7 @@
 
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -203,83 +204,45 @@ pub async fn run(
     {
         return Err(AnalyticsError::EmptyWindow { since, until }.into());
     }
+    let window = (req.since, req.until);
     let min_samples = req.min_samples.unwrap_or(config.analytics.min_samples);
     let mut timings = Timings::default();
 
     // Fitting and drawing are CPU-bound: they run on blocking threads, off the async workers (the
     // scheduler runs the consumer on the same runtime). Locations are fitted on one thread while
-    // later locations still stream in; the bounded queue keeps at most FITTER_QUEUE locations in
-    // flight, so memory stays the design matrix plus a few locations.
+    // later locations still stream in.
     let started = Instant::now();
     let (to_fitter, queue) = tokio::sync::mpsc::channel(FITTER_QUEUE);
     let cancel = shutdown.clone();
     let fitter = tokio::task::spawn_blocking(move || fit_locations(queue, &cancel));
-    let samples = read(
-        db.get_postgres_connection_pool(),
-        (req.since, req.until),
-        min_samples,
-        to_fitter,
-        &shutdown,
-    )
-    .await
-    .context("reading observations")?;
+    let pool = db.get_postgres_connection_pool();
+    let samples = read(pool, window, min_samples, to_fitter, &shutdown)
+        .await
+        .context("reading observations")?;
     timings.read = started.elapsed();
-    let rows_read = samples.matrix.len() as u64;
-    let non_finite_rows = samples.non_finite;
-    if non_finite_rows > 0 {
-        tracing::warn!(
-            rows = non_finite_rows,
-            "observations with a NaN or infinite value left out"
-        );
-    }
-    let locations = samples.locations.len();
-    tracing::info!(
-        rows = rows_read,
-        locations,
-        ms = timings.read.as_millis() as u64,
-        "observations read"
-    );
+    log_read(&samples, timings.read);
+    let samples = Arc::new(samples);
 
-    // Scope all on the whole matrix, while the fitter finishes the last locations.
     let started = Instant::now();
-    let all = tokio::task::spawn_blocking(move || {
-        let fit = samples.matrix.fit_all();
-        (samples, fit)
-    });
-    let (all, by_location) = tokio::join!(all, fitter);
-    let (samples, all) = all.context("the scope-all fit panicked")?;
-    let by_location = by_location.context("the location fitter panicked")?;
-    if shutdown.is_cancelled() {
-        return Err(AnalyticsError::Interrupted.into());
-    }
-    let outcome = assemble(&samples, all, by_location, min_samples);
+    let outcome = fit_all_and_collect(Arc::clone(&samples), fitter, min_samples).await?;
     timings.fit = started.elapsed();
+    interrupted(&shutdown)?;
 
     let started = Instant::now();
-    let (plots, plots_skipped, outcome) = match req.plot.clone() {
-        None => (Vec::new(), Vec::new(), outcome),
-        Some(main) => {
-            let plan = PlotPlan {
-                main,
-                scopes: req.plot_scopes.clone(),
-                every_scope: req.plot_all_scopes,
-                max_points: config.analytics.plot_max_points,
-            };
-            let cancel = shutdown.clone();
-            tokio::task::spawn_blocking(move || {
-                draw(&samples, &outcome, &plan, &cancel).map(|(p, s)| (p, s, outcome))
-            })
-            .await
-            .context("the plotting task panicked")??
+    let (plots, plots_skipped) = match PlotPlan::from_request(&req, config) {
+        None => (Vec::new(), Vec::new()),
+        Some(plan) => {
+            let (outcome, cancel) = (outcome.clone(), shutdown.clone());
+            tokio::task::spawn_blocking(move || draw(&samples, &outcome, &plan, &cancel))
+                .await
+                .context("the plotting task panicked")??
         }
     };
     timings.plot = started.elapsed();
+    interrupted(&shutdown)?;
 
-    if shutdown.is_cancelled() {
-        return Err(AnalyticsError::Interrupted.into());
-    }
     let started = Instant::now();
-    let results_written = write(db, run_id, (req.since, req.until), &outcome.fits)
+    let results_written = write(db, run_id, window, &outcome.fits)
         .await
         .context("writing regression_results")?;
     timings.write = started.elapsed();
@@ -288,9 +251,9 @@ pub async fn run(
         since: req.since,
         until: req.until,
         min_samples,
-        rows_read,
-        non_finite_rows,
-        locations,
+        rows_read: outcome.rows as u64,
+        non_finite_rows: outcome.non_finite,
+        locations: outcome.locations,
         fits: outcome.fits,
         skipped: outcome.skipped,
         results_written,
@@ -298,16 +261,59 @@ pub async fn run(
         plots_skipped,
         timings,
     };
+    log_outcome(&summary);
+    Ok(summary)
+}
+
+fn interrupted(shutdown: &CancellationToken) -> Result<(), AnalyticsError> {
+    if shutdown.is_cancelled() {
+        return Err(AnalyticsError::Interrupted);
+    }
+    Ok(())
+}
+
+fn log_read(samples: &Samples, took: Duration) {
+    if samples.non_finite > 0 {
+        tracing::warn!(
+            rows = samples.non_finite,
+            "observations with a NaN or infinite value left out"
+        );
+    }
+    tracing::info!(
+        rows = samples.matrix.len(),
+        locations = samples.locations.len(),
+        ms = took.as_millis() as u64,
+        "observations read"
+    );
+}
+
+fn log_outcome(summary: &AnalyticsSummary) {
     match summary.skip_reason() {
         Some(reason) => tracing::warn!(reason, "scope all not fitted; run skipped"),
         None => tracing::info!(
             fitted = summary.fits.len(),
             skipped = summary.skipped.len(),
-            written = results_written,
+            written = summary.results_written,
             "regressions stored"
         ),
     }
-    Ok(summary)
+}
+
+/// Fits scope all on the whole matrix while the fitter finishes the last locations, then puts the
+/// two together.
+async fn fit_all_and_collect(
+    samples: Arc<Samples>,
+    fitter: tokio::task::JoinHandle<Vec<(usize, Result<LineFit, FitError>)>>,
+    min_samples: u64,
+) -> anyhow::Result<Outcome> {
+    let all = {
+        let samples = Arc::clone(&samples);
+        tokio::task::spawn_blocking(move || samples.matrix.fit_all())
+    };
+    let (all, by_location) = tokio::join!(all, fitter);
+    let all = all.context("the scope-all fit panicked")?;
+    let by_location = by_location.context("the location fitter panicked")?;
+    Ok(assemble(&samples, all, by_location, min_samples))
 }
 
 /// Locations queued for the fitter thread at most. Two keep it busy while the next one decodes.
@@ -544,8 +550,14 @@ fn fit_locations(
 }
 
 /// Fits and skips of a run, in scope order (`all`, then locations by key).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Outcome {
+    /// Rows in the design matrix.
+    rows: usize,
+    /// Locations among them.
+    locations: usize,
+    /// Rows left out for a NaN or infinite value.
+    non_finite: u64,
     /// Fitted scopes.
     fits: Vec<ScopeFit>,
     /// For each fitted location, its index into [`Samples::locations`] (fits[i + 1]).
@@ -562,6 +574,9 @@ fn assemble(
     min_samples: u64,
 ) -> Outcome {
     let mut outcome = Outcome {
+        rows: samples.matrix.len(),
+        locations: samples.locations.len(),
+        non_finite: samples.non_finite,
         fits: Vec::new(),
         fitted_locations: Vec::new(),
         skipped: Vec::new(),
@@ -627,6 +642,18 @@ struct PlotPlan {
     every_scope: bool,
     /// Points drawn per plot at most.
     max_points: usize,
+}
+
+impl PlotPlan {
+    /// The plan of a request; `None` without `--plot`.
+    fn from_request(req: &AnalyticsRequest, config: &Config) -> Option<Self> {
+        Some(Self {
+            main: req.plot.clone()?,
+            scopes: req.plot_scopes.clone(),
+            every_scope: req.plot_all_scopes,
+            max_points: config.analytics.plot_max_points,
+        })
+    }
 }
 
 /// Draws the requested plots. Returns the files written and the requested scopes not drawn.

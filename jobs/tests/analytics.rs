@@ -578,13 +578,24 @@ async fn the_manuals_results_queries_run_and_answer_correctly() {
     let (second, _) = run_job(&ctx, AnalyticsRequest::default()).await;
     let pool = ctx.db.get_postgres_connection_pool();
 
-    let latest = sqlx::query(LATEST_PER_SCOPE_SQL).fetch_all(pool).await.unwrap();
+    // The manual's queries verbatim; their rounded numerics are read back as float8.
+    let latest = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT scope, fitted_at, n_samples, slope::float8 AS slope FROM ({LATEST_PER_SCOPE_SQL}) l"
+    )))
+    .fetch_all(pool)
+    .await
+    .unwrap();
     let scopes: Vec<String> = latest.iter().map(|r| r.get("scope")).collect();
-    assert_eq!(scopes.len(), 6);
-    assert_eq!(scopes[0], "all");
-    assert!(latest.iter().all(|r| r.get::<i64, _>("job_run_id") == second));
+    let newest = results_of(&ctx, second).await;
+    let mut want: Vec<String> = newest.iter().map(|r| r.scope.clone()).collect();
+    want.sort_by_key(|s| s != "all");
+    assert_eq!(scopes, want, "the second run's scopes, all first");
+    for (row, stored) in latest.iter().zip(newest.iter()) {
+        assert_eq!(row.get::<DateTime<Utc>, _>("fitted_at"), stored.fitted_at);
+        assert_eq!(row.get::<i64, _>("n_samples"), stored.n_samples);
+        assert!((row.get::<f64, _>("slope") - stored.slope).abs() < 1e-5);
+    }
 
-    // The manual's query verbatim, its rounded numerics read back as float8.
     let history = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT change::float8 AS change FROM ({SLOPE_HISTORY_SQL}) h"
     )))
@@ -620,7 +631,9 @@ async fn the_manuals_results_queries_run_and_answer_correctly() {
     let rows = weatherflow::cmd::results::latest_per_scope(&ctx.db, 20)
         .await
         .unwrap();
-    assert_eq!(rows.len(), 6);
+    let listed: Vec<&String> = rows.iter().map(|r| &r.scope).collect();
+    assert_eq!(listed, scopes.iter().collect::<Vec<_>>());
+    assert!(rows.iter().all(|r| r.job_run_id == second));
     let table = weatherflow::cmd::results::render(&rows);
     assert!(table.lines().nth(2).unwrap().starts_with("all "), "{table}");
     let one = weatherflow::cmd::results::history(&ctx.db, "all", 5)

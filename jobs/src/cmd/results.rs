@@ -5,17 +5,23 @@
 
 use chrono::{DateTime, Utc};
 use entity::regression_results;
-use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
-};
+use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use crate::config::Config;
 use crate::db;
+use crate::jobs::analytics::SCOPE_ALL;
 
-/// The latest fit of every scope, `all` first, then locations by key. Served by the
-/// `(scope, fitted_at DESC)` index.
+/// The latest fit of every scope, `all` first, then locations by key (what `weatherflow results`
+/// prints). Served by the `(scope, fitted_at DESC)` index.
 pub const LATEST_PER_SCOPE_SQL: &str = "\
-SELECT *
+SELECT scope,
+       fitted_at,
+       n_samples,
+       round(intercept::numeric, 4)    AS intercept,
+       round(slope::numeric, 5)        AS slope,
+       round(slope_stderr::numeric, 5) AS stderr,
+       round(r_squared::numeric, 4)    AS r_squared,
+       round(rmse::numeric, 3)         AS rmse
 FROM (SELECT DISTINCT ON (scope) *
       FROM regression_results
       ORDER BY scope, fitted_at DESC, id DESC) AS latest
@@ -81,13 +87,16 @@ pub async fn latest_per_scope(
     db: &DatabaseConnection,
     last: u64,
 ) -> Result<Vec<regression_results::Model>, DbErr> {
+    use regression_results::Column;
+    // LATEST_PER_SCOPE_SQL, through the entity so the rows arrive typed.
     let mut rows = regression_results::Entity::find()
-        .from_raw_sql(Statement::from_string(
-            db.get_database_backend(),
-            LATEST_PER_SCOPE_SQL,
-        ))
+        .distinct_on([Column::Scope])
+        .order_by_asc(Column::Scope)
+        .order_by_desc(Column::FittedAt)
+        .order_by_desc(Column::Id)
         .all(db)
         .await?;
+    rows.sort_by_key(|r| r.scope != SCOPE_ALL);
     rows.truncate(usize::try_from(last).unwrap_or(usize::MAX));
     Ok(rows)
 }

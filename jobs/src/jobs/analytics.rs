@@ -155,7 +155,7 @@ impl Report for AnalyticsSummary {
         i64::try_from(self.results_written).ok()
     }
     fn details(&self) -> serde_json::Value {
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let ms = |d: Duration| (d.as_secs_f64() * 10_000.0).round() / 10.0;
         let all = self.fits.iter().find(|f| f.scope == SCOPE_ALL).map(|f| {
             json!({
                 "n": f.fit.n,

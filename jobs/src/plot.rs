@@ -22,7 +22,7 @@ pub enum PlotError {
         message: String,
     },
     /// The SVG could not be written.
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}")]
     Write {
         /// The target file.
         path: PathBuf,

@@ -482,7 +482,9 @@ fn temp_dir(name: &str) -> PathBuf {
 /// What the SVG holds, parsed as XML.
 struct SvgFacts {
     circles: usize,
-    polylines: usize,
+    /// Points of the red polylines: the fitted line, then its legend sample (axes and ticks are
+    /// black polylines).
+    red_lines: Vec<Vec<(f64, f64)>>,
     texts: Vec<String>,
 }
 
@@ -493,7 +495,20 @@ fn parse_svg(path: &Path) -> SvgFacts {
     let named = |n: &str| doc.descendants().filter(|e| e.tag_name().name() == n).count();
     SvgFacts {
         circles: named("circle"),
-        polylines: named("polyline"),
+        red_lines: doc
+            .descendants()
+            .filter(|e| e.tag_name().name() == "polyline" && e.attribute("stroke") == Some("#FF0000"))
+            .map(|e| {
+                e.attribute("points")
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .map(|p| {
+                        let (x, y) = p.split_once(',').expect("x,y");
+                        (x.parse().unwrap(), y.parse().unwrap())
+                    })
+                    .collect()
+            })
+            .collect(),
         texts: doc
             .descendants()
             .filter(|e| e.tag_name().name() == "text")
@@ -530,7 +545,16 @@ async fn plot_is_valid_svg_with_points_line_title_labels_and_legend() {
     let all = parse_svg(&main);
     // One circle per observation, plus the legend's marker.
     assert_eq!(all.circles, rows.len() + 1);
-    assert!(all.polylines >= 1, "the fitted line");
+    // The fitted line spans the plot and falls like the fitted slope (SVG's y grows downwards).
+    assert_eq!(all.red_lines.len(), 2, "the line and its legend sample");
+    let line = &all.red_lines[0];
+    assert_eq!(line.len(), 2);
+    assert!(line[1].0 - line[0].0 > 800.0, "{line:?}");
+    let slope = s.fits[0].fit.slope;
+    assert!(
+        slope < 0.0 && line[1].1 > line[0].1,
+        "slope {slope}, line {line:?}"
+    );
     let has = |facts: &SvgFacts, part: &str| facts.texts.iter().any(|t| t.contains(part));
     assert!(
         has(&all, "Temperature vs wind speed — all (n = 2662)"),

@@ -175,6 +175,12 @@ pub struct AnalyticsArgs {
     /// Write the scatter plot with the fitted line to this SVG file.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Also plot this location (repeatable), to `<plot stem>-<location>.svg` next to `--plot`.
+    #[arg(long = "plot-scope", value_name = "LOCATION_KEY", requires = "plot")]
+    pub plot_scopes: Vec<String>,
+    /// Plot every fitted location, one file each next to `--plot`.
+    #[arg(long, requires = "plot")]
+    pub plot_all_scopes: bool,
 }
 
 /// `weatherflow bench <which>`.
@@ -252,6 +258,8 @@ pub async fn run() -> anyhow::Result<()> {
                     until: args.until,
                     min_samples: args.min_samples,
                     plot: args.plot,
+                    plot_scopes: args.plot_scopes,
+                    plot_all_scopes: args.plot_all_scopes,
                 };
                 cmd::run::analytics(&config, req, shutdown).await
             }

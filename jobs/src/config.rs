@@ -238,11 +238,17 @@ impl Default for PersistConfig {
 pub struct AnalyticsConfig {
     /// A location gets its own fit only with at least this many samples.
     pub min_samples: u64,
+    /// A plot draws at most this many points (an even stride through the samples), so a plot of a
+    /// million rows stays a file a browser opens; the fitted line always uses every sample.
+    pub plot_max_points: usize,
 }
 
 impl Default for AnalyticsConfig {
     fn default() -> Self {
-        Self { min_samples: 30 }
+        Self {
+            min_samples: 30,
+            plot_max_points: 20_000,
+        }
     }
 }
 

@@ -10,6 +10,6 @@ pub async fn persist(_config: &Config, _messages: u64, _shutdown: CancellationTo
 }
 
 /// `weatherflow bench analytics`.
-pub async fn analytics(_config: &Config, _rows: u64, _shutdown: CancellationToken) -> anyhow::Result<()> {
-    anyhow::bail!("`weatherflow bench analytics` is not implemented yet")
+pub async fn analytics(config: &Config, rows: u64, shutdown: CancellationToken) -> anyhow::Result<()> {
+    crate::bench_analytics::run(config, rows, shutdown).await
 }

@@ -44,7 +44,7 @@ step "weatherflow results"
 step "weatherflow runs"
 "$wf" runs --last 5
 
-cat <<EOF
+cat <<MSG
 
 Done. The regression table is above and the plot is in $PLOT.
 Next:
@@ -52,3 +52,4 @@ Next:
   $wf status                    # last runs, next fire times, consumer lag, row counts
   psql postgres://weatherflow:weatherflow@127.0.0.1:5432/weatherflow   # query the tables yourself
   scripts/services.sh down      # stop Kafka and PostgreSQL
+MSG

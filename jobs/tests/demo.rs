@@ -1,0 +1,57 @@
+//! The README's first command, `scripts/demo.sh`, end to end on the real services, pointed at this
+//! test's own database and topics.
+
+mod common;
+
+use std::process::Command;
+
+use common::TestContext;
+use sea_orm::{ConnectionTrait, Statement};
+use secrecy::ExposeSecret;
+
+async fn count(ctx: &TestContext, sql: &str) -> i64 {
+    let row = ctx
+        .db
+        .query_one_raw(Statement::from_string(ctx.db.get_database_backend(), sql))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get_by_index::<i64>(0).unwrap()
+}
+
+#[tokio::test]
+async fn the_demo_runs_the_whole_pipeline() {
+    let ctx = TestContext::new().await;
+    let dir = std::env::temp_dir().join(common::unique("wf-demo"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plot = dir.join("demo.svg");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let k = &ctx.config.kafka;
+    let out = Command::new("bash")
+        .arg(root.join("scripts/demo.sh"))
+        .env("WEATHERFLOW_BIN", env!("CARGO_BIN_EXE_weatherflow"))
+        .env("DATABASE_URL", ctx.config.database.url.expose_secret())
+        .env("WEATHERFLOW_KAFKA_OBSERVATIONS_TOPIC", &k.observations_topic)
+        .env("WEATHERFLOW_KAFKA_DLQ_TOPIC", &k.dlq_topic)
+        .env("WEATHERFLOW_KAFKA_CONSUMER_GROUP", &k.consumer_group)
+        .env("WEATHERFLOW_DEMO_PLOT", &plot)
+        .env_remove("WEATHERAPI_KEY")
+        .output()
+        .expect("running scripts/demo.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+
+    // 12 locations from schedules.toml × (48 h of 15-minute observations + the current one).
+    let observations = count(&ctx, "SELECT count(*) FROM observations").await;
+    assert_eq!(observations, 12 * (48 * 4 + 1), "{stdout}");
+    let results = count(&ctx, "SELECT count(*) FROM regression_results").await;
+    assert_eq!(results, 13, "scope all plus one per location");
+    let runs = count(&ctx, "SELECT count(*) FROM job_runs WHERE status = 'succeeded'").await;
+    assert_eq!(runs, 3, "fetch, persist and analytics succeeded");
+    assert!(stdout.contains("all services healthy"), "{stdout}");
+    assert!(stdout.contains("weatherflow scheduler"), "the demo tells how to start the service");
+    let svg = std::fs::read_to_string(&plot).expect("the plot was written");
+    assert!(svg.starts_with("<svg") || svg.contains("<svg"), "an SVG file");
+    std::fs::remove_dir_all(dir).ok();
+}

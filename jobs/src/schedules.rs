@@ -543,3 +543,23 @@ min_samples = 10
         assert_eq!(s.analytics.timing.timezone, chrono_tz::UTC);
     }
 }
+
+/// Helpers for the scheduler's unit tests: a fetch [`Timing`] from a cron and a zone, and instants.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    /// The fetch job's timing in a minimal valid file with this cron and time zone.
+    pub(crate) fn timing(cron: &str, tz: &str) -> Timing {
+        let text = format!(
+            "[fetch]\ncron = \"{cron}\"\ntimezone = \"{tz}\"\n[fetch.args]\nlocations = [\"x\"]\n\
+             [analytics]\ncron = \"0 0 2 * * *\"\n"
+        );
+        Schedules::parse(&text, "t.toml").unwrap().fetch.timing
+    }
+
+    /// An RFC 3339 instant.
+    pub(crate) fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+}

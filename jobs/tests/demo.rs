@@ -40,7 +40,10 @@ async fn the_demo_runs_the_whole_pipeline() {
         .expect("running scripts/demo.sh");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "demo failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        out.status.success(),
+        "demo failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
 
     // 12 locations from schedules.toml × (48 h of 15-minute observations + the current one).
     let observations = count(&ctx, "SELECT count(*) FROM observations").await;
@@ -50,7 +53,10 @@ async fn the_demo_runs_the_whole_pipeline() {
     let runs = count(&ctx, "SELECT count(*) FROM job_runs WHERE status = 'succeeded'").await;
     assert_eq!(runs, 3, "fetch, persist and analytics succeeded");
     assert!(stdout.contains("all services healthy"), "{stdout}");
-    assert!(stdout.contains("weatherflow scheduler"), "the demo tells how to start the service");
+    assert!(
+        stdout.contains("weatherflow scheduler"),
+        "the demo tells how to start the service"
+    );
     let svg = std::fs::read_to_string(&plot).expect("the plot was written");
     assert!(svg.starts_with("<svg") || svg.contains("<svg"), "an SVG file");
     std::fs::remove_dir_all(dir).ok();

@@ -85,19 +85,7 @@ pub async fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schedules::Schedules;
-
-    fn timing(cron: &str, tz: &str) -> Timing {
-        let text = format!(
-            "[fetch]\ncron = \"{cron}\"\ntimezone = \"{tz}\"\n[fetch.args]\nlocations = [\"x\"]\n\
-             [analytics]\ncron = \"0 0 2 * * *\"\n"
-        );
-        Schedules::parse(&text, "t.toml").unwrap().fetch.timing
-    }
-
-    fn at(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-    }
+    use crate::schedules::test_support::{at, timing};
 
     #[test]
     fn fire_times_after_the_last_tick_are_missed() {

@@ -501,21 +501,7 @@ async fn forecast(
     uri: Uri,
     Query(params): Query<Params>,
 ) -> Response {
-    record(&inner, &method, &uri, &params, None);
-    if let Err(r) = authenticate(&inner, &params, false) {
-        return refuse(r);
-    }
-    match locate(&inner, &params) {
-        Ok(f) => ok(
-            &inner,
-            format!(
-                "{{\"location\":{},\"current\":{},\"forecast\":{{\"forecastday\":[]}}}}",
-                f.location,
-                f.current(aqi(&params))
-            ),
-        ),
-        Err(r) => refuse(r),
-    }
+    shape_only(&inner, &method, &uri, &params, true)
 }
 
 /// history.json and future.json: shape only, no `current`.
@@ -525,18 +511,31 @@ async fn history(
     uri: Uri,
     Query(params): Query<Params>,
 ) -> Response {
-    record(&inner, &method, &uri, &params, None);
-    if let Err(r) = authenticate(&inner, &params, false) {
+    shape_only(&inner, &method, &uri, &params, false)
+}
+
+/// A forecast-shaped answer with an empty `forecastday` list, after the usual checks; with or
+/// without `current` (forecast has it, history and future do not).
+fn shape_only(inner: &Shared, method: &Method, uri: &Uri, params: &Params, with_current: bool) -> Response {
+    record(inner, method, uri, params, None);
+    if let Err(r) = authenticate(inner, params, false) {
         return refuse(r);
     }
-    match locate(&inner, &params) {
-        Ok(f) => ok(
-            &inner,
-            format!(
-                "{{\"location\":{},\"forecast\":{{\"forecastday\":[]}}}}",
-                f.location
-            ),
-        ),
+    match locate(inner, params) {
+        Ok(f) => {
+            let current = if with_current {
+                format!(",\"current\":{}", f.current(aqi(params)))
+            } else {
+                String::new()
+            };
+            ok(
+                inner,
+                format!(
+                    "{{\"location\":{}{current},\"forecast\":{{\"forecastday\":[]}}}}",
+                    f.location
+                ),
+            )
+        }
         Err(r) => refuse(r),
     }
 }

@@ -6,6 +6,7 @@
 //! them.
 
 pub mod backoff;
+pub mod bench_persist;
 pub mod cli;
 pub mod cmd;
 pub mod config;

@@ -7,6 +7,7 @@
 //! shutting down, database not accepting connections...) is an outage: the whole batch is retried
 //! with backoff, never split, until it succeeds or the job is stopped.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -164,7 +165,7 @@ pub async fn store_batch(
 /// many were removed. `ON CONFLICT DO NOTHING` would cope with the duplicates itself; removing them
 /// here keeps the statement small and the counts exact.
 fn dedupe(valid: &[ValidRecord]) -> (Vec<&ValidRecord>, u64) {
-    let mut seen = std::collections::HashSet::with_capacity(valid.len());
+    let mut seen = HashSet::with_capacity(valid.len());
     let mut unique = Vec::with_capacity(valid.len());
     for record in valid {
         let o = &record.observation;
@@ -261,6 +262,10 @@ async fn sleep_or_stop(delay: Duration, shutdown: &CancellationToken) -> Result<
 }
 
 /// One transaction: observations, then rejections. Returns the rows inserted into each.
+///
+/// The observations go through the COPY path; if a concurrent writer stored one of the same
+/// observations between the existence check and the COPY (a unique violation), the batch is
+/// written again through the UNNEST statement, whose `ON CONFLICT DO NOTHING` cannot collide.
 async fn write_once(pool: &PgPool, rows: &[Row<'_>]) -> Result<(u64, u64), sqlx::Error> {
     let valid: Vec<&ValidRecord> = rows
         .iter()
@@ -276,11 +281,49 @@ async fn write_once(pool: &PgPool, rows: &[Row<'_>]) -> Result<(u64, u64), sqlx:
             Row::Valid(_) => None,
         })
         .collect();
+    match write_tx(pool, &valid, &rejected, Method::Copy).await {
+        Err(e) if is_observation_conflict(&e) => {
+            tracing::debug!("concurrent insert of the same observation; writing the batch with ON CONFLICT");
+            write_tx(pool, &valid, &rejected, Method::Unnest).await
+        }
+        other => other,
+    }
+}
+
+/// How observations are written.
+#[derive(Debug, Clone, Copy)]
+enum Method {
+    /// [`copy_observations`]: the fast path.
+    Copy,
+    /// [`insert_observations`]: the fallback after a race on the unique key.
+    Unnest,
+}
+
+async fn write_tx(
+    pool: &PgPool,
+    valid: &[&ValidRecord],
+    rejected: &[&RejectedRecord],
+    method: Method,
+) -> Result<(u64, u64), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let inserted = insert_observations(&mut tx, &valid).await?;
-    let rejections = insert_rejections(&mut tx, &rejected).await?;
+    let inserted = match method {
+        Method::Copy => copy_observations(&mut tx, valid).await?,
+        Method::Unnest => insert_observations(&mut tx, valid).await?,
+    };
+    let rejections = insert_rejections(&mut tx, rejected).await?;
     tx.commit().await?;
     Ok((inserted, rejections))
+}
+
+/// A unique violation on `(location_key, observed_at)`.
+fn is_observation_conflict(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            db.code().as_deref() == Some("23505")
+                && db.constraint() == Some("observations_location_key_observed_at_key")
+        }
+        _ => false,
+    }
 }
 
 /// The columns the persist job writes, in the order of [`INSERT_OBSERVATIONS`]'s arrays. `id` and
@@ -315,18 +358,9 @@ pub const OBSERVATION_COLUMNS: [&str; 27] = [
     "kafka_offset",
 ];
 
-/// The observations write: one statement per batch, every column bound as one array and unnested
-/// server-side, so the statement (and its prepared plan) is the same whatever the batch size, and
-/// there is no 65 535-parameter ceiling.
-///
-/// Measured with `weatherflow bench persist --messages 200000` (release build, our 2-core machine,
-/// PostgreSQL 15 on the same host, 6 partitions, batch_size 2000), write path alone on the same rows
-/// into identical empty tables: UNNEST XXX_MEASURE rows/s vs SeaORM `insert_many` XXX_MEASURE rows/s vs binary COPY XXX_MEASURE.
-///
-/// `ON CONFLICT DO NOTHING`: the same observation fetched twice is the same measurement, so the
-/// first stored copy wins and keeps its lineage; a replay after a crash writes nothing (no dead
-/// tuples, no index churn), and duplicates within one statement cannot fail the way they do with
-/// `DO UPDATE`.
+/// The fallback observations write: one statement per batch, every column bound as one array and
+/// unnested server-side, with `ON CONFLICT (location_key, observed_at) DO NOTHING` (see
+/// [`copy_observations`] for the figures and the choice).
 pub const INSERT_OBSERVATIONS: &str = "\
 INSERT INTO observations (location_key, location_name, region, country, lat, lon, observed_at, temp_c, \
 feelslike_c, wind_kph, gust_kph, pressure_mb, precip_mm, vis_km, uv, wind_degree, humidity, cloud, \
@@ -338,6 +372,151 @@ $13::float8[], $14::float8[], $15::float8[], $16::int4[], $17::int4[], $18::int4
 $20::text[], $21::int4[], $22::bool[], $23::text[], $24::timestamptz[], $25::text[], $26::int4[], \
 $27::int8[]) \
 ON CONFLICT (location_key, observed_at) DO NOTHING";
+
+/// Which observations of a batch are already stored.
+const EXISTING_OBSERVATIONS: &str = "\
+SELECT b.location_key, b.observed_at FROM UNNEST($1::text[], $2::timestamptz[]) AS b(location_key, observed_at) \
+WHERE EXISTS (SELECT 1 FROM observations o WHERE o.location_key = b.location_key AND o.observed_at = b.observed_at)";
+
+/// The COPY statement of [`copy_observations`], columns in [`OBSERVATION_COLUMNS`] order.
+pub const COPY_OBSERVATIONS: &str = "\
+COPY observations (location_key, location_name, region, country, lat, lon, observed_at, temp_c, \
+feelslike_c, wind_kph, gust_kph, pressure_mb, precip_mm, vis_km, uv, wind_degree, humidity, cloud, \
+wind_dir, condition_text, condition_code, is_day, source, fetched_at, kafka_topic, kafka_partition, \
+kafka_offset) FROM STDIN (FORMAT binary)";
+
+/// The persist job's observations write: inside the caller's transaction, look up which
+/// `(location_key, observed_at)` of the batch are already stored (one indexed query), leave those
+/// out, and binary-COPY the rest straight into `observations`. Returns how many rows are new.
+///
+/// The effect is `INSERT ... ON CONFLICT (location_key, observed_at) DO NOTHING`: the first stored
+/// copy of an observation wins and keeps its lineage, a replay writes nothing. A writer racing on
+/// the same key makes the COPY fail with a unique violation, and the caller then writes the batch
+/// with [`INSERT_OBSERVATIONS`].
+///
+/// Why COPY: measured with `weatherflow bench persist --messages 200000` (release build, our 2-core
+/// machine, PostgreSQL 15 on the same host, batches of 2000, one connection, same rows into
+/// identical emptied tables): MEASURED_FIGURES
+pub async fn copy_observations(
+    conn: &mut sqlx::PgConnection,
+    records: &[&ValidRecord],
+) -> Result<u64, sqlx::Error> {
+    if records.is_empty() {
+        return Ok(0);
+    }
+    let keys: Vec<&str> = records
+        .iter()
+        .map(|r| r.observation.location_key.as_str())
+        .collect();
+    let times: Vec<DateTime<Utc>> = records.iter().map(|r| r.observation.observed_at).collect();
+    let existing: Vec<(String, DateTime<Utc>)> = sqlx::query_as(EXISTING_OBSERVATIONS)
+        .bind(keys)
+        .bind(times)
+        .fetch_all(&mut *conn)
+        .await?;
+    let existing: HashSet<(&str, DateTime<Utc>)> = existing.iter().map(|(k, t)| (k.as_str(), *t)).collect();
+    let mut buf = Vec::with_capacity(64 + records.len() * 400);
+    copy_header(&mut buf);
+    let mut fresh = 0u64;
+    for r in records {
+        let o = &r.observation;
+        if !existing.contains(&(o.location_key.as_str(), o.observed_at)) {
+            encode_copy_row(&mut buf, o, &r.lineage);
+            fresh += 1;
+        }
+    }
+    if fresh == 0 {
+        return Ok(0);
+    }
+    copy_trailer(&mut buf);
+    let mut copy = conn.copy_in_raw(COPY_OBSERVATIONS).await?;
+    copy.send(buf).await?;
+    copy.finish().await
+}
+
+/// The signature, flags and header extension of PostgreSQL's binary COPY format.
+pub fn copy_header(buf: &mut Vec<u8>) {
+    buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    buf.extend_from_slice(&0i32.to_be_bytes());
+    buf.extend_from_slice(&0i32.to_be_bytes());
+}
+
+/// The end-of-data marker of the binary COPY format.
+pub fn copy_trailer(buf: &mut Vec<u8>) {
+    buf.extend_from_slice(&(-1i16).to_be_bytes());
+}
+
+/// One observation as a binary COPY tuple, columns in [`OBSERVATION_COLUMNS`] order.
+pub fn encode_copy_row(buf: &mut Vec<u8>, o: &Observation, l: &Lineage) {
+    buf.extend_from_slice(&(OBSERVATION_COLUMNS.len() as i16).to_be_bytes());
+    copy_text(buf, Some(&o.location_key));
+    copy_text(buf, Some(&o.location_name));
+    copy_text(buf, Some(&o.region));
+    copy_text(buf, Some(&o.country));
+    copy_f64(buf, Some(o.lat));
+    copy_f64(buf, Some(o.lon));
+    copy_time(buf, o.observed_at);
+    copy_f64(buf, Some(o.temp_c));
+    copy_f64(buf, o.feelslike_c);
+    copy_f64(buf, Some(o.wind_kph));
+    copy_f64(buf, o.gust_kph);
+    copy_f64(buf, o.pressure_mb);
+    copy_f64(buf, o.precip_mm);
+    copy_f64(buf, o.vis_km);
+    copy_f64(buf, o.uv);
+    copy_i32(buf, o.wind_degree);
+    copy_i32(buf, o.humidity);
+    copy_i32(buf, o.cloud);
+    copy_text(buf, o.wind_dir.as_deref());
+    copy_text(buf, o.condition_text.as_deref());
+    copy_i32(buf, o.condition_code);
+    match o.is_day {
+        Some(d) => copy_field(buf, &[u8::from(d)]),
+        None => copy_null(buf),
+    }
+    copy_text(buf, Some(o.source.as_str()));
+    copy_time(buf, o.fetched_at);
+    copy_text(buf, Some(&l.topic));
+    copy_i32(buf, Some(l.partition));
+    copy_field(buf, &l.offset.to_be_bytes());
+}
+
+fn copy_field(buf: &mut Vec<u8>, v: &[u8]) {
+    // A field is at most a few hundred bytes: location names and condition texts.
+    buf.extend_from_slice(&(v.len() as i32).to_be_bytes());
+    buf.extend_from_slice(v);
+}
+
+fn copy_null(buf: &mut Vec<u8>) {
+    buf.extend_from_slice(&(-1i32).to_be_bytes());
+}
+
+fn copy_text(buf: &mut Vec<u8>, v: Option<&str>) {
+    match v {
+        Some(s) => copy_field(buf, s.as_bytes()),
+        None => copy_null(buf),
+    }
+}
+
+fn copy_f64(buf: &mut Vec<u8>, v: Option<f64>) {
+    match v {
+        Some(x) => copy_field(buf, &x.to_be_bytes()),
+        None => copy_null(buf),
+    }
+}
+
+fn copy_i32(buf: &mut Vec<u8>, v: Option<i32>) {
+    match v {
+        Some(x) => copy_field(buf, &x.to_be_bytes()),
+        None => copy_null(buf),
+    }
+}
+
+/// `timestamptz`: microseconds since 2000-01-01 00:00:00 UTC.
+fn copy_time(buf: &mut Vec<u8>, v: DateTime<Utc>) {
+    const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+    copy_field(buf, &(v.timestamp_micros() - PG_EPOCH_MICROS).to_be_bytes());
+}
 
 /// Inserts observations with [`INSERT_OBSERVATIONS`]; returns how many rows are new.
 pub async fn insert_observations(
@@ -535,6 +714,12 @@ mod tests {
         let listed: Vec<&str> = list.split(',').map(str::trim).collect();
         assert_eq!(listed, OBSERVATION_COLUMNS);
         assert!(INSERT_OBSERVATIONS.contains(&format!("${}::", OBSERVATION_COLUMNS.len())));
+        let copied = COPY_OBSERVATIONS
+            .split_once('(')
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map(|(cols, _)| cols.split(',').map(str::trim).collect::<Vec<_>>())
+            .unwrap();
+        assert_eq!(copied, OBSERVATION_COLUMNS);
         let rejected: Vec<&str> = entity::rejected_records::Column::iter()
             .map(|c| c.as_str())
             .collect();
@@ -635,6 +820,35 @@ mod tests {
                 fetched_at: observed_at,
             },
         }
+    }
+
+    #[test]
+    fn copy_tuples_have_one_field_per_column() {
+        let r = record("a|b|c", 1_767_632_400, 42);
+        let mut buf = Vec::new();
+        copy_header(&mut buf);
+        let start = buf.len();
+        encode_copy_row(&mut buf, &r.observation, &r.lineage);
+        let tuple = &buf[start..];
+        assert_eq!(
+            i16::from_be_bytes([tuple[0], tuple[1]]) as usize,
+            OBSERVATION_COLUMNS.len()
+        );
+        let (mut at, mut fields) = (2, Vec::new());
+        while at < tuple.len() {
+            let len = i32::from_be_bytes(tuple[at..at + 4].try_into().unwrap());
+            at += 4;
+            let width = usize::try_from(len).unwrap_or(0);
+            fields.push((len, &tuple[at..at + width]));
+            at += width;
+        }
+        assert_eq!(fields.len(), OBSERVATION_COLUMNS.len());
+        assert_eq!(fields[0].1, b"a|b|c");
+        // observed_at: 2026-01-05T17:00:00Z in microseconds since 2000-01-01.
+        let micros = i64::from_be_bytes(fields[6].1.try_into().unwrap());
+        assert_eq!(micros, (1_767_632_400 - 946_684_800) * 1_000_000);
+        assert_eq!(fields[8].0, -1, "feelslike_c is NULL");
+        assert_eq!(i64::from_be_bytes(fields[26].1.try_into().unwrap()), 42);
     }
 
     #[test]

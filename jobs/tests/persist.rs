@@ -930,3 +930,68 @@ async fn a_database_outage_mid_stream_loses_nothing_and_sigterm_exits_cleanly() 
     assert_eq!(details["stored"], 3000);
     let _ = std::fs::remove_file(log);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrent_insert_of_the_same_observation_falls_back_to_on_conflict() {
+    use sea_orm::TransactionTrait;
+    use weatherflow::store::{self, Lineage, Raw, Retry, ValidRecord};
+    let ctx = TestContext::new().await;
+    let epoch0 = base_epoch();
+    let record = |g: &Generated, offset: i64| ValidRecord {
+        lineage: Lineage {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+        },
+        raw: Raw::default(),
+        observation: weatherflow::validate::validate(Some(&g.value), Utc::now(), &Default::default())
+            .unwrap(),
+    };
+    let (x, y) = (generate(0, 10, epoch0), generate(1, 10, epoch0));
+    let batch = [record(&x, 1), record(&y, 2)];
+
+    // Another writer has inserted X and not committed yet: our existence check cannot see it, so
+    // the COPY includes X and waits on the unique index until that writer commits, then fails.
+    let other = ctx.db.begin().await.unwrap();
+    let x_sql = format!(
+        "INSERT INTO observations (location_key, location_name, region, country, lat, lon, observed_at, temp_c, \
+         wind_kph, source, fetched_at) VALUES ('{}', 'x', '', 'c', 0, 0, to_timestamp({}), 99, 1, 'simulated', now())",
+        x.key, x.observed_at
+    );
+    other.execute_unprepared(&x_sql).await.unwrap();
+    let pool = ctx.db.get_postgres_connection_pool().clone();
+    let retry = Retry {
+        backoff: weatherflow::backoff::Backoff::new(Duration::from_millis(50), Duration::from_millis(200)),
+        shutdown: CancellationToken::new(),
+    };
+    let write = tokio::spawn(async move { store::store_batch(&pool, &batch, &[], &retry).await });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while scalar_i64(
+        &ctx,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .await
+        == 0
+    {
+        assert!(Instant::now() < deadline, "the COPY never waited on the other writer");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    other.commit().await.unwrap();
+    let stored = write.await.unwrap().expect("stored");
+    assert_eq!((stored.inserted, stored.duplicates), (1, 1), "{stored:?}");
+    assert!(stored.db_rejected.is_empty(), "a duplicate is not a refused row");
+    let temps = ctx
+        .db
+        .query_all_raw(Statement::from_string(
+            ctx.db.get_database_backend(),
+            "SELECT temp_c FROM observations ORDER BY temp_c",
+        ))
+        .await
+        .unwrap();
+    let temps: Vec<f64> = temps.iter().map(|r| r.try_get_by_index(0).unwrap()).collect();
+    assert_eq!(
+        temps,
+        [y.temp_c, 99.0],
+        "the other writer's copy of X won, Y was stored"
+    );
+}

@@ -964,7 +964,10 @@ async fn a_concurrent_insert_of_the_same_observation_falls_back_to_on_conflict()
         backoff: weatherflow::backoff::Backoff::new(Duration::from_millis(50), Duration::from_millis(200)),
         shutdown: CancellationToken::new(),
     };
-    let write = tokio::spawn(async move { store::store_batch(&pool, &batch, &[], &retry).await });
+    let write = tokio::spawn(async move {
+        let mut strategy = store::CopyStrategy::default();
+        store::store_batch(&pool, &batch, &[], &retry, &mut strategy).await
+    });
     let deadline = Instant::now() + Duration::from_secs(20);
     while scalar_i64(
         &ctx,

@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use tokio::sync::mpsc::Receiver;
 
 use super::dlq::Dlq;
-use crate::store::{self, Interrupted, RejectedRecord, Retry, ValidRecord};
+use crate::store::{self, CopyStrategy, Interrupted, RejectedRecord, Retry, ValidRecord};
 
 /// What every writer shares.
 pub struct Deps {
@@ -87,8 +87,9 @@ pub struct Outcome {
 
 /// The writer loop: ends when the consumer thread drops its sender.
 pub async fn run(lane: usize, mut batches: Receiver<Batch>, acks: mpsc::Sender<Ack>, deps: Arc<Deps>) {
+    let mut strategy = CopyStrategy::default();
     while let Some(batch) = batches.recv().await {
-        let outcome = write(&deps, &batch).await;
+        let outcome = write(&deps, &batch, &mut strategy).await;
         let ack = Ack {
             lane,
             last_offsets: batch.last_offsets,
@@ -104,12 +105,12 @@ pub async fn run(lane: usize, mut batches: Receiver<Batch>, acks: mpsc::Sender<A
 /// Dead-letter messages for the validation rejections, the transaction, then dead-letter messages
 /// for rows the database refused. All of it happens before the acknowledgement, so all of it happens
 /// before the offsets are committed.
-async fn write(deps: &Deps, batch: &Batch) -> Result<Outcome, Interrupted> {
+async fn write(deps: &Deps, batch: &Batch, strategy: &mut CopyStrategy) -> Result<Outcome, Interrupted> {
     let mut outcome = Outcome {
         retries: deps.dlq.send_all(&batch.rejected, &deps.retry).await?,
         ..Outcome::default()
     };
-    let stored = store::store_batch(&deps.pool, &batch.valid, &batch.rejected, &deps.retry).await?;
+    let stored = store::store_batch(&deps.pool, &batch.valid, &batch.rejected, &deps.retry, strategy).await?;
     outcome.retries += stored.retries;
     outcome.retries += deps.dlq.send_all(&stored.db_rejected, &deps.retry).await?;
     outcome.inserted = stored.inserted;

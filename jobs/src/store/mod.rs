@@ -7,6 +7,9 @@
 //! shutting down, database not accepting connections...) is an outage: the whole batch is retried
 //! with backoff, never split, until it succeeds or the job is stopped.
 
+mod copy;
+mod nodelay;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +20,29 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::validate::{ErrorClass, Observation, Rejection};
+
+pub use copy::{COPY_OBSERVATIONS, copy_header, copy_observations, copy_trailer, encode_copy_row};
+
+/// Sets TCP_NODELAY on the pool's sockets (see the `nodelay` module: a workaround for sqlx 0.9.0).
+/// Call it after acquiring a connection, so that the connection is among them.
+pub fn disable_nagle(pool: &PgPool) {
+    nodelay::on_sockets_to(pool.connect_options().get_port());
+}
+
+/// Whether the next batch's COPY looks up already-stored observations first. It starts by checking
+/// (a restart replays the uncommitted tail, all duplicates), stops after a batch without
+/// duplicates, and starts again when a COPY hits one. One per writer.
+#[derive(Debug, Clone, Copy)]
+pub struct CopyStrategy {
+    /// Run the existence check before the COPY.
+    pub check_first: bool,
+}
+
+impl Default for CopyStrategy {
+    fn default() -> Self {
+        Self { check_first: true }
+    }
+}
 
 /// Where a record was read from; stored as lineage on both tables.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,12 +150,13 @@ pub async fn store_batch(
     valid: &[ValidRecord],
     rejected: &[RejectedRecord],
     retry: &Retry,
+    strategy: &mut CopyStrategy,
 ) -> Result<Stored, Interrupted> {
     let (unique, in_batch_duplicates) = dedupe(valid);
     let mut rows: Vec<Row<'_>> = unique.into_iter().map(Row::Valid).collect();
     rows.extend(rejected.iter().map(Row::Rejected));
     let mut stored = Stored::default();
-    let refused = write_isolating(pool, rows, retry, &mut stored).await?;
+    let refused = write_isolating(pool, rows, retry, strategy, &mut stored).await?;
 
     let mut quarantine = Vec::new();
     for (row, reason) in refused {
@@ -152,7 +179,7 @@ pub async fn store_batch(
     }
     if !quarantine.is_empty() {
         let rows = quarantine.iter().map(Row::Rejected).collect();
-        for (_, reason) in write_isolating(pool, rows, retry, &mut stored).await? {
+        for (_, reason) in write_isolating(pool, rows, retry, strategy, &mut stored).await? {
             tracing::error!(%reason, "rejected_records refused a db_rejected row");
         }
     }
@@ -190,6 +217,7 @@ async fn write_isolating<'a>(
     pool: &PgPool,
     rows: Vec<Row<'a>>,
     retry: &Retry,
+    strategy: &mut CopyStrategy,
     stored: &mut Stored,
 ) -> Result<Vec<(Row<'a>, String)>, Interrupted> {
     let mut refused = Vec::new();
@@ -200,7 +228,7 @@ async fn write_isolating<'a>(
             continue;
         }
         let slice = &rows[range.clone()];
-        match write_with_retry(pool, slice, retry, stored).await? {
+        match write_with_retry(pool, slice, retry, strategy, stored).await? {
             Ok(()) => {}
             Err(err) if slice.len() == 1 => refused.push((slice[0], err.to_string())),
             Err(err) => {
@@ -220,11 +248,12 @@ async fn write_with_retry(
     pool: &PgPool,
     rows: &[Row<'_>],
     retry: &Retry,
+    strategy: &mut CopyStrategy,
     stored: &mut Stored,
 ) -> Result<Result<(), sqlx::Error>, Interrupted> {
     let mut attempt = 0u32;
     loop {
-        match write_once(pool, rows).await {
+        match write_once(pool, rows, strategy).await {
             Ok((inserted, rejections)) => {
                 if attempt > 0 {
                     tracing::info!(retries = attempt, "database is back; batch stored");
@@ -263,10 +292,15 @@ async fn sleep_or_stop(delay: Duration, shutdown: &CancellationToken) -> Result<
 
 /// One transaction: observations, then rejections. Returns the rows inserted into each.
 ///
-/// The observations go through the COPY path; if a concurrent writer stored one of the same
-/// observations between the existence check and the COPY (a unique violation), the batch is
-/// written again through the UNNEST statement, whose `ON CONFLICT DO NOTHING` cannot collide.
-async fn write_once(pool: &PgPool, rows: &[Row<'_>]) -> Result<(u64, u64), sqlx::Error> {
+/// The observations go through the COPY path. A unique violation means an observation of the batch
+/// is already stored: without the existence check, the batch is written again with it; with it (a
+/// concurrent writer stored the same observation between the check and the COPY), the batch is
+/// written through the UNNEST statement, whose `ON CONFLICT DO NOTHING` cannot collide.
+async fn write_once(
+    pool: &PgPool,
+    rows: &[Row<'_>],
+    strategy: &mut CopyStrategy,
+) -> Result<(u64, u64), sqlx::Error> {
     let valid: Vec<&ValidRecord> = rows
         .iter()
         .filter_map(|r| match r {
@@ -281,20 +315,41 @@ async fn write_once(pool: &PgPool, rows: &[Row<'_>]) -> Result<(u64, u64), sqlx:
             Row::Valid(_) => None,
         })
         .collect();
-    match write_tx(pool, &valid, &rejected, Method::Copy).await {
-        Err(e) if is_observation_conflict(&e) => {
-            tracing::debug!("concurrent insert of the same observation; writing the batch with ON CONFLICT");
-            write_tx(pool, &valid, &rejected, Method::Unnest).await
+    let mut method = Method::Copy {
+        check_first: strategy.check_first,
+    };
+    loop {
+        match write_tx(pool, &valid, &rejected, method).await {
+            Err(e) if is_observation_conflict(&e) => {
+                method = match method {
+                    Method::Copy { check_first: false } => Method::Copy { check_first: true },
+                    Method::Copy { check_first: true } => Method::Unnest,
+                    Method::Unnest => return Err(e),
+                };
+                strategy.check_first = true;
+                tracing::debug!(
+                    ?method,
+                    "a COPY met an already stored observation; writing the batch again"
+                );
+            }
+            Ok((inserted, rejections)) => {
+                // Keep checking while batches carry duplicates; go optimistic after a clean one.
+                strategy.check_first = inserted < valid.len() as u64;
+                return Ok((inserted, rejections));
+            }
+            Err(e) => return Err(e),
         }
-        other => other,
     }
 }
 
 /// How observations are written.
 #[derive(Debug, Clone, Copy)]
 enum Method {
-    /// [`copy_observations`]: the fast path.
-    Copy,
+    /// [`copy_observations`]: the fast path, with or without the existence check.
+    Copy {
+        /// Leave out already stored observations first.
+        check_first: bool,
+    },
     /// [`insert_observations`]: the fallback after a race on the unique key.
     Unnest,
 }
@@ -306,8 +361,9 @@ async fn write_tx(
     method: Method,
 ) -> Result<(u64, u64), sqlx::Error> {
     let mut tx = pool.begin().await?;
+    disable_nagle(pool);
     let inserted = match method {
-        Method::Copy => copy_observations(&mut tx, valid).await?,
+        Method::Copy { check_first } => copy_observations(&mut tx, valid, check_first).await?,
         Method::Unnest => insert_observations(&mut tx, valid).await?,
     };
     let rejections = insert_rejections(&mut tx, rejected).await?;
@@ -372,151 +428,6 @@ $13::float8[], $14::float8[], $15::float8[], $16::int4[], $17::int4[], $18::int4
 $20::text[], $21::int4[], $22::bool[], $23::text[], $24::timestamptz[], $25::text[], $26::int4[], \
 $27::int8[]) \
 ON CONFLICT (location_key, observed_at) DO NOTHING";
-
-/// Which observations of a batch are already stored.
-const EXISTING_OBSERVATIONS: &str = "\
-SELECT b.location_key, b.observed_at FROM UNNEST($1::text[], $2::timestamptz[]) AS b(location_key, observed_at) \
-WHERE EXISTS (SELECT 1 FROM observations o WHERE o.location_key = b.location_key AND o.observed_at = b.observed_at)";
-
-/// The COPY statement of [`copy_observations`], columns in [`OBSERVATION_COLUMNS`] order.
-pub const COPY_OBSERVATIONS: &str = "\
-COPY observations (location_key, location_name, region, country, lat, lon, observed_at, temp_c, \
-feelslike_c, wind_kph, gust_kph, pressure_mb, precip_mm, vis_km, uv, wind_degree, humidity, cloud, \
-wind_dir, condition_text, condition_code, is_day, source, fetched_at, kafka_topic, kafka_partition, \
-kafka_offset) FROM STDIN (FORMAT binary)";
-
-/// The persist job's observations write: inside the caller's transaction, look up which
-/// `(location_key, observed_at)` of the batch are already stored (one indexed query), leave those
-/// out, and binary-COPY the rest straight into `observations`. Returns how many rows are new.
-///
-/// The effect is `INSERT ... ON CONFLICT (location_key, observed_at) DO NOTHING`: the first stored
-/// copy of an observation wins and keeps its lineage, a replay writes nothing. A writer racing on
-/// the same key makes the COPY fail with a unique violation, and the caller then writes the batch
-/// with [`INSERT_OBSERVATIONS`].
-///
-/// Why COPY: measured with `weatherflow bench persist --messages 200000` (release build, our 2-core
-/// machine, PostgreSQL 15 on the same host, batches of 2000, one connection, same rows into
-/// identical emptied tables): MEASURED_FIGURES
-pub async fn copy_observations(
-    conn: &mut sqlx::PgConnection,
-    records: &[&ValidRecord],
-) -> Result<u64, sqlx::Error> {
-    if records.is_empty() {
-        return Ok(0);
-    }
-    let keys: Vec<&str> = records
-        .iter()
-        .map(|r| r.observation.location_key.as_str())
-        .collect();
-    let times: Vec<DateTime<Utc>> = records.iter().map(|r| r.observation.observed_at).collect();
-    let existing: Vec<(String, DateTime<Utc>)> = sqlx::query_as(EXISTING_OBSERVATIONS)
-        .bind(keys)
-        .bind(times)
-        .fetch_all(&mut *conn)
-        .await?;
-    let existing: HashSet<(&str, DateTime<Utc>)> = existing.iter().map(|(k, t)| (k.as_str(), *t)).collect();
-    let mut buf = Vec::with_capacity(64 + records.len() * 400);
-    copy_header(&mut buf);
-    let mut fresh = 0u64;
-    for r in records {
-        let o = &r.observation;
-        if !existing.contains(&(o.location_key.as_str(), o.observed_at)) {
-            encode_copy_row(&mut buf, o, &r.lineage);
-            fresh += 1;
-        }
-    }
-    if fresh == 0 {
-        return Ok(0);
-    }
-    copy_trailer(&mut buf);
-    let mut copy = conn.copy_in_raw(COPY_OBSERVATIONS).await?;
-    copy.send(buf).await?;
-    copy.finish().await
-}
-
-/// The signature, flags and header extension of PostgreSQL's binary COPY format.
-pub fn copy_header(buf: &mut Vec<u8>) {
-    buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
-    buf.extend_from_slice(&0i32.to_be_bytes());
-    buf.extend_from_slice(&0i32.to_be_bytes());
-}
-
-/// The end-of-data marker of the binary COPY format.
-pub fn copy_trailer(buf: &mut Vec<u8>) {
-    buf.extend_from_slice(&(-1i16).to_be_bytes());
-}
-
-/// One observation as a binary COPY tuple, columns in [`OBSERVATION_COLUMNS`] order.
-pub fn encode_copy_row(buf: &mut Vec<u8>, o: &Observation, l: &Lineage) {
-    buf.extend_from_slice(&(OBSERVATION_COLUMNS.len() as i16).to_be_bytes());
-    copy_text(buf, Some(&o.location_key));
-    copy_text(buf, Some(&o.location_name));
-    copy_text(buf, Some(&o.region));
-    copy_text(buf, Some(&o.country));
-    copy_f64(buf, Some(o.lat));
-    copy_f64(buf, Some(o.lon));
-    copy_time(buf, o.observed_at);
-    copy_f64(buf, Some(o.temp_c));
-    copy_f64(buf, o.feelslike_c);
-    copy_f64(buf, Some(o.wind_kph));
-    copy_f64(buf, o.gust_kph);
-    copy_f64(buf, o.pressure_mb);
-    copy_f64(buf, o.precip_mm);
-    copy_f64(buf, o.vis_km);
-    copy_f64(buf, o.uv);
-    copy_i32(buf, o.wind_degree);
-    copy_i32(buf, o.humidity);
-    copy_i32(buf, o.cloud);
-    copy_text(buf, o.wind_dir.as_deref());
-    copy_text(buf, o.condition_text.as_deref());
-    copy_i32(buf, o.condition_code);
-    match o.is_day {
-        Some(d) => copy_field(buf, &[u8::from(d)]),
-        None => copy_null(buf),
-    }
-    copy_text(buf, Some(o.source.as_str()));
-    copy_time(buf, o.fetched_at);
-    copy_text(buf, Some(&l.topic));
-    copy_i32(buf, Some(l.partition));
-    copy_field(buf, &l.offset.to_be_bytes());
-}
-
-fn copy_field(buf: &mut Vec<u8>, v: &[u8]) {
-    // A field is at most a few hundred bytes: location names and condition texts.
-    buf.extend_from_slice(&(v.len() as i32).to_be_bytes());
-    buf.extend_from_slice(v);
-}
-
-fn copy_null(buf: &mut Vec<u8>) {
-    buf.extend_from_slice(&(-1i32).to_be_bytes());
-}
-
-fn copy_text(buf: &mut Vec<u8>, v: Option<&str>) {
-    match v {
-        Some(s) => copy_field(buf, s.as_bytes()),
-        None => copy_null(buf),
-    }
-}
-
-fn copy_f64(buf: &mut Vec<u8>, v: Option<f64>) {
-    match v {
-        Some(x) => copy_field(buf, &x.to_be_bytes()),
-        None => copy_null(buf),
-    }
-}
-
-fn copy_i32(buf: &mut Vec<u8>, v: Option<i32>) {
-    match v {
-        Some(x) => copy_field(buf, &x.to_be_bytes()),
-        None => copy_null(buf),
-    }
-}
-
-/// `timestamptz`: microseconds since 2000-01-01 00:00:00 UTC.
-fn copy_time(buf: &mut Vec<u8>, v: DateTime<Utc>) {
-    const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
-    copy_field(buf, &(v.timestamp_micros() - PG_EPOCH_MICROS).to_be_bytes());
-}
 
 /// Inserts observations with [`INSERT_OBSERVATIONS`]; returns how many rows are new.
 pub async fn insert_observations(

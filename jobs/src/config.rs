@@ -215,7 +215,8 @@ pub struct PersistConfig {
     /// Ceiling of the backoff delay.
     pub retry_max_ms: u64,
     /// Database writers working in parallel, each on its own connection and its own share of the
-    /// partitions (partition modulo writers), so per-partition order is kept.
+    /// partitions (partition modulo writers), so per-partition order is kept. On our 2-core machine
+    /// (`weatherflow bench persist`): 1 writer 71 k rows/s, 2 writers 123–131 k, 3 writers 126–142 k.
     pub writers: usize,
     /// `--until-idle`: the job stops after this long without a message, once it has partitions
     /// and has read each of them up to its end.
@@ -239,7 +240,7 @@ impl Default for PersistConfig {
             batch_timeout_ms: 200,
             retry_initial_ms: 200,
             retry_max_ms: 10_000,
-            writers: 2,
+            writers: 3,
             idle_ms: 1000,
             session_timeout_ms: 10_000,
             max_value_bytes: 256 * 1024,

@@ -45,7 +45,7 @@ impl Place {
         let countries = ["United Kingdom", "France", "Germany", "Spain", "Italy"];
         Self {
             name: format!("Town {i}"),
-            region: if i % 4 == 0 {
+            region: if i.is_multiple_of(4) {
                 String::new()
             } else {
                 format!("Region {}", i % 7)

@@ -222,7 +222,8 @@ async fn write_isolating<'a>(
 ) -> Result<Vec<(Row<'a>, String)>, Interrupted> {
     let mut refused = Vec::new();
     // Ranges still to write; the left half is popped first so rows are written in offset order.
-    let mut pending = vec![0..rows.len()];
+    let mut pending = Vec::new();
+    pending.push(0..rows.len());
     while let Some(range) = pending.pop() {
         if range.is_empty() {
             continue;

@@ -147,7 +147,7 @@ pub fn run(
         reason = ?stop,
         "stopping: storing the in-flight batches and committing their offsets"
     );
-    let mut summary = {
+    let summary = {
         let mut st = consumer.context().lock();
         st.flush_and_wait();
         st.commit(&consumer, CommitMode::Sync);
@@ -157,7 +157,6 @@ pub fn run(
     // Dropping the consumer closes it: the group gets our partitions back at once instead of after
     // the session timeout. Closing runs the revocation callback once more, with nothing left to do.
     drop(consumer);
-    summary.stop = Some(stop);
     Ok(summary)
 }
 

@@ -63,8 +63,6 @@ pub struct PersistSummary {
     pub batches: u64,
     /// Database or dead-letter attempts retried after an outage.
     pub retries: u64,
-    /// Offset commits that succeeded.
-    pub commits: u64,
     /// Records read but not stored because the job was stopped during an outage; they are read
     /// again by the next run (their offsets were not committed).
     pub abandoned: u64,
@@ -97,7 +95,6 @@ impl Report for PersistSummary {
             "rejected": self.rejected,
             "batches": self.batches,
             "retries": self.retries,
-            "commits": self.commits,
             "abandoned": self.abandoned,
             "active_ms": self.active.as_millis() as u64,
             "stop": match self.stop {

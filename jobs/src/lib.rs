@@ -7,6 +7,7 @@
 
 pub mod backoff;
 pub mod bench_analytics;
+pub mod bench_persist;
 pub mod cli;
 pub mod cmd;
 pub mod config;

@@ -5,8 +5,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 
 /// `weatherflow bench persist`.
-pub async fn persist(_config: &Config, _messages: u64, _shutdown: CancellationToken) -> anyhow::Result<()> {
-    anyhow::bail!("`weatherflow bench persist` is not implemented yet")
+pub async fn persist(config: &Config, messages: u64, shutdown: CancellationToken) -> anyhow::Result<()> {
+    crate::bench_persist::run(config, messages, shutdown).await
 }
 
 /// `weatherflow bench analytics`.

@@ -1,0 +1,180 @@
+//! The dead-letter topic: every refused record, byte for byte, with headers saying where it came from
+//! and why it was refused.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::config::{KafkaConfig, PersistConfig};
+use crate::kafka::{KafkaSetupError, base_config};
+use crate::store::{Interrupted, RejectedRecord, Retry};
+
+/// Header names on dead-letter messages.
+pub mod headers {
+    /// The topic the record was read from.
+    pub const ORIGINAL_TOPIC: &str = "original_topic";
+    /// Its partition (decimal text).
+    pub const ORIGINAL_PARTITION: &str = "original_partition";
+    /// Its offset (decimal text).
+    pub const ORIGINAL_OFFSET: &str = "original_offset";
+    /// The machine-readable class, e.g. `out_of_range`.
+    pub const ERROR_CLASS: &str = "error_class";
+    /// The human-readable reason.
+    pub const REASON: &str = "reason";
+    /// Present (value `true`) when the value was too large for the dead-letter topic and was left
+    /// out; the complete value is in rejected_records.
+    pub const PAYLOAD_OMITTED: &str = "payload_omitted";
+}
+
+/// Creates the dead-letter topic unless it exists, with `max.message.bytes` raised so that any
+/// record the observations topic accepted fits.
+pub async fn ensure_topic(k: &KafkaConfig, p: &PersistConfig) -> Result<(), KafkaSetupError> {
+    let admin: AdminClient<DefaultClientContext> =
+        base_config(k).create().map_err(KafkaSetupError::Client)?;
+    let max = p.dlq_max_message_bytes.to_string();
+    let topic = NewTopic::new(
+        &k.dlq_topic,
+        k.partitions,
+        TopicReplication::Fixed(k.replication_factor),
+    )
+    .set("max.message.bytes", &max);
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(k.request_timeout_secs)));
+    let results =
+        admin
+            .create_topics([&topic], &opts)
+            .await
+            .map_err(|source| KafkaSetupError::Unreachable {
+                bootstrap: k.bootstrap_servers.clone(),
+                source,
+            })?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(KafkaSetupError::CreateTopic { topic, code }),
+        }
+    }
+    Ok(())
+}
+
+/// The dead-letter producer.
+pub struct Dlq {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl Dlq {
+    /// An idempotent, `acks=all` producer like [`crate::kafka::producer`], with `message.max.bytes`
+    /// raised to the dead-letter topic's limit.
+    pub fn new(k: &KafkaConfig, p: &PersistConfig) -> Result<Self, KafkaSetupError> {
+        let producer = base_config(k)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "5")
+            .set("message.max.bytes", p.dlq_max_message_bytes.to_string())
+            // Bounded, so that an outage surfaces as an error we log and retry with our backoff.
+            .set("message.timeout.ms", "30000")
+            .create()
+            .map_err(KafkaSetupError::Client)?;
+        Ok(Self {
+            producer,
+            topic: k.dlq_topic.clone(),
+        })
+    }
+
+    /// Sends every record and waits for every delivery report. Failed sends are retried with
+    /// backoff until they succeed or the job is stopped.
+    pub async fn send_all(&self, records: &[RejectedRecord], retry: &Retry) -> Result<u64, Interrupted> {
+        let mut todo: Vec<(&RejectedRecord, bool)> = records.iter().map(|r| (r, false)).collect();
+        let mut attempt = 0u32;
+        let mut retries = 0;
+        while !todo.is_empty() {
+            let results = join_all(todo.iter().map(|(r, omit)| self.send(r, *omit))).await;
+            let mut failed = Vec::new();
+            let mut last_error = None;
+            for ((record, omit), result) in todo.into_iter().zip(results) {
+                match result {
+                    Ok(()) => {}
+                    Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) if !omit => {
+                        tracing::warn!(
+                            offset = record.lineage.offset,
+                            "record too large for the dead-letter topic; sending it without its value"
+                        );
+                        failed.push((record, true));
+                    }
+                    Err(e) => {
+                        last_error = Some(e);
+                        failed.push((record, omit));
+                    }
+                }
+            }
+            todo = failed;
+            if let Some(e) = last_error {
+                let delay = retry.backoff.delay(attempt);
+                tracing::warn!(
+                    error = %e,
+                    pending = todo.len(),
+                    retry_in_ms = delay.as_millis() as u64,
+                    "dead-letter send failed; retrying (offsets are not committed)"
+                );
+                attempt = attempt.saturating_add(1);
+                retries += 1;
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = retry.shutdown.cancelled() => return Err(Interrupted),
+                }
+            }
+        }
+        Ok(retries)
+    }
+
+    async fn send(&self, r: &RejectedRecord, omit_value: bool) -> Result<(), KafkaError> {
+        let partition = r.lineage.partition.to_string();
+        let offset = r.lineage.offset.to_string();
+        let mut hdrs = OwnedHeaders::new_with_capacity(6)
+            .insert(Header {
+                key: headers::ORIGINAL_TOPIC,
+                value: Some(&*r.lineage.topic),
+            })
+            .insert(Header {
+                key: headers::ORIGINAL_PARTITION,
+                value: Some(&partition),
+            })
+            .insert(Header {
+                key: headers::ORIGINAL_OFFSET,
+                value: Some(&offset),
+            })
+            .insert(Header {
+                key: headers::ERROR_CLASS,
+                value: Some(r.rejection.class.as_str()),
+            })
+            .insert(Header {
+                key: headers::REASON,
+                value: Some(&r.rejection.reason),
+            });
+        if omit_value {
+            hdrs = hdrs.insert(Header {
+                key: headers::PAYLOAD_OMITTED,
+                value: Some("true"),
+            });
+        }
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(hdrs);
+        if let Some(key) = &r.raw.key {
+            record = record.key(key.as_slice());
+        }
+        if let (Some(value), false) = (&r.raw.value, omit_value) {
+            record = record.payload(value.as_slice());
+        }
+        self.producer
+            .send(record, Duration::from_secs(5))
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| e)
+    }
+}

@@ -1,0 +1,197 @@
+//! The persist job: a Kafka consumer that validates records and stores them in PostgreSQL.
+//!
+//! Shape of a run:
+//! - one consumer thread ([`consumer`]) owns the Kafka consumer: it polls, validates, groups records
+//!   into batches per writer, hands them off, and commits offsets once the batches are stored. It is
+//!   a plain thread because the rebalance callback runs on it and must block (flush, wait, commit)
+//!   before a revocation proceeds.
+//! - `persist.writers` async writers ([`writer`]) each take batches for their share of the
+//!   partitions: dead-letter messages first ([`dlq`]), then one database transaction
+//!   ([`crate::store`]), then an acknowledgement back to the consumer thread.
+//!
+//! Guarantees: an offset is committed only after the transaction holding its record (or its
+//! rejection) has committed, so offsets are never ahead of the database; after a crash the
+//! uncommitted tail is read again and the idempotent writes make the replay a no-op.
+
+mod consumer;
+mod dlq;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sea_orm::DatabaseConnection;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::config::Config;
+use crate::runs::Report;
+use crate::store::Retry;
+use crate::validate::Rules;
+
+/// How long to run.
+#[derive(Debug, Clone, Default)]
+pub struct PersistRequest {
+    /// Drain what is on the topic and exit, instead of running until stopped.
+    pub until_idle: bool,
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// SIGINT/SIGTERM (or the caller's token).
+    Shutdown,
+    /// `--until-idle` and everything assigned was read and stored.
+    Idle,
+}
+
+/// The outcome of a persist run.
+#[derive(Debug, Clone, Default)]
+pub struct PersistSummary {
+    /// Records read from Kafka.
+    pub consumed: u64,
+    /// New observation rows.
+    pub stored: u64,
+    /// Valid records whose observation was already stored (replays and repeated fetches).
+    pub duplicates: u64,
+    /// Records quarantined (validation or database), by error class.
+    pub rejected: BTreeMap<String, u64>,
+    /// Transactions committed.
+    pub batches: u64,
+    /// Database or dead-letter attempts retried after an outage.
+    pub retries: u64,
+    /// Records read but not stored because the job was stopped during an outage; they are read
+    /// again by the next run (their offsets were not committed).
+    pub abandoned: u64,
+    /// From the first record read to the last batch stored: the time spent working, without the
+    /// group join and the idle wait.
+    pub active: Duration,
+    /// Why the run ended.
+    pub stop: Option<StopReason>,
+}
+
+impl PersistSummary {
+    /// Records quarantined, all classes together.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+}
+
+impl Report for PersistSummary {
+    fn records_in(&self) -> Option<i64> {
+        Some(self.consumed as i64)
+    }
+    fn records_out(&self) -> Option<i64> {
+        Some(self.stored as i64)
+    }
+    fn details(&self) -> serde_json::Value {
+        json!({
+            "consumed": self.consumed,
+            "stored": self.stored,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "batches": self.batches,
+            "retries": self.retries,
+            "abandoned": self.abandoned,
+            "active_ms": self.active.as_millis() as u64,
+            "stop": match self.stop {
+                Some(StopReason::Idle) => "idle",
+                Some(StopReason::Shutdown) => "shutdown",
+                None => "unknown",
+            },
+        })
+    }
+}
+
+/// Runs the consumer until `shutdown` is cancelled or, with `until_idle`, until the topic is drained.
+/// Stops cleanly: the in-flight batches are stored, their offsets committed, the group left.
+pub async fn run(
+    config: &Config,
+    db: &DatabaseConnection,
+    req: PersistRequest,
+    shutdown: CancellationToken,
+) -> anyhow::Result<PersistSummary> {
+    let k = &config.kafka;
+    let p = &config.persist;
+    anyhow::ensure!(p.batch_size > 0, "persist.batch_size must be at least 1");
+    anyhow::ensure!(p.writers > 0, "persist.writers must be at least 1");
+    crate::kafka::ensure_topic(k, &k.observations_topic, k.partitions)
+        .await
+        .with_context(|| format!("creating topic {}", k.observations_topic))?;
+    dlq::ensure_topic(k, p)
+        .await
+        .with_context(|| format!("creating dead-letter topic {}", k.dlq_topic))?;
+
+    let retry = Retry {
+        backoff: Backoff::new(
+            Duration::from_millis(p.retry_initial_ms),
+            Duration::from_millis(p.retry_max_ms),
+        ),
+        shutdown: shutdown.clone(),
+    };
+    let deps = Arc::new(writer::Deps {
+        pool: db.get_postgres_connection_pool().clone(),
+        dlq: dlq::Dlq::new(k, p).context("creating the dead-letter producer")?,
+        retry: retry.clone(),
+    });
+    let (acks_tx, acks_rx) = std::sync::mpsc::channel();
+    let mut lanes = Vec::with_capacity(p.writers);
+    let mut writers = Vec::with_capacity(p.writers);
+    for lane in 0..p.writers {
+        // Capacity 1: a writer always has its next batch ready; anything more waits on the consumer
+        // thread, which pauses fetching when it piles up.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        lanes.push(tx);
+        writers.push(tokio::spawn(writer::run(lane, rx, acks_tx.clone(), deps.clone())));
+    }
+    drop(acks_tx);
+
+    let settings = consumer::Settings {
+        topic: Arc::from(k.observations_topic.as_str()),
+        batch_size: p.batch_size,
+        batch_timeout: Duration::from_millis(p.batch_timeout_ms),
+        until_idle: req.until_idle,
+        idle: Duration::from_millis(p.idle_ms),
+        rules: Rules {
+            max_value_bytes: p.max_value_bytes,
+            max_future: chrono::Duration::seconds(p.max_future_secs as i64),
+        },
+        backoff: retry.backoff,
+        kafka_timeout: Duration::from_secs(k.request_timeout_secs),
+    };
+    let kafka = crate::kafka::base_config(k);
+    let group = k.consumer_group.clone();
+    let session_timeout = p.session_timeout_ms;
+    let token = shutdown.clone();
+    tracing::info!(
+        topic = %k.observations_topic,
+        group = %group,
+        dlq = %k.dlq_topic,
+        batch_size = p.batch_size,
+        writers = p.writers,
+        until_idle = req.until_idle,
+        "persist consumer starting"
+    );
+    // The consumer thread blocks (poll, rebalance flushes), so it lives on a blocking thread, where
+    // waiting on the writers through channels is allowed.
+    let summary = tokio::task::spawn_blocking(move || {
+        consumer::run(kafka, &group, session_timeout, settings, lanes, acks_rx, token)
+    })
+    .await
+    .context("the consumer thread panicked")??;
+    for w in writers {
+        w.await.context("a writer task panicked")?;
+    }
+    tracing::info!(
+        consumed = summary.consumed,
+        stored = summary.stored,
+        duplicates = summary.duplicates,
+        rejected = summary.rejected_total(),
+        abandoned = summary.abandoned,
+        "persist consumer stopped"
+    );
+    Ok(summary)
+}

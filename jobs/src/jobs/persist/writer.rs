@@ -1,0 +1,131 @@
+//! A writer: takes batches for its share of the partitions and makes them durable — dead-letter
+//! messages, then one transaction — before acknowledging them to the consumer thread.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use sqlx::PgPool;
+use tokio::sync::mpsc::Receiver;
+
+use super::dlq::Dlq;
+use crate::store::{self, CopyStrategy, Interrupted, RejectedRecord, Retry, ValidRecord};
+
+/// What every writer shares.
+pub struct Deps {
+    /// SeaORM's underlying pool (the write path binds arrays through sqlx directly).
+    pub pool: PgPool,
+    /// The dead-letter producer.
+    pub dlq: Dlq,
+    /// Outage retries and the shutdown token.
+    pub retry: Retry,
+}
+
+/// One batch: records of this writer's partitions in offset order, and the offsets they cover.
+#[derive(Debug)]
+pub struct Batch {
+    /// Records that passed validation.
+    pub valid: Vec<ValidRecord>,
+    /// Records refused by validation.
+    pub rejected: Vec<RejectedRecord>,
+    /// Per partition, the highest offset in the batch.
+    pub last_offsets: BTreeMap<i32, i64>,
+    /// When the first record was added (the batch timeout counts from here).
+    pub opened: Instant,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self {
+            valid: Vec::new(),
+            rejected: Vec::new(),
+            last_offsets: BTreeMap::new(),
+            opened: Instant::now(),
+        }
+    }
+
+    /// Records in the batch.
+    pub fn len(&self) -> usize {
+        self.valid.len() + self.rejected.len()
+    }
+
+    /// True when the batch holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a writer tells the consumer thread about a batch.
+#[derive(Debug)]
+pub struct Ack {
+    /// The writer (its lane index).
+    pub lane: usize,
+    /// The offsets the batch covered.
+    pub last_offsets: BTreeMap<i32, i64>,
+    /// Records in the batch.
+    pub records: u64,
+    /// The counts, or [`Interrupted`] when the job was stopped before the batch was durable.
+    pub outcome: Result<Outcome, Interrupted>,
+}
+
+/// Counts of one stored batch.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// New observation rows.
+    pub inserted: u64,
+    /// Valid records already stored.
+    pub duplicates: u64,
+    /// Quarantined records by class (validation and database).
+    pub rejected: BTreeMap<&'static str, u64>,
+    /// Outage retries (database and dead-letter topic).
+    pub retries: u64,
+    /// Transactions committed.
+    pub transactions: u64,
+}
+
+/// The writer loop: ends when the consumer thread drops its sender.
+pub async fn run(lane: usize, mut batches: Receiver<Batch>, acks: mpsc::Sender<Ack>, deps: Arc<Deps>) {
+    let mut strategy = CopyStrategy::default();
+    while let Some(batch) = batches.recv().await {
+        let outcome = write(&deps, &batch, &mut strategy).await;
+        let ack = Ack {
+            lane,
+            last_offsets: batch.last_offsets,
+            records: (batch.valid.len() + batch.rejected.len()) as u64,
+            outcome,
+        };
+        if acks.send(ack).is_err() {
+            break;
+        }
+    }
+}
+
+/// Dead-letter messages for the validation rejections, the transaction, then dead-letter messages
+/// for rows the database refused. All of it happens before the acknowledgement, so all of it happens
+/// before the offsets are committed.
+async fn write(deps: &Deps, batch: &Batch, strategy: &mut CopyStrategy) -> Result<Outcome, Interrupted> {
+    let mut outcome = Outcome {
+        retries: deps.dlq.send_all(&batch.rejected, &deps.retry).await?,
+        ..Outcome::default()
+    };
+    let stored = store::store_batch(&deps.pool, &batch.valid, &batch.rejected, &deps.retry, strategy).await?;
+    outcome.retries += stored.retries;
+    outcome.retries += deps.dlq.send_all(&stored.db_rejected, &deps.retry).await?;
+    outcome.inserted = stored.inserted;
+    outcome.duplicates = stored.duplicates;
+    outcome.transactions = stored.transactions;
+    for r in batch.rejected.iter().chain(&stored.db_rejected) {
+        *outcome.rejected.entry(r.rejection.class.as_str()).or_default() += 1;
+    }
+    for r in &stored.db_rejected {
+        tracing::warn!(
+            partition = r.lineage.partition,
+            offset = r.lineage.offset,
+            reason = %r.rejection.reason,
+            "the database refused a row; quarantined as db_rejected"
+        );
+    }
+    Ok(outcome)
+}

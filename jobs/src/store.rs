@@ -1,1 +1,0 @@
-//! Batched, idempotent writes of observations and rejections (owned by the persist job).

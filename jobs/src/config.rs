@@ -326,11 +326,18 @@ const SECTIONS: [&str; 7] = [
 ];
 
 /// Variables with a `WEATHERFLOW_` prefix that are not configuration fields.
-const NOT_FIELDS: [&str; 4] = [
+const NOT_FIELDS: [&str; 10] = [
     "WEATHERFLOW_CONFIG",
-    "WEATHERFLOW_CACHE",
     "WEATHERFLOW_LOG_FORMAT",
+    // Read by scripts/services.sh and scripts/demo.sh, not by the binary.
+    "WEATHERFLOW_CACHE",
     "WEATHERFLOW_PG_PASSWORD",
+    "WEATHERFLOW_KAFKA_PORT",
+    "WEATHERFLOW_KAFKA_CONTROLLER_PORT",
+    "WEATHERFLOW_KAFKA_HEAP",
+    "WEATHERFLOW_KAFKA_START_TIMEOUT",
+    "WEATHERFLOW_BIN",
+    "WEATHERFLOW_DEMO_PLOT",
 ];
 
 impl Config {

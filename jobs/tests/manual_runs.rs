@@ -18,17 +18,28 @@ async fn a_manual_run_fails_while_another_run_holds_the_lock_and_runs_once_it_is
             .output()
             .expect("running weatherflow")
     };
-    let held = JobLock::try_acquire(&ctx.db, "analytics").await.unwrap().expect("the lock is free");
+    let held = JobLock::try_acquire(&ctx.db, "analytics")
+        .await
+        .unwrap()
+        .expect("the lock is free");
     let out = run();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "must fail while the lock is held: {stderr}");
-    assert!(stderr.contains("another analytics run (scheduled or manual) is in progress"), "{stderr}");
+    assert!(
+        !out.status.success(),
+        "must fail while the lock is held: {stderr}"
+    );
+    assert!(
+        stderr.contains("another analytics run (scheduled or manual) is in progress"),
+        "{stderr}"
+    );
     held.release().await.unwrap();
 
     // Free again: the run goes ahead (no observations yet, so it is recorded as skipped).
     let out = run();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let runs = weatherflow::runs::history(&ctx.db, Some("analytics"), 10).await.unwrap();
+    let runs = weatherflow::runs::history(&ctx.db, Some("analytics"), 10)
+        .await
+        .unwrap();
     assert_eq!(runs.len(), 1, "the refused run left no row: {runs:?}");
     assert_eq!(runs[0].trigger, "manual");
     assert_eq!(runs[0].status, "skipped");

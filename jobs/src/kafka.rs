@@ -61,9 +61,23 @@ pub fn producer(cfg: &KafkaConfig) -> Result<FutureProducer, KafkaSetupError> {
 /// Creates `topic` with `partitions` partitions unless it exists already (idempotent: an existing topic
 /// is success, whatever its partition count).
 pub async fn ensure_topic(cfg: &KafkaConfig, topic: &str, partitions: i32) -> Result<(), KafkaSetupError> {
+    ensure_topic_with(cfg, topic, partitions, &[]).await
+}
+
+/// Like [`ensure_topic`], with topic-level settings (`(name, value)`, e.g. `max.message.bytes`) used
+/// when the topic is created. An existing topic keeps the settings it has.
+pub async fn ensure_topic_with(
+    cfg: &KafkaConfig,
+    topic: &str,
+    partitions: i32,
+    settings: &[(&str, &str)],
+) -> Result<(), KafkaSetupError> {
     let admin: AdminClient<DefaultClientContext> =
         base_config(cfg).create().map_err(KafkaSetupError::Client)?;
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(cfg.replication_factor));
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(cfg.replication_factor));
+    for (name, value) in settings {
+        new = new.set(name, value);
+    }
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(cfg.request_timeout_secs)));
     let results =
         admin

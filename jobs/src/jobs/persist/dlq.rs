@@ -4,15 +4,13 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::{KafkaConfig, PersistConfig};
-use crate::kafka::{KafkaSetupError, base_config};
+use crate::kafka::{self, KafkaSetupError, base_config};
 use crate::store::{Interrupted, RejectedRecord, Retry};
 
 /// Header names on dead-letter messages.
@@ -35,31 +33,8 @@ pub mod headers {
 /// Creates the dead-letter topic unless it exists, with `max.message.bytes` raised so that any
 /// record the observations topic accepted fits.
 pub async fn ensure_topic(k: &KafkaConfig, p: &PersistConfig) -> Result<(), KafkaSetupError> {
-    let admin: AdminClient<DefaultClientContext> =
-        base_config(k).create().map_err(KafkaSetupError::Client)?;
     let max = p.dlq_max_message_bytes.to_string();
-    let topic = NewTopic::new(
-        &k.dlq_topic,
-        k.partitions,
-        TopicReplication::Fixed(k.replication_factor),
-    )
-    .set("max.message.bytes", &max);
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(k.request_timeout_secs)));
-    let results =
-        admin
-            .create_topics([&topic], &opts)
-            .await
-            .map_err(|source| KafkaSetupError::Unreachable {
-                bootstrap: k.bootstrap_servers.clone(),
-                source,
-            })?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => return Err(KafkaSetupError::CreateTopic { topic, code }),
-        }
-    }
-    Ok(())
+    kafka::ensure_topic_with(k, &k.dlq_topic, k.partitions, &[("max.message.bytes", &max)]).await
 }
 
 /// The dead-letter producer.

@@ -242,7 +242,7 @@ pub struct PersistConfig {
 impl Default for PersistConfig {
     fn default() -> Self {
         Self {
-            batch_size: 2000,
+            batch_size: 5000,
             batch_timeout_ms: 200,
             retry_initial_ms: 200,
             retry_max_ms: 10_000,

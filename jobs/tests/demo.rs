@@ -6,18 +6,7 @@ mod common;
 use std::process::Command;
 
 use common::TestContext;
-use sea_orm::{ConnectionTrait, Statement};
 use secrecy::ExposeSecret;
-
-async fn count(ctx: &TestContext, sql: &str) -> i64 {
-    let row = ctx
-        .db
-        .query_one_raw(Statement::from_string(ctx.db.get_database_backend(), sql))
-        .await
-        .unwrap()
-        .unwrap();
-    row.try_get_by_index::<i64>(0).unwrap()
-}
 
 #[tokio::test]
 async fn the_demo_runs_the_whole_pipeline() {
@@ -46,11 +35,13 @@ async fn the_demo_runs_the_whole_pipeline() {
     );
 
     // 12 locations from schedules.toml × (48 h of 15-minute observations + the current one).
-    let observations = count(&ctx, "SELECT count(*) FROM observations").await;
+    let observations = ctx.scalar_i64("SELECT count(*) FROM observations").await;
     assert_eq!(observations, 12 * (48 * 4 + 1), "{stdout}");
-    let results = count(&ctx, "SELECT count(*) FROM regression_results").await;
+    let results = ctx.scalar_i64("SELECT count(*) FROM regression_results").await;
     assert_eq!(results, 13, "scope all plus one per location");
-    let runs = count(&ctx, "SELECT count(*) FROM job_runs WHERE status = 'succeeded'").await;
+    let runs = ctx
+        .scalar_i64("SELECT count(*) FROM job_runs WHERE status = 'succeeded'")
+        .await;
     assert_eq!(runs, 3, "fetch, persist and analytics succeeded");
     assert!(stdout.contains("all services healthy"), "{stdout}");
     assert!(

@@ -218,16 +218,6 @@ async fn run_until_idle(config: &Config, ctx: &TestContext) -> PersistSummary {
         .expect("the persist job succeeds")
 }
 
-async fn scalar_i64(ctx: &TestContext, sql: &str) -> i64 {
-    let row = ctx
-        .db
-        .query_one_raw(Statement::from_string(ctx.db.get_database_backend(), sql))
-        .await
-        .expect(sql)
-        .expect("one row");
-    row.try_get_by_index::<i64>(0).expect("an integer")
-}
-
 async fn try_count(ctx: &TestContext) -> Option<i64> {
     let row = ctx
         .db
@@ -353,7 +343,7 @@ async fn the_same_observation_twice_is_one_row_and_the_first_copy_wins() {
     send(&producer, &topic, Some(key.as_bytes()), Some(&refetched), Some(1)).await;
     let summary = run_until_idle(&config(&ctx), &ctx).await;
     assert_eq!((summary.consumed, summary.stored, summary.duplicates), (1, 0, 1));
-    assert_eq!(scalar_i64(&ctx, "SELECT count(*) FROM observations").await, 1);
+    assert_eq!(ctx.scalar_i64("SELECT count(*) FROM observations").await, 1);
 }
 
 /// One malformed message and the class it must be quarantined with.
@@ -638,10 +628,10 @@ async fn a_malformed_corpus_is_quarantined_by_class_and_valid_records_still_land
         (total, 0, 12)
     );
     assert_eq!(
-        scalar_i64(&ctx, "SELECT count(*) FROM rejected_records").await,
+        ctx.scalar_i64("SELECT count(*) FROM rejected_records").await,
         corpus.len() as i64
     );
-    assert_eq!(scalar_i64(&ctx, "SELECT count(*) FROM observations").await, 12);
+    assert_eq!(ctx.scalar_i64("SELECT count(*) FROM observations").await, 12);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -698,13 +688,10 @@ async fn two_consumers_in_one_group_share_the_partitions_without_duplicates() {
         0,
         "a revoked partition was flushed and committed first"
     );
-    assert_eq!(scalar_i64(&ctx, "SELECT count(*) FROM observations").await, 3000);
+    assert_eq!(ctx.scalar_i64("SELECT count(*) FROM observations").await, 3000);
     assert_eq!(
-        scalar_i64(
-            &ctx,
-            "SELECT count(DISTINCT (kafka_partition, kafka_offset)) FROM observations"
-        )
-        .await,
+        ctx.scalar_i64("SELECT count(DISTINCT (kafka_partition, kafka_offset)) FROM observations")
+            .await,
         3000
     );
 }
@@ -827,11 +814,9 @@ async fn sigkill_mid_backlog_then_restart_stores_every_message_exactly_once() {
     let stderr = std::fs::read_to_string(&log2).unwrap_or_default();
     assert!(status.success(), "restart drained and exited 0: {stderr}");
     assert_every_offset_stored_once(&ctx, &deliveries).await;
-    let distinct = scalar_i64(
-        &ctx,
-        "SELECT count(DISTINCT (location_key, observed_at)) FROM observations",
-    )
-    .await;
+    let distinct = ctx
+        .scalar_i64("SELECT count(DISTINCT (location_key, observed_at)) FROM observations")
+        .await;
     assert_eq!(distinct, 20_000);
     let _ = std::fs::remove_file(log);
     let _ = std::fs::remove_file(log2);
@@ -969,9 +954,7 @@ async fn a_concurrent_insert_of_the_same_observation_falls_back_to_on_conflict()
         store::store_batch(&pool, &batch, &[], &retry, &mut strategy).await
     });
     let deadline = Instant::now() + Duration::from_secs(20);
-    while scalar_i64(
-        &ctx,
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    while ctx.scalar_i64("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
     )
     .await
         == 0

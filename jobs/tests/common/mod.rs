@@ -74,6 +74,20 @@ impl TestContext {
         }
     }
 
+    /// The single integer a query returns (counts, sums), e.g. `SELECT count(*) FROM observations`.
+    pub async fn scalar_i64(&self, sql: &str) -> i64 {
+        let row = self
+            .db
+            .query_one_raw(sea_orm::Statement::from_string(
+                self.db.get_database_backend(),
+                sql,
+            ))
+            .await
+            .expect(sql)
+            .expect("one row");
+        row.try_get_by_index::<i64>(0).expect("an integer")
+    }
+
     /// The Kafka topics this test may have created.
     pub fn topics(&self) -> [String; 2] {
         [

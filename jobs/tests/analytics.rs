@@ -15,7 +15,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 use weatherflow::jobs::analytics::{self, AnalyticsError, AnalyticsRequest, AnalyticsSummary};
-use weatherflow::runs::{self, Trigger};
+use weatherflow::runs::{self, JobName, RunStatus, Trigger};
 
 /// One synthetic observation.
 struct Obs {
@@ -105,7 +105,7 @@ async fn insert(ctx: &TestContext, rows: &[Obs]) {
 /// Runs the job as `weatherflow run analytics` does, inside a recorded run. Returns the run id too.
 async fn run_job(ctx: &TestContext, req: AnalyticsRequest) -> (i64, anyhow::Result<AnalyticsSummary>) {
     let mut run_id = 0;
-    let result = runs::recorded(&ctx.db, "analytics", Trigger::Manual, |id| {
+    let result = runs::recorded(&ctx.db, JobName::Analytics, Trigger::Manual, |id| {
         run_id = id;
         analytics::run(&ctx.config, &ctx.db, id, req, CancellationToken::new())
     })
@@ -254,8 +254,8 @@ async fn fits_match_postgres_regr_for_all_and_each_location() {
 
     // The run row: linked, counted, explained.
     let run = run_row(&ctx, run_id).await;
-    assert_eq!(run.status, "succeeded");
-    assert_eq!(run.job, "analytics");
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert_eq!(run.job, JobName::Analytics);
     assert_eq!(run.records_in, Some(rows.len() as i64));
     assert_eq!(run.records_out, Some(6));
     assert_eq!(summary.results_written, 6);
@@ -379,7 +379,7 @@ async fn assert_no_non_finite(ctx: &TestContext) {
 
 async fn assert_skipped_run(ctx: &TestContext, run_id: i64, reason_part: &str) {
     let run = run_row(ctx, run_id).await;
-    assert_eq!(run.status, "skipped");
+    assert_eq!(run.status, RunStatus::Skipped);
     assert_eq!(run.records_out, Some(0));
     let reason = run.details.unwrap()["reason"]
         .as_str()
@@ -424,7 +424,7 @@ async fn degenerate_data_is_skipped_with_a_reason_never_stored_as_nan() {
     insert(&ctx, &generate(&climates()[..1], 4)).await;
     let (run_id, s) = run_job(&ctx, AnalyticsRequest::default()).await;
     let s = s.unwrap();
-    assert_eq!(run_row(&ctx, run_id).await.status, "succeeded");
+    assert_eq!(run_row(&ctx, run_id).await.status, RunStatus::Succeeded);
     let stored = results_of(&ctx, run_id).await;
     assert_eq!(stored.len(), 2);
     check_against(&stored, &reference(&ctx, None, None).await);
@@ -456,7 +456,7 @@ async fn shutdown_before_the_write_stores_nothing() {
     let token = CancellationToken::new();
     token.cancel();
     let mut run_id = 0;
-    let err = runs::recorded(&ctx.db, "analytics", Trigger::Manual, |id| {
+    let err = runs::recorded(&ctx.db, JobName::Analytics, Trigger::Manual, |id| {
         run_id = id;
         analytics::run(&ctx.config, &ctx.db, id, AnalyticsRequest::default(), token)
     })
@@ -467,7 +467,7 @@ async fn shutdown_before_the_write_stores_nothing() {
         Some(AnalyticsError::Interrupted)
     ));
     let run = run_row(&ctx, run_id).await;
-    assert_eq!(run.status, "failed");
+    assert_eq!(run.status, RunStatus::Failed);
     assert!(run.error.unwrap().contains("interrupted by shutdown"));
     assert!(results_of(&ctx, run_id).await.is_empty());
 }

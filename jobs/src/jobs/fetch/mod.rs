@@ -10,173 +10,63 @@
 //! could be produced, any failed delivery, or a shutdown before all locations were fetched fails the
 //! run. Every run logs its per-location summary as one line.
 
+mod plan;
 pub mod ratelimit;
 pub mod simulate;
+mod sink;
+mod summary;
 pub mod weatherapi;
 
-use std::fmt::Write;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
-use chrono::{DateTime, Utc};
-use futures::StreamExt;
-use rdkafka::error::KafkaError;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use rdkafka::types::RDKafkaErrorCode;
+use chrono::Utc;
 use secrecy::SecretString;
-use serde::Serialize;
+use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use self::plan::Plan;
+use self::ratelimit::TokenBucket;
+use self::sink::Sink;
+pub use self::summary::{FetchSummary, LocationOutcome, LocationStatus};
+use self::weatherapi::{BULK_MAX, WeatherApi};
 use crate::config::Config;
-use crate::envelope::{self, Envelope, SCHEMA_VERSION, Source};
-use crate::jobs::fetch::ratelimit::TokenBucket;
-use crate::jobs::fetch::weatherapi::{ApiError, BULK_MAX, Current, ErrorClass, WeatherApi};
+use crate::envelope::Source;
 use crate::kafka;
-use crate::runs::Report;
-use crate::schedules::SourceChoice;
 
-/// What to fetch.
-#[derive(Debug, Clone)]
+/// What to fetch: the fetch job's one argument type. `schedules.toml`'s `[fetch.args]` deserializes
+/// into it, and `weatherflow run fetch` builds it from its flags.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FetchRequest {
-    /// The API's `q` for each location.
+    /// The API's `q` for each location: names, `lat,lon`, postcodes, `id:NNN`, ...
+    #[serde(default)]
     pub locations: Vec<String>,
     /// Where data comes from.
+    #[serde(default)]
     pub source: SourceChoice,
     /// Seed of the simulated source; `None` uses `fetch.simulated_seed`.
     pub seed: Option<u64>,
     /// Requests in flight at once; `None` uses the configuration.
     pub concurrency: Option<usize>,
     /// Simulated source only: also produce every observation of the last N hours (one per
-    /// location and observation interval), so a fresh platform has history to analyse.
+    /// location and observation interval), so a fresh platform has history to analyse. Not a
+    /// schedule setting: a backfill is a one-off.
+    #[serde(skip)]
     pub backfill_hours: Option<u32>,
 }
 
-/// How one location's fetch ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OutcomeStatus {
-    /// Fetched and produced.
-    Ok,
-    /// Failed; `reason` says why.
-    Failed,
-    /// Never completed: the run stopped first (shutdown, or a key error on another request).
-    Skipped,
-}
-
-/// One location's line in the run summary.
-#[derive(Debug, Clone, Serialize)]
-pub struct LocationOutcome {
-    /// The `q` asked for.
-    pub query: String,
-    /// How it ended.
-    pub status: OutcomeStatus,
-    /// The Kafka message key (the normalized location), when fetched.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-    /// Why it failed or was skipped.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// HTTP requests sent for it (for bulk: for its batch); 0 for the simulated source.
-    pub attempts: u32,
-}
-
-impl LocationOutcome {
-    fn skipped(query: &str) -> Self {
-        Self {
-            query: query.to_owned(),
-            status: OutcomeStatus::Skipped,
-            key: None,
-            reason: Some("not fetched: the run stopped first".into()),
-            attempts: 0,
-        }
-    }
-
-    fn failed(&mut self, reason: String, attempts: u32) {
-        self.status = OutcomeStatus::Failed;
-        self.key = None;
-        self.reason = Some(reason);
-        self.attempts = attempts;
-    }
-}
-
-/// The outcome of a fetch run.
-#[derive(Debug, Clone)]
-pub struct FetchSummary {
-    /// Where the data came from.
-    pub source: Source,
-    /// Whether the bulk endpoint was used.
-    pub bulk: bool,
-    /// The topic produced to.
-    pub topic: String,
-    /// One entry per location asked, in the order asked.
-    pub locations: Vec<LocationOutcome>,
-    /// Messages produced and acknowledged by the broker.
-    pub produced: usize,
-}
-
-impl FetchSummary {
-    /// Locations that failed.
-    pub fn failed(&self) -> usize {
-        self.count(OutcomeStatus::Failed)
-    }
-
-    fn count(&self, status: OutcomeStatus) -> usize {
-        self.locations.iter().filter(|l| l.status == status).count()
-    }
-
-    /// The per-location summary on one line: `London=ok/1 Atlantis=failed/1 (no matching location …)`.
-    pub fn line(&self) -> String {
-        let mut line = String::new();
-        for (i, l) in self.locations.iter().enumerate() {
-            let sep = if i == 0 { "" } else { "; " };
-            let status = match l.status {
-                OutcomeStatus::Ok => "ok",
-                OutcomeStatus::Failed => "failed",
-                OutcomeStatus::Skipped => "skipped",
-            };
-            // Writing into a String cannot fail.
-            let _ = write!(line, "{sep}{}={status}/{}", l.query, l.attempts);
-            if let Some(reason) = &l.reason {
-                let _ = write!(line, " ({reason})");
-            }
-        }
-        line
-    }
-
-    fn log(&self, outcome: &str) {
-        let (asked, failed, skipped) = (
-            self.locations.len(),
-            self.failed(),
-            self.count(OutcomeStatus::Skipped),
-        );
-        let source = self.source.as_str();
-        let summary = self.line();
-        if outcome == "ok" {
-            tracing::info!(source, topic = %self.topic, bulk = self.bulk, asked, produced = self.produced, failed, skipped, %summary, "fetch finished");
-        } else {
-            tracing::warn!(source, topic = %self.topic, bulk = self.bulk, asked, produced = self.produced, failed, skipped, %summary, outcome, "fetch stopped");
-        }
-    }
-}
-
-impl Report for FetchSummary {
-    fn records_in(&self) -> Option<i64> {
-        Some(self.locations.len() as i64)
-    }
-    fn records_out(&self) -> Option<i64> {
-        Some(self.produced as i64)
-    }
-    fn details(&self) -> serde_json::Value {
-        serde_json::json!({
-            "source": self.source.as_str(),
-            "mode": if self.bulk { "bulk" } else { "single" },
-            "topic": self.topic,
-            "produced": self.produced,
-            "failed": self.failed(),
-            "locations": self.locations,
-        })
-    }
+/// Where fetch takes its data from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceChoice {
+    /// WeatherAPI.com when a key is configured, else the simulator (with a loud warning).
+    #[default]
+    Auto,
+    /// WeatherAPI.com; fails without a key.
+    Weatherapi,
+    /// The built-in simulator.
+    Simulated,
 }
 
 /// Where this run's data comes from, once `auto` is decided.
@@ -250,8 +140,8 @@ pub async fn run(
     let (source, bulk, fatal) = match source {
         Resolved::Simulated => {
             let seed = req.seed.unwrap_or(config.fetch.simulated_seed);
-            let times = simulated_times(Utc::now(), req.backfill_hours.unwrap_or(0));
-            simulate_all(&locations, &times, seed, &mut sink, &mut outcomes).await;
+            let times = plan::simulated_times(Utc::now(), req.backfill_hours.unwrap_or(0));
+            plan::simulate_all(&locations, &times, seed, &mut sink, &mut outcomes).await;
             (Source::Simulated, false, None)
         }
         Resolved::Api(_) if req.backfill_hours.is_some() => {
@@ -300,7 +190,7 @@ pub async fn run(
             summary.line()
         );
     }
-    if shutdown.is_cancelled() && summary.count(OutcomeStatus::Skipped) > 0 {
+    if shutdown.is_cancelled() && summary.count(LocationStatus::Skipped) > 0 {
         summary.log("interrupted");
         bail!(
             "fetch interrupted by shutdown: {} of {} locations produced",
@@ -316,244 +206,6 @@ pub async fn run(
     Ok(summary)
 }
 
-/// One run's plan for the API source.
-struct Plan<'a> {
-    api: &'a WeatherApi,
-    locations: &'a [String],
-    bulk: bool,
-    /// Locations per bulk request.
-    batch: usize,
-    /// Requests in flight.
-    concurrency: usize,
-}
-
-impl Plan<'_> {
-    /// Fetches every location and hands each answer to `sink` as it arrives. Returns the fatal error
-    /// that stopped the run early, if any; requests still in flight then are dropped.
-    async fn fetch_all(
-        &self,
-        shutdown: &CancellationToken,
-        sink: &mut Sink,
-        outcomes: &mut [LocationOutcome],
-    ) -> Option<ApiError> {
-        let indices: Vec<usize> = (0..self.locations.len()).collect();
-        let units: Vec<Vec<usize>> = if self.bulk {
-            indices.chunks(self.batch).map(<[usize]>::to_vec).collect()
-        } else {
-            indices.into_iter().map(|i| vec![i]).collect()
-        };
-        // A shutdown stops new units from starting; the ones in flight finish.
-        let answers = futures::stream::iter(units)
-            .take_until(shutdown.cancelled())
-            .map(|unit| self.fetch_unit(unit, shutdown))
-            .buffer_unordered(self.concurrency);
-        let mut answers = std::pin::pin!(answers);
-        while let Some((results, attempts)) = answers.next().await {
-            let results = match results {
-                Ok(results) => results,
-                Err((unit, e)) => {
-                    for i in unit {
-                        outcomes[i].failed(e.to_string(), attempts);
-                    }
-                    if e.class() == ErrorClass::Fatal {
-                        return Some(e);
-                    }
-                    continue;
-                }
-            };
-            let mut fatal = None;
-            for (i, result) in results {
-                match result {
-                    Ok(current) => {
-                        sink.send_current(i, &self.locations[i], current, attempts, outcomes)
-                            .await
-                    }
-                    Err(e) => {
-                        outcomes[i].failed(e.to_string(), attempts);
-                        if e.class() == ErrorClass::Fatal {
-                            fatal = Some(e);
-                        }
-                    }
-                }
-            }
-            if fatal.is_some() {
-                return fatal;
-            }
-        }
-        None
-    }
-
-    /// One request (single or bulk): each location's result, or the error that failed the whole
-    /// request with the locations it held; and the attempts it took.
-    async fn fetch_unit(&self, unit: Vec<usize>, shutdown: &CancellationToken) -> (UnitResult, u32) {
-        if let [i] = unit[..]
-            && !self.bulk
-        {
-            let answer = self.api.current(&self.locations[i], shutdown).await;
-            return (Ok(vec![(i, answer.result)]), answer.attempts);
-        }
-        let queries: Vec<String> = unit.iter().map(|&i| self.locations[i].clone()).collect();
-        let answer = self.api.current_bulk(&queries, shutdown).await;
-        let results = match answer.result {
-            Ok(per_location) => Ok(unit.into_iter().zip(per_location).collect()),
-            Err(e) => Err((unit, e)),
-        };
-        (results, answer.attempts)
-    }
-}
-
-/// Per-location results of one request, or the error that failed all its locations.
-type UnitResult = Result<Vec<(usize, Result<Current, ApiError>)>, (Vec<usize>, ApiError)>;
-
-/// The fetch times a simulated run reports: `now`, preceded by one per observation interval over
-/// the last `backfill_hours`, oldest first.
-fn simulated_times(now: DateTime<Utc>, backfill_hours: u32) -> Vec<DateTime<Utc>> {
-    let step = simulate::OBSERVATION_INTERVAL_SECS;
-    let steps = i64::from(backfill_hours) * 3600 / step;
-    (0..=steps)
-        .rev()
-        .map(|k| now - chrono::Duration::seconds(k * step))
-        .collect()
-}
-
-/// Produces a simulated observation for each location at each of `times`.
-async fn simulate_all(
-    locations: &[String],
-    times: &[DateTime<Utc>],
-    seed: u64,
-    sink: &mut Sink,
-    outcomes: &mut [LocationOutcome],
-) {
-    let now = Utc::now();
-    for (i, q) in locations.iter().enumerate() {
-        for at in times {
-            simulate_one(i, q, *at, now, seed, sink, outcomes).await;
-        }
-    }
-}
-
-/// Produces one simulated observation of location `i` for a fetch at `at`.
-async fn simulate_one(
-    i: usize,
-    q: &str,
-    at: DateTime<Utc>,
-    now: DateTime<Utc>,
-    seed: u64,
-    sink: &mut Sink,
-    outcomes: &mut [LocationOutcome],
-) {
-    let place = simulate::place(q);
-    let key = envelope::location_key(&place.name, &place.region, &place.country);
-    let body = simulate::payload(q, at, seed);
-    let envelope = match serde_json::value::RawValue::from_string(body) {
-        Ok(payload) => Envelope {
-            schema_version: SCHEMA_VERSION,
-            source: Source::Simulated,
-            fetched_at: now,
-            query: q.to_owned(),
-            payload,
-        },
-        Err(e) => {
-            outcomes[i].failed(format!("simulator produced invalid JSON: {e}"), 0);
-            return;
-        }
-    };
-    sink.send(i, key, &envelope, 0, outcomes).await;
-}
-
-/// The producer side of a run: enqueues messages and keeps their delivery futures.
-struct Sink {
-    producer: FutureProducer,
-    topic: String,
-    /// (location index, delivery report) for every enqueued message.
-    pending: Vec<(usize, DeliveryFuture)>,
-}
-
-impl Sink {
-    fn new(producer: FutureProducer, topic: String) -> Self {
-        Self {
-            producer,
-            topic,
-            pending: Vec::new(),
-        }
-    }
-
-    async fn send_current(
-        &mut self,
-        i: usize,
-        query: &str,
-        current: Current,
-        attempts: u32,
-        outcomes: &mut [LocationOutcome],
-    ) {
-        let loc = &current.location;
-        let key = envelope::location_key(&loc.name, &loc.region, &loc.country);
-        let envelope = Envelope {
-            schema_version: SCHEMA_VERSION,
-            source: Source::Weatherapi,
-            fetched_at: Utc::now(),
-            query: query.to_owned(),
-            payload: current.payload,
-        };
-        self.send(i, key, &envelope, attempts, outcomes).await;
-    }
-
-    /// Enqueues one message; the location is `ok` once enqueued, until its delivery report says
-    /// otherwise.
-    async fn send(
-        &mut self,
-        i: usize,
-        key: String,
-        envelope: &Envelope,
-        attempts: u32,
-        outcomes: &mut [LocationOutcome],
-    ) {
-        let value = envelope.to_bytes();
-        loop {
-            let record = FutureRecord::to(&self.topic).key(&key).payload(&value);
-            match self.producer.send_result(record) {
-                Ok(delivery) => {
-                    self.pending.push((i, delivery));
-                    let o = &mut outcomes[i];
-                    o.status = OutcomeStatus::Ok;
-                    o.key = Some(key);
-                    o.reason = None;
-                    o.attempts = attempts;
-                    return;
-                }
-                // The local queue drains as the broker acknowledges; wait for room.
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                Err((e, _)) => {
-                    outcomes[i].failed(format!("cannot enqueue the message: {e}"), attempts);
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Awaits every delivery report; a failed delivery turns its location into a failure. Returns
-    /// the numbers of delivered and of failed messages.
-    async fn finish(self, outcomes: &mut [LocationOutcome]) -> (usize, usize) {
-        let (indices, futures): (Vec<usize>, Vec<DeliveryFuture>) = self.pending.into_iter().unzip();
-        let reports = futures::future::join_all(futures).await;
-        let total = reports.len();
-        let mut failed = 0;
-        for (i, report) in indices.into_iter().zip(reports) {
-            let error = match report {
-                Ok(Ok(_)) => continue,
-                Ok(Err((e, _))) => e.to_string(),
-                Err(_) => "the producer was dropped before reporting".to_owned(),
-            };
-            failed += 1;
-            let attempts = outcomes[i].attempts;
-            outcomes[i].failed(format!("delivery to Kafka failed: {error}"), attempts);
-        }
-        (total - failed, failed)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -564,41 +216,5 @@ mod tests {
         assert_eq!(got, ["London", "Paris"]);
         assert!(clean_locations(&["  ".into()]).is_err());
         assert!(clean_locations(&[]).is_err());
-    }
-
-    #[test]
-    fn summary_line_and_details_name_every_location() {
-        let summary = FetchSummary {
-            source: Source::Weatherapi,
-            bulk: false,
-            topic: "t".into(),
-            produced: 1,
-            locations: vec![
-                LocationOutcome {
-                    query: "London".into(),
-                    status: OutcomeStatus::Ok,
-                    key: Some("london|city of london, greater london|united kingdom".into()),
-                    reason: None,
-                    attempts: 3,
-                },
-                LocationOutcome {
-                    query: "Atlantis".into(),
-                    status: OutcomeStatus::Failed,
-                    key: None,
-                    reason: Some("no matching location".into()),
-                    attempts: 1,
-                },
-            ],
-        };
-        assert_eq!(
-            summary.line(),
-            "London=ok/3; Atlantis=failed/1 (no matching location)"
-        );
-        assert_eq!(summary.records_in(), Some(2));
-        assert_eq!(summary.records_out(), Some(1));
-        let d = summary.details();
-        assert_eq!(d["failed"], 1);
-        assert_eq!(d["locations"][1]["status"], "failed");
-        assert_eq!(d["locations"][0]["attempts"], 3);
     }
 }

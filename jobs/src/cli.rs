@@ -17,8 +17,8 @@ use crate::schedules::SourceChoice;
 #[derive(Debug, Parser)]
 #[command(name = "weatherflow", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Configuration file (TOML). Default: ./weatherflow.toml when it exists. Env: WEATHERFLOW_CONFIG.
-    #[arg(long, global = true)]
+    /// Configuration file (TOML). Default: ./weatherflow.toml when it exists.
+    #[arg(long, global = true, env = "WEATHERFLOW_CONFIG")]
     pub config: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
@@ -79,6 +79,8 @@ pub enum Command {
     },
     /// Run only the persist consumer, until stopped.
     Consumer,
+    /// Print the effective configuration and each value's origin (`--reference`: every field).
+    Config(cmd::config::ConfigArgs),
     /// Benchmarks that print figures.
     Bench {
         /// Which benchmark.
@@ -231,6 +233,9 @@ impl FetchArgs {
 /// Parses the command line and runs the command.
 pub async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Config(args) = &cli.command {
+        return cmd::config::run(cli.config.as_deref(), args);
+    }
     let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
     let shutdown = crate::shutdown::on_signal();
     match cli.command {
@@ -269,6 +274,7 @@ pub async fn run() -> anyhow::Result<()> {
         Command::Status => cmd::status::run(&config).await,
         Command::Scheduler { no_consumer } => cmd::scheduler::run(&config, !no_consumer, shutdown).await,
         Command::Consumer => cmd::run::persist(&config, PersistRequest { until_idle: false }, shutdown).await,
+        Command::Config(_) => unreachable!("handled before the configuration is loaded"),
         Command::Bench { which } => match which {
             BenchKind::Persist { messages } => cmd::bench::persist(&config, messages, shutdown).await,
             BenchKind::Analytics { rows } => cmd::bench::analytics(&config, rows, shutdown).await,

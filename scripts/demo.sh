@@ -8,14 +8,14 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weatherflow/target}"
-PLOT="${WEATHERFLOW_DEMO_PLOT:-weatherflow-demo.svg}"
+PLOT="${SERVICES_DEMO_PLOT:-weatherflow-demo.svg}"
 step() { printf '\n==> %s\n' "$*"; }
 
 step "starting Kafka and PostgreSQL"
 scripts/services.sh up
 
-if [ -n "${WEATHERFLOW_BIN:-}" ]; then
-  wf="$WEATHERFLOW_BIN"            # a prebuilt binary (the demo's own integration test passes one)
+if [ -n "${SERVICES_BIN:-}" ]; then
+  wf="$SERVICES_BIN"            # a prebuilt binary (the demo's own integration test passes one)
 else
   step "building weatherflow"
   cargo build -q -p weatherflow --locked

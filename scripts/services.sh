@@ -9,11 +9,11 @@
 #   scripts/services.sh env      print the settings (KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL)
 #
 # Idempotent: `up` on a running platform only checks it. Jars, the Maven repository and the broker's
-# data live under WEATHERFLOW_CACHE (default ~/.cache/weatherflow), outside the checkout, so a second
+# data live under SERVICES_CACHE (default ~/.cache/weatherflow), outside the checkout, so a second
 # `up` is fast and offline.
 set -euo pipefail
 
-CACHE="${WEATHERFLOW_CACHE:-$HOME/.cache/weatherflow}"
+CACHE="${SERVICES_CACHE:-$HOME/.cache/weatherflow}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 KAFKA_POM="$HERE/kafka/pom.xml"
 KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$KAFKA_POM")"
@@ -23,17 +23,17 @@ KAFKA_PROPS="$KAFKA_STATE/server.properties"
 KAFKA_LOG="$KAFKA_STATE/broker.log"
 KAFKA_PID="$KAFKA_STATE/broker.pid"
 KAFKA_HOST=127.0.0.1
-KAFKA_PORT="${WEATHERFLOW_KAFKA_PORT:-9092}"
-KAFKA_CONTROLLER_PORT="${WEATHERFLOW_KAFKA_CONTROLLER_PORT:-9093}"
-KAFKA_HEAP="${WEATHERFLOW_KAFKA_HEAP:-512m}"
+KAFKA_PORT="${SERVICES_KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT="${SERVICES_KAFKA_CONTROLLER_PORT:-9093}"
+KAFKA_HEAP="${SERVICES_KAFKA_HEAP:-512m}"
 M2_REPO="$CACHE/m2"
 
 PG_PORT=5432
 PG_USER=weatherflow
 PG_DB=weatherflow
 # A local development password, not a secret: the role only listens on 127.0.0.1. Override it with
-# WEATHERFLOW_PG_PASSWORD for anything that is not a developer's machine.
-PG_PASSWORD="${WEATHERFLOW_PG_PASSWORD:-weatherflow}"
+# SERVICES_PG_PASSWORD for anything that is not a developer's machine.
+PG_PASSWORD="${SERVICES_PG_PASSWORD:-weatherflow}"
 
 BOOTSTRAP="$KAFKA_HOST:$KAFKA_PORT"
 DATABASE_URL_LOCAL="postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB"
@@ -133,7 +133,7 @@ kafka_up() {
       -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_PROPS" >>"$KAFKA_LOG" 2>&1 </dev/null &
     echo $! >"$KAFKA_PID"
   fi
-  local deadline=$((SECONDS + ${WEATHERFLOW_KAFKA_START_TIMEOUT:-90}))
+  local deadline=$((SECONDS + ${SERVICES_KAFKA_START_TIMEOUT:-90}))
   until kafka_answers; do
     if ! kafka_pid >/dev/null; then
       tail -n 40 "$KAFKA_LOG" >&2; die "the Kafka broker exited during start-up (log above)"

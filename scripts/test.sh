@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README "Quick start", command 2; `.ci/run` calls it).
-# Installs and starts the services when needed, then: rustfmt, clippy -D warnings, the compose file's
-# validation, and the whole test suite against the real Kafka broker and PostgreSQL.
+# Installs and starts the services when needed, then: rustfmt, clippy -D warnings, cargo deny (bans,
+# licenses, sources), the compose file's validation, and the whole test suite against the real Kafka
+# broker and PostgreSQL.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -18,6 +19,16 @@ cargo fmt --all --check
 
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo deny check bans licenses sources (offline; policy in deny.toml)"
+# cargo-deny lives in a cache outside the checkout, installed once (a few minutes on 2 cores).
+DENY_ROOT="${SERVICES_CACHE:-$HOME/.cache/weatherflow}/tools"
+export PATH="$PATH:$DENY_ROOT/bin"
+if ! command -v cargo-deny >/dev/null; then
+  echo "installing cargo-deny into $DENY_ROOT"
+  cargo install --locked cargo-deny --root "$DENY_ROOT"
+fi
+cargo deny --offline --locked check bans licenses sources
 
 step "docker-compose config -q (validation only: no Docker engine runs here)"
 if ! command -v docker-compose >/dev/null; then

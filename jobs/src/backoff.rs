@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rand::Rng;
+use rand::RngExt;
 
 /// A backoff schedule: delays grow as `initial * 2^attempt`, capped at `max`, each drawn uniformly
 /// from `[delay/2, delay]` so that many clients retrying at once do not retry in lock-step.

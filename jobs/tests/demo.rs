@@ -18,12 +18,12 @@ async fn the_demo_runs_the_whole_pipeline() {
     let k = &ctx.config.kafka;
     let out = Command::new("bash")
         .arg(root.join("scripts/demo.sh"))
-        .env("WEATHERFLOW_BIN", env!("CARGO_BIN_EXE_weatherflow"))
+        .env("SERVICES_BIN", env!("CARGO_BIN_EXE_weatherflow"))
         .env("DATABASE_URL", ctx.config.database.url.expose_secret())
         .env("WEATHERFLOW_KAFKA_OBSERVATIONS_TOPIC", &k.observations_topic)
         .env("WEATHERFLOW_KAFKA_DLQ_TOPIC", &k.dlq_topic)
         .env("WEATHERFLOW_KAFKA_CONSUMER_GROUP", &k.consumer_group)
-        .env("WEATHERFLOW_DEMO_PLOT", &plot)
+        .env("SERVICES_DEMO_PLOT", &plot)
         .env_remove("WEATHERAPI_KEY")
         .output()
         .expect("running scripts/demo.sh");

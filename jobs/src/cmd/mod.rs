@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod config;
 pub mod migrate;
 pub mod results;
 pub mod run;
@@ -24,8 +25,8 @@ use crate::runs::JobName;
 #[derive(Debug, Parser)]
 #[command(name = "weatherflow", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Configuration file (TOML). Default: ./weatherflow.toml when it exists. Env: WEATHERFLOW_CONFIG.
-    #[arg(long, global = true)]
+    /// Configuration file (TOML). Default: ./weatherflow.toml when it exists.
+    #[arg(long, global = true, env = "WEATHERFLOW_CONFIG")]
     pub config: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
@@ -86,6 +87,8 @@ pub enum Command {
     },
     /// Run only the persist consumer, until stopped.
     Consumer,
+    /// Print the effective configuration and each value's origin (`--reference`: every field).
+    Config(config::ConfigArgs),
     /// Benchmarks that print figures.
     Bench {
         /// Which benchmark.
@@ -97,6 +100,9 @@ pub enum Command {
 /// Parses the command line and runs the command.
 pub async fn execute() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Config(args) = &cli.command {
+        return config::run(cli.config.as_deref(), args);
+    }
     let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
     let shutdown = crate::shutdown::on_signal();
     match cli.command {
@@ -109,6 +115,7 @@ pub async fn execute() -> anyhow::Result<()> {
         Command::Status => status::run(&config).await,
         Command::Scheduler { no_consumer } => scheduler::run(&config, !no_consumer, shutdown).await,
         Command::Consumer => run::consumer(&config, shutdown).await,
+        Command::Config(_) => unreachable!("handled before the configuration is loaded"),
         Command::Bench { which } => bench::run(&config, which, shutdown).await,
     }
 }

@@ -1,0 +1,276 @@
+//! One typed configuration, loaded once in `main` and passed down.
+//!
+//! Layers, later wins: built-in defaults (matching `scripts/services.sh`), then an optional TOML file
+//! (`--config` / `WEATHERFLOW_CONFIG`, or `./weatherflow.toml` when present), then the environment:
+//! one variable per field, `WEATHERFLOW_<SECTION>_<FIELD>` (e.g. `WEATHERFLOW_PERSIST_BATCH_SIZE`)
+//! except the conventional `DATABASE_URL`, `KAFKA_BOOTSTRAP_SERVERS` and `WEATHERAPI_KEY`.
+//!
+//! An environment value is converted by its field's type, so `WEATHERFLOW_SCHEDULER_REPLICA=1` is
+//! the string `"1"`. Every field is declared once, in [`sections`], with its doc comment; `weatherflow
+//! config --reference` prints them and `docs/configuration.md` is checked against that output.
+
+mod field;
+pub(crate) mod reference;
+mod sections;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use sections::{
+    AnalyticsConfig, DatabaseConfig, FetchConfig, KafkaConfig, PersistConfig, SchedulerConfig,
+    WeatherApiConfig,
+};
+
+use field::Section;
+
+/// Errors while loading configuration; each names the file, variable or field to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file that was asked for.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a value in it does not fit its field.
+    #[error("invalid configuration in {path}: {message}")]
+    Invalid {
+        /// The file the bad value came from.
+        path: PathBuf,
+        /// The parser's message, naming the field.
+        message: String,
+    },
+    /// An environment variable's value does not fit its field's type.
+    #[error("environment variable {var} ({field}): {message}")]
+    Env {
+        /// The variable's name.
+        var: String,
+        /// The field it sets, `section.field`.
+        field: String,
+        /// What was expected (never the value of a secret).
+        message: String,
+    },
+    /// A `WEATHERFLOW_*` variable that is neither a field nor one of [`OTHER_VARIABLES`]; most
+    /// likely a typo, which would otherwise be ignored silently.
+    #[error(
+        "environment variable {var} is not a weatherflow setting (`weatherflow config --reference` lists them)"
+    )]
+    UnknownVariable {
+        /// The variable's name.
+        var: String,
+    },
+}
+
+/// `WEATHERFLOW_*` variables the binary reads that are not configuration fields, with what they do.
+/// Scripts keep their own variables under `SERVICES_*`, so no other name is allowed here.
+pub const OTHER_VARIABLES: &[(&str, &str)] = &[
+    (
+        "WEATHERFLOW_CONFIG",
+        "The configuration file, like `--config`. Default: `./weatherflow.toml` when it exists.",
+    ),
+    (
+        "WEATHERFLOW_LOG_FORMAT",
+        "`json` writes the log as JSON lines; logging follows `RUST_LOG`.",
+    ),
+];
+
+/// The whole configuration of weatherflow.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// PostgreSQL.
+    pub database: DatabaseConfig,
+    /// Apache Kafka.
+    pub kafka: KafkaConfig,
+    /// The WeatherAPI.com client.
+    pub weatherapi: WeatherApiConfig,
+    /// The fetch job.
+    pub fetch: FetchConfig,
+    /// The persist consumer.
+    pub persist: PersistConfig,
+    /// The analytics job.
+    pub analytics: AnalyticsConfig,
+    /// The scheduler service.
+    pub scheduler: SchedulerConfig,
+}
+
+/// Where a field's effective value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Nothing set it.
+    Default,
+    /// The configuration file at this path.
+    File(PathBuf),
+    /// This environment variable.
+    Env(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("default"),
+            Origin::File(path) => write!(f, "file {}", path.display()),
+            Origin::Env(var) => write!(f, "env {var}"),
+        }
+    }
+}
+
+/// The origin of every field that did not keep its default, by `section.field`.
+#[derive(Debug, Clone, Default)]
+pub struct Origins {
+    /// The file that was read, if any.
+    pub file: Option<PathBuf>,
+    set: BTreeMap<String, Origin>,
+}
+
+impl Origins {
+    /// Where the field `section.field` got its value.
+    pub fn of(&self, path: &str) -> &Origin {
+        self.set.get(path).unwrap_or(&Origin::Default)
+    }
+}
+
+impl Config {
+    /// Loads the configuration from `file` (or `./weatherflow.toml` when present) and the process
+    /// environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Like [`Config::load`], with the environment given explicitly (tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        Self::load_traced(file, env).map(|(config, _)| config)
+    }
+
+    /// Like [`Config::load_from`], also telling where each value came from (`weatherflow config`).
+    pub fn load_traced(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Self, Origins), ConfigError> {
+        let default_file = Path::new("weatherflow.toml");
+        let path = file.or(default_file.exists().then_some(default_file));
+        let mut origins = Origins::default();
+        let mut config = match path {
+            Some(path) => Self::from_file(path, &mut origins)?,
+            None => Config::default(),
+        };
+        config.apply_env(env, &mut origins)?;
+        Ok((config, origins))
+    }
+
+    /// The sections, in the order the reference lists them.
+    pub(crate) fn sections(&self) -> [&dyn Section; 7] {
+        [
+            &self.database,
+            &self.kafka,
+            &self.weatherapi,
+            &self.fetch,
+            &self.persist,
+            &self.analytics,
+            &self.scheduler,
+        ]
+    }
+
+    fn sections_mut(&mut self) -> [&mut dyn Section; 7] {
+        [
+            &mut self.database,
+            &mut self.kafka,
+            &mut self.weatherapi,
+            &mut self.fetch,
+            &mut self.persist,
+            &mut self.analytics,
+            &mut self.scheduler,
+        ]
+    }
+
+    fn from_file(path: &Path, origins: &mut Origins) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| invalid(e.to_string()))?;
+        for (section, value) in &table {
+            let Some(fields) = value.as_table() else { continue };
+            for name in fields.keys() {
+                origins
+                    .set
+                    .insert(format!("{section}.{name}"), Origin::File(path.to_path_buf()));
+            }
+        }
+        origins.file = Some(path.to_path_buf());
+        serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| invalid(format!("field '{}': {}", e.path(), e.inner().message())))
+    }
+
+    /// Sets each field whose variable is present, converting the text by the field's type.
+    fn apply_env(
+        &mut self,
+        env: impl IntoIterator<Item = (String, String)>,
+        origins: &mut Origins,
+    ) -> Result<(), ConfigError> {
+        let mut by_var: BTreeMap<String, (usize, &'static field::FieldDoc)> = BTreeMap::new();
+        for (i, section) in self.sections().into_iter().enumerate() {
+            for doc in section.fields() {
+                by_var.insert(doc.env_var().into_owned(), (i, doc));
+            }
+        }
+        for (var, text) in env {
+            let Some(&(i, doc)) = by_var.get(&var) else {
+                let ours = var.starts_with("WEATHERFLOW_");
+                if ours && !OTHER_VARIABLES.iter().any(|(name, _)| *name == var) {
+                    return Err(ConfigError::UnknownVariable { var });
+                }
+                continue;
+            };
+            self.sections_mut()[i]
+                .set_from_env(doc.name, &text)
+                .map_err(|message| ConfigError::Env {
+                    var: var.clone(),
+                    field: doc.path(),
+                    message,
+                })?;
+            origins.set.insert(doc.path(), Origin::Env(var));
+        }
+        Ok(())
+    }
+}
+
+/// A URL with its password (and any `key=` query parameter) replaced by `***`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return "<unparsable url>".into();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
+    }
+    if parsed.query_pairs().any(|(k, _)| k == "key") {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "key" {
+                    "***".to_owned()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
+}
+
+#[cfg(test)]
+mod tests;

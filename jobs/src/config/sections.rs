@@ -1,0 +1,184 @@
+//! The configuration's sections. Each field's doc comment is also its line in `docs/configuration.md`
+//! (`weatherflow config --reference`), so it is written for the person setting the value.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use super::ConfigError;
+use super::field::section;
+
+section! {
+    /// PostgreSQL settings.
+    pub struct DatabaseConfig in "database" {
+        /// PostgreSQL connection URL. It holds the password, so it is only ever shown with the
+        /// password masked.
+        pub url: SecretString =
+            SecretString::from("postgres://weatherflow:weatherflow@127.0.0.1:5432/weatherflow"),
+            env = "DATABASE_URL";
+        /// Upper bound of the connection pool.
+        pub max_connections: u32 = 10;
+        /// How long to wait for a connection before giving up, in seconds.
+        pub connect_timeout_secs: u64 = 5;
+    }
+}
+
+section! {
+    /// Kafka settings shared by producers and consumers.
+    pub struct KafkaConfig in "kafka" {
+        /// Kafka `bootstrap.servers`.
+        pub bootstrap_servers: String = "127.0.0.1:9092".into(), env = "KAFKA_BOOTSTRAP_SERVERS";
+        /// Topic the fetch job produces to and the persist job consumes.
+        pub observations_topic: String = "weather.observations".into();
+        /// Dead-letter topic for records the persist job rejects.
+        pub dlq_topic: String = "weather.observations.dlq".into();
+        /// Partition count used when weatherflow creates a topic.
+        pub partitions: i32 = 6;
+        /// Replication factor used when weatherflow creates a topic.
+        pub replication_factor: i32 = 1;
+        /// Consumer group of the persist job.
+        pub consumer_group: String = "weatherflow-persist".into();
+        /// Timeout of admin and metadata requests, in seconds.
+        pub request_timeout_secs: u64 = 10;
+    }
+}
+
+section! {
+    /// WeatherAPI.com client settings.
+    pub struct WeatherApiConfig in "weatherapi" {
+        /// Base URL up to and including `/v1`; tests point it at a local stub.
+        pub base_url: String = "https://api.weatherapi.com/v1".into();
+        /// The API key. Never shown.
+        pub api_key: Option<SecretString> = None, env = "WEATHERAPI_KEY";
+        /// A file holding the API key, used when `weatherapi.api_key` is not set.
+        pub key_file: Option<PathBuf> = None;
+        /// Per-request timeout, in seconds.
+        pub timeout_secs: u64 = 10;
+        /// Attempts per request for retryable failures (429, 5xx, timeouts).
+        pub max_attempts: u32 = 5;
+        /// First backoff delay in milliseconds; it doubles each attempt, with jitter.
+        pub backoff_initial_ms: u64 = 500;
+        /// Ceiling of one backoff delay, in milliseconds.
+        pub backoff_max_ms: u64 = 10_000;
+        /// Bound on the total time spent on one location, retries included, in seconds.
+        pub max_total_secs: u64 = 60;
+        /// Use the bulk endpoint (paid plans only).
+        pub bulk: bool = false;
+        /// Locations per bulk request; WeatherAPI accepts at most 50, larger values are capped.
+        pub bulk_batch_size: usize = 50;
+        /// Pass `aqi=yes` (air quality).
+        pub aqi: bool = false;
+    }
+}
+
+impl WeatherApiConfig {
+    /// The API key from `api_key`, else from `key_file` (trimmed). `Ok(None)` when neither is set.
+    pub fn resolve_key(&self) -> Result<Option<SecretString>, ConfigError> {
+        if let Some(k) = &self.api_key
+            && !k.expose_secret().trim().is_empty()
+        {
+            return Ok(Some(k.clone()));
+        }
+        let Some(path) = &self.key_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let key = text.trim();
+        Ok((!key.is_empty()).then(|| SecretString::from(key.to_owned())))
+    }
+}
+
+section! {
+    /// Fetch job settings (the locations themselves live in `schedules.toml`).
+    pub struct FetchConfig in "fetch" {
+        /// Requests in flight at once (bulk mode: bulk requests in flight).
+        pub concurrency: usize = 8;
+        /// Token-bucket refill rate in HTTP requests per second, retries included; 0 = unlimited.
+        pub rate_per_sec: f64 = 10.0;
+        /// Token-bucket capacity (burst).
+        pub burst: u32 = 10;
+        /// Seed of the simulated source when the run gives none.
+        pub simulated_seed: u64 = 0;
+    }
+}
+
+section! {
+    /// Persist consumer settings.
+    pub struct PersistConfig in "persist" {
+        /// A batch is written when it holds this many records (or earlier, see
+        /// `persist.batch_timeout_ms`).
+        pub batch_size: usize = 5000;
+        /// A batch is also written when its oldest record has waited this long, in milliseconds, and
+        /// early when the consumer has nothing more to read and its writer is idle, so a quiet stream
+        /// is not delayed.
+        pub batch_timeout_ms: u64 = 200;
+        /// First backoff delay after a database or broker failure, in milliseconds.
+        pub retry_initial_ms: u64 = 200;
+        /// Ceiling of the backoff delay, in milliseconds.
+        pub retry_max_ms: u64 = 10_000;
+        /// Database writers working in parallel, each on its own connection and its own share of the
+        /// partitions (partition modulo writers), so per-partition order is kept. On a 2-core machine
+        /// (`weatherflow bench persist`): 1 writer 71 k rows/s, 2 writers 123–131 k, 3 writers
+        /// 126–142 k.
+        pub writers: usize = 3;
+        /// With `--until-idle`, the job stops after this many milliseconds without a message, once it
+        /// has partitions and has read each of them up to its end.
+        pub idle_ms: u64 = 1000;
+        /// Kafka `session.timeout.ms`: how soon the group gives a dead consumer's partitions to the
+        /// others. The broker accepts 6000 and up by default.
+        pub session_timeout_ms: u64 = 10_000;
+        /// Message values larger than this many bytes are quarantined as `too_large` (a
+        /// `current.json` is 1–3 KB).
+        pub max_value_bytes: usize = 256 * 1024;
+        /// Observations stamped further ahead than this many seconds are quarantined as
+        /// `future_timestamp`.
+        pub max_future_secs: u64 = 3600;
+        /// `max.message.bytes` of the dead-letter topic when the job creates it, and the DLQ
+        /// producer's `message.max.bytes`: large enough for any record the observations topic
+        /// accepts.
+        pub dlq_max_message_bytes: usize = 8 * 1024 * 1024;
+    }
+}
+
+section! {
+    /// Analytics job settings.
+    pub struct AnalyticsConfig in "analytics" {
+        /// A location gets its own fit only with at least this many samples.
+        pub min_samples: u64 = 30;
+        /// A plot draws at most this many points (an even stride through the samples), so a plot of
+        /// a million rows stays a file a browser opens; the fitted line always uses every sample.
+        pub plot_max_points: usize = 20_000;
+    }
+}
+
+section! {
+    /// Scheduler service settings.
+    pub struct SchedulerConfig in "scheduler" {
+        /// Path of the schedules file.
+        pub schedules_path: PathBuf = PathBuf::from("schedules.toml");
+        /// How long running jobs may take to finish after SIGTERM, in seconds.
+        pub shutdown_grace_secs: u64 = 30;
+        /// After a run is cancelled (timeout, or the grace period ran out), how many seconds it gets
+        /// to notice and return before it is dropped. Its row is recorded failed either way.
+        pub cancel_wait_secs: u64 = 5;
+        /// This process's name in the run history (`details.replica`), to tell replicas apart.
+        /// Unset: `<hostname>:<pid>`.
+        pub replica: Option<String> = None;
+    }
+}
+
+impl SchedulerConfig {
+    /// The grace period as a [`Duration`].
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    /// The wait after cancelling a run as a [`Duration`].
+    pub fn cancel_wait(&self) -> Duration {
+        Duration::from_secs(self.cancel_wait_secs)
+    }
+}

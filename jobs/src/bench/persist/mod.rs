@@ -241,6 +241,7 @@ pub(super) fn payload(i: u64, epoch0: i64) -> (String, String) {
     (location_key(&name, &region, country), body)
 }
 
+/// `body` wrapped in an envelope fetched at `fetched_at`, serialized.
 pub(super) fn envelope_bytes(body: String, fetched_at: DateTime<Utc>) -> anyhow::Result<Vec<u8>> {
     Ok(Envelope {
         schema_version: SCHEMA_VERSION,
@@ -252,6 +253,7 @@ pub(super) fn envelope_bytes(body: String, fetched_at: DateTime<Utc>) -> anyhow:
     .to_bytes())
 }
 
+/// Produces one message and waits for its delivery report.
 pub(super) async fn send(
     producer: &FutureProducer,
     topic: &str,

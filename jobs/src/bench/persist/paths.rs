@@ -51,6 +51,7 @@ pub(super) async fn copy_rows(db: &DatabaseConnection, records: &[ValidRecord]) 
     Ok(took)
 }
 
+/// A stored row back as the record the persist job wrote, so every write path writes the same rows.
 pub(super) fn as_record(r: &observations::Model) -> ValidRecord {
     ValidRecord {
         lineage: Lineage {

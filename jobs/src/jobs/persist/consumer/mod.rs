@@ -56,6 +56,7 @@ pub(crate) struct Settings {
     pub(crate) kafka_timeout: Duration,
 }
 
+/// The consumer, with the context its callbacks run in.
 pub(super) type PersistConsumer = BaseConsumer<PersistContext>;
 
 /// Creates the consumer, runs the loop until stopped, stores and commits what was read, leaves the

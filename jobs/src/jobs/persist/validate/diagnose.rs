@@ -5,6 +5,7 @@ use super::observation::CurrentResponse;
 use super::{Rejection, RejectionClass};
 use crate::envelope::{Envelope, SCHEMA_VERSION};
 
+/// An envelope of a schema version this build does not read; `shown` is the version as written.
 pub(super) fn unknown_version(shown: &str) -> Rejection {
     Rejection::new(
         RejectionClass::UnknownSchemaVersion,

@@ -73,3 +73,52 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// The columns a writer supplies, in the order of the writes' column lists (COPY, UNNEST): every
+/// column of [`Model`] except `id` and `ingested_at`, which take their defaults. The one list the
+/// SQL of the persist job's writes is built from.
+pub const WRITTEN_COLUMNS: [&str; 27] = [
+    "location_key",
+    "location_name",
+    "region",
+    "country",
+    "lat",
+    "lon",
+    "observed_at",
+    "temp_c",
+    "feelslike_c",
+    "wind_kph",
+    "gust_kph",
+    "pressure_mb",
+    "precip_mm",
+    "vis_km",
+    "uv",
+    "wind_degree",
+    "humidity",
+    "cloud",
+    "wind_dir",
+    "condition_text",
+    "condition_code",
+    "is_day",
+    "source",
+    "fetched_at",
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+];
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::Iterable;
+
+    use super::*;
+
+    #[test]
+    fn written_columns_are_the_entity_columns_without_the_defaults() {
+        let entity: Vec<&str> = Column::iter()
+            .map(|c| c.as_str())
+            .filter(|c| !matches!(*c, "id" | "ingested_at"))
+            .collect();
+        assert_eq!(entity, WRITTEN_COLUMNS);
+    }
+}

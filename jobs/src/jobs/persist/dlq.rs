@@ -14,31 +14,31 @@ use crate::jobs::persist::store::{Interrupted, RejectedRecord, Retry};
 use crate::kafka::{self, KafkaSetupError, base_config};
 
 /// Header names on dead-letter messages.
-pub mod headers {
+pub(crate) mod headers {
     /// The topic the record was read from.
-    pub const ORIGINAL_TOPIC: &str = "original_topic";
+    pub(crate) const ORIGINAL_TOPIC: &str = "original_topic";
     /// Its partition (decimal text).
-    pub const ORIGINAL_PARTITION: &str = "original_partition";
+    pub(crate) const ORIGINAL_PARTITION: &str = "original_partition";
     /// Its offset (decimal text).
-    pub const ORIGINAL_OFFSET: &str = "original_offset";
+    pub(crate) const ORIGINAL_OFFSET: &str = "original_offset";
     /// The machine-readable class, e.g. `out_of_range`.
-    pub const ERROR_CLASS: &str = "error_class";
+    pub(crate) const ERROR_CLASS: &str = "error_class";
     /// The human-readable reason.
-    pub const REASON: &str = "reason";
+    pub(crate) const REASON: &str = "reason";
     /// Present (value `true`) when the value was too large for the dead-letter topic and was left
     /// out; the complete value is in rejected_records.
-    pub const PAYLOAD_OMITTED: &str = "payload_omitted";
+    pub(crate) const PAYLOAD_OMITTED: &str = "payload_omitted";
 }
 
 /// Creates the dead-letter topic unless it exists, with `max.message.bytes` raised so that any
 /// record the observations topic accepted fits.
-pub async fn ensure_topic(k: &KafkaConfig, p: &PersistConfig) -> Result<(), KafkaSetupError> {
+pub(crate) async fn ensure_topic(k: &KafkaConfig, p: &PersistConfig) -> Result<(), KafkaSetupError> {
     let max = p.dlq_max_message_bytes.to_string();
     kafka::ensure_topic_with(k, &k.dlq_topic, k.partitions, &[("max.message.bytes", &max)]).await
 }
 
 /// The dead-letter producer.
-pub struct Dlq {
+pub(crate) struct Dlq {
     producer: FutureProducer,
     topic: String,
 }
@@ -46,7 +46,7 @@ pub struct Dlq {
 impl Dlq {
     /// An idempotent, `acks=all` producer like [`crate::kafka::producer`], with `message.max.bytes`
     /// raised to the dead-letter topic's limit.
-    pub fn new(k: &KafkaConfig, p: &PersistConfig) -> Result<Self, KafkaSetupError> {
+    pub(crate) fn new(k: &KafkaConfig, p: &PersistConfig) -> Result<Self, KafkaSetupError> {
         let producer = base_config(k)
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -65,7 +65,11 @@ impl Dlq {
 
     /// Sends every record and waits for every delivery report. Failed sends are retried with
     /// backoff until they succeed or the job is stopped.
-    pub async fn send_all(&self, records: &[RejectedRecord], retry: &Retry) -> Result<u64, Interrupted> {
+    pub(crate) async fn send_all(
+        &self,
+        records: &[RejectedRecord],
+        retry: &Retry,
+    ) -> Result<u64, Interrupted> {
         let mut todo: Vec<(&RejectedRecord, bool)> = records.iter().map(|r| (r, false)).collect();
         let mut attempt = 0u32;
         let mut retries = 0;
@@ -100,10 +104,7 @@ impl Dlq {
                 );
                 attempt = attempt.saturating_add(1);
                 retries += 1;
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = retry.shutdown.cancelled() => return Err(Interrupted),
-                }
+                retry.wait(delay).await?;
             }
         }
         Ok(retries)

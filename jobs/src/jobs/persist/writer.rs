@@ -13,31 +13,31 @@ use super::dlq::Dlq;
 use crate::jobs::persist::store::{self, CopyStrategy, Interrupted, RejectedRecord, Retry, ValidRecord};
 
 /// What every writer shares.
-pub struct Deps {
+pub(crate) struct Deps {
     /// SeaORM's underlying pool (the write path binds arrays through sqlx directly).
-    pub pool: PgPool,
+    pub(crate) pool: PgPool,
     /// The dead-letter producer.
-    pub dlq: Dlq,
+    pub(crate) dlq: Dlq,
     /// Outage retries and the shutdown token.
-    pub retry: Retry,
+    pub(crate) retry: Retry,
 }
 
 /// One batch: records of this writer's partitions in offset order, and the offsets they cover.
 #[derive(Debug)]
-pub struct Batch {
+pub(crate) struct Batch {
     /// Records that passed validation.
-    pub valid: Vec<ValidRecord>,
+    pub(crate) valid: Vec<ValidRecord>,
     /// Records refused by validation.
-    pub rejected: Vec<RejectedRecord>,
+    pub(crate) rejected: Vec<RejectedRecord>,
     /// Per partition, the highest offset in the batch.
-    pub last_offsets: BTreeMap<i32, i64>,
+    pub(crate) last_offsets: BTreeMap<i32, i64>,
     /// When the first record was added (the batch timeout counts from here).
-    pub opened: Instant,
+    pub(crate) opened: Instant,
 }
 
 impl Batch {
     /// An empty batch.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             valid: Vec::new(),
             rejected: Vec::new(),
@@ -47,46 +47,46 @@ impl Batch {
     }
 
     /// Records in the batch.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.valid.len() + self.rejected.len()
     }
 
     /// True when the batch holds nothing.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
 /// What a writer tells the consumer thread about a batch.
 #[derive(Debug)]
-pub struct Ack {
+pub(crate) struct Ack {
     /// The writer (its lane index).
-    pub lane: usize,
+    pub(crate) lane: usize,
     /// The offsets the batch covered.
-    pub last_offsets: BTreeMap<i32, i64>,
+    pub(crate) last_offsets: BTreeMap<i32, i64>,
     /// Records in the batch.
-    pub records: u64,
+    pub(crate) records: u64,
     /// The counts, or [`Interrupted`] when the job was stopped before the batch was durable.
-    pub outcome: Result<Outcome, Interrupted>,
+    pub(crate) outcome: Result<BatchOutcome, Interrupted>,
 }
 
 /// Counts of one stored batch.
 #[derive(Debug, Default)]
-pub struct Outcome {
+pub(crate) struct BatchOutcome {
     /// New observation rows.
-    pub inserted: u64,
+    pub(crate) inserted: u64,
     /// Valid records already stored.
-    pub duplicates: u64,
+    pub(crate) duplicates: u64,
     /// Quarantined records by class (validation and database).
-    pub rejected: BTreeMap<&'static str, u64>,
+    pub(crate) rejected: BTreeMap<&'static str, u64>,
     /// Outage retries (database and dead-letter topic).
-    pub retries: u64,
+    pub(crate) retries: u64,
     /// Transactions committed.
-    pub transactions: u64,
+    pub(crate) transactions: u64,
 }
 
 /// The writer loop: ends when the consumer thread drops its sender.
-pub async fn run(lane: usize, mut batches: Receiver<Batch>, acks: mpsc::Sender<Ack>, deps: Arc<Deps>) {
+pub(crate) async fn run(lane: usize, mut batches: Receiver<Batch>, acks: mpsc::Sender<Ack>, deps: Arc<Deps>) {
     let mut strategy = CopyStrategy::default();
     while let Some(batch) = batches.recv().await {
         let outcome = write(&deps, &batch, &mut strategy).await;
@@ -105,10 +105,10 @@ pub async fn run(lane: usize, mut batches: Receiver<Batch>, acks: mpsc::Sender<A
 /// Dead-letter messages for the validation rejections, the transaction, then dead-letter messages
 /// for rows the database refused. All of it happens before the acknowledgement, so all of it happens
 /// before the offsets are committed.
-async fn write(deps: &Deps, batch: &Batch, strategy: &mut CopyStrategy) -> Result<Outcome, Interrupted> {
-    let mut outcome = Outcome {
+async fn write(deps: &Deps, batch: &Batch, strategy: &mut CopyStrategy) -> Result<BatchOutcome, Interrupted> {
+    let mut outcome = BatchOutcome {
         retries: deps.dlq.send_all(&batch.rejected, &deps.retry).await?,
-        ..Outcome::default()
+        ..BatchOutcome::default()
     };
     let stored = store::store_batch(&deps.pool, &batch.valid, &batch.rejected, &deps.retry, strategy).await?;
     outcome.retries += stored.retries;

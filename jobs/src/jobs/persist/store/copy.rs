@@ -2,26 +2,18 @@
 //! `ON CONFLICT DO NOTHING` by leaving out what is already stored.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use sqlx::AssertSqlSafe;
 
-use super::{Lineage, OBSERVATION_COLUMNS, ValidRecord};
+use entity::observations::WRITTEN_COLUMNS;
+
+use super::{Lineage, ObservationTable, ValidRecord};
 use crate::jobs::persist::validate::Observation;
 
-/// Which observations of a batch are already stored.
-const EXISTING_OBSERVATIONS: &str = "\
-SELECT b.location_key, b.observed_at FROM UNNEST($1::text[], $2::timestamptz[]) AS b(location_key, observed_at) \
-WHERE EXISTS (SELECT 1 FROM observations o WHERE o.location_key = b.location_key AND o.observed_at = b.observed_at)";
-
-/// The COPY statement of [`copy_observations`], columns in [`OBSERVATION_COLUMNS`] order.
-pub const COPY_OBSERVATIONS: &str = "\
-COPY observations (location_key, location_name, region, country, lat, lon, observed_at, temp_c, \
-feelslike_c, wind_kph, gust_kph, pressure_mb, precip_mm, vis_km, uv, wind_degree, humidity, cloud, \
-wind_dir, condition_text, condition_code, is_day, source, fetched_at, kafka_topic, kafka_partition, \
-kafka_offset) FROM STDIN (FORMAT binary)";
-
 /// The persist job's observations write, inside the caller's transaction: binary-COPY the batch
-/// straight into `observations`. With `check_first`, one indexed query first finds which
+/// straight into `table` (`observations` for the job). With `check_first`, one indexed query first finds which
 /// `(location_key, observed_at)` are already stored and leaves them out. Returns how many rows are
 /// new.
 ///
@@ -38,8 +30,9 @@ kafka_offset) FROM STDIN (FORMAT binary)";
 /// binary COPY of all rows in a single transaction (the benchmark's yardstick) 170–183 k. A batch
 /// that meets a duplicate costs a failed COPY plus a checked one, so the writer keeps checking while
 /// duplicates keep coming (see [`super::CopyStrategy`]).
-pub async fn copy_observations(
+pub(crate) async fn copy_observations(
     conn: &mut sqlx::PgConnection,
+    table: &ObservationTable,
     records: &[&ValidRecord],
     check_first: bool,
 ) -> Result<u64, sqlx::Error> {
@@ -47,7 +40,7 @@ pub async fn copy_observations(
         return Ok(0);
     }
     let existing = if check_first {
-        stored_already(conn, records).await?
+        stored_already(conn, table, records).await?
     } else {
         Vec::new()
     };
@@ -66,7 +59,7 @@ pub async fn copy_observations(
         return Ok(0);
     }
     copy_trailer(&mut buf);
-    let mut copy = conn.copy_in_raw(COPY_OBSERVATIONS).await?;
+    let mut copy = conn.copy_in_raw(table.copy_statement()).await?;
     copy.send(buf).await?;
     copy.finish().await
 }
@@ -74,6 +67,7 @@ pub async fn copy_observations(
 /// The batch's observations that are already stored.
 async fn stored_already(
     conn: &mut sqlx::PgConnection,
+    table: &ObservationTable,
     records: &[&ValidRecord],
 ) -> Result<Vec<(String, DateTime<Utc>)>, sqlx::Error> {
     let keys: Vec<&str> = records
@@ -81,7 +75,7 @@ async fn stored_already(
         .map(|r| r.observation.location_key.as_str())
         .collect();
     let times: Vec<DateTime<Utc>> = records.iter().map(|r| r.observation.observed_at).collect();
-    sqlx::query_as(EXISTING_OBSERVATIONS)
+    sqlx::query_as(AssertSqlSafe(Arc::clone(table.existing_statement())))
         .bind(keys)
         .bind(times)
         .fetch_all(conn)
@@ -89,20 +83,20 @@ async fn stored_already(
 }
 
 /// The signature, flags and header extension of PostgreSQL's binary COPY format.
-pub fn copy_header(buf: &mut Vec<u8>) {
+pub(crate) fn copy_header(buf: &mut Vec<u8>) {
     buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
     buf.extend_from_slice(&0i32.to_be_bytes());
     buf.extend_from_slice(&0i32.to_be_bytes());
 }
 
 /// The end-of-data marker of the binary COPY format.
-pub fn copy_trailer(buf: &mut Vec<u8>) {
+pub(crate) fn copy_trailer(buf: &mut Vec<u8>) {
     buf.extend_from_slice(&(-1i16).to_be_bytes());
 }
 
-/// One observation as a binary COPY tuple, columns in [`OBSERVATION_COLUMNS`] order.
-pub fn encode_copy_row(buf: &mut Vec<u8>, o: &Observation, l: &Lineage) {
-    buf.extend_from_slice(&(OBSERVATION_COLUMNS.len() as i16).to_be_bytes());
+/// One observation as a binary COPY tuple, columns in [`WRITTEN_COLUMNS`] order.
+pub(crate) fn encode_copy_row(buf: &mut Vec<u8>, o: &Observation, l: &Lineage) {
+    buf.extend_from_slice(&(WRITTEN_COLUMNS.len() as i16).to_be_bytes());
     copy_text(buf, Some(&o.location_key));
     copy_text(buf, Some(&o.location_name));
     copy_text(buf, Some(&o.region));
@@ -170,4 +164,39 @@ fn copy_i32(buf: &mut Vec<u8>, v: Option<i32>) {
 fn copy_time(buf: &mut Vec<u8>, v: DateTime<Utc>) {
     const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
     copy_field(buf, &(v.timestamp_micros() - PG_EPOCH_MICROS).to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::persist::store::record::sample::record;
+
+    #[test]
+    fn copy_tuples_have_one_field_per_column() {
+        let r = record("a|b|c", 1_767_632_400, 42);
+        let mut buf = Vec::new();
+        copy_header(&mut buf);
+        let start = buf.len();
+        encode_copy_row(&mut buf, &r.observation, &r.lineage);
+        let tuple = &buf[start..];
+        assert_eq!(
+            i16::from_be_bytes([tuple[0], tuple[1]]) as usize,
+            WRITTEN_COLUMNS.len()
+        );
+        let (mut at, mut fields) = (2, Vec::new());
+        while at < tuple.len() {
+            let len = i32::from_be_bytes(tuple[at..at + 4].try_into().unwrap());
+            at += 4;
+            let width = usize::try_from(len).unwrap_or(0);
+            fields.push((len, &tuple[at..at + width]));
+            at += width;
+        }
+        assert_eq!(fields.len(), WRITTEN_COLUMNS.len());
+        assert_eq!(fields[0].1, b"a|b|c");
+        // observed_at: 2026-01-05T17:00:00Z in microseconds since 2000-01-01.
+        let micros = i64::from_be_bytes(fields[6].1.try_into().unwrap());
+        assert_eq!(micros, (1_767_632_400 - 946_684_800) * 1_000_000);
+        assert_eq!(fields[8].0, -1, "feelslike_c is NULL");
+        assert_eq!(i64::from_be_bytes(fields[26].1.try_into().unwrap()), 42);
+    }
 }

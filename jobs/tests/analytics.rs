@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use common::TestContext;
@@ -472,12 +472,6 @@ async fn shutdown_before_the_write_stores_nothing() {
     assert!(results_of(&ctx, run_id).await.is_empty());
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(common::unique(name));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// What the SVG holds, parsed as XML.
 struct SvgFacts {
     circles: usize,
@@ -522,7 +516,7 @@ async fn plot_is_valid_svg_with_points_line_title_labels_and_legend() {
     let mut ctx = TestContext::new().await;
     let rows = generate(&climates(), 6);
     insert(&ctx, &rows).await;
-    let dir = temp_dir("wf_plot");
+    let dir = common::scratch_dir("wf_plot");
     let main = dir.join("fit.svg");
 
     let req = AnalyticsRequest {

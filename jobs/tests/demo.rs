@@ -6,23 +6,17 @@ mod common;
 use std::process::Command;
 
 use common::TestContext;
-use secrecy::ExposeSecret;
 
 #[tokio::test]
 async fn the_demo_runs_the_whole_pipeline() {
     let ctx = TestContext::new().await;
-    let dir = std::env::temp_dir().join(common::unique("wf-demo"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::scratch_dir("wf-demo");
     let plot = dir.join("demo.svg");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let k = &ctx.config.kafka;
     let out = Command::new("bash")
         .arg(root.join("scripts/demo.sh"))
         .env("SERVICES_BIN", env!("CARGO_BIN_EXE_weatherflow"))
-        .env("DATABASE_URL", ctx.config.database.url.expose_secret())
-        .env("WEATHERFLOW_KAFKA_OBSERVATIONS_TOPIC", &k.observations_topic)
-        .env("WEATHERFLOW_KAFKA_DLQ_TOPIC", &k.dlq_topic)
-        .env("WEATHERFLOW_KAFKA_CONSUMER_GROUP", &k.consumer_group)
+        .envs(ctx.child_env())
         .env("SERVICES_DEMO_PLOT", &plot)
         .env_remove("WEATHERAPI_KEY")
         .output()

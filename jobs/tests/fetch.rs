@@ -11,7 +11,7 @@ use chrono::Utc;
 use common::TestContext;
 use common::weatherapi_stub::{self, Failure, WeatherApiStub};
 use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 use weatherflow::config::Config;
@@ -65,23 +65,17 @@ async fn topic_messages(config: &Config) -> Vec<(String, Vec<u8>)> {
             .unwrap();
         total += high - low;
     }
-    let consumer: StreamConsumer = weatherflow::kafka::base_config(k)
-        .set("group.id", format!("{}-reader", k.consumer_group))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&k.observations_topic]).unwrap();
-    let mut out = Vec::new();
-    while (out.len() as i64) < total {
-        let msg = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
-            .await
-            .expect("message within 30 s")
-            .expect("consume");
-        let key = String::from_utf8(msg.key().unwrap().to_vec()).unwrap();
-        out.push((key, msg.payload().unwrap().to_vec()));
-    }
-    out
+    let group = format!("{}-reader", k.consumer_group);
+    let consumer = common::topic_reader(k, &k.observations_topic, &group);
+    let total = usize::try_from(total).expect("a message count");
+    common::next_messages(&consumer, total)
+        .await
+        .into_iter()
+        .map(|msg| {
+            let key = String::from_utf8(msg.key().unwrap().to_vec()).unwrap();
+            (key, msg.payload().unwrap().to_vec())
+        })
+        .collect()
 }
 
 fn envelope(bytes: &[u8]) -> Envelope {

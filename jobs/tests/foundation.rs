@@ -7,7 +7,6 @@ use std::time::Duration;
 use common::TestContext;
 use migration::{Migrator, MigratorTrait};
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::FutureRecord;
 use sea_orm::{ConnectionTrait, Statement};
 
@@ -37,19 +36,9 @@ async fn produce_consume_round_trip_through_the_real_broker() {
             .expect("delivery");
     }
 
-    let consumer: StreamConsumer = weatherflow::kafka::base_config(k)
-        .set("group.id", &k.consumer_group)
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&k.observations_topic]).unwrap();
+    let consumer = common::topic_reader(k, &k.observations_topic, &k.consumer_group);
     let mut seen = Vec::new();
-    while seen.len() < 10 {
-        let msg = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
-            .await
-            .expect("message within 30 s")
-            .expect("consume");
+    for msg in common::next_messages(&consumer, 10).await {
         let key = String::from_utf8(msg.key().unwrap().to_vec()).unwrap();
         let value = String::from_utf8(msg.payload().unwrap().to_vec()).unwrap();
         assert_eq!(value, key.replace("loc", "value"));

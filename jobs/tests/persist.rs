@@ -6,17 +6,16 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+use tokio::process::Child;
 
 use chrono::{DateTime, Utc};
-use common::TestContext;
+use common::{TestContext, exit_within, signal};
 use entity::{observations, rejected_records};
 use futures::future::join_all;
 use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sea_orm::{ConnectionTrait, Database, EntityTrait, QueryOrder, Statement};
@@ -233,21 +232,8 @@ async fn try_count(ctx: &TestContext) -> Option<i64> {
 /// Reads `n` messages from the dead-letter topic with a fresh group.
 async fn read_dlq(ctx: &TestContext, n: usize) -> Vec<rdkafka::message::OwnedMessage> {
     let k = &ctx.config.kafka;
-    let consumer: StreamConsumer = weatherflow::kafka::base_config(k)
-        .set("group.id", format!("{}-dlq-reader", k.consumer_group))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&k.dlq_topic]).unwrap();
-    let mut out = Vec::new();
-    while out.len() < n {
-        let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
-            .await
-            .expect("dead-letter message within 30 s")
-            .expect("consume");
-        out.push(m.detach());
-    }
+    let consumer = common::topic_reader(k, &k.dlq_topic, &format!("{}-dlq-reader", k.consumer_group));
+    let out = common::next_messages(&consumer, n).await;
     // Nothing beyond the expected messages.
     let extra = tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await;
     assert!(extra.is_err(), "more dead-letter messages than records rejected");
@@ -700,46 +686,19 @@ async fn two_consumers_in_one_group_share_the_partitions_without_duplicates() {
 
 /// `weatherflow run persist` as a child process with this test's settings; stderr goes to a file.
 fn spawn_persist(ctx: &TestContext, until_idle: bool, extra_env: &[(&str, &str)]) -> (Child, PathBuf) {
-    let k = &ctx.config.kafka;
-    let log = std::env::temp_dir().join(format!("{}-{}.log", ctx.db_name, Utc::now().timestamp_micros()));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weatherflow"));
-    cmd.args(["run", "persist"]);
+    let mut args = vec!["run", "persist"];
     if until_idle {
-        cmd.arg("--until-idle");
+        args.push("--until-idle");
     }
-    cmd.current_dir(std::env::temp_dir())
-        .env("DATABASE_URL", ctx.config.database.url.expose_secret())
-        .env("KAFKA_BOOTSTRAP_SERVERS", &k.bootstrap_servers)
-        .env("WEATHERFLOW_KAFKA_OBSERVATIONS_TOPIC", &k.observations_topic)
-        .env("WEATHERFLOW_KAFKA_DLQ_TOPIC", &k.dlq_topic)
-        .env("WEATHERFLOW_KAFKA_CONSUMER_GROUP", &k.consumer_group)
-        .env("WEATHERFLOW_KAFKA_PARTITIONS", k.partitions.to_string())
-        .env("WEATHERFLOW_PERSIST_SESSION_TIMEOUT_MS", "6000")
-        .env("WEATHERFLOW_PERSIST_IDLE_MS", "1000")
-        .env(
-            "RUST_LOG",
-            std::env::var("TEST_CHILD_LOG").unwrap_or("info".into()),
-        )
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-    for (name, value) in extra_env {
-        cmd.env(name, value);
-    }
-    (cmd.spawn().expect("spawn weatherflow"), log)
-}
-
-async fn wait_exit(child: &mut Child, within: Duration) -> ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the consumer did not exit within {within:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut env = ctx.child_env_with(&[
+        ("WEATHERFLOW_PERSIST_SESSION_TIMEOUT_MS", "6000"),
+        ("WEATHERFLOW_PERSIST_IDLE_MS", "1000"),
+    ]);
+    env.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let dir = std::env::temp_dir();
+    let name = format!("{}-{}", ctx.db_name, Utc::now().timestamp_micros());
+    let child = common::spawn(&dir, &name, &args, &env);
+    (child, dir.join(format!("{name}.log")))
 }
 
 async fn wait_for_rows(ctx: &TestContext, at_least: i64, within: Duration) -> i64 {
@@ -752,10 +711,6 @@ async fn wait_for_rows(ctx: &TestContext, at_least: i64, within: Duration) -> i6
         assert!(Instant::now() < deadline, "only {n} rows after {within:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn signal(child: &Child, sig: nix::sys::signal::Signal) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("signal the consumer");
 }
 
 /// Rows per partition: count, and the offsets they cover.
@@ -801,7 +756,9 @@ async fn sigkill_mid_backlog_then_restart_stores_every_message_exactly_once() {
     let (mut child, log) = spawn_persist(&ctx, false, &small_batches);
     let at_kill = wait_for_rows(&ctx, 2000, Duration::from_secs(60)).await;
     signal(&child, nix::sys::signal::Signal::SIGKILL);
-    let status = wait_exit(&mut child, Duration::from_secs(10)).await;
+    let status = exit_within(&mut child, Duration::from_secs(10))
+        .await
+        .expect("the consumer exits in time");
     assert!(!status.success(), "killed, not exited");
     let after_kill = try_count(&ctx).await.unwrap();
     assert!(
@@ -810,7 +767,9 @@ async fn sigkill_mid_backlog_then_restart_stores_every_message_exactly_once() {
     );
 
     let (mut child, log2) = spawn_persist(&ctx, true, &small_batches);
-    let status = wait_exit(&mut child, Duration::from_secs(60)).await;
+    let status = exit_within(&mut child, Duration::from_secs(60))
+        .await
+        .expect("the consumer exits in time");
     let stderr = std::fs::read_to_string(&log2).unwrap_or_default();
     assert!(status.success(), "restart drained and exited 0: {stderr}");
     assert_every_offset_stored_once(&ctx, &deliveries).await;
@@ -881,7 +840,9 @@ async fn a_database_outage_mid_stream_loses_nothing_and_sigterm_exits_cleanly() 
     let (deliveries, ()) = tokio::join!(produce, outage);
     wait_for_rows(&ctx, 3000, Duration::from_secs(60)).await;
     signal(&child, nix::sys::signal::Signal::SIGTERM);
-    let status = wait_exit(&mut child, Duration::from_secs(30)).await;
+    let status = exit_within(&mut child, Duration::from_secs(30))
+        .await
+        .expect("the consumer exits in time");
     let stderr = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         status.success(),

@@ -4,22 +4,19 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Datelike, TimeZone, Utc};
-use common::{TestContext, unique};
+use common::{TestContext, exit_within, log_of, run_cli, scratch_dir, signal, spawn};
 use entity::job_runs;
+use nix::sys::signal::Signal::SIGTERM;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
-use secrecy::ExposeSecret;
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 use weatherflow::runs::{
     self, Completion, JobName, REASON_LOCK_HELD, REASON_TICK_HANDLED, RunStatus, StoredReport, Trigger,
@@ -126,81 +123,6 @@ fn sleeper(
 // Real processes
 // ---------------------------------------------------------------------------------------------
 
-/// A scratch directory for a test's schedules file and process logs.
-fn scratch() -> PathBuf {
-    let dir = std::env::temp_dir().join(unique("wf-sched"));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// The environment pointing a `weatherflow` process at this test's database, topics and group.
-fn service_env(ctx: &TestContext) -> Vec<(String, String)> {
-    let k = &ctx.config.kafka;
-    [
-        ("DATABASE_URL", ctx.config.database.url.expose_secret().to_owned()),
-        (
-            "WEATHERFLOW_KAFKA_OBSERVATIONS_TOPIC",
-            k.observations_topic.clone(),
-        ),
-        ("WEATHERFLOW_KAFKA_DLQ_TOPIC", k.dlq_topic.clone()),
-        ("WEATHERFLOW_KAFKA_CONSUMER_GROUP", k.consumer_group.clone()),
-        ("WEATHERFLOW_KAFKA_PARTITIONS", k.partitions.to_string()),
-        ("WEATHERFLOW_DATABASE_MAX_CONNECTIONS", "5".to_owned()),
-        ("RUST_LOG", "info,rdkafka=warn,sqlx=warn,sea_orm=warn".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
-}
-
-/// Starts `weatherflow <args>` in `dir` with `env`, its stderr in `dir/<name>.log`.
-fn spawn(dir: &Path, name: &str, args: &[&str], env: &[(String, String)]) -> Child {
-    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_weatherflow"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("WEATHERFLOW_CONFIG")
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawning weatherflow")
-}
-
-fn log_of(dir: &Path, name: &str) -> String {
-    std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default()
-}
-
-fn sigterm(child: &Child) {
-    let pid = nix::unistd::Pid::from_raw(child.id().expect("running child") as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-}
-
-async fn exit_within(child: &mut Child, secs: u64) -> Option<ExitStatus> {
-    tokio::time::timeout(Duration::from_secs(secs), child.wait())
-        .await
-        .ok()
-        .map(|r| r.unwrap())
-}
-
-/// Runs `weatherflow <args>` to completion and returns (success, stdout, stderr).
-async fn run_cli(dir: &Path, args: &[&str], env: &[(String, String)]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_weatherflow"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("WEATHERFLOW_CONFIG")
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .await
-        .expect("running weatherflow");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// A schedules file running fetch every second on the simulated source, analytics disabled.
 fn per_second_fetch(extra: &str, args: &str) -> String {
     format!(
@@ -216,7 +138,7 @@ fn per_second_fetch(extra: &str, args: &str) -> String {
 
 #[tokio::test]
 async fn a_bad_schedules_file_stops_the_scheduler_at_start_naming_job_and_field() {
-    let dir = scratch();
+    let dir = scratch_dir("wf-sched");
     let cases = [
         (
             per_second_fetch("", "locations = [\"London\"]").replace("* * * * * *", "*/10 * * * *"),
@@ -719,7 +641,7 @@ async fn a_one_second_cron_fires_fetch_twice_and_records_both_runs() {
 #[tokio::test]
 async fn two_scheduler_processes_never_run_the_same_tick_twice() {
     let ctx = TestContext::new().await;
-    let dir = scratch();
+    let dir = scratch_dir("wf-sched");
     let path = dir.join("schedules.toml");
     std::fs::write(
         &path,
@@ -729,7 +651,7 @@ async fn two_scheduler_processes_never_run_the_same_tick_twice() {
         ),
     )
     .unwrap();
-    let mut env = service_env(&ctx);
+    let mut env = ctx.child_env();
     env.push((
         "WEATHERFLOW_SCHEDULER_SCHEDULES_PATH".into(),
         path.display().to_string(),
@@ -764,9 +686,12 @@ async fn two_scheduler_processes_never_run_the_same_tick_twice() {
         }
     })
     .await;
-    sigterm(&a);
-    sigterm(&b);
-    let (ea, eb) = (exit_within(&mut a, 15).await, exit_within(&mut b, 15).await);
+    signal(&a, SIGTERM);
+    signal(&b, SIGTERM);
+    let (ea, eb) = (
+        exit_within(&mut a, Duration::from_secs(15)).await,
+        exit_within(&mut b, Duration::from_secs(15)).await,
+    );
     let logs = format!(
         "--- a ---\n{}\n--- b ---\n{}",
         log_of(&dir, "a"),
@@ -824,14 +749,14 @@ async fn hanging_weatherapi() -> (String, tokio::task::JoinHandle<()>) {
 async fn sigterm_during_a_run_exits_zero_and_closes_the_run() {
     let ctx = TestContext::new().await;
     let (base_url, server) = hanging_weatherapi().await;
-    let dir = scratch();
+    let dir = scratch_dir("wf-sched");
     let path = dir.join("schedules.toml");
     std::fs::write(
         &path,
         per_second_fetch("", "source = \"weatherapi\"\nlocations = [\"London\"]"),
     )
     .unwrap();
-    let mut env = service_env(&ctx);
+    let mut env = ctx.child_env();
     env.extend(
         [
             ("WEATHERFLOW_SCHEDULER_SCHEDULES_PATH", path.display().to_string()),
@@ -861,8 +786,8 @@ async fn sigterm_during_a_run_exits_zero_and_closes_the_run() {
         .await
         .into_iter()
         .find(|r| r.status == RunStatus::Running);
-    sigterm(&service);
-    let exit = exit_within(&mut service, 20).await;
+    signal(&service, SIGTERM);
+    let exit = exit_within(&mut service, Duration::from_secs(20)).await;
     server.abort();
     let logs = log_of(&dir, "service");
     assert!(running, "a fetch run should be in progress\n{logs}");
@@ -901,7 +826,7 @@ async fn sigterm_during_a_run_exits_zero_and_closes_the_run() {
 #[tokio::test]
 async fn status_shows_last_runs_next_fires_lag_and_counts_and_runs_shows_history() {
     let ctx = TestContext::new().await;
-    let dir = scratch();
+    let dir = scratch_dir("wf-sched");
     let path = dir.join("schedules.toml");
     std::fs::write(
         &path,
@@ -909,7 +834,7 @@ async fn status_shows_last_runs_next_fires_lag_and_counts_and_runs_shows_history
          [analytics]\ncron = \"0 0 2 * * *\"\nenabled = false\n",
     )
     .unwrap();
-    let mut env = service_env(&ctx);
+    let mut env = ctx.child_env();
     env.push((
         "WEATHERFLOW_SCHEDULER_SCHEDULES_PATH".into(),
         path.display().to_string(),

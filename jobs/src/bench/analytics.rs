@@ -6,14 +6,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::TryStreamExt;
-use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectionTrait, DatabaseConnection};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, redact_url};
-use crate::db;
+use crate::db::ScratchDatabase;
 use crate::jobs::analytics::{self, AnalyticsRequest, AnalyticsSummary, SCOPE_ALL};
 use crate::runs::{self, JobName, Trigger};
 
@@ -54,23 +53,31 @@ ORDER BY t, l";
 
 /// `weatherflow bench analytics --rows N`.
 pub async fn run(config: &Config, rows: u64, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let scratch = ScratchDatabase::create(config).await?;
+    let scratch = ScratchDatabase::create(&config.database, "wf_bench").await?;
     println!(
         "scratch database {} on {}",
-        scratch.name,
+        scratch.name(),
         redact_url(config.database.url.expose_secret())
     );
-    let outcome = bench(&scratch, rows, &shutdown).await;
-    scratch.drop_database().await;
+    let mut bench_config = config.clone();
+    bench_config.database = scratch.config().clone();
+    let outcome = bench(&bench_config, scratch.conn(), rows, &shutdown).await;
+    let name = scratch.name().to_owned();
+    match scratch.drop_database().await {
+        Ok(()) => println!("dropped {name}"),
+        Err(e) => eprintln!("could not drop {name}: {e}; drop it by hand"),
+    }
     outcome
 }
 
-async fn bench(scratch: &ScratchDatabase, rows: u64, shutdown: &CancellationToken) -> anyhow::Result<()> {
-    let conn = &scratch.conn;
+/// The benchmark proper, on `config`'s scratch database `conn`.
+async fn bench(
+    config: &Config,
+    conn: &DatabaseConnection,
+    rows: u64,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     let pool = conn.get_postgres_connection_pool();
-    Migrator::up(conn, None)
-        .await
-        .context("migrating the scratch database")?;
 
     let locations = LOCATIONS.min(rows.max(1));
     let t = Instant::now();
@@ -96,7 +103,7 @@ async fn bench(scratch: &ScratchDatabase, rows: u64, shutdown: &CancellationToke
     let mut jobs = Vec::new();
     for _ in 0..REPEATS {
         check(shutdown)?;
-        jobs.push(run_job(scratch, conn, shutdown).await?);
+        jobs.push(run_job(config, conn, shutdown).await?);
     }
     let mut agg_all = Vec::new();
     let mut agg_loc = Vec::new();
@@ -206,19 +213,13 @@ async fn bench(scratch: &ScratchDatabase, rows: u64, shutdown: &CancellationToke
 
 /// One recorded analytics run over everything; its wall time and summary.
 async fn run_job(
-    scratch: &ScratchDatabase,
+    config: &Config,
     conn: &DatabaseConnection,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(Duration, AnalyticsSummary)> {
     let t = Instant::now();
     let summary = runs::recorded(conn, JobName::Analytics, Trigger::Manual, |id| {
-        analytics::run(
-            &scratch.config,
-            conn,
-            id,
-            AnalyticsRequest::default(),
-            shutdown.clone(),
-        )
+        analytics::run(config, conn, id, AnalyticsRequest::default(), shutdown.clone())
     })
     .await?;
     Ok((t.elapsed(), summary))
@@ -270,61 +271,6 @@ async fn stream_rows(pool: &sqlx::PgPool, sql: &'static str) -> anyhow::Result<u
     }
     std::hint::black_box((groups, &temp));
     Ok(wind.len())
-}
-
-/// A database of its own for the benchmark, dropped at the end whatever happened.
-struct ScratchDatabase {
-    /// `wf_bench_<random hex>`.
-    name: String,
-    /// The configuration pointing at it.
-    config: Config,
-    /// A pool on it.
-    conn: DatabaseConnection,
-    /// A pool on the configured database, to create and drop the scratch one.
-    admin: DatabaseConnection,
-}
-
-impl ScratchDatabase {
-    async fn create(config: &Config) -> anyhow::Result<Self> {
-        let admin = db::connect(&config.database).await?;
-        let name = format!("wf_bench_{:016x}", rand::random::<u64>());
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await
-            .with_context(|| format!("creating database {name}"))?;
-        let mut url = url::Url::parse(config.database.url.expose_secret()).context("database url")?;
-        url.set_path(&format!("/{name}"));
-        let mut config = config.clone();
-        config.database.url = SecretString::from(url.to_string());
-        let conn = match db::connect(&config.database).await {
-            Ok(conn) => conn,
-            Err(e) => {
-                drop_named(&admin, &name).await;
-                return Err(e.into());
-            }
-        };
-        Ok(Self {
-            name,
-            config,
-            conn,
-            admin,
-        })
-    }
-
-    async fn drop_database(self) {
-        let _ = self.conn.close().await;
-        drop_named(&self.admin, &self.name).await;
-        println!("dropped {}", self.name);
-    }
-}
-
-async fn drop_named(admin: &DatabaseConnection, name: &str) {
-    if let Err(e) = admin
-        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-    {
-        eprintln!("could not drop {name}: {e}; drop it by hand");
-    }
 }
 
 fn check(shutdown: &CancellationToken) -> anyhow::Result<()> {

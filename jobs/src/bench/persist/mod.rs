@@ -14,14 +14,13 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use entity::observations;
 use futures::future::join_all;
-use migration::{Migrator, MigratorTrait};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, QueryOrder};
-use secrecy::{ExposeSecret, SecretString};
+use sea_orm::{DatabaseConnection, EntityTrait, QueryOrder};
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::db::ScratchDatabase;
 use crate::envelope::{Envelope, SCHEMA_VERSION, Source, location_key};
 use crate::jobs::persist::store::ValidRecord;
 use crate::jobs::persist::{self, PersistRequest};
@@ -39,7 +38,7 @@ pub async fn run(config: &Config, messages: u64, shutdown: CancellationToken) ->
         r = measure(&scratch, messages, &shutdown) => r,
         _ = shutdown.cancelled() => Err(anyhow::anyhow!("interrupted")),
     };
-    scratch.drop_all(config).await;
+    scratch.drop_all().await;
     result
 }
 
@@ -47,33 +46,22 @@ pub async fn run(config: &Config, messages: u64, shutdown: CancellationToken) ->
 pub(super) struct Scratch {
     pub(super) config: Config,
     pub(super) db: DatabaseConnection,
-    pub(super) db_name: String,
+    database: ScratchDatabase,
 }
 
 impl Scratch {
     async fn create(base: &Config, id: &str) -> anyhow::Result<Self> {
-        let db_name = format!("wf_bench_{id}");
-        let admin = crate::db::connect(&base.database).await?;
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {db_name}"))
-            .await
-            .with_context(|| format!("creating database {db_name}"))?;
-        admin.close().await.ok();
+        let database = ScratchDatabase::create(&base.database, "wf_bench").await?;
         let mut config = base.clone();
-        let mut url = url::Url::parse(base.database.url.expose_secret()).context("DATABASE_URL")?;
-        url.set_path(&format!("/{db_name}"));
-        config.database.url = SecretString::from(url.to_string());
+        config.database = database.config().clone();
         config.kafka.observations_topic = format!("wf-bench-{id}");
         config.kafka.dlq_topic = format!("wf-bench-{id}.dlq");
         config.kafka.consumer_group = format!("wf-bench-{id}");
-        let db = crate::db::connect(&config.database).await?;
-        Migrator::up(&db, None)
-            .await
-            .context("migrating the bench database")?;
-        Ok(Self { config, db, db_name })
+        let db = database.conn().clone();
+        Ok(Self { config, db, database })
     }
 
-    async fn drop_all(self, base: &Config) {
+    async fn drop_all(self) {
         self.db.close().await.ok();
         let k = &self.config.kafka;
         let latency_topic = format!("{}-latency", k.observations_topic);
@@ -87,15 +75,8 @@ impl Scratch {
         if let Err(e) = crate::kafka::delete_topics(k, &topics).await {
             eprintln!("warning: could not delete the bench topics: {e}");
         }
-        match crate::db::connect(&base.database).await {
-            Ok(admin) => {
-                let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db_name);
-                if let Err(e) = admin.execute_unprepared(&sql).await {
-                    eprintln!("warning: could not drop {}: {e}", self.db_name);
-                }
-                admin.close().await.ok();
-            }
-            Err(e) => eprintln!("warning: could not drop {}: {e}", self.db_name),
+        if let Err(e) = self.database.drop_database().await {
+            eprintln!("warning: could not drop the bench database: {e}");
         }
     }
 }

@@ -4,11 +4,16 @@
 //! `<text>` elements and lets the viewer pick the font, laying out labels from a size estimate. That
 //! works on a fresh machine with no fonts installed (a bitmap backend would need real glyph metrics).
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
+use tokio_util::sync::CancellationToken;
 
-use crate::jobs::analytics::fit::LineFit;
+use super::fit::{FitResults, LineFit};
+use super::read::Samples;
+use super::{AnalyticsError, AnalyticsRequest, SCOPE_ALL, SkippedScope};
+use crate::config::Config;
 
 /// Plotting failures; each names the file.
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +192,91 @@ fn ranges(
         (lo - m)..(hi + m)
     };
     (pad(xlo, xhi), pad(ylo, yhi))
+}
+/// Which scopes to draw, and where.
+#[derive(Debug, Clone)]
+pub(crate) struct PlotPlan {
+    /// The file of scope `all`.
+    main: PathBuf,
+    /// Locations asked for by name.
+    scopes: Vec<String>,
+    /// Every fitted location.
+    every_scope: bool,
+    /// Points drawn per plot at most.
+    max_points: usize,
+}
+
+impl PlotPlan {
+    /// The plan of a request; `None` without `--plot`.
+    pub(crate) fn from_request(req: &AnalyticsRequest, config: &Config) -> Option<Self> {
+        Some(Self {
+            main: req.plot.clone()?,
+            scopes: req.plot_scopes.clone(),
+            every_scope: req.plot_all_scopes,
+            max_points: config.analytics.plot_max_points,
+        })
+    }
+}
+
+/// Draws the requested plots. Returns the files written and the requested scopes not drawn.
+pub(crate) fn draw_plots(
+    samples: &Samples,
+    results: &FitResults,
+    plan: &PlotPlan,
+    cancel: &CancellationToken,
+) -> Result<(Vec<PathBuf>, Vec<SkippedScope>), AnalyticsError> {
+    let matrix = &samples.matrix;
+    let one = |scope: &str, rows: Range<usize>, fit: &LineFit, path: PathBuf| {
+        let scatter = Scatter {
+            scope,
+            wind: matrix.wind(rows.clone()),
+            temp: matrix.temp(rows),
+            origin: matrix.origin(),
+            fit,
+            max_points: plan.max_points,
+        };
+        write_svg(&path, &scatter).map(|()| path)
+    };
+    let mut plots = Vec::new();
+    let mut not_drawn = Vec::new();
+    match results.fits.first() {
+        Some(all) => plots.push(one(SCOPE_ALL, 0..matrix.len(), &all.fit, plan.main.clone())?),
+        None => not_drawn.push(SkippedScope {
+            scope: SCOPE_ALL.to_owned(),
+            n: matrix.len(),
+            reason: "scope all was not fitted".into(),
+        }),
+    }
+    let wanted: Vec<String> = if plan.every_scope {
+        results.fits.iter().skip(1).map(|f| f.scope.clone()).collect()
+    } else {
+        plan.scopes.iter().filter(|s| *s != SCOPE_ALL).cloned().collect()
+    };
+    for scope in wanted {
+        if cancel.is_cancelled() {
+            return Err(AnalyticsError::Interrupted);
+        }
+        let fitted = results.fits.iter().skip(1).position(|f| f.scope == scope);
+        let Some(k) = fitted else {
+            let n = samples
+                .locations
+                .iter()
+                .find(|l| l.key == scope)
+                .map_or(0, |l| l.rows.len());
+            let reason = if n == 0 {
+                "no observations for this location in the window".to_owned()
+            } else {
+                "this location was not fitted (see skipped)".to_owned()
+            };
+            tracing::warn!(scope, reason, "plot not drawn");
+            not_drawn.push(SkippedScope { scope, n, reason });
+            continue;
+        };
+        let rows = samples.locations[results.fitted_locations[k]].rows.clone();
+        let path = scope_path(&plan.main, &scope);
+        plots.push(one(&scope, rows, &results.fits[k + 1].fit, path)?);
+    }
+    Ok((plots, not_drawn))
 }
 
 #[cfg(test)]

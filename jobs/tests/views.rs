@@ -241,7 +241,9 @@ async fn run_history_gives_durations_and_outcomes() {
     let ctx = TestContext::new().await;
     let pool = ctx.db.get_postgres_connection_pool();
     let t = t0();
-    let runs: [(&str, &str, Option<i64>, Option<&str>, Option<&str>); 4] = [
+    /// (status, job, milliseconds to finish, error, details).
+    type Run<'a> = (&'a str, &'a str, Option<i64>, Option<&'a str>, Option<&'a str>);
+    let runs: [Run; 4] = [
         ("succeeded", "fetch", Some(1500), None, None),
         ("failed", "persist", Some(250), Some("broker unreachable"), None),
         (

@@ -71,8 +71,10 @@ case "${1:-lab}" in
     JUPYTER_TOKEN="$("$dir/bin/python" -c 'import secrets; print(secrets.token_hex(24))')"
     export JUPYTER_TOKEN
     echo "JupyterLab: http://127.0.0.1:$port/lab/tree/weather_analysis.ipynb?token=$JUPYTER_TOKEN"
-    exec "$dir/bin/jupyter" lab --no-browser --ip 127.0.0.1 --port "$port" \
-      --ServerApp.root_dir="$PWD/notebooks" --ServerApp.open_browser=False
+    root=()
+    if [ "$(id -u)" = 0 ]; then root=(--allow-root); fi   # CI containers and our machines run as root
+    exec "$dir/bin/jupyter" lab --no-browser --ip 127.0.0.1 --port "$port" "${root[@]}" \
+      --ServerApp.root_dir="$PWD/notebooks"
     ;;
   -h|--help)
     sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'

@@ -18,6 +18,7 @@ id="nb_$(date +%s)_$$"
 demo_db="wf_${id}_demo"
 empty_db="wf_${id}_empty"
 topic="wf-${id}-obs"
+group="wf-${id}-group"
 work="$(mktemp -d "${TMPDIR:-/tmp}/wf-notebook.XXXXXX")"
 # BASE_URL with its database name replaced.
 url_for() { printf '%s' "$BASE_URL" | sed -E "s#/[^/?]*(\\?.*)?\$#/$1\\1#"; }
@@ -27,12 +28,15 @@ venv="$(scripts/notebook.sh venv)"
 cleanup() {
   admin "DROP DATABASE IF EXISTS $demo_db WITH (FORCE)" || true
   admin "DROP DATABASE IF EXISTS $empty_db WITH (FORCE)" || true
-  "$venv/bin/python" - "$topic" "$topic.dlq" <<'PY' || true
+  "$venv/bin/python" - "$group" "$topic" "$topic.dlq" <<'PY' || true
 import os, sys
 from confluent_kafka.admin import AdminClient
 admin = AdminClient({"bootstrap.servers": os.environ["KAFKA_BOOTSTRAP_SERVERS"]})
 existing = admin.list_topics(timeout=10).topics
-for future in admin.delete_topics([t for t in sys.argv[1:] if t in existing]).values():
+for future in admin.delete_topics([t for t in sys.argv[2:] if t in existing]).values():
+    future.result(timeout=30)
+# The demo's persist job committed offsets under its group; the notebook's own group commits none.
+for future in admin.delete_consumer_groups([sys.argv[1]]).values():
     future.result(timeout=30)
 PY
   rm -rf "$work"
@@ -48,7 +52,7 @@ fi
 started=$SECONDS
 env -u WEATHERAPI_KEY DATABASE_URL="$(url_for "$demo_db")" WEATHERFLOW_BIN="$WEATHERFLOW_BIN" \
   WEATHERFLOW_KAFKA_OBSERVATIONS_TOPIC="$topic" WEATHERFLOW_KAFKA_DLQ_TOPIC="$topic.dlq" \
-  WEATHERFLOW_KAFKA_CONSUMER_GROUP="wf-${id}-group" WEATHERFLOW_DEMO_PLOT="$work/demo.svg" \
+  WEATHERFLOW_KAFKA_CONSUMER_GROUP="$group" WEATHERFLOW_DEMO_PLOT="$work/demo.svg" \
   scripts/demo.sh >"$work/demo.log" 2>&1 || { cat "$work/demo.log"; fail "the demo failed"; }
 echo "demo: $((SECONDS - started)) s"
 
@@ -65,21 +69,26 @@ for figure in distributions temperature_series correlation regression city_slope
 done
 echo "notebook: $((SECONDS - started)) s"
 
-step "notebook on an empty migrated database"
+# The two short runs wait mostly on kernel start-up: run them side by side.
+step "notebook on an empty migrated database, and with an unreachable database"
 admin "CREATE DATABASE $empty_db"
 DATABASE_URL="$(url_for "$empty_db")" "$WEATHERFLOW_BIN" migrate up >/dev/null
-out="$(DATABASE_URL="$(url_for "$empty_db")" scripts/notebook.sh run --out "$work/empty")" \
-  || { echo "$out"; fail "the notebook failed on an empty database"; }
-grep -q "no observations yet — run scripts/demo.sh" <<<"$out" || { echo "$out"; fail "no empty-database message"; }
-echo "empty database: stopped cleanly"
-
-step "notebook with an unreachable database"
 secret="not-the-password-$$"
 unreachable="postgres://weatherflow:$secret@127.0.0.1:1/weatherflow"
-if out="$(DATABASE_URL="$unreachable" scripts/notebook.sh run --out "$work/unreachable" 2>&1)"; then
-  echo "$out"; fail "the notebook succeeded without a database"
-fi
-grep -q "DATABASE_URL=postgres://weatherflow:\*\*\*@127.0.0.1:1/weatherflow" <<<"$out" \
-  || { echo "$out"; fail "the message does not name DATABASE_URL with the password masked"; }
-! grep -rq "$secret" - "$work/unreachable" <<<"$out" || fail "the password appears in the output"
-echo "unreachable database: $(grep -m1 'notebook failed' <<<"$out")"
+DATABASE_URL="$(url_for "$empty_db")" scripts/notebook.sh run --out "$work/empty" >"$work/empty.log" 2>&1 &
+empty_pid=$!
+DATABASE_URL="$unreachable" scripts/notebook.sh run --out "$work/unreachable" >"$work/unreachable.log" 2>&1 &
+unreachable_pid=$!
+empty_rc=0; wait "$empty_pid" || empty_rc=$?
+unreachable_rc=0; wait "$unreachable_pid" || unreachable_rc=$?
+
+[ "$empty_rc" = 0 ] || { cat "$work/empty.log"; fail "the notebook failed on an empty database"; }
+grep -q "no observations yet — run scripts/demo.sh" "$work/empty.log" \
+  || { cat "$work/empty.log"; fail "no empty-database message"; }
+echo "empty database: $(grep -m1 'notebook stopped' "$work/empty.log")"
+
+[ "$unreachable_rc" != 0 ] || { cat "$work/unreachable.log"; fail "the notebook succeeded without a database"; }
+grep -q "DATABASE_URL=postgres://weatherflow:\*\*\*@127.0.0.1:1/weatherflow" "$work/unreachable.log" \
+  || { cat "$work/unreachable.log"; fail "the message does not name DATABASE_URL with the password masked"; }
+! grep -rq "$secret" "$work/unreachable.log" "$work/unreachable" || fail "the password appears in the output"
+echo "unreachable database: $(grep -m1 'notebook failed' "$work/unreachable.log")"

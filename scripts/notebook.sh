@@ -77,7 +77,7 @@ case "${1:-lab}" in
       --ServerApp.root_dir="$PWD/notebooks"
     ;;
   -h|--help)
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
     ;;
   *)
     echo "notebook.sh: unknown command $1 (expected run, venv or nothing)" >&2

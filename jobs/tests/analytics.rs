@@ -14,7 +14,6 @@ use rand::{Rng, SeedableRng};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
-use weatherflow::cmd::results::{BEST_WORST_FIT_SQL, LATEST_PER_SCOPE_SQL, SLOPE_HISTORY_SQL};
 use weatherflow::jobs::analytics::{self, AnalyticsError, AnalyticsRequest, AnalyticsSummary};
 use weatherflow::runs::{self, Trigger};
 
@@ -584,6 +583,26 @@ async fn plot_is_valid_svg_with_points_line_title_labels_and_legend() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// The analytics page of the manual; its "Querying the results" queries are run from here, as printed.
+const ANALYTICS_MANUAL: &str = include_str!("../../docs/analytics.md");
+
+/// The ```sql block that follows `<!-- query: {name} -->` in docs/analytics.md, without its final
+/// `;` so that it can be wrapped in a subquery.
+fn manual_query(name: &str) -> String {
+    let marker = format!("<!-- query: {name} -->");
+    let (_, after) = ANALYTICS_MANUAL
+        .split_once(&marker)
+        .unwrap_or_else(|| panic!("docs/analytics.md has no {marker}"));
+    let block = after
+        .trim_start()
+        .strip_prefix("```sql\n")
+        .unwrap_or_else(|| panic!("{marker} in docs/analytics.md is not followed by a ```sql block"));
+    let (sql, _) = block
+        .split_once("\n```")
+        .unwrap_or_else(|| panic!("the ```sql block after {marker} is not closed"));
+    sql.trim_end().trim_end_matches(';').to_owned()
+}
+
 #[tokio::test]
 async fn the_manuals_results_queries_run_and_answer_correctly() {
     let ctx = TestContext::new().await;
@@ -600,8 +619,9 @@ async fn the_manuals_results_queries_run_and_answer_correctly() {
     let pool = ctx.db.get_postgres_connection_pool();
 
     // The manual's queries verbatim; their rounded numerics are read back as float8.
+    let latest_per_scope = manual_query("latest-per-scope");
     let latest = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT scope, fitted_at, n_samples, slope::float8 AS slope FROM ({LATEST_PER_SCOPE_SQL}) l"
+        "SELECT scope, fitted_at, n_samples, slope::float8 AS slope FROM ({latest_per_scope}) l"
     )))
     .fetch_all(pool)
     .await
@@ -617,8 +637,9 @@ async fn the_manuals_results_queries_run_and_answer_correctly() {
         assert!((row.get::<f64, _>("slope") - stored.slope).abs() < 1e-5);
     }
 
+    let slope_history = manual_query("slope-history");
     let history = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT change::float8 AS change FROM ({SLOPE_HISTORY_SQL}) h"
+        "SELECT change::float8 AS change FROM ({slope_history}) h"
     )))
     .fetch_all(pool)
     .await
@@ -634,7 +655,10 @@ async fn the_manuals_results_queries_run_and_answer_correctly() {
         slope2 - slope1
     );
 
-    let ranked = sqlx::query(BEST_WORST_FIT_SQL).fetch_all(pool).await.unwrap();
+    let ranked = sqlx::query(sqlx::AssertSqlSafe(manual_query("best-worst-fit")))
+        .fetch_all(pool)
+        .await
+        .unwrap();
     let stored = results_of(&ctx, second).await;
     let mut by_r2: Vec<&regression_results::Model> = stored.iter().filter(|r| r.scope != "all").collect();
     by_r2.sort_by(|a, b| b.r_squared.total_cmp(&a.r_squared));

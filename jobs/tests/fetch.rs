@@ -434,7 +434,7 @@ async fn the_api_key_never_appears_in_logs_or_errors() {
 
 #[tokio::test]
 async fn simulated_source_is_deterministic_and_marked() {
-    use weatherflow::simulate;
+    use weatherflow::jobs::fetch::simulate;
     let t = |s: &str| {
         chrono::DateTime::parse_from_rfc3339(s)
             .unwrap()

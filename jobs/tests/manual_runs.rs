@@ -6,7 +6,7 @@ use std::process::Command;
 
 use common::TestContext;
 use secrecy::ExposeSecret;
-use weatherflow::scheduler::lock::JobLock;
+use weatherflow::runs::lock::JobLock;
 
 #[tokio::test]
 async fn a_manual_run_fails_while_another_run_holds_the_lock_and_runs_once_it_is_free() {

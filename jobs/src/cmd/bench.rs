@@ -6,10 +6,10 @@ use crate::config::Config;
 
 /// `weatherflow bench persist`.
 pub async fn persist(config: &Config, messages: u64, shutdown: CancellationToken) -> anyhow::Result<()> {
-    crate::bench_persist::run(config, messages, shutdown).await
+    crate::bench::persist::run(config, messages, shutdown).await
 }
 
 /// `weatherflow bench analytics`.
 pub async fn analytics(config: &Config, rows: u64, shutdown: CancellationToken) -> anyhow::Result<()> {
-    crate::bench_analytics::run(config, rows, shutdown).await
+    crate::bench::analytics::run(config, rows, shutdown).await
 }

@@ -4,7 +4,7 @@ use anyhow::Context;
 use migration::{Migrator, MigratorTrait};
 use sea_orm_migration::MigrationStatus;
 
-use crate::cli::MigrateAction;
+use crate::cmd::cli::MigrateAction;
 use crate::config::Config;
 use crate::db;
 

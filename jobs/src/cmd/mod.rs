@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod cli;
 pub mod migrate;
 pub mod results;
 pub mod run;

@@ -10,8 +10,8 @@ use crate::db;
 use crate::jobs::analytics::{self, AnalyticsRequest};
 use crate::jobs::fetch::{self, FetchRequest};
 use crate::jobs::persist::{self, PersistRequest};
+use crate::runs::lock::JobLock;
 use crate::runs::{self, Trigger};
-use crate::scheduler::lock::JobLock;
 
 /// Takes `job`'s advisory lock or fails with a message saying another run holds it.
 async fn lock(conn: &sea_orm::DatabaseConnection, job: &str) -> anyhow::Result<JobLock> {

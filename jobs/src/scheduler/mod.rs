@@ -17,7 +17,6 @@
 mod attempt;
 pub mod catalog;
 pub mod job;
-pub mod lock;
 pub mod missed;
 pub mod ticker;
 
@@ -34,10 +33,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use job::{JobBody, RunContext, ScheduledJob};
 
-use self::lock::JobLock;
 use self::missed::CatchUp;
 use self::ticker::Ticker;
 use crate::config::SchedulerConfig;
+use crate::runs::lock::JobLock;
 use crate::runs::{self, Trigger};
 
 /// The error of a `running` row closed because the process running it is gone.

@@ -10,6 +10,10 @@
 //! could be produced, any failed delivery, or a shutdown before all locations were fetched fails the
 //! run. Every run logs its per-location summary as one line.
 
+pub mod ratelimit;
+pub mod simulate;
+pub mod weatherapi;
+
 use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,12 +30,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::envelope::{self, Envelope, SCHEMA_VERSION, Source};
+use crate::jobs::fetch::ratelimit::TokenBucket;
+use crate::jobs::fetch::weatherapi::{ApiError, BULK_MAX, Current, ErrorClass, WeatherApi};
 use crate::kafka;
-use crate::ratelimit::TokenBucket;
 use crate::runs::Report;
 use crate::schedules::SourceChoice;
-use crate::simulate;
-use crate::weatherapi::{ApiError, BULK_MAX, Current, ErrorClass, WeatherApi};
 
 /// What to fetch.
 #[derive(Debug, Clone)]

@@ -4,6 +4,8 @@
 //! This module owns the `job_runs` queries, including the ones the scheduler needs to keep runs from
 //! overlapping (which ticks were handled, which rows were abandoned by a dead process).
 
+pub mod lock;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 

@@ -15,7 +15,7 @@ use super::body::{self, Current};
 use super::error::{ApiError, ErrorClass, cause_chain};
 use crate::backoff::Backoff;
 use crate::config::{WeatherApiConfig, redact_url};
-use crate::ratelimit::TokenBucket;
+use crate::jobs::fetch::ratelimit::TokenBucket;
 
 /// The most locations WeatherAPI accepts in one bulk request.
 pub const BULK_MAX: usize = 50;

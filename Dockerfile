@@ -19,7 +19,9 @@ RUN apt-get update \
  && useradd --system --uid 10001 weatherflow
 COPY --from=build /usr/local/bin/weatherflow /usr/local/bin/weatherflow
 COPY schedules.toml /app/schedules.toml
+COPY deploy/entrypoint.sh /usr/local/bin/entrypoint
 WORKDIR /app
 USER weatherflow
-ENTRYPOINT ["weatherflow"]
-CMD ["--help"]
+# APP_MODE (scheduler, consumer, web, migrate) picks the service; unset, the command runs as given
+# (`docker run weatherflow run fetch`). No CMD: it would be appended to every mode.
+ENTRYPOINT ["entrypoint"]

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command (README "Quick start", command 2; `.ci/run` calls it).
-# Installs and starts the services when needed, then: rustfmt, clippy -D warnings, cargo deny (bans,
-# licenses, sources), the compose file's validation, and the whole test suite against the real Kafka
-# broker and PostgreSQL.
+# Installs and starts the services when needed, then: rustfmt, the notebook-outputs check, clippy
+# -D warnings, cargo deny (bans, licenses, sources), the compose files' validation, the whole test
+# suite against the real Kafka broker and PostgreSQL, then the stages that need services or data of
+# their own (the analysis notebook on the demo's data: scripts/test-notebook.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -16,6 +17,9 @@ scripts/services.sh up
 
 step "cargo fmt --check"
 cargo fmt --all --check
+
+step "notebooks are committed without outputs"
+python3 scripts/check_notebook_clean.py notebooks/*.ipynb
 
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -36,11 +40,16 @@ if ! command -v docker-compose >/dev/null; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq docker-compose >/dev/null
 fi
-docker-compose --env-file .env.example config -q
-echo "docker-compose.yml is valid"
+for file in docker-compose*.yml; do
+  docker-compose --env-file .env.example -f "$file" config -q
+  echo "$file is valid"
+done
 
 step "cargo test --workspace"
 cargo test --workspace --locked
+
+step "the demo pipeline, then the notebook headless against it (database and topics of its own)"
+SERVICES_BIN="$CARGO_TARGET_DIR/debug/weatherflow" scripts/test-notebook.sh
 
 echo
 echo "all checks passed in $((SECONDS - start)) s"

@@ -232,6 +232,8 @@ impl FetchArgs {
 pub async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
+    // Unknown librdkafka properties and an unreadable password file fail every command at once.
+    crate::kafka_security::check_settings(&config.kafka).context("checking the Kafka settings")?;
     let shutdown = crate::shutdown::on_signal();
     match cli.command {
         Command::Migrate { action, steps } => cmd::migrate::run(&config, action, steps).await,

@@ -70,6 +70,9 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// How long to wait for a connection before giving up.
     pub connect_timeout_secs: u64,
+    /// CA certificate (PEM) that signs the server's certificate, for `?sslmode=verify-full` (or
+    /// `verify-ca`) in the URL; the same as the URL's `sslrootcert`.
+    pub ssl_root_cert: Option<PathBuf>,
 }
 
 impl Default for DatabaseConfig {
@@ -78,6 +81,7 @@ impl Default for DatabaseConfig {
             url: SecretString::from("postgres://weatherflow:weatherflow@127.0.0.1:5432/weatherflow"),
             max_connections: 10,
             connect_timeout_secs: 5,
+            ssl_root_cert: None,
         }
     }
 }
@@ -100,6 +104,27 @@ pub struct KafkaConfig {
     pub consumer_group: String,
     /// Timeout of admin and metadata requests.
     pub request_timeout_secs: u64,
+    /// `security.protocol`: `plaintext` (default), `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    pub security_protocol: Option<String>,
+    /// `sasl.mechanism`: `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` or `OAUTHBEARER`.
+    pub sasl_mechanism: Option<String>,
+    /// `sasl.username`.
+    pub sasl_username: Option<String>,
+    /// `sasl.password` (env `WEATHERFLOW_KAFKA_SASL_PASSWORD`). Redacted in every output.
+    pub sasl_password: Option<SecretString>,
+    /// A file holding the SASL password (trimmed), used when `sasl_password` is not set.
+    pub sasl_password_file: Option<PathBuf>,
+    /// `ssl.ca.location`: the CA certificate(s) that sign the brokers' certificates. Default: the
+    /// system's trust store.
+    pub ssl_ca_location: Option<PathBuf>,
+    /// `ssl.certificate.location`: the client certificate, for mutual TLS.
+    pub ssl_certificate_location: Option<PathBuf>,
+    /// `ssl.key.location`: the client certificate's private key, for mutual TLS.
+    pub ssl_key_location: Option<PathBuf>,
+    /// `[kafka.client]`: any librdkafka property, passed to every client (producers, consumers,
+    /// admin). It wins over the settings above; the jobs' own per-role settings (idempotence, acks,
+    /// commit mode) win over it. Checked at start: an unknown property is an error naming it.
+    pub client: crate::kafka_security::ClientProperties,
 }
 
 impl Default for KafkaConfig {
@@ -112,6 +137,15 @@ impl Default for KafkaConfig {
             replication_factor: 1,
             consumer_group: "weatherflow-persist".into(),
             request_timeout_secs: 10,
+            security_protocol: None,
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+            sasl_password_file: None,
+            ssl_ca_location: None,
+            ssl_certificate_location: None,
+            ssl_key_location: None,
+            client: Default::default(),
         }
     }
 }
@@ -433,7 +467,10 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
                     });
                 }
                 // Secrets and paths stay strings even when they look like numbers.
-                let v = if matches!(field, "url" | "api_key" | "key_file" | "base_url") {
+                let v = if matches!(
+                    field,
+                    "url" | "api_key" | "key_file" | "base_url" | "sasl_username" | "sasl_password"
+                ) {
                     toml::Value::String(value.clone())
                 } else {
                     scalar(value)
@@ -446,7 +483,11 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
     Ok(())
 }
 
-/// A URL with its password (and any `key=` query parameter) replaced by `***`, for logs and errors.
+/// Query parameters whose values are secrets: WeatherAPI's `key`, and PostgreSQL's `password` and
+/// `sslpassword`, which a connection URL may carry instead of its user-info part.
+const SECRET_QUERY_KEYS: [&str; 3] = ["key", "password", "sslpassword"];
+
+/// A URL with its password (and any secret query parameter) replaced by `***`, for logs and errors.
 pub fn redact_url(url: &str) -> String {
     let Ok(mut parsed) = url::Url::parse(url) else {
         return "<unparsable url>".into();
@@ -454,11 +495,14 @@ pub fn redact_url(url: &str) -> String {
     if parsed.password().is_some() {
         let _ = parsed.set_password(Some("***"));
     }
-    if parsed.query_pairs().any(|(k, _)| k == "key") {
+    if parsed
+        .query_pairs()
+        .any(|(k, _)| SECRET_QUERY_KEYS.contains(&k.as_ref()))
+    {
         let pairs: Vec<(String, String)> = parsed
             .query_pairs()
             .map(|(k, v)| {
-                let v = if k == "key" {
+                let v = if SECRET_QUERY_KEYS.contains(&k.as_ref()) {
                     "***".to_owned()
                 } else {
                     v.into_owned()
@@ -538,5 +582,8 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://u:pw-xyz@h:5/d"), "postgres://u:***@h:5/d");
         assert!(!redact_url("http://x/v1/current.json?key=abc&q=London").contains("abc"));
+        let shown = redact_url("postgres://u@h/d?sslmode=verify-full&password=pw-q&sslpassword=pw-k");
+        assert!(!shown.contains("pw-q") && !shown.contains("pw-k"), "{shown}");
+        assert!(shown.contains("sslmode=verify-full"), "{shown}");
     }
 }

@@ -15,6 +15,7 @@ pub mod db;
 pub mod envelope;
 pub mod jobs;
 pub mod kafka;
+pub mod kafka_security;
 pub mod plot;
 pub mod ratelimit;
 pub mod regression;

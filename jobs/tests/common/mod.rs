@@ -11,7 +11,7 @@ pub mod weatherapi_stub;
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
 use secrecy::{ExposeSecret, SecretString};
 use weatherflow::config::Config;
 
@@ -28,7 +28,8 @@ pub struct TestContext {
     pub db: DatabaseConnection,
     /// Name of this test's database.
     pub db_name: String,
-    admin_url: String,
+    /// The settings of the database that creates and drops this test's database.
+    admin: weatherflow::config::DatabaseConfig,
 }
 
 impl TestContext {
@@ -45,17 +46,17 @@ impl TestContext {
     /// Like [`TestContext::new`] but without running migrations (for migration tests).
     pub async fn unmigrated() -> Self {
         let mut config = Config::load_from(None, std::env::vars()).expect("test configuration");
-        let admin_url = config.database.url.expose_secret().to_owned();
+        let admin = config.database.clone();
         let db_name = unique("wf_test");
-        let admin = Database::connect(&admin_url)
+        // Through the project's connect, so `database.ssl_root_cert` applies (TLS stage).
+        let conn = weatherflow::db::connect(&admin)
             .await
             .unwrap_or_else(|e| panic!("PostgreSQL unreachable (run scripts/services.sh up): {e}"));
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {db_name}"))
+        conn.execute_unprepared(&format!("CREATE DATABASE {db_name}"))
             .await
             .expect("creating the test database");
-        admin.close().await.ok();
-        let url = replace_db_name(&admin_url, &db_name);
+        conn.close().await.ok();
+        let url = replace_db_name(admin.url.expose_secret(), &db_name);
         config.database.url = SecretString::from(url);
         config.database.max_connections = 5;
         let id = unique("t");
@@ -70,7 +71,7 @@ impl TestContext {
             config,
             db,
             db_name,
-            admin_url,
+            admin,
         }
     }
 
@@ -86,6 +87,20 @@ impl TestContext {
             .expect(sql)
             .expect("one row");
         row.try_get_by_index::<i64>(0).expect("an integer")
+    }
+
+    /// The single text a query returns.
+    pub async fn scalar_text(&self, sql: &str) -> String {
+        let row = self
+            .db
+            .query_one_raw(sea_orm::Statement::from_string(
+                self.db.get_database_backend(),
+                sql,
+            ))
+            .await
+            .expect(sql)
+            .expect("one row");
+        row.try_get_by_index::<String>(0).expect("a text")
     }
 
     /// The Kafka topics this test may have created.
@@ -105,7 +120,7 @@ fn replace_db_name(url: &str, name: &str) -> String {
 
 impl Drop for TestContext {
     fn drop(&mut self) {
-        let admin_url = self.admin_url.clone();
+        let admin_cfg = self.admin.clone();
         let db_name = self.db_name.clone();
         let kafka = self.config.kafka.clone();
         let topics = self.topics();
@@ -122,7 +137,7 @@ impl Drop for TestContext {
                     weatherflow::kafka::delete_topics(&kafka, &refs),
                 )
                 .await;
-                if let Ok(admin) = Database::connect(&admin_url).await {
+                if let Ok(admin) = weatherflow::db::connect(&admin_cfg).await {
                     let _ = admin
                         .execute_unprepared(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
                         .await;

@@ -49,9 +49,10 @@ fn secrets(ctx: &TestContext) -> Vec<String> {
                 .map(str::to_owned),
         );
     }
+    let lengths: Vec<usize> = out.iter().map(String::len).collect();
     assert!(
-        out.iter().all(|s| s.len() >= 16),
-        "secrets long enough to search for"
+        lengths.iter().all(|&n| n >= 12),
+        "secrets long enough to search for: {lengths:?}"
     );
     out
 }
@@ -142,7 +143,9 @@ async fn pipeline_runs_over_sasl_ssl_and_postgres_tls() {
         .await;
     assert_eq!(succeeded, 3, "fetch, persist and analytics succeeded\n{captured}");
     let details = ctx
-        .scalar_text("SELECT coalesce(string_agg(details::text, ' '), '') FROM job_runs")
+        .scalar_text(
+            "SELECT coalesce(string_agg(concat_ws(' ', details::text, error), ' '), '') FROM job_runs",
+        )
         .await;
     assert_no_secret("job_runs.details", &details, &secrets);
     assert_no_secret("the configuration", &format!("{:?}", ctx.config), &secrets);
@@ -191,7 +194,7 @@ async fn a_wrong_password_fails_fast_naming_the_setting() {
     assert_eq!(failed, 2, "fetch and persist recorded their failure");
     let details = ctx
         .scalar_text(
-            "SELECT coalesce(string_agg(details::text || coalesce(error, ''), ' '), '') FROM job_runs",
+            "SELECT coalesce(string_agg(concat_ws(' ', details::text, error), ' '), '') FROM job_runs",
         )
         .await;
     assert!(details.contains("authentication failed"), "{details}");
@@ -229,7 +232,7 @@ async fn an_untrusted_certificate_is_a_clear_tls_error() {
     let shown = text(&out);
     assert!(!out.status.success(), "{shown}");
     assert!(
-        shown.contains("postgresql at") && shown.contains("certificate"),
+        shown.contains("postgresql at") && shown.contains("invalid peer certificate"),
         "{shown}"
     );
     assert!(

@@ -115,10 +115,35 @@ pub async fn ensure_topic_with(
     partitions: i32,
     settings: &[(&str, &str)],
 ) -> Result<(), KafkaSetupError> {
-    // The first Kafka call of every job: a refused password or certificate fails here at once.
-    crate::kafka_security::probe_async(cfg).await?;
-    let admin: AdminClient<DefaultClientContext> =
-        base_config(cfg).create().map_err(KafkaSetupError::Client)?;
+    // The first Kafka call of every job. A refused password or certificate would only show as the
+    // admin request's timeout, so a probe that sees them at once runs beside it; beside, not
+    // before, so a healthy start pays no extra round trip.
+    crate::kafka_security::check_settings(cfg)?;
+    if !crate::kafka_security::is_secured(cfg) {
+        return create_topic(cfg, topic, partitions, settings).await;
+    }
+    let create = create_topic(cfg, topic, partitions, settings);
+    let probe = crate::kafka_security::probe_async(cfg);
+    tokio::pin!(create, probe);
+    tokio::select! {
+        created = &mut create => created,
+        probed = &mut probe => {
+            probed?;
+            create.await
+        }
+    }
+}
+
+/// The admin request behind [`ensure_topic_with`].
+async fn create_topic(
+    cfg: &KafkaConfig,
+    topic: &str,
+    partitions: i32,
+    settings: &[(&str, &str)],
+) -> Result<(), KafkaSetupError> {
+    let admin: AdminClient<DefaultClientContext> = base_config(cfg)
+        .create()
+        .map_err(|e| crate::kafka_security::creation_error(cfg, e))?;
     let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(cfg.replication_factor));
     for (name, value) in settings {
         new = new.set(name, value);

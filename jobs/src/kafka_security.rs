@@ -198,6 +198,19 @@ pub fn check_settings(cfg: &KafkaConfig) -> Result<(), KafkaSetupError> {
     Ok(())
 }
 
+/// Whether the connection uses TLS or SASL, the only cases with authentication or TLS errors to
+/// watch for (the `[kafka.client]` table wins, as in [`apply`]).
+pub fn is_secured(cfg: &KafkaConfig) -> bool {
+    let from_table = cfg
+        .client
+        .iter()
+        .find(|(k, _)| *k == "security.protocol")
+        .map(|(_, v)| v);
+    from_table
+        .or(cfg.security_protocol.as_deref())
+        .is_some_and(|p| !p.eq_ignore_ascii_case("plaintext"))
+}
+
 /// The first authentication or TLS error librdkafka reported on a client.
 #[derive(Default)]
 struct Watch {
@@ -241,7 +254,7 @@ fn classify(cfg: &KafkaConfig, code: RDKafkaErrorCode, reason: String) -> KafkaS
 }
 
 /// A client that could not be created: TLS files that do not load are a TLS error.
-fn creation_error(cfg: &KafkaConfig, err: KafkaError) -> KafkaSetupError {
+pub(crate) fn creation_error(cfg: &KafkaConfig, err: KafkaError) -> KafkaSetupError {
     match err {
         KafkaError::ClientCreation(reason) if reason.contains("ssl") => KafkaSetupError::Tls {
             bootstrap: cfg.bootstrap_servers.clone(),
@@ -318,6 +331,18 @@ mod tests {
         };
         let shown = check_settings(&k).unwrap_err().to_string();
         assert!(shown.contains("kafka.security_protocol"), "{shown}");
+    }
+
+    #[test]
+    fn only_tls_or_sasl_is_secured() {
+        assert!(!is_secured(&KafkaConfig::default()));
+        let sasl = KafkaConfig {
+            security_protocol: Some("SASL_SSL".into()),
+            ..Default::default()
+        };
+        assert!(is_secured(&sasl));
+        assert!(!is_secured(&kafka(&[("security.protocol", "PLAINTEXT")])));
+        assert!(is_secured(&kafka(&[("security.protocol", "ssl")])));
     }
 
     #[test]

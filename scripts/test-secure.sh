@@ -70,4 +70,4 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=untrusted test CA" 
 log "cargo test -p weatherflow --test secure -- --ignored"
 # shellcheck disable=SC2046 # one NAME=value word per line of the env file
 env $(grep -v '^#' "$env_file") SECURE_STAGE_STATE="$STAGE/state/secure" \
-  cargo test -p weatherflow --locked --test secure -- --ignored --test-threads 1
+  cargo test -p weatherflow --locked --test secure -- --ignored --test-threads 1 --nocapture

@@ -172,6 +172,7 @@ async fn a_wrong_password_fails_fast_naming_the_setting() {
         let started = Instant::now();
         let out = weatherflow(&ctx, args, &wrong);
         let took = started.elapsed();
+        eprintln!("weatherflow {args:?} with a wrong password: exit after {took:?}");
         let shown = text(&out);
         assert!(!out.status.success(), "weatherflow {args:?} succeeded\n{shown}");
         assert!(
@@ -188,6 +189,15 @@ async fn a_wrong_password_fails_fast_naming_the_setting() {
         let reports = shown.matches("authentication failed").count();
         assert!(reports <= 3, "{reports} reports of the failure\n{shown}");
     }
+    // `status` reports the failure in its Kafka section and still shows the database's tables.
+    let started = Instant::now();
+    let out = weatherflow(&ctx, &["status"], &wrong);
+    let took = started.elapsed();
+    let shown = text(&out);
+    assert!(took < Duration::from_secs(15), "status took {took:?}\n{shown}");
+    assert!(shown.contains("authentication failed"), "{shown}");
+    assert_no_secret("status", &shown, &secrets);
+
     let failed = ctx
         .scalar_i64("SELECT count(*) FROM job_runs WHERE status = 'failed'")
         .await;

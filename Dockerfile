@@ -1,9 +1,10 @@
 # Multi-stage build of the `weatherflow` binary. Used by docker-compose.yml (not run on our machines,
 # which have no Docker engine; CI validates the compose file only).
 FROM rust:1.95-bookworm AS build
-# librdkafka is built from source by rdkafka-sys (make, a C/C++ toolchain, cmake for aws-lc).
+# librdkafka is built from source by rdkafka-sys (make, a C/C++ toolchain, cmake for aws-lc), with TLS
+# and SASL against the system OpenSSL (libssl-dev, pkg-config).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends cmake clang \
+ && apt-get install -y --no-install-recommends cmake clang libssl-dev pkg-config \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -14,7 +15,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates libssl3 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 weatherflow
 COPY --from=build /usr/local/bin/weatherflow /usr/local/bin/weatherflow

@@ -7,6 +7,8 @@
 #   scripts/services.sh status   say what runs, exit 1 when something does not
 #   scripts/services.sh logs     tail the broker and PostgreSQL logs
 #   scripts/services.sh env      print the settings (KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL)
+#   scripts/services.sh up --secure   also a SASL_SSL listener and PostgreSQL TLS (scripts/lib/secure.sh)
+#   scripts/services.sh env secret    the settings with the passwords shown, for eval or a .env
 #
 # Idempotent: `up` on a running platform only checks it. Jars, the Maven repository and the broker's
 # data live under SERVICES_CACHE (default ~/.cache/weatherflow), outside the checkout, so a second
@@ -28,7 +30,8 @@ KAFKA_CONTROLLER_PORT="${SERVICES_KAFKA_CONTROLLER_PORT:-9093}"
 KAFKA_HEAP="${SERVICES_KAFKA_HEAP:-512m}"
 M2_REPO="$CACHE/m2"
 
-PG_PORT=5432
+PG_PORT="${SERVICES_PG_PORT:-5432}"
+PG_CLUSTER="${SERVICES_PG_CLUSTER:-main}"
 PG_USER=weatherflow
 PG_DB=weatherflow
 # A local development password, not a secret: the role only listens on 127.0.0.1. Override it with
@@ -44,6 +47,9 @@ die() { printf '[services] error: %s\n' "$*" >&2; exit 1; }
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 as_postgres() { as_root runuser -u postgres -- "$@"; }
+
+# shellcheck source=lib/secure.sh
+. "$HERE/lib/secure.sh"
 
 # ---------------------------------------------------------------- Kafka
 
@@ -124,6 +130,7 @@ kafka_up() {
   fi
   if ! kafka_pid >/dev/null; then
     kafka_write_props
+    secure_kafka_props
     kafka_format
     log "starting Kafka $KAFKA_VERSION (KRaft, node 1) on $BOOTSTRAP, log $KAFKA_LOG"
     : >"$KAFKA_LOG"
@@ -170,15 +177,15 @@ pg_install() {
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql >/dev/null
 }
 
-# The newest installed cluster, as "version name"; creates one when the package left none.
+# The newest installed cluster on PG_PORT, as "version name"; creates one when there is none.
 pg_cluster() {
   local line
-  line="$(pg_lsclusters -h 2>/dev/null | sort -V | tail -n1)"
+  line="$(pg_lsclusters -h 2>/dev/null | awk -v p="$PG_PORT" '$3 == p' | sort -V | tail -n1)"
   if [ -z "$line" ]; then
     local ver; ver="$(ls /usr/lib/postgresql | sort -V | tail -n1)"
-    log "creating PostgreSQL $ver cluster 'main'"
-    as_root pg_createcluster "$ver" main --port "$PG_PORT" >/dev/null
-    line="$(pg_lsclusters -h | sort -V | tail -n1)"
+    log "creating PostgreSQL $ver cluster '$PG_CLUSTER'"
+    as_root pg_createcluster "$ver" "$PG_CLUSTER" --port "$PG_PORT" >/dev/null
+    line="$(pg_lsclusters -h | awk -v p="$PG_PORT" '$3 == p' | sort -V | tail -n1)"
   fi
   awk '{print $1" "$2}' <<<"$line"
 }
@@ -198,34 +205,33 @@ pg_up() {
     sleep 0.5
   done
   # Role and database, idempotently. CREATEDB: the test harness gives every test its own database.
-  as_postgres psql -q -v ON_ERROR_STOP=1 -p "$PG_PORT" -d postgres >/dev/null <<SQL
-DO \$\$
-BEGIN
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_USER') THEN
-    CREATE ROLE $PG_USER LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
-  ELSE
-    ALTER ROLE $PG_USER LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
-  END IF;
-END
-\$\$;
-SELECT 'CREATE DATABASE $PG_DB OWNER $PG_USER'
-WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$PG_DB')\gexec
+  # Names and password are psql variables quoted by format() (%I, %L), never spliced into SQL text.
+  as_postgres psql -q -v ON_ERROR_STOP=1 -p "$PG_PORT" -d postgres \
+    -v user="$PG_USER" -v db="$PG_DB" -v password="$PG_PASSWORD" >/dev/null <<'SQL'
+SELECT format('CREATE ROLE %I', :'user')
+WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'user')\gexec
+SELECT format('ALTER ROLE %I LOGIN CREATEDB PASSWORD %L', :'user', :'password')\gexec
+SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'user')
+WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db')\gexec
 SQL
   PGPASSWORD="$PG_PASSWORD" psql -q -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d "$PG_DB" -c 'select 1' \
     >/dev/null || die "password login as $PG_USER on 127.0.0.1:$PG_PORT failed (check pg_hba.conf)"
+  secure_pg "$ver" "$name"
   log "postgresql $ver is ready on 127.0.0.1:$PG_PORT (database $PG_DB)"
 }
 
 pg_down() {
   command -v pg_lsclusters >/dev/null || { log "postgresql is not installed"; return; }
-  pg_lsclusters -h | while read -r ver name _ status _; do
-    if [ "$status" = online ]; then log "stopping PostgreSQL $ver/$name"; as_root pg_ctlcluster "$ver" "$name" stop; fi
+  # Only the cluster on PG_PORT: other clusters on the machine are not ours to stop.
+  pg_lsclusters -h | while read -r ver name port status _; do
+    if [ "$status" = online ] && [ "$port" = "$PG_PORT" ]; then log "stopping PostgreSQL $ver/$name"; as_root pg_ctlcluster "$ver" "$name" stop; fi
   done
 }
 
 # ---------------------------------------------------------------- commands
 
 print_env() {
+  if secure_ready; then secure_print_env "${1:-}"; return; fi
   echo "KAFKA_BOOTSTRAP_SERVERS=$BOOTSTRAP"
   if [ "${1:-}" = secret ]; then echo "DATABASE_URL=$DATABASE_URL_LOCAL"; else echo "DATABASE_URL=$DATABASE_URL_SHOWN"; fi
 }
@@ -240,6 +246,11 @@ status() {
   return $rc
 }
 
+# `--secure` anywhere among the arguments; the rest are positional.
+args=()
+for a in "$@"; do if [ "$a" = --secure ]; then SECURE=1; else args+=("$a"); fi; done
+set -- "${args[@]}"
+
 # Optional second argument: only one component (kafka | postgres).
 only="${2:-all}"
 case "$only" in all|kafka|postgres) ;; *) [ "${1:-}" = logs ] || [ "${1:-}" = env ] || die "unknown component $only (kafka | postgres)";; esac
@@ -248,8 +259,15 @@ want() { [ "$only" = all ] || [ "$only" = "$1" ]; }
 case "${1:-}" in
   up)
     start=$SECONDS
+    if [ "$SECURE" = 1 ]; then secure_certs; fi
     if want postgres; then pg_up; fi
-    if want kafka; then kafka_up; fi
+    if want kafka; then
+      if [ "$SECURE" = 1 ] && kafka_pid >/dev/null && ! port_open "$KAFKA_HOST" "$KAFKA_SASL_PORT"; then
+        die "kafka runs without its SASL_SSL listener; stop it first (scripts/services.sh down kafka)"
+      fi
+      kafka_up
+      if [ "$SECURE" = 1 ]; then secure_kafka_user; fi
+    fi
     log "platform up in $((SECONDS - start)) s; settings:"
     print_env
     ;;

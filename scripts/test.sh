@@ -15,6 +15,13 @@ start=$SECONDS
 step "services"
 scripts/services.sh up
 
+# rdkafka's `ssl` feature builds librdkafka against the system OpenSSL.
+if ! pkg-config --exists openssl 2>/dev/null; then
+  echo "installing Debian's libssl-dev and pkg-config (librdkafka's TLS and SASL)"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libssl-dev pkg-config >/dev/null
+fi
+
 step "cargo fmt --check"
 cargo fmt --all --check
 
@@ -50,6 +57,9 @@ cargo test --workspace --locked
 
 step "the demo pipeline, then the notebook headless against it (database and topics of its own)"
 SERVICES_BIN="$CARGO_TARGET_DIR/debug/weatherflow" scripts/test-notebook.sh
+
+step "secured connections (scripts/test-secure.sh: its own SASL_SSL broker and TLS PostgreSQL)"
+scripts/test-secure.sh
 
 echo
 echo "all checks passed in $((SECONDS - start)) s"

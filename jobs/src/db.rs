@@ -19,6 +19,17 @@ pub enum DbSetupError {
         /// The driver's error.
         source: DbErr,
     },
+    /// The TLS handshake failed: the server's certificate is not trusted or not for this host.
+    #[error(
+        "postgresql at {url}: TLS failed (check database.ssl_root_cert, the CA that signed the server's \
+         certificate, and the URL's sslmode): {source}"
+    )]
+    Tls {
+        /// The URL with its password redacted.
+        url: String,
+        /// The driver's error.
+        source: DbErr,
+    },
 }
 
 /// Opens the pool. The password never reaches a log line: SQL logging is off and errors carry the
@@ -30,12 +41,24 @@ pub async fn connect(cfg: &DatabaseConfig) -> Result<DatabaseConnection, DbSetup
         .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs))
         .acquire_timeout(Duration::from_secs(cfg.connect_timeout_secs))
         .sqlx_logging(false);
-    Database::connect(opts)
-        .await
-        .map_err(|source| DbSetupError::Unreachable {
-            url: redact_url(cfg.url.expose_secret()),
-            source,
-        })
+    if let Some(ca) = cfg.ssl_root_cert.clone() {
+        // The URL's `sslmode` decides whether and how the certificate is checked.
+        opts.map_sqlx_postgres_opts(move |pg| pg.ssl_root_cert(&ca));
+    }
+    Database::connect(opts).await.map_err(|source| {
+        let url = redact_url(cfg.url.expose_secret());
+        if is_tls_failure(&source) {
+            DbSetupError::Tls { url, source }
+        } else {
+            DbSetupError::Unreachable { url, source }
+        }
+    })
+}
+
+/// Whether a connection failed in the TLS handshake (sqlx reports it as `Error::Tls`).
+fn is_tls_failure(err: &DbErr) -> bool {
+    let shown = err.to_string();
+    shown.contains("TLS") || shown.contains("certificate")
 }
 
 /// `SELECT version()`.

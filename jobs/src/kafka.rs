@@ -5,7 +5,6 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
@@ -26,6 +25,48 @@ pub enum KafkaSetupError {
         /// The client's error.
         source: KafkaError,
     },
+    /// The broker refused the SASL credentials.
+    #[error(
+        "kafka authentication failed at {bootstrap} for user '{username}' ({mechanism}): {reason} — check \
+         kafka.sasl_username and kafka.sasl_password (WEATHERFLOW_KAFKA_SASL_PASSWORD or kafka.sasl_password_file)"
+    )]
+    Authentication {
+        /// The configured bootstrap servers.
+        bootstrap: String,
+        /// `kafka.sasl_username`.
+        username: String,
+        /// `kafka.sasl_mechanism`.
+        mechanism: String,
+        /// librdkafka's reason (it never holds the password).
+        reason: String,
+    },
+    /// The TLS handshake failed (untrusted or unreadable certificate, wrong protocol).
+    #[error(
+        "kafka TLS handshake with {bootstrap} failed: {reason} — check kafka.ssl_ca_location (the CA that \
+         signed the broker's certificate) and kafka.security_protocol"
+    )]
+    Tls {
+        /// The configured bootstrap servers.
+        bootstrap: String,
+        /// librdkafka's (OpenSSL's) reason.
+        reason: String,
+    },
+    /// librdkafka does not know a property, or refuses its value.
+    #[error("{setting}: rejected by librdkafka: {reason}")]
+    Property {
+        /// The setting, e.g. `kafka.security_protocol` or `kafka.client."linger.ms"`.
+        setting: String,
+        /// librdkafka's reason (without the value when it is a secret).
+        reason: String,
+    },
+    /// `kafka.sasl_password_file` could not be read.
+    #[error("cannot read kafka.sasl_password_file {path}: {source}")]
+    PasswordFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// The broker refused to create a topic.
     #[error("cannot create topic {topic}: {code}")]
     CreateTopic {
@@ -36,12 +77,14 @@ pub enum KafkaSetupError {
     },
 }
 
-/// A client configuration with the bootstrap servers set; callers add their role's settings.
+/// The one client builder: bootstrap servers, the security settings and the `[kafka.client]` table
+/// (see [`crate::kafka_security`]); callers add their role's settings, which win over the table.
 pub fn base_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.bootstrap_servers)
         .set("client.id", "weatherflow")
         .set("socket.timeout.ms", (cfg.request_timeout_secs * 1000).to_string());
+    crate::kafka_security::apply(cfg, &mut c);
     c
 }
 
@@ -72,8 +115,35 @@ pub async fn ensure_topic_with(
     partitions: i32,
     settings: &[(&str, &str)],
 ) -> Result<(), KafkaSetupError> {
-    let admin: AdminClient<DefaultClientContext> =
-        base_config(cfg).create().map_err(KafkaSetupError::Client)?;
+    // The first Kafka call of every job. A refused password or certificate would only show as the
+    // admin request's timeout, so a probe that sees them at once runs beside it; beside, not
+    // before, so a healthy start pays no extra round trip.
+    crate::kafka_security::check_settings(cfg)?;
+    if !crate::kafka_security::is_secured(cfg) {
+        return create_topic(cfg, topic, partitions, settings).await;
+    }
+    let create = create_topic(cfg, topic, partitions, settings);
+    let probe = crate::kafka_security::probe_async(cfg);
+    tokio::pin!(create, probe);
+    tokio::select! {
+        created = &mut create => created,
+        probed = &mut probe => {
+            probed?;
+            create.await
+        }
+    }
+}
+
+/// The admin request behind [`ensure_topic_with`].
+async fn create_topic(
+    cfg: &KafkaConfig,
+    topic: &str,
+    partitions: i32,
+    settings: &[(&str, &str)],
+) -> Result<(), KafkaSetupError> {
+    let admin: AdminClient<DefaultClientContext> = base_config(cfg)
+        .create()
+        .map_err(|e| crate::kafka_security::creation_error(cfg, e))?;
     let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(cfg.replication_factor));
     for (name, value) in settings {
         new = new.set(name, value);
@@ -122,13 +192,7 @@ pub struct ClusterInfo {
 
 /// Asks the cluster for its metadata; blocking, so run it on a blocking thread.
 pub fn cluster_info(cfg: &KafkaConfig) -> Result<ClusterInfo, KafkaSetupError> {
-    let consumer: BaseConsumer = base_config(cfg).create().map_err(KafkaSetupError::Client)?;
-    let md = consumer
-        .fetch_metadata(None, Duration::from_secs(cfg.request_timeout_secs))
-        .map_err(|source| KafkaSetupError::Unreachable {
-            bootstrap: cfg.bootstrap_servers.clone(),
-            source,
-        })?;
+    let md = crate::kafka_security::probe(cfg)?;
     let brokers = md
         .brokers()
         .iter()

@@ -13,6 +13,7 @@ pub mod db;
 pub mod envelope;
 pub mod jobs;
 pub mod kafka;
+pub mod kafka_security;
 pub mod runs;
 pub mod scheduler;
 pub mod schedules;

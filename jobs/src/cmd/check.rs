@@ -22,11 +22,16 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
                 println!("  topic {topic} ({partitions} partitions)");
             }
         }
-        Err(e) => {
+        Err(e @ kafka::KafkaSetupError::Unreachable { .. }) => {
             println!("kafka: UNREACHABLE ({})", config.kafka.bootstrap_servers);
             problems.push(format!(
                 "{e} — fix KAFKA_BOOTSTRAP_SERVERS or start it with scripts/services.sh up"
             ));
+        }
+        // Authentication, TLS, a refused setting: the error names what to fix.
+        Err(e) => {
+            println!("kafka: FAILED ({})", config.kafka.bootstrap_servers);
+            problems.push(e.to_string());
         }
     }
 
@@ -47,6 +52,10 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
                     ""
                 }
             );
+        }
+        Err(e @ db::DbSetupError::Tls { .. }) => {
+            println!("postgresql: FAILED ({url})");
+            problems.push(e.to_string());
         }
         Err(e) => {
             println!("postgresql: UNREACHABLE ({url})");

@@ -47,7 +47,14 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         k.consumer_group, k.observations_topic
     );
     let kcfg = k.clone();
-    match tokio::task::spawn_blocking(move || consumer_lag(&kcfg)).await? {
+    let lag = tokio::task::spawn_blocking(move || {
+        // A refused password or certificate: say so at once instead of after the lag requests' timeout.
+        if crate::kafka_security::is_secured(&kcfg) {
+            crate::kafka_security::probe(&kcfg).map_err(|e| e.to_string())?;
+        }
+        consumer_lag(&kcfg).map_err(|e| e.to_string())
+    });
+    match lag.await? {
         Ok(None) => println!(
             "  topic {} does not exist yet (nothing fetched so far)",
             k.observations_topic

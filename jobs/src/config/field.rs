@@ -178,6 +178,26 @@ impl<T: FieldValue> FieldValue for Option<T> {
     }
 }
 
+impl FieldValue for crate::kafka_security::ClientProperties {
+    fn type_name() -> String {
+        "table of librdkafka properties".to_owned()
+    }
+    /// A table has no one-variable form: it is set in the file's `[kafka.client]`.
+    fn parse_env(_text: &str) -> Result<Self, String> {
+        Err("a table is set in the configuration file ([kafka.client]), not from the environment".into())
+    }
+    /// Names only: a property may be a secret (`sasl.password`, `ssl.key.password`, ...).
+    fn show(&self) -> String {
+        if self.is_empty() {
+            return "(none)".to_owned();
+        }
+        self.iter()
+            .map(|(k, _)| format!("{k}=…"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// `Some(name)` or `None`, for the optional `env = "NAME"` of a field in [`section!`].
 macro_rules! env_override {
     () => {

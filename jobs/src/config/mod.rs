@@ -247,6 +247,10 @@ impl Config {
     }
 }
 
+/// Query parameters whose values are secrets: WeatherAPI's `key`, and PostgreSQL's `password` and
+/// `sslpassword`, which a connection URL may carry instead of its user-info part.
+const SECRET_QUERY_KEYS: [&str; 3] = ["key", "password", "sslpassword"];
+
 /// A URL with its password (and any `key=` query parameter) replaced by `***`, for logs and errors.
 pub fn redact_url(url: &str) -> String {
     let Ok(mut parsed) = url::Url::parse(url) else {
@@ -255,11 +259,14 @@ pub fn redact_url(url: &str) -> String {
     if parsed.password().is_some() {
         let _ = parsed.set_password(Some("***"));
     }
-    if parsed.query_pairs().any(|(k, _)| k == "key") {
+    if parsed
+        .query_pairs()
+        .any(|(k, _)| SECRET_QUERY_KEYS.contains(&k.as_ref()))
+    {
         let pairs: Vec<(String, String)> = parsed
             .query_pairs()
             .map(|(k, v)| {
-                let v = if k == "key" {
+                let v = if SECRET_QUERY_KEYS.contains(&k.as_ref()) {
                     "***".to_owned()
                 } else {
                     v.into_owned()

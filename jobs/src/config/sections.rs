@@ -21,6 +21,9 @@ section! {
         pub max_connections: u32 = 10;
         /// How long to wait for a connection before giving up, in seconds.
         pub connect_timeout_secs: u64 = 5;
+        /// CA certificate (PEM) that signs the server's certificate, for `?sslmode=verify-full` (or
+        /// `verify-ca`) in the URL; the same as the URL's `sslrootcert`.
+        pub ssl_root_cert: Option<PathBuf> = None;
     }
 }
 
@@ -41,6 +44,28 @@ section! {
         pub consumer_group: String = "weatherflow-persist".into();
         /// Timeout of admin and metadata requests, in seconds.
         pub request_timeout_secs: u64 = 10;
+        /// `security.protocol`: `plaintext` (default), `ssl`, `sasl_plaintext` or `sasl_ssl`.
+        pub security_protocol: Option<String> = None;
+        /// `sasl.mechanism`: `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` or `OAUTHBEARER`.
+        pub sasl_mechanism: Option<String> = None;
+        /// `sasl.username`.
+        pub sasl_username: Option<String> = None;
+        /// `sasl.password`. Never shown.
+        pub sasl_password: Option<SecretString> = None;
+        /// A file holding the SASL password (trimmed), used when `kafka.sasl_password` is not set.
+        pub sasl_password_file: Option<PathBuf> = None;
+        /// `ssl.ca.location`: the CA certificate(s) that sign the brokers' certificates. Default: the
+        /// system's trust store.
+        pub ssl_ca_location: Option<PathBuf> = None;
+        /// `ssl.certificate.location`: the client certificate, for mutual TLS.
+        pub ssl_certificate_location: Option<PathBuf> = None;
+        /// `ssl.key.location`: the client certificate's private key, for mutual TLS.
+        pub ssl_key_location: Option<PathBuf> = None;
+        /// `[kafka.client]`: any librdkafka property, passed to every client (producers, consumers,
+        /// admin). It wins over the settings above; the jobs' own per-role settings (idempotence,
+        /// acks, commit mode) win over it. Checked at start: an unknown property is an error naming
+        /// it. Set in the file only.
+        pub client: crate::kafka_security::ClientProperties = Default::default();
     }
 }
 

@@ -186,4 +186,7 @@ fn secrets_do_not_print() {
     );
     assert_eq!(redact_url("postgres://u:pw-xyz@h:5/d"), "postgres://u:***@h:5/d");
     assert!(!redact_url("http://x/v1/current.json?key=abc&q=London").contains("abc"));
+    let shown = redact_url("postgres://u@h/d?sslmode=verify-full&password=pw-q&sslpassword=pw-k");
+    assert!(!shown.contains("pw-q") && !shown.contains("pw-k"), "{shown}");
+    assert!(shown.contains("sslmode=verify-full"), "{shown}");
 }

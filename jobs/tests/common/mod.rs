@@ -91,6 +91,20 @@ impl TestContext {
         row.try_get_by_index::<i64>(0).expect("an integer")
     }
 
+    /// The single text a query returns.
+    pub async fn scalar_text(&self, sql: &str) -> String {
+        let row = self
+            .db
+            .query_one_raw(sea_orm::Statement::from_string(
+                self.db.get_database_backend(),
+                sql,
+            ))
+            .await
+            .expect(sql)
+            .expect("one row");
+        row.try_get_by_index::<String>(0).expect("a text")
+    }
+
     /// The Kafka topics this test may have created.
     pub fn topics(&self) -> [String; 2] {
         [

@@ -76,9 +76,22 @@ pub enum Command {
         /// Do not run the persist consumer in this process.
         #[arg(long)]
         no_consumer: bool,
+        /// Serve /healthz, /readyz and /metrics on this address (e.g. 127.0.0.1:9101).
+        #[arg(long, value_name = "ADDR")]
+        http: Option<String>,
     },
     /// Run only the persist consumer, until stopped.
-    Consumer,
+    Consumer {
+        /// Serve /healthz, /readyz and /metrics on this address (e.g. 127.0.0.1:9102).
+        #[arg(long, value_name = "ADDR")]
+        http: Option<String>,
+    },
+    /// The web application: dashboard at /, JSON API under /api/v1, /healthz, /readyz, /metrics.
+    Serve {
+        /// Listen address (default: web.listen, 127.0.0.1:8080).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
     /// Benchmarks that print figures.
     Bench {
         /// Which benchmark.
@@ -267,8 +280,15 @@ pub async fn run() -> anyhow::Result<()> {
         Command::Runs { job, last } => cmd::runs::run(&config, job.as_deref(), last).await,
         Command::Results { scope, last } => cmd::results::run(&config, scope.as_deref(), last).await,
         Command::Status => cmd::status::run(&config).await,
-        Command::Scheduler { no_consumer } => cmd::scheduler::run(&config, !no_consumer, shutdown).await,
-        Command::Consumer => cmd::run::persist(&config, PersistRequest { until_idle: false }, shutdown).await,
+        Command::Scheduler { no_consumer, http } => {
+            let _http = cmd::serve::ops(&config, http.as_deref(), &shutdown).await?;
+            cmd::scheduler::run(&config, !no_consumer, shutdown).await
+        }
+        Command::Consumer { http } => {
+            let _http = cmd::serve::ops(&config, http.as_deref(), &shutdown).await?;
+            cmd::run::persist(&config, PersistRequest { until_idle: false }, shutdown).await
+        }
+        Command::Serve { listen } => cmd::serve::run(&config, listen.as_deref(), shutdown).await,
         Command::Bench { which } => match which {
             BenchKind::Persist { messages } => cmd::bench::persist(&config, messages, shutdown).await,
             BenchKind::Analytics { rows } => cmd::bench::analytics(&config, rows, shutdown).await,

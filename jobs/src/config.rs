@@ -58,6 +58,8 @@ pub struct Config {
     pub analytics: AnalyticsConfig,
     /// The scheduler service.
     pub scheduler: SchedulerConfig,
+    /// Web mode: `weatherflow serve` and the `--http` listeners (docs/web.md).
+    pub web: crate::web::settings::WebConfig,
 }
 
 /// PostgreSQL settings.
@@ -315,7 +317,7 @@ impl SchedulerConfig {
     }
 }
 
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "database",
     "kafka",
     "weatherapi",
@@ -323,6 +325,7 @@ const SECTIONS: [&str; 7] = [
     "persist",
     "analytics",
     "scheduler",
+    "web",
 ];
 
 /// Variables with a `WEATHERFLOW_` prefix that are not configuration fields.
@@ -433,7 +436,10 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
                     });
                 }
                 // Secrets and paths stay strings even when they look like numbers.
-                let v = if matches!(field, "url" | "api_key" | "key_file" | "base_url") {
+                let v = if matches!(
+                    field,
+                    "url" | "api_key" | "key_file" | "base_url" | "token" | "token_file" | "listen"
+                ) {
                     toml::Value::String(value.clone())
                 } else {
                     scalar(value)

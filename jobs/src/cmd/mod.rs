@@ -8,5 +8,6 @@ pub mod run;
 pub mod runs;
 pub mod scheduler;
 pub mod schedules;
+pub mod serve;
 pub mod status;
 pub mod table;

@@ -110,8 +110,27 @@ static CALLS_MONTH: AtomicU64 = AtomicU64::new(0);
 /// WeatherAPI calls in `CALLS_MONTH`.
 static CALLS: AtomicU64 = AtomicU64::new(0);
 
-/// fetch: one WeatherAPI HTTP request finished, with its outcome class (`ok`, `retryable`, `fatal`,
-/// …) and latency.
+/// fetch: awaits one WeatherAPI HTTP attempt and records its outcome class (`ok`, `retryable`,
+/// `location`, `fatal`) and latency.
+pub async fn fetch_attempt<T>(
+    attempt: impl Future<Output = Result<T, crate::weatherapi::ApiError>>,
+) -> Result<T, crate::weatherapi::ApiError> {
+    use crate::weatherapi::ErrorClass;
+    let started = std::time::Instant::now();
+    let result = attempt.await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => match e.class() {
+            ErrorClass::Retryable => "retryable",
+            ErrorClass::Location => "location",
+            ErrorClass::Fatal => "fatal",
+        },
+    };
+    fetch_request(outcome, started.elapsed());
+    result
+}
+
+/// fetch: one WeatherAPI HTTP request finished with `outcome` after `latency`.
 pub fn fetch_request(outcome: &'static str, latency: Duration) {
     counter!("weatherflow_fetch_requests_total", "outcome" => outcome).increment(1);
     histogram!("weatherflow_fetch_api_latency_seconds").record(latency.as_secs_f64());
@@ -129,21 +148,33 @@ pub fn persist_consumed(n: u64) {
     counter!("weatherflow_persist_consumed_total").increment(n);
 }
 
-/// persist: one batch written: rows inserted, duplicates skipped, its size and write time.
-pub fn persist_batch(stored: u64, duplicates: u64, rows: usize, took: Duration) {
-    counter!("weatherflow_persist_stored_total").increment(stored);
-    counter!("weatherflow_persist_duplicates_total").increment(duplicates);
-    histogram!(BATCH_ROWS).record(rows as f64);
-    histogram!("weatherflow_persist_batch_write_seconds").record(took.as_secs_f64());
+/// persist: awaits one batch write of `records` records and records what it stored, skipped as
+/// duplicate and quarantined, its size and its time.
+pub async fn persist_write<E>(
+    records: usize,
+    write: impl Future<Output = Result<crate::jobs::persist::writer::Outcome, E>>,
+) -> Result<crate::jobs::persist::writer::Outcome, E> {
+    let started = std::time::Instant::now();
+    let result = write.await;
+    if let Ok(o) = &result {
+        counter!("weatherflow_persist_stored_total").increment(o.inserted);
+        counter!("weatherflow_persist_duplicates_total").increment(o.duplicates);
+        persist_rejected(&o.rejected);
+        histogram!(BATCH_ROWS).record(records as f64);
+        histogram!("weatherflow_persist_batch_write_seconds").record(started.elapsed().as_secs_f64());
+    }
+    result
 }
 
-/// persist: `n` records quarantined as `class`.
-pub fn persist_rejected(class: &'static str, n: u64) {
-    counter!("weatherflow_persist_rejected_total", "class" => class).increment(n);
+/// persist: records quarantined, by class.
+pub fn persist_rejected<'a>(by_class: impl IntoIterator<Item = (&'a &'static str, &'a u64)>) {
+    for (class, n) in by_class {
+        counter!("weatherflow_persist_rejected_total", "class" => *class).increment(*n);
+    }
 }
 
 /// persist: how many partitions are paused now.
-pub fn persist_paused_partitions(n: usize) {
+pub fn persist_paused_partitions(n: i32) {
     gauge!("weatherflow_persist_paused_partitions").set(n as f64);
 }
 

@@ -15,7 +15,7 @@
 
 mod consumer;
 mod dlq;
-mod writer;
+pub(crate) mod writer;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

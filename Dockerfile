@@ -14,12 +14,14 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 weatherflow
 COPY --from=build /usr/local/bin/weatherflow /usr/local/bin/weatherflow
 COPY schedules.toml /app/schedules.toml
+COPY deploy/entrypoint.sh /usr/local/bin/entrypoint.sh
 WORKDIR /app
 USER weatherflow
-ENTRYPOINT ["weatherflow"]
+# curl: the compose healthchecks ask /readyz. APP_MODE=web: see deploy/entrypoint.sh.
+ENTRYPOINT ["/usr/local/bin/entrypoint.sh"]
 CMD ["--help"]

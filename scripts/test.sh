@@ -28,6 +28,12 @@ fi
 docker-compose --env-file .env.example config -q
 echo "docker-compose.yml is valid"
 
+step "web tools (prometheus, chromium, nginx, wrk) and nginx -t on deploy/nginx"
+scripts/web-tools.sh
+nginx_prefix="$(mktemp -d)"
+nginx -t -p "$nginx_prefix" -e stderr -c "$PWD/deploy/nginx/nginx.conf"
+rm -rf "$nginx_prefix"
+
 step "cargo test --workspace"
 cargo test --workspace --locked
 

@@ -211,6 +211,18 @@ pub enum BenchKind {
         #[arg(long, default_value_t = 1_000_000)]
         rows: u64,
     },
+    /// Web mode under load: wrk against /api/v1/results, /api/v1/status and /.
+    Web {
+        /// Synthetic observations.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Seconds per endpoint.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 200)]
+        connections: u64,
+    },
 }
 
 impl FetchArgs {
@@ -292,6 +304,11 @@ pub async fn run() -> anyhow::Result<()> {
         Command::Bench { which } => match which {
             BenchKind::Persist { messages } => cmd::bench::persist(&config, messages, shutdown).await,
             BenchKind::Analytics { rows } => cmd::bench::analytics(&config, rows, shutdown).await,
+            BenchKind::Web {
+                rows,
+                seconds,
+                connections,
+            } => crate::web::bench::run(&config, rows, seconds, connections).await,
         },
     }
 }

@@ -95,6 +95,35 @@ fn describe() {
         "Partitions the consumer has paused for backpressure."
     );
     describe_counter!(
+        "weatherflow_job_runs_total",
+        "Runs by job and status, from the run history (every replica's)."
+    );
+    describe_gauge!(
+        "weatherflow_job_last_success_timestamp_seconds",
+        Unit::Seconds,
+        "When each job last finished successfully (Unix time)."
+    );
+    describe_gauge!(
+        "weatherflow_analytics_fit_samples",
+        "Samples of the latest fit, by scope."
+    );
+    describe_gauge!(
+        "weatherflow_analytics_fit_r_squared",
+        "R² of the latest fit, by scope."
+    );
+    describe_gauge!(
+        "weatherflow_analytics_fit_slope",
+        "Slope of the latest fit, °C per km/h, by scope."
+    );
+    describe_gauge!(
+        "weatherflow_persist_consumer_lag",
+        "Records the persist group has still to consume, by partition (sampled every 5 s)."
+    );
+    describe_gauge!(
+        "weatherflow_database_up",
+        "1 when the last scrape could read PostgreSQL, else 0."
+    );
+    describe_counter!(
         "weatherflow_http_requests_total",
         "HTTP requests by route and status."
     );

@@ -35,13 +35,15 @@ where
     Fut: Future<Output = Result<T, ApiError>>,
     T: Serialize,
 {
-    if let Some(body) = state.cache.get(&key, ttl) {
-        return Ok(json_bytes(body));
-    }
-    let generation = state.cache.generation();
-    let value = make().await?;
-    let body = Bytes::from(serde_json::to_vec(&value).map_err(|e| ApiError::internal("encoding", e))?);
-    state.cache.put(&key, generation, body.clone());
+    let body = state
+        .cache
+        .get_or_fill(&key, ttl, || async move {
+            let value = make().await?;
+            serde_json::to_vec(&value)
+                .map(Bytes::from)
+                .map_err(|e| ApiError::internal("encoding", e))
+        })
+        .await?;
     Ok(json_bytes(body))
 }
 

@@ -8,8 +8,8 @@
 //! ~20k requests/s against ~1.5k/s from the database (docs/web.md, `weatherflow bench web`).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -42,6 +42,10 @@ pub struct ResponseCache {
     generation: AtomicU64,
     /// Rendered bodies by key (path and query).
     entries: Mutex<HashMap<String, Entry>>,
+    /// One lock per key being computed, so that when an answer expires under load one request
+    /// computes it and the others wait for it. Without it 200 connections missing at once took
+    /// 200 database queries against a pool of 10, and timed out (`weatherflow bench web`).
+    filling: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl ResponseCache {
@@ -76,6 +80,33 @@ impl ResponseCache {
                 body,
             },
         );
+    }
+
+    /// The body under `key`, computed by `make` (once, however many requests ask at the same time)
+    /// when the cache holds none younger than `ttl`.
+    pub async fn get_or_fill<F, Fut, E>(&self, key: &str, ttl: Duration, make: F) -> Result<Bytes, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Bytes, E>>,
+    {
+        if let Some(body) = self.get(key, ttl) {
+            return Ok(body);
+        }
+        let lock = {
+            let mut filling = self.filling.lock().unwrap_or_else(|p| p.into_inner());
+            if filling.len() >= MAX_ENTRIES {
+                filling.clear();
+            }
+            filling.entry(key.to_owned()).or_default().clone()
+        };
+        let _turn = lock.lock().await;
+        if let Some(body) = self.get(key, ttl) {
+            return Ok(body);
+        }
+        let generation = self.generation();
+        let body = make().await?;
+        self.put(key, generation, body.clone());
+        Ok(body)
     }
 
     /// Drops everything: a run wrote.

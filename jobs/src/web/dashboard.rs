@@ -36,21 +36,18 @@ pub fn templates() -> anyhow::Result<minijinja::Environment<'static>> {
 pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     Params::parse(raw.as_deref(), &[])?;
     let ttl = Duration::from_millis(state.config.web.cache_ttl_ms);
-    let body = match state.cache.get("dashboard", ttl) {
-        Some(body) => body,
-        None => {
-            let generation = state.cache.generation();
+    let body = state
+        .cache
+        .get_or_fill("dashboard", ttl, || async {
             let ctx = context(&state).await?;
-            let html = state
+            state
                 .templates
                 .get_template("dashboard.html")
                 .and_then(|t| t.render(minijinja::value::Serde(&ctx)))
-                .map_err(|e| ApiError::internal("rendering the dashboard", e))?;
-            let body = Bytes::from(html);
-            state.cache.put("dashboard", generation, body.clone());
-            body
-        }
-    };
+                .map(Bytes::from)
+                .map_err(|e| ApiError::internal("rendering the dashboard", e))
+        })
+        .await?;
     Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response())
 }
 
@@ -86,10 +83,14 @@ async fn plot_svg(state: &AppState, all: Option<&ResultRow>) -> Result<Option<St
     let Some(all) = all else {
         return Ok(None);
     };
-    if let Some(svg) = state.cache.get("plot", UNTIL_WRITE) {
-        return Ok(Some(String::from_utf8_lossy(&svg).into_owned()));
-    }
-    let generation = state.cache.generation();
+    let svg = state
+        .cache
+        .get_or_fill("plot", UNTIL_WRITE, || draw(state, all))
+        .await?;
+    Ok(Some(String::from_utf8_lossy(&svg).into_owned()))
+}
+
+async fn draw(state: &AppState, all: &ResultRow) -> Result<Bytes, ApiError> {
     let (wind, temp) = queries::plot_samples(&state.db, PLOT_POINTS).await?;
     let fit = LineFit {
         n: usize::try_from(all.n_samples).unwrap_or(0),
@@ -113,8 +114,7 @@ async fn plot_svg(state: &AppState, all: Option<&ResultRow>) -> Result<Option<St
     .await
     .map_err(|e| ApiError::internal("drawing the plot", e))?
     .map_err(|e| ApiError::internal("drawing the plot", e))?;
-    state.cache.put("plot", generation, Bytes::from(svg.clone()));
-    Ok(Some(svg))
+    Ok(Bytes::from(svg))
 }
 
 /// plotters writes a fixed `width` and `height`; without them (the `viewBox` stays) the page scales

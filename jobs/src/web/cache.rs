@@ -44,7 +44,7 @@ pub struct ResponseCache {
     entries: Mutex<HashMap<String, Entry>>,
     /// One lock per key being computed, so that when an answer expires under load one request
     /// computes it and the others wait for it. Without it 200 connections missing at once took
-    /// 200 database queries against a pool of 10, and timed out (`weatherflow bench web`).
+    /// 200 database queries against a pool of 10, and some timed out (`weatherflow bench web`).
     filling: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 

@@ -15,7 +15,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates libssl3 \
+ && apt-get install -y --no-install-recommends ca-certificates curl libssl3 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 weatherflow
 COPY --from=build /usr/local/bin/weatherflow /usr/local/bin/weatherflow
@@ -23,6 +23,7 @@ COPY schedules.toml /app/schedules.toml
 COPY deploy/entrypoint.sh /usr/local/bin/entrypoint
 WORKDIR /app
 USER weatherflow
+# curl: the compose healthchecks ask /readyz.
 # APP_MODE (scheduler, consumer, web, migrate) picks the service; unset, the command runs as given
 # (`docker run weatherflow run fetch`). No CMD: it would be appended to every mode.
 ENTRYPOINT ["entrypoint"]

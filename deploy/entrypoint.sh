@@ -18,7 +18,9 @@ need() {
 case "${APP_MODE:-}" in
   scheduler) need weatherflow weatherflow; exec weatherflow scheduler "$@" ;;
   consumer)  need weatherflow weatherflow; exec weatherflow consumer "$@" ;;
-  web)       need weatherflow weatherflow; exec weatherflow serve "$@" ;;
+  web)
+    # On the container's network, where nginx reaches it; compose publishes nothing but nginx.
+    need weatherflow weatherflow; exec weatherflow serve --listen "${WEB_LISTEN:-0.0.0.0:8080}" "$@" ;;
   migrate)   need weatherflow weatherflow; exec weatherflow migrate up "$@" ;;
   jupyter)
     need jupyter "weatherflow-notebook (Dockerfile.notebook)"
@@ -36,7 +38,7 @@ case "${APP_MODE:-}" in
       exec weatherflow --help
     fi
     case "$1" in
-      -*|help|migrate|check|schedules|run|runs|results|status|scheduler|consumer|serve|bench)
+      -*|help|migrate|check|schedules|run|runs|results|status|scheduler|consumer|serve|bench|config)
         exec weatherflow "$@" ;;
       *) exec "$@" ;;
     esac

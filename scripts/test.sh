@@ -52,6 +52,12 @@ for file in docker-compose*.yml; do
   echo "$file is valid"
 done
 
+step "web tools (prometheus, chromium, nginx, wrk) and nginx -t on deploy/nginx"
+scripts/web-tools.sh
+nginx_prefix="$(mktemp -d)"
+nginx -t -p "$nginx_prefix" -e stderr -c "$PWD/deploy/nginx/nginx.conf"
+rm -rf "$nginx_prefix"
+
 step "cargo test --workspace"
 cargo test --workspace --locked
 

@@ -19,6 +19,18 @@ pub enum BenchKind {
         #[arg(long, default_value_t = 1_000_000)]
         rows: u64,
     },
+    /// Web mode under load: wrk against /api/v1/results, /api/v1/status and /.
+    Web {
+        /// Synthetic observations.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Seconds per endpoint.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 200)]
+        connections: u64,
+    },
 }
 
 /// Runs the chosen benchmark.
@@ -26,5 +38,10 @@ pub async fn run(config: &Config, which: BenchKind, shutdown: CancellationToken)
     match which {
         BenchKind::Persist { messages } => crate::bench::persist::run(config, messages, shutdown).await,
         BenchKind::Analytics { rows } => crate::bench::analytics::run(config, rows, shutdown).await,
+        BenchKind::Web {
+            rows,
+            seconds,
+            connections,
+        } => crate::web::bench::run(config, rows, seconds, connections).await,
     }
 }

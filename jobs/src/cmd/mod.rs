@@ -10,6 +10,7 @@ pub mod run;
 pub mod runs;
 pub mod scheduler;
 pub mod schedules;
+pub mod serve;
 pub mod status;
 pub mod table;
 
@@ -84,9 +85,22 @@ pub enum Command {
         /// Do not run the persist consumer in this process.
         #[arg(long)]
         no_consumer: bool,
+        /// Serve /healthz, /readyz and /metrics on this address (e.g. 127.0.0.1:9101).
+        #[arg(long, value_name = "ADDR")]
+        http: Option<String>,
     },
     /// Run only the persist consumer, until stopped.
-    Consumer,
+    Consumer {
+        /// Serve /healthz, /readyz and /metrics on this address (e.g. 127.0.0.1:9102).
+        #[arg(long, value_name = "ADDR")]
+        http: Option<String>,
+    },
+    /// The web application: dashboard at /, JSON API under /api/v1, /healthz, /readyz, /metrics.
+    Serve {
+        /// Listen address (default: web.listen, 127.0.0.1:8080).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
     /// Print the effective configuration and each value's origin (`--reference`: every field).
     Config(config::ConfigArgs),
     /// Benchmarks that print figures.
@@ -115,8 +129,15 @@ pub async fn execute() -> anyhow::Result<()> {
         Command::Runs { job, last } => runs::run(&config, job, last).await,
         Command::Results { scope, last } => results::run(&config, scope.as_deref(), last).await,
         Command::Status => status::run(&config).await,
-        Command::Scheduler { no_consumer } => scheduler::run(&config, !no_consumer, shutdown).await,
-        Command::Consumer => run::consumer(&config, shutdown).await,
+        Command::Scheduler { no_consumer, http } => {
+            let _http = serve::ops(&config, http.as_deref(), &shutdown).await?;
+            scheduler::run(&config, !no_consumer, shutdown).await
+        }
+        Command::Consumer { http } => {
+            let _http = serve::ops(&config, http.as_deref(), &shutdown).await?;
+            run::consumer(&config, shutdown).await
+        }
+        Command::Serve { listen } => serve::run(&config, listen.as_deref(), shutdown).await,
         Command::Config(_) => unreachable!("handled before the configuration is loaded"),
         Command::Bench { which } => bench::run(&config, which, shutdown).await,
     }

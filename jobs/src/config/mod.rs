@@ -9,7 +9,7 @@
 //! the string `"1"`. Every field is declared once, in [`sections`], with its doc comment; `weatherflow
 //! config --reference` prints them and `docs/configuration.md` is checked against that output.
 
-mod field;
+pub(crate) mod field;
 pub(crate) mod reference;
 mod sections;
 
@@ -95,6 +95,8 @@ pub struct Config {
     pub analytics: AnalyticsConfig,
     /// The scheduler service.
     pub scheduler: SchedulerConfig,
+    /// Web mode: `weatherflow serve` and the `--http` listeners.
+    pub web: crate::web::settings::WebConfig,
 }
 
 /// Where a field's effective value came from.
@@ -165,7 +167,7 @@ impl Config {
     }
 
     /// The sections, in the order the reference lists them.
-    pub(crate) fn sections(&self) -> [&dyn Section; 7] {
+    pub(crate) fn sections(&self) -> [&dyn Section; 8] {
         [
             &self.database,
             &self.kafka,
@@ -174,10 +176,11 @@ impl Config {
             &self.persist,
             &self.analytics,
             &self.scheduler,
+            &self.web,
         ]
     }
 
-    fn sections_mut(&mut self) -> [&mut dyn Section; 7] {
+    fn sections_mut(&mut self) -> [&mut dyn Section; 8] {
         [
             &mut self.database,
             &mut self.kafka,
@@ -186,6 +189,7 @@ impl Config {
             &mut self.persist,
             &mut self.analytics,
             &mut self.scheduler,
+            &mut self.web,
         ]
     }
 

@@ -74,6 +74,13 @@ pub fn write_svg(path: &Path, scatter: &Scatter<'_>) -> Result<(), PlotError> {
     })
 }
 
+/// Draws `scatter` as SVG text (the dashboard inlines it).
+pub fn svg(scatter: &Scatter<'_>) -> Result<String, String> {
+    let mut svg = String::new();
+    render(&mut svg, scatter)?;
+    Ok(svg)
+}
+
 /// The file for `scope` next to the main plot: `out.svg` → `out-<scope slug>.svg`.
 pub fn scope_path(main: &Path, scope: &str) -> PathBuf {
     let stem = main.file_stem().and_then(|s| s.to_str()).unwrap_or("plot");

@@ -17,7 +17,7 @@ mod consumer;
 mod dlq;
 pub mod store;
 pub mod validate;
-mod writer;
+pub(crate) mod writer;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -89,7 +89,7 @@ pub(crate) struct BatchOutcome {
 pub(crate) async fn run(lane: usize, mut batches: Receiver<Batch>, acks: mpsc::Sender<Ack>, deps: Arc<Deps>) {
     let mut strategy = CopyStrategy::default();
     while let Some(batch) = batches.recv().await {
-        let outcome = write(&deps, &batch, &mut strategy).await;
+        let outcome = crate::metrics::persist_write(batch.len(), write(&deps, &batch, &mut strategy)).await;
         let ack = Ack {
             lane,
             last_offsets: batch.last_offsets,

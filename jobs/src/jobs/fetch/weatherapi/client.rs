@@ -233,7 +233,7 @@ impl WeatherApi {
             }
             let deadline = *deadline.get_or_insert_with(|| Instant::now() + self.retry.max_total);
             attempts += 1;
-            let err = match attempt().await {
+            let err = match crate::metrics::fetch_attempt(attempt()).await {
                 Ok(value) => {
                     return Attempted {
                         result: Ok(value),

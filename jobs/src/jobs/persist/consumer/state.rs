@@ -143,6 +143,7 @@ impl State {
             lane.seal();
         }
         self.summary.consumed += 1;
+        crate::metrics::persist_consumed(1);
         self.last_record_at = Some(now);
         self.first_record_at.get_or_insert(now);
     }
@@ -236,6 +237,7 @@ impl State {
         match result {
             Ok(()) => {
                 self.paused = behind;
+                crate::metrics::persist_paused_partitions(if behind { tpl.count() as i32 } else { 0 });
                 tracing::debug!(paused = behind, "fetching paused while the writers catch up");
             }
             Err(e) => tracing::warn!(error = %e, "could not pause or resume fetching"),

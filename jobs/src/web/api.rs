@@ -1,0 +1,246 @@
+//! The JSON API under `/api/v1` (docs/web.md has every endpoint with an example answer).
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::cache::UNTIL_WRITE;
+use super::error::ApiError;
+use super::lag::LagSample;
+use super::params::{DEFAULT_LAST, DEFAULT_LIMIT, MAX_LAST, MAX_LIMIT, Params};
+use super::queries::{self, ResultRow};
+use crate::runs::JobName;
+
+/// The jobs a run filter accepts.
+pub const JOBS: [&str; 3] = ["fetch", "persist", "analytics"];
+/// The statuses a run filter accepts.
+pub const STATUSES: [&str; 4] = ["running", "succeeded", "failed", "skipped"];
+
+/// A JSON body, served from the cache when it holds one for `key`, else computed by `make` and kept
+/// for `ttl`.
+async fn cached<F, Fut, T>(
+    state: &AppState,
+    key: String,
+    ttl: Duration,
+    make: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, ApiError>>,
+    T: Serialize,
+{
+    let body = state
+        .cache
+        .get_or_fill(&key, ttl, || async move {
+            let value = make().await?;
+            serde_json::to_vec(&value)
+                .map(Bytes::from)
+                .map_err(|e| ApiError::internal("encoding", e))
+        })
+        .await?;
+    Ok(json_bytes(body))
+}
+
+fn json_bytes(body: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn key(path: &str, raw: &Option<String>) -> String {
+    format!("{path}?{}", raw.as_deref().unwrap_or(""))
+}
+
+fn stream_ttl(state: &AppState) -> Duration {
+    Duration::from_millis(state.config.web.cache_ttl_ms)
+}
+
+/// `GET /api/v1/results?scope=&last=`: the latest fit of each scope, or one scope's last fits.
+pub async fn results(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let p = Params::parse(raw.as_deref(), &["scope", "last"])?;
+    let scope = p.text("scope")?;
+    let last = p.count("last", DEFAULT_LAST, MAX_LAST)?;
+    let db = state.db.clone();
+    cached(&state, key("results", &raw), UNTIL_WRITE, || async move {
+        let rows = match &scope {
+            Some(scope) => crate::cmd::results::history(&db, scope, last).await?,
+            None => crate::cmd::results::latest_per_scope(&db, last).await?,
+        };
+        let results: Vec<ResultRow> = rows.into_iter().map(ResultRow::from).collect();
+        Ok(json!({ "scope": scope, "results": results }))
+    })
+    .await
+}
+
+/// `GET /api/v1/runs?job=&status=&last=`: the run history, newest first.
+pub async fn runs(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let p = Params::parse(raw.as_deref(), &["job", "status", "last"])?;
+    let job = p.choice("job", &JOBS)?;
+    let status = p.choice("status", &STATUSES)?;
+    let last = p.count("last", DEFAULT_LAST, MAX_LAST)?;
+    let db = state.db.clone();
+    cached(&state, key("runs", &raw), UNTIL_WRITE, || async move {
+        Ok(json!({ "runs": queries::runs(&db, job, status, last).await? }))
+    })
+    .await
+}
+
+/// `GET /api/v1/status`: the last run of each job with its next fire time, consumer lag, row counts.
+pub async fn status(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    Params::parse(raw.as_deref(), &[])?;
+    let s = state.clone();
+    cached(&state, "status".into(), stream_ttl(&state), || async move {
+        status_value(&s).await
+    })
+    .await
+}
+
+/// The body of `/api/v1/status` (the dashboard shows the same).
+pub async fn status_value(state: &AppState) -> Result<Value, ApiError> {
+    let now = Utc::now();
+    let latest = crate::runs::latest_per_job(&state.db).await?;
+    let schedules = crate::cmd::schedules::load(&state.config, None).ok();
+    let jobs: Vec<Value> = JobName::ALL
+        .iter()
+        .map(|&job| {
+            let last = latest
+                .iter()
+                .find(|r| r.job == job)
+                .cloned()
+                .map(queries::RunRow::from);
+            let timing = schedules.as_ref().and_then(|s| match job {
+                JobName::Fetch => Some(&s.fetch.timing),
+                JobName::Analytics => Some(&s.analytics.timing),
+                JobName::Persist => None,
+            });
+            let next_fire = match timing {
+                Some(t) if t.enabled => {
+                    crate::scheduler::ticker::next_fire(t, now).map(crate::runs::tick_text)
+                }
+                _ => None,
+            };
+            json!({
+                "job": job.as_str(),
+                "last_run": last,
+                "next_fire": next_fire,
+                "continuous": job == JobName::Persist,
+            })
+        })
+        .collect();
+    let tables: serde_json::Map<String, Value> = queries::table_counts(&state.db)
+        .await?
+        .into_iter()
+        .map(|(t, n, estimated)| (t, json!({ "rows": n, "estimated": estimated })))
+        .collect();
+    Ok(json!({
+        "now": now,
+        "jobs": jobs,
+        "consumer_lag": lag_value(state),
+        "tables": tables,
+    }))
+}
+
+/// The latest consumer-lag sample as JSON.
+pub fn lag_value(state: &AppState) -> Value {
+    let k = &state.config.kafka;
+    let (sample, at) = state.lag.latest();
+    let (state_text, partitions, error) = match sample {
+        LagSample::Pending => ("pending", Vec::new(), None),
+        LagSample::NoTopic => ("no_topic", Vec::new(), None),
+        LagSample::Unreachable(e) => ("unreachable", Vec::new(), Some(e)),
+        LagSample::Partitions(p) => ("ok", p, None),
+    };
+    let total: i64 = partitions.iter().map(|p| p.lag()).sum();
+    let parts: Vec<Value> = partitions
+        .iter()
+        .map(|p| json!({ "partition": p.partition, "committed": p.committed, "end": p.high, "lag": p.lag() }))
+        .collect();
+    json!({
+        "topic": k.observations_topic,
+        "group": k.consumer_group,
+        "state": state_text,
+        "sampled_at": at,
+        "total": total,
+        "partitions": parts,
+        "error": error,
+    })
+}
+
+/// `GET /api/v1/observations/latest`: the latest observation of each location.
+pub async fn latest_observations(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    Params::parse(raw.as_deref(), &[])?;
+    let db = state.db.clone();
+    cached(
+        &state,
+        "observations/latest".into(),
+        stream_ttl(&state),
+        || async move { Ok(json!({ "observations": queries::latest_observations(&db).await? })) },
+    )
+    .await
+}
+
+/// `GET /api/v1/observations?location=&from=&to=&limit=`: observations newest first.
+pub async fn observations(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = Params::parse(raw.as_deref(), &["location", "from", "to", "limit"])?;
+    let location = p.text("location")?;
+    let from = p.time("from")?;
+    let to = p.time("to")?;
+    if let (Some(f), Some(t)) = (from, to)
+        && f >= t
+    {
+        return Err(ApiError::bad_parameter("to", "to must be later than from"));
+    }
+    let limit = p.count("limit", DEFAULT_LIMIT, MAX_LIMIT)?;
+    let db = state.db.clone();
+    cached(
+        &state,
+        key("observations", &raw),
+        stream_ttl(&state),
+        || async move {
+            let rows = queries::observations(&db, location.as_deref(), from, to, limit).await?;
+            Ok(json!({ "observations": rows }))
+        },
+    )
+    .await
+}
+
+/// `GET /api/v1/rejections?class=&last=`: the latest quarantined records.
+pub async fn rejections(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = Params::parse(raw.as_deref(), &["class", "last"])?;
+    let class = p.text("class")?;
+    if let Some(c) = &class
+        && !c.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_')
+    {
+        return Err(ApiError::bad_parameter(
+            "class",
+            "class must be a rejection class such as invalid_json (lower-case letters and _)",
+        ));
+    }
+    let last = p.count("last", DEFAULT_LAST, MAX_LAST)?;
+    let db = state.db.clone();
+    cached(
+        &state,
+        key("rejections", &raw),
+        stream_ttl(&state),
+        || async move {
+            let rows = queries::rejections(&db, class.as_deref(), last).await?;
+            let summary = queries::rejection_summary(&db).await?;
+            Ok(json!({ "summary": summary, "rejections": rows }))
+        },
+    )
+    .await
+}

@@ -1,0 +1,146 @@
+//! `/healthz` (the process answers), `/readyz` (Kafka, PostgreSQL and the schema answer) and
+//! `/metrics` (the Prometheus text format).
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+
+/// Longest a readiness check may take; a probe must answer before its own timeout.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// `GET /healthz`: 200 while the process serves.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: 200 when every check passes, else 503 naming each failing check.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let (kafka, postgres) = tokio::join!(check_kafka(&state), check_postgres(&state));
+    let migrations = match &postgres {
+        Ok(()) => check_migrations(&state).await,
+        Err(_) => Err("not checked: PostgreSQL does not answer".to_owned()),
+    };
+    let mut checks = Map::new();
+    let mut failing = Vec::new();
+    for (name, result) in [
+        ("kafka", kafka),
+        ("postgres", postgres),
+        ("migrations", migrations),
+    ] {
+        match result {
+            Ok(()) => checks.insert(name.into(), json!("ok")),
+            Err(e) => {
+                failing.push(name);
+                checks.insert(name.into(), json!(e))
+            }
+        };
+    }
+    let ready = failing.is_empty();
+    let body = json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "checks": checks,
+        "failing": failing,
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn check_kafka(state: &AppState) -> Result<(), String> {
+    let mut cfg = state.config.kafka.clone();
+    cfg.request_timeout_secs = CHECK_TIMEOUT.as_secs();
+    let task = tokio::task::spawn_blocking(move || crate::kafka::cluster_info(&cfg));
+    match tokio::time::timeout(CHECK_TIMEOUT + Duration::from_secs(1), task).await {
+        Ok(Ok(Ok(info))) if !info.brokers.is_empty() => Ok(()),
+        Ok(Ok(Ok(_))) => Err("metadata lists no broker".into()),
+        Ok(Ok(Err(e))) => Err(format!("metadata request failed: {e}")),
+        Ok(Err(e)) => Err(format!("metadata request failed: {e}")),
+        Err(_) => Err("metadata request timed out".into()),
+    }
+}
+
+async fn check_postgres(state: &AppState) -> Result<(), String> {
+    let q = state
+        .db
+        .execute_raw(Statement::from_string(DbBackend::Postgres, "SELECT 1"));
+    match tokio::time::timeout(CHECK_TIMEOUT, q).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("query failed: {e}")),
+        Err(_) => Err("query timed out".into()),
+    }
+}
+
+async fn check_migrations(state: &AppState) -> Result<(), String> {
+    match tokio::time::timeout(CHECK_TIMEOUT, Migrator::get_pending_migrations(&state.db)).await {
+        Ok(Ok(pending)) if pending.is_empty() => Ok(()),
+        Ok(Ok(pending)) => Err(format!(
+            "{} migration(s) pending; run `weatherflow migrate up`",
+            pending.len()
+        )),
+        Ok(Err(e)) => Err(format!("cannot read the migration table: {e}")),
+        Err(_) => Err("migration check timed out".into()),
+    }
+}
+
+/// `GET /metrics`: this process's counters and histograms, with the platform's state read from
+/// PostgreSQL at scrape time (runs, last successes, last fits).
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    if let Err(e) = collect(&state).await {
+        // The process's own metrics are still worth serving; the gap shows as stale series.
+        tracing::warn!(error = %e, "metrics: reading the database failed");
+        metrics::gauge!("weatherflow_database_up").set(0.0);
+    } else {
+        metrics::gauge!("weatherflow_database_up").set(1.0);
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        crate::metrics::render(),
+    )
+        .into_response()
+}
+
+/// Runs by job and status (every replica's, from the history), and each job's last success.
+const RUNS_SQL: &str = "\
+SELECT job, status, count(*)::int8 AS n,
+       extract(epoch FROM max(finished_at) FILTER (WHERE status = 'succeeded'))::float8 AS last_ok
+FROM job_runs GROUP BY job, status";
+
+/// The latest fit of each scope.
+const FITS_SQL: &str = "\
+SELECT DISTINCT ON (scope) scope, n_samples, r_squared, slope
+FROM regression_results ORDER BY scope, fitted_at DESC, id DESC";
+
+async fn collect(state: &AppState) -> Result<(), sea_orm::DbErr> {
+    let q = |sql: &str| Statement::from_string(DbBackend::Postgres, sql);
+    for row in state.db.query_all_raw(q(RUNS_SQL)).await? {
+        let job: String = row.try_get("", "job")?;
+        let status: String = row.try_get("", "status")?;
+        let n: i64 = row.try_get("", "n")?;
+        metrics::counter!("weatherflow_job_runs_total", "job" => job.clone(), "status" => status)
+            .absolute(n.max(0) as u64);
+        if let Some(t) = row.try_get::<Option<f64>>("", "last_ok")? {
+            metrics::gauge!("weatherflow_job_last_success_timestamp_seconds", "job" => job).set(t);
+        }
+    }
+    for row in state.db.query_all_raw(q(FITS_SQL)).await? {
+        let scope: String = row.try_get("", "scope")?;
+        let n: i64 = row.try_get("", "n_samples")?;
+        let r2: f64 = row.try_get("", "r_squared")?;
+        let slope: f64 = row.try_get("", "slope")?;
+        metrics::gauge!("weatherflow_analytics_fit_samples", "scope" => scope.clone()).set(n as f64);
+        metrics::gauge!("weatherflow_analytics_fit_r_squared", "scope" => scope.clone()).set(r2);
+        metrics::gauge!("weatherflow_analytics_fit_slope", "scope" => scope).set(slope);
+    }
+    Ok(())
+}

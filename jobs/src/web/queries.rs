@@ -1,0 +1,291 @@
+//! The reads the API and the dashboard share, each returning rows shaped as the API serves them.
+
+use chrono::{DateTime, Utc};
+use entity::{job_runs, regression_results};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, FromQueryResult,
+    QueryFilter, QueryOrder, QuerySelect, Statement,
+};
+use serde::Serialize;
+
+/// One regression result as served.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResultRow {
+    /// `all` or a location key.
+    pub scope: String,
+    /// When the fit ran.
+    pub fitted_at: DateTime<Utc>,
+    /// Samples used.
+    pub n_samples: i64,
+    /// °C at zero wind.
+    pub intercept: f64,
+    /// °C per km/h.
+    pub slope: f64,
+    /// Standard error of the slope, when defined.
+    pub slope_stderr: Option<f64>,
+    /// Coefficient of determination.
+    pub r_squared: f64,
+    /// Root mean squared error, °C.
+    pub rmse: f64,
+    /// The run that wrote it.
+    pub run_id: i64,
+}
+
+impl From<regression_results::Model> for ResultRow {
+    fn from(r: regression_results::Model) -> Self {
+        Self {
+            scope: r.scope,
+            fitted_at: r.fitted_at,
+            n_samples: r.n_samples,
+            intercept: r.intercept,
+            slope: r.slope,
+            slope_stderr: r.slope_stderr,
+            r_squared: r.r_squared,
+            rmse: r.rmse,
+            run_id: r.job_run_id,
+        }
+    }
+}
+
+/// One run as served.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRow {
+    /// Run id.
+    pub id: i64,
+    /// Job name.
+    pub job: String,
+    /// `schedule` or `manual`.
+    pub trigger: String,
+    /// `running`, `succeeded`, `failed` or `skipped`.
+    pub status: String,
+    /// Start time.
+    pub started_at: DateTime<Utc>,
+    /// End time, when ended.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Records read.
+    pub records_in: Option<i64>,
+    /// Records written.
+    pub records_out: Option<i64>,
+    /// The failure, when failed.
+    pub error: Option<String>,
+}
+
+impl From<job_runs::Model> for RunRow {
+    fn from(r: job_runs::Model) -> Self {
+        Self {
+            id: r.id,
+            job: r.job.to_string(),
+            trigger: r.trigger.to_string(),
+            status: r.status.to_string(),
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            records_in: r.records_in,
+            records_out: r.records_out,
+            error: r.error,
+        }
+    }
+}
+
+/// The latest runs, newest first, optionally of one job and one status.
+pub async fn runs(
+    db: &DatabaseConnection,
+    job: Option<&str>,
+    status: Option<&str>,
+    last: u64,
+) -> Result<Vec<RunRow>, DbErr> {
+    let mut q = job_runs::Entity::find()
+        .order_by_desc(job_runs::Column::Id)
+        .limit(last);
+    if let Some(job) = job {
+        q = q.filter(job_runs::Column::Job.eq(job));
+    }
+    if let Some(status) = status {
+        q = q.filter(job_runs::Column::Status.eq(status));
+    }
+    Ok(q.all(db).await?.into_iter().map(RunRow::from).collect())
+}
+
+/// One observation as served (the measured fields; Kafka coordinates left out).
+#[derive(Debug, Clone, Serialize, FromQueryResult)]
+pub struct ObservationRow {
+    /// Row id.
+    pub id: i64,
+    /// `name||country`, lower-case.
+    pub location_key: String,
+    /// Display name.
+    pub location_name: String,
+    /// Region.
+    pub region: String,
+    /// Country.
+    pub country: String,
+    /// When it was observed.
+    pub observed_at: DateTime<Utc>,
+    /// °C.
+    pub temp_c: f64,
+    /// km/h.
+    pub wind_kph: f64,
+    /// %.
+    pub humidity: Option<i32>,
+    /// Condition text.
+    pub condition_text: Option<String>,
+    /// `weatherapi` or `simulated`.
+    pub source: String,
+}
+
+const OBSERVATION_COLUMNS: &str = "id, location_key, location_name, region, country, observed_at, temp_c, wind_kph, humidity, \
+     condition_text, source";
+
+/// The latest observation of each location, by location key. A skip scan over the unique
+/// `(location_key, observed_at)` index: two index probes per location, whatever the table's size
+/// (a plain `DISTINCT ON` reads every row).
+pub async fn latest_observations(db: &DatabaseConnection) -> Result<Vec<ObservationRow>, DbErr> {
+    let sql = format!(
+        "WITH RECURSIVE keys(k) AS (
+            (SELECT location_key FROM observations ORDER BY location_key LIMIT 1)
+            UNION ALL
+            SELECT (SELECT o.location_key FROM observations o
+                    WHERE o.location_key > keys.k ORDER BY o.location_key LIMIT 1)
+            FROM keys WHERE keys.k IS NOT NULL
+        )
+        SELECT {OBSERVATION_COLUMNS} FROM keys CROSS JOIN LATERAL (
+            SELECT * FROM observations o WHERE o.location_key = keys.k
+            ORDER BY observed_at DESC LIMIT 1
+        ) latest
+        ORDER BY location_key"
+    );
+    ObservationRow::find_by_statement(Statement::from_string(DbBackend::Postgres, sql))
+        .all(db)
+        .await
+}
+
+/// Observations newest first, filtered by location key and time range, at most `limit`.
+pub async fn observations(
+    db: &DatabaseConnection,
+    location: Option<&str>,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    limit: u64,
+) -> Result<Vec<ObservationRow>, DbErr> {
+    let sql = format!(
+        "SELECT {OBSERVATION_COLUMNS} FROM observations
+         WHERE ($1::text IS NULL OR location_key = $1)
+           AND ($2::timestamptz IS NULL OR observed_at >= $2)
+           AND ($3::timestamptz IS NULL OR observed_at < $3)
+         ORDER BY observed_at DESC, id DESC LIMIT $4"
+    );
+    let values = vec![
+        location.map(str::to_owned).into(),
+        from.into(),
+        to.into(),
+        (limit as i64).into(),
+    ];
+    ObservationRow::find_by_statement(Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
+        .all(db)
+        .await
+}
+
+/// One quarantined record as served (its payload's size, not the payload: it may be anything).
+#[derive(Debug, Clone, Serialize, FromQueryResult)]
+pub struct RejectionRow {
+    /// Row id.
+    pub id: i64,
+    /// When it was quarantined.
+    pub received_at: DateTime<Utc>,
+    /// Source topic.
+    pub kafka_topic: String,
+    /// Source partition.
+    pub kafka_partition: i32,
+    /// Source offset.
+    pub kafka_offset: i64,
+    /// Why, as a class.
+    pub error_class: String,
+    /// Why, in words.
+    pub reason: String,
+    /// Payload size in bytes.
+    pub payload_bytes: Option<i32>,
+}
+
+/// The latest quarantined records, newest first, optionally of one class.
+pub async fn rejections(
+    db: &DatabaseConnection,
+    class: Option<&str>,
+    last: u64,
+) -> Result<Vec<RejectionRow>, DbErr> {
+    let sql = "SELECT id, received_at, kafka_topic, kafka_partition, kafka_offset, error_class, reason,
+                      octet_length(payload) AS payload_bytes
+               FROM rejected_records WHERE ($1::text IS NULL OR error_class = $1)
+               ORDER BY id DESC LIMIT $2";
+    let values = vec![class.map(str::to_owned).into(), (last as i64).into()];
+    RejectionRow::find_by_statement(Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
+        .all(db)
+        .await
+}
+
+/// The dead-letter summary: records per class, and the latest of each.
+#[derive(Debug, Clone, Serialize, FromQueryResult)]
+pub struct RejectionClass {
+    /// The class.
+    pub error_class: String,
+    /// Records quarantined as it.
+    pub count: i64,
+    /// The latest one's time.
+    pub latest: DateTime<Utc>,
+}
+
+/// Quarantined records per class, most frequent first.
+pub async fn rejection_summary(db: &DatabaseConnection) -> Result<Vec<RejectionClass>, DbErr> {
+    let sql = "SELECT error_class, count(*)::int8 AS count, max(received_at) AS latest
+               FROM rejected_records GROUP BY error_class ORDER BY count DESC, error_class";
+    RejectionClass::find_by_statement(Statement::from_string(DbBackend::Postgres, sql))
+        .all(db)
+        .await
+}
+
+/// Row counts of the platform's tables: exact below 1M rows, the planner's estimate above (as
+/// `weatherflow status`), so the answer stays instant on a large history.
+pub async fn table_counts(db: &DatabaseConnection) -> Result<Vec<(String, i64, bool)>, DbErr> {
+    let mut out = Vec::new();
+    for table in [
+        "observations",
+        "rejected_records",
+        "regression_results",
+        "job_runs",
+    ] {
+        // `table` is one of the four names above, never input.
+        let sql = format!(
+            "SELECT CASE WHEN e >= 1000000 THEN e ELSE (SELECT count(*) FROM {table}) END, e >= 1000000
+             FROM (SELECT coalesce((SELECT reltuples::int8 FROM pg_class WHERE oid = '{table}'::regclass), -1) AS e) s"
+        );
+        let row = db
+            .query_one_raw(Statement::from_string(DbBackend::Postgres, sql))
+            .await?
+            .ok_or_else(|| DbErr::Custom(format!("count of {table} returned no row")))?;
+        out.push((
+            table.to_owned(),
+            row.try_get_by_index(0)?,
+            row.try_get_by_index(1)?,
+        ));
+    }
+    Ok(out)
+}
+
+/// Up to `max` (wind, temperature) samples spread over the whole table, for the dashboard's plot:
+/// a block sample when the table is large, so the plot costs a few pages read, not a full scan.
+pub async fn plot_samples(db: &DatabaseConnection, max: usize) -> Result<(Vec<f64>, Vec<f64>), DbErr> {
+    let sql = format!(
+        "SELECT wind_kph, temp_c FROM observations TABLESAMPLE SYSTEM (
+             least(100, greatest(0.1, 100.0 * {max} * 4 /
+                 greatest(1, (SELECT reltuples FROM pg_class WHERE oid = 'observations'::regclass)))))
+         LIMIT {max}"
+    );
+    let rows = db
+        .query_all_raw(Statement::from_string(DbBackend::Postgres, sql))
+        .await?;
+    let mut wind = Vec::with_capacity(rows.len());
+    let mut temp = Vec::with_capacity(rows.len());
+    for r in rows {
+        wind.push(r.try_get_by_index::<f64>(0)?);
+        temp.push(r.try_get_by_index::<f64>(1)?);
+    }
+    Ok((wind, temp))
+}

@@ -1,0 +1,47 @@
+//! The `[web]` configuration section (env `WEATHERFLOW_WEB_<FIELD>`), part of [`crate::config::Config`].
+
+use std::path::PathBuf;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::config::ConfigError;
+use crate::config::field::section;
+
+section! {
+    /// Web mode: `weatherflow serve` and the `--http` listeners (docs/web.md).
+    pub struct WebConfig in "web" {
+        /// Address `weatherflow serve` listens on; loopback unless told otherwise.
+        pub listen: String = "127.0.0.1:8080".into();
+        /// Bearer token that allows `POST /api/v1/runs/{job}`. Unset: the endpoint answers 403.
+        /// Never shown.
+        pub token: Option<SecretString> = None;
+        /// A file holding the token, used when `web.token` is not set.
+        pub token_file: Option<PathBuf> = None;
+        /// A request (headers included) must be read and answered within this time, in seconds;
+        /// slower clients are cut off.
+        pub request_timeout_secs: u64 = 10;
+        /// How long cached answers that change with the stream (status, latest observations, lag)
+        /// live, in milliseconds.
+        pub cache_ttl_ms: u64 = 2000;
+    }
+}
+
+impl WebConfig {
+    /// The token from `token`, else from `token_file` (trimmed). `Ok(None)` when neither is set.
+    pub fn resolve_token(&self) -> Result<Option<SecretString>, ConfigError> {
+        if let Some(t) = &self.token
+            && !t.expose_secret().trim().is_empty()
+        {
+            return Ok(Some(t.clone()));
+        }
+        let Some(path) = &self.token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let token = text.trim();
+        Ok((!token.is_empty()).then(|| SecretString::from(token.to_owned())))
+    }
+}

@@ -15,6 +15,7 @@
 //! ([`missed`]) and graceful shutdown.
 
 mod attempt;
+mod firetimes;
 pub mod catalog;
 pub mod job;
 pub mod missed;

@@ -1,7 +1,8 @@
 //! `weatherflow run <job>`: one manual run, recorded in job_runs.
 //!
 //! Manual fetch and analytics runs take the same advisory lock as scheduled ones, so a run by hand
-//! never overlaps a scheduled run of the same job on any replica (it fails at once, saying so).
+//! never overlaps a scheduled run of the same job on any replica (it fails at once, saying so). A
+//! manual run whose lock is lost is cancelled and recorded failed ("lock lost").
 
 use tokio_util::sync::CancellationToken;
 
@@ -25,9 +26,10 @@ async fn lock(conn: &sea_orm::DatabaseConnection, job: &str) -> anyhow::Result<J
 /// `weatherflow run fetch`.
 pub async fn fetch(config: &Config, req: FetchRequest, shutdown: CancellationToken) -> anyhow::Result<()> {
     let conn = db::connect(&config.database).await?;
-    let lock = lock(&conn, "fetch").await?;
+    let mut lock = lock(&conn, "fetch").await?;
+    let cancel = shutdown.child_token();
     let result = runs::recorded(&conn, "fetch", Trigger::Manual, |_| {
-        fetch::run(config, req, shutdown)
+        lock.guard(&cancel, fetch::run(config, req, cancel.clone()))
     })
     .await;
     let released = lock.release().await;
@@ -56,9 +58,10 @@ pub async fn analytics(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let conn = db::connect(&config.database).await?;
-    let lock = lock(&conn, "analytics").await?;
+    let mut lock = lock(&conn, "analytics").await?;
+    let cancel = shutdown.child_token();
     let result = runs::recorded(&conn, "analytics", Trigger::Manual, |id| {
-        analytics::run(config, &conn, id, req, shutdown)
+        lock.guard(&cancel, analytics::run(config, &conn, id, req, cancel.clone()))
     })
     .await;
     let released = lock.release().await;

@@ -16,7 +16,6 @@ use entity::job_runs;
 use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
 use secrecy::ExposeSecret;
 use weatherflow::runs::Outcome;
-use weatherflow::runs::lock::LOCK_LOST;
 use weatherflow::scheduler::{RunContext, ScheduledJob, Scheduler, SchedulerOptions, Tick, TickOutcome};
 use weatherflow::schedules::{Schedules, Timing};
 
@@ -148,7 +147,7 @@ async fn a_run_whose_lock_session_dies_stops_as_lock_lost_before_another_replica
         "{out_a:?}"
     );
     assert_eq!(a_row.status, "failed", "{runs:#?}");
-    assert_eq!(a_row.error.as_deref(), Some(LOCK_LOST), "{runs:#?}");
+    assert_eq!(a_row.error.as_deref(), Some("lock lost"), "{runs:#?}");
     assert!(
         matches!(
             out_b,

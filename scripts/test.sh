@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README "Quick start", command 2; `.ci/run` calls it).
 # Installs and starts the services when needed, then: rustfmt, clippy -D warnings, the compose file's
-# validation, and the whole test suite against the real Kafka broker and PostgreSQL.
+# validation, the whole test suite against the real Kafka broker and PostgreSQL, then the fault stage on
+# services of its own (scripts/test-faults.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -30,6 +31,10 @@ echo "docker-compose.yml is valid"
 
 step "cargo test --workspace"
 cargo test --workspace --locked
+
+step "fault stage: a broker and a PostgreSQL cluster of its own, killed and restarted (scripts/test-faults.sh)"
+cargo build -q -p weatherflow --bin weatherflow --locked
+scripts/test-faults.sh
 
 echo
 echo "all checks passed in $((SECONDS - start)) s"

@@ -81,16 +81,19 @@ backlog() {
   for i in $(seq 1 $n); do args+=(--location "fault-$tag-$i"); done
   "$BIN" run fetch --source simulated --backfill-hours "$hours" "${args[@]}" >"$LOGS/fetch-$tag.log" 2>&1 \
     || fail "producing the $tag backlog (see $LOGS/fetch-$tag.log)"
+  TOTAL=$(produced)
 }
 
 consumer_start() { "$BIN" consumer >>"$LOGS/consumer.log" 2>&1 & CONSUMER_PID=$!; }
 consumer_kill() { kill -KILL "$CONSUMER_PID"; wait "$CONSUMER_PID" 2>/dev/null || true; CONSUMER_PID=""; }
 consumer_stop() { kill -TERM "$CONSUMER_PID"; wait "$CONSUMER_PID" 2>/dev/null || true; CONSUMER_PID=""; }
 
-# Milliseconds until the database holds more than $1 rows (the consumer stores again).
+# Milliseconds until the database holds more than $1 rows (the consumer stores again), or everything
+# produced (the backlog was drained before the fault).
+TOTAL=0
 until_more_than() {
-  local before=$1 t0; t0=$(now_ms)
-  while [ "$(accounted)" -le "$before" ]; do
+  local before=$1 t0 n; t0=$(now_ms)
+  while n=$(accounted); [ "$n" -le "$before" ] && [ "$n" -lt "$TOTAL" ]; do
     [ $(( $(now_ms) - t0 )) -lt 60000 ] || fail "no row stored within 60 s"
     sleep 0.05
   done
@@ -136,7 +139,8 @@ for i in $(seq 1 10); do
   check_offsets
   before=$(accounted)
   consumer_start
-  say "consumer SIGKILL $i: $before stored; restart to first stored row $(until_more_than "$before") ms"
+  ms=$(until_more_than "$before") || fail "consumer SIGKILL $i: no row stored within 60 s of the restart"
+  say "consumer SIGKILL $i: $before stored; restart to first stored row $ms ms"
 done
 settle "10 consumer SIGKILLs"
 
@@ -149,7 +153,7 @@ for mode in kill clean; do
   check_offsets
   t0=$(now_ms); kn_start; kn_wait_ready 90 || fail "broker restart"
   before=$(accounted)
-  ms=$(until_more_than "$before")
+  ms=$(until_more_than "$before") || fail "broker $mode: no row stored within 60 s of the restart"
   say "broker $mode: back in $(( $(now_ms) - t0 - ms )) ms, first stored row $ms ms later"
   settle "broker $mode + restart"
 done
@@ -163,7 +167,7 @@ as_root pg_ctlcluster "$PG_VER" "$PG_NAME" restart -m immediate
 until pg_isready -q -h 127.0.0.1 -p "$PG_PORT"; do sleep 0.1; done
 check_offsets
 before=$(accounted)
-ms=$(until_more_than "$before")
+ms=$(until_more_than "$before") || fail "PostgreSQL restart: no row stored within 60 s"
 say "PostgreSQL immediate restart: server back in $(( $(now_ms) - t0 - ms )) ms, first stored row $ms ms later"
 settle "PostgreSQL immediate restart"
 consumer_stop

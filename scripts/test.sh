@@ -3,7 +3,8 @@
 # Installs and starts the services when needed, then: rustfmt, the notebook-outputs check, clippy
 # -D warnings, cargo deny (bans, licenses, sources), the compose files' validation, the whole test
 # suite against the real Kafka broker and PostgreSQL, then the stages that need services or data of
-# their own (the analysis notebook on the demo's data: scripts/test-notebook.sh).
+# their own (the analysis notebook on the demo's data: scripts/test-notebook.sh; the secured broker and
+# PostgreSQL: scripts/test-secure.sh; the Kafka clusters: scripts/test-cluster.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

@@ -1,7 +1,8 @@
 //! `weatherflow run <job>` and `weatherflow consumer`: one manual run, recorded in job_runs.
 //!
 //! Manual fetch and analytics runs take the same advisory lock as scheduled ones, so a run by hand
-//! never overlaps a scheduled run of the same job on any replica (it fails at once, saying so).
+//! never overlaps a scheduled run of the same job on any replica (it fails at once, saying so). A
+//! manual run whose lock is lost is cancelled and recorded failed ("lock lost").
 
 use std::path::PathBuf;
 
@@ -152,9 +153,10 @@ async fn lock(conn: &sea_orm::DatabaseConnection, job: JobName) -> anyhow::Resul
 
 async fn fetch_once(config: &Config, req: FetchRequest, shutdown: CancellationToken) -> anyhow::Result<()> {
     let conn = db::connect(&config.database).await?;
-    let lock = lock(&conn, JobName::Fetch).await?;
+    let mut lock = lock(&conn, JobName::Fetch).await?;
+    let cancel = shutdown.child_token();
     let result = runs::recorded(&conn, JobName::Fetch, Trigger::Manual, |_| {
-        fetch::run(config, req, shutdown)
+        lock.guard(&cancel, fetch::run(config, req, cancel.clone()))
     })
     .await;
     let released = lock.release().await;
@@ -181,9 +183,10 @@ async fn analytics_once(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let conn = db::connect(&config.database).await?;
-    let lock = lock(&conn, JobName::Analytics).await?;
+    let mut lock = lock(&conn, JobName::Analytics).await?;
+    let cancel = shutdown.child_token();
     let result = runs::recorded(&conn, JobName::Analytics, Trigger::Manual, |id| {
-        analytics::run(config, &conn, id, req, shutdown)
+        lock.guard(&cancel, analytics::run(config, &conn, id, req, cancel.clone()))
     })
     .await;
     let released = lock.release().await;

@@ -12,8 +12,9 @@ use crate::jobs::persist::{self, PersistRequest};
 use crate::runs::{self, JobName, Trigger};
 use crate::scheduler::{Scheduler, SchedulerOptions, catalog};
 
-/// Runs the scheduler until shutdown. A consumer failure stops the whole service (the process exits
-/// non-zero, for the supervisor to restart it); shutdown by signal exits cleanly.
+/// Runs the scheduler until shutdown. A failure of either half (scheduler or consumer) stops the other
+/// and then the whole service (the process exits non-zero, for the supervisor to restart it); shutdown
+/// by signal exits cleanly.
 pub async fn run(config: &Config, with_consumer: bool, shutdown: CancellationToken) -> anyhow::Result<()> {
     // Validated before anything starts: a bad schedules file names the job and field and stops here.
     let schedules = super::schedules::load(config, None)?;
@@ -47,7 +48,19 @@ pub async fn run(config: &Config, with_consumer: bool, shutdown: CancellationTok
         }
         result.map(|_| ()).context("the persist consumer stopped")
     };
-    let (scheduled, consumed) = tokio::join!(scheduler.run(shutdown.clone()), consumer);
+    // Either half failing stops the other (cleanly) and then the process, non-zero: a process with
+    // only one half alive would look healthy to its supervisor while never ticking (or consuming).
+    let scheduled = async {
+        let result = scheduler.run(shutdown.clone()).await;
+        if result.is_err() {
+            shutdown.cancel();
+        }
+        result.context("the scheduler stopped")
+    };
+    let (scheduled, consumed) = tokio::join!(scheduled, consumer);
+    if let (Err(e), Ok(())) = (&scheduled, &consumed) {
+        tracing::error!(error = %format!("{e:#}"), "scheduler failed; the consumer stopped cleanly");
+    }
     scheduled?;
     consumed?;
     tracing::info!("scheduler stopped");

@@ -7,12 +7,37 @@
 //! dropped with its task) the connection is closed instead, because a pooled session still holding the
 //! lock would keep the job locked for as long as the pool lives. If the process dies, the server ends
 //! the session and the lock goes with it.
+//!
+//! The session can also die under a live run (a PostgreSQL restart, an idle-session timeout, a proxy,
+//! `pg_terminate_backend`), and with it the lock: another replica could take it and run beside us. So
+//! a run checks its lock every [`CHECK_EVERY`] ([`JobLock::lost`]) and stops when it is gone, recorded
+//! `failed` with [`LOCK_LOST`]; a new holder that finds a `running` row waits long enough for that
+//! loser to have stopped before it runs (see the scheduler).
+
+use std::future::Future;
+use std::time::Duration;
 
 use sea_orm::DatabaseConnection;
 
 use super::JobName;
 use sqlx::Postgres;
 use sqlx::pool::PoolConnection;
+use tokio_util::sync::CancellationToken;
+
+/// How often a running job checks that its lock is still held: a one-row query on the lock's session.
+pub const CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// The error recorded for a run stopped because its lock was lost.
+pub const LOCK_LOST: &str = "lock lost";
+
+/// How long a manual run gets to return after it was cancelled for a lost lock.
+const MANUAL_CANCEL_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether this session holds the advisory lock `$1`. PostgreSQL shows a bigint key as its high 32
+/// bits in `classid` and its low 32 bits in `objid`, with `objsubid` 1.
+const HELD: &str = "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
+    AND pid = pg_backend_pid() AND objsubid = 1 \
+    AND classid::bigint = (($1::bigint >> 32) & 4294967295) AND objid::bigint = ($1::bigint & 4294967295))";
 
 /// The advisory lock key of `job`: 64-bit FNV-1a of `"weatherflow:" + job`. Stable across builds,
 /// platforms and PostgreSQL versions (unlike `hashtext`), so every replica derives the same key.
@@ -57,6 +82,55 @@ impl JobLock {
                 Err(e)
             }
         }
+    }
+
+    /// Resolves when the lock is lost: its session failed the check, or no longer holds the lock.
+    /// Checks every [`CHECK_EVERY`] on the lock's own session; pending for as long as the lock holds.
+    pub async fn lost(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        loop {
+            tokio::time::sleep(CHECK_EVERY).await;
+            let held = sqlx::query_scalar::<_, bool>(HELD)
+                .bind(self.key)
+                .fetch_one(&mut **conn)
+                .await;
+            match held {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::error!(
+                        key = self.key,
+                        "the advisory lock is no longer held by its session"
+                    );
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(key = self.key, error = %e, "the advisory lock's session is lost");
+                    conn.close_on_drop();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Runs `body` while the lock holds (manual runs). When the lock is lost, `cancel` (the body's
+    /// token) is cancelled, the body gets a moment to return, and the result is the error
+    /// [`LOCK_LOST`] whatever the body returned.
+    pub async fn guard<T, F>(&mut self, cancel: &CancellationToken, body: F) -> anyhow::Result<T>
+    where
+        F: Future<Output = anyhow::Result<T>>,
+    {
+        tokio::pin!(body);
+        tokio::select! {
+            returned = &mut body => return returned,
+            () = self.lost() => {}
+        }
+        cancel.cancel();
+        if tokio::time::timeout(MANUAL_CANCEL_WAIT, &mut body).await.is_err() {
+            tracing::warn!("run ignored cancellation after its lock was lost; dropped");
+        }
+        Err(anyhow::anyhow!(LOCK_LOST))
     }
 
     /// Lets the lock go. The session returns to the pool when PostgreSQL confirms the unlock, and is

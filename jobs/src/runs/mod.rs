@@ -307,6 +307,18 @@ pub async fn last_scheduled_tick(
     }
 }
 
+/// Whether `job` has `running` scheduled rows (what [`close_abandoned`] would close).
+pub async fn has_running(db: &DatabaseConnection, job: JobName) -> Result<bool, DbErr> {
+    let row = db
+        .query_one_raw(stmt(
+            r#"SELECT EXISTS (SELECT 1 FROM job_runs
+               WHERE job = $1 AND "trigger" = 'schedule' AND status = 'running')"#,
+            vec![job.as_str().into()],
+        ))
+        .await?;
+    row.map_or(Ok(false), |r| r.try_get_by_index::<bool>(0))
+}
+
 /// Closes the `running` scheduled rows of `job` as failed with `error`. Only sound under the job's
 /// advisory lock: a scheduled run holds the lock until its row is closed, so a `running` row found while
 /// holding the lock belongs to a process that died. Returns how many rows were closed.

@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use sea_orm::DbErr;
 use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
 
 use super::job::{RunContext, ScheduledJob};
 use super::{Env, Tick, TickOutcome};
 use crate::backoff::Backoff;
+use crate::runs::lock::LOCK_LOST;
 use crate::runs::{self, RunStatus, StoredReport, Trigger};
 
 /// How an attempt ended, as far as retrying is concerned.
@@ -18,7 +20,7 @@ enum End {
     Done(RunStatus),
     /// Failed or timed out: worth another attempt.
     Failed,
-    /// Cancelled at shutdown: no more attempts.
+    /// Cancelled at shutdown or for a lost lock: no more attempts.
     Cancelled,
 }
 
@@ -30,11 +32,19 @@ enum Stop {
     TimedOut,
     /// The shutdown grace period ran out.
     Shutdown,
+    /// The job's lock was lost: another replica may run it now.
+    LockLost,
 }
 
 /// Runs `tick` of `job`: attempts until one succeeds (or skips), the retries are used up, or shutdown.
 /// The caller holds the job's lock.
-pub(super) async fn run(env: &Env, job: &ScheduledJob, tick: Tick) -> Result<TickOutcome, DbErr> {
+/// `lost` is cancelled when the lock is lost: the running attempt stops and no other starts.
+pub(super) async fn run(
+    env: &Env,
+    job: &ScheduledJob,
+    tick: Tick,
+    lost: &CancellationToken,
+) -> Result<TickOutcome, DbErr> {
     let retries = job.timing.retries;
     let initial = Duration::from_secs(job.timing.retry_backoff_secs);
     let backoff = Backoff::new(initial, initial.saturating_mul(1 << retries.min(20)));
@@ -48,10 +58,11 @@ pub(super) async fn run(env: &Env, job: &ScheduledJob, tick: Tick) -> Result<Tic
                     tracing::info!(job = %job.name, "shutting down: no further attempts");
                     break;
                 }
+                _ = lost.cancelled() => break,
                 _ = tokio::time::sleep(delay) => {}
             }
         }
-        let (id, end) = one(env, job, tick, attempt).await?;
+        let (id, end) = one(env, job, tick, attempt, lost).await?;
         run_ids.push(id);
         match end {
             End::Done(status) => return Ok(TickOutcome::Ran { status, run_ids }),
@@ -92,7 +103,13 @@ fn merged(scheduler: Map<String, Value>, report: Option<Value>) -> Value {
 }
 
 /// One attempt, recorded in its own row.
-async fn one(env: &Env, job: &ScheduledJob, tick: Tick, attempt: u32) -> Result<(i64, End), DbErr> {
+async fn one(
+    env: &Env,
+    job: &ScheduledJob,
+    tick: Tick,
+    attempt: u32,
+    lost: &CancellationToken,
+) -> Result<(i64, End), DbErr> {
     let base = tick_details(env, tick, Some(attempt));
     let id = runs::start_with(
         &env.db,
@@ -116,11 +133,12 @@ async fn one(env: &Env, job: &ScheduledJob, tick: Tick, attempt: u32) -> Result<
         returned = &mut body => Stop::Returned(returned),
         _ = tokio::time::sleep(timeout) => Stop::TimedOut,
         _ = env.cancel.cancelled() => Stop::Shutdown,
+        _ = lost.cancelled() => Stop::LockLost,
     };
     let (end, error, outcome) = match stop {
         Stop::Returned(Ok(outcome)) => (End::Done(outcome.status()), None, Some(outcome)),
         Stop::Returned(Err(e)) => (End::Failed, Some(format!("{e:#}")), None),
-        Stop::TimedOut | Stop::Shutdown => {
+        Stop::TimedOut | Stop::Shutdown | Stop::LockLost => {
             // Ask the body to stop, and give it a moment to wind down cleanly (a partial summary is
             // kept); a body that ignores the token is dropped.
             cancel.cancel();
@@ -132,6 +150,8 @@ async fn one(env: &Env, job: &ScheduledJob, tick: Tick, attempt: u32) -> Result<
             if matches!(stop, Stop::TimedOut) {
                 let error = format!("timed out after {} s", job.timing.timeout_secs);
                 (End::Failed, Some(error), partial)
+            } else if matches!(stop, Stop::LockLost) {
+                (End::Cancelled, Some(LOCK_LOST.to_owned()), partial)
             } else {
                 let error = format!(
                     "cancelled at shutdown (grace period of {} s ran out)",

@@ -16,6 +16,7 @@
 
 mod attempt;
 pub mod catalog;
+mod firetimes;
 pub mod job;
 pub mod missed;
 pub mod ticker;
@@ -36,7 +37,7 @@ pub use job::{JobBody, RunContext, ScheduledJob};
 use self::missed::CatchUp;
 use self::ticker::Ticker;
 use crate::config::SchedulerConfig;
-use crate::runs::lock::JobLock;
+use crate::runs::lock::{self, JobLock};
 use crate::runs::{self, JobName, RunStatus, Trigger};
 
 /// The error of a `running` row closed because the process running it is gone.
@@ -45,6 +46,10 @@ const ABANDONED: &str = "abandoned: the process running it stopped without closi
 /// After cancelling runs at shutdown, how much longer than the cancel wait to give them to record
 /// their rows before their tasks are aborted.
 const RECORD_MARGIN: Duration = Duration::from_secs(5);
+
+/// Beyond the lock checks and the cancel wait, how long a new lock holder gives a run that lost the
+/// lock to record its row.
+const LOSER_MARGIN: Duration = Duration::from_secs(1);
 
 /// How a [`Scheduler`] behaves.
 #[derive(Debug, Clone)]
@@ -314,10 +319,27 @@ async fn handle_tick(env: &Env, job: &ScheduledJob, tick: Tick) -> anyhow::Resul
     let lock = JobLock::try_acquire(&env.db, job.name)
         .await
         .with_context(|| format!("taking the advisory lock of job {}", job.name))?;
-    let Some(lock) = lock else {
+    let Some(mut lock) = lock else {
         return skip(env, job, tick, runs::REASON_LOCK_HELD, None).await;
     };
-    let outcome = locked(env, job, tick).await;
+    // The lock is watched while the tick runs: when its session is lost, the running attempt is
+    // cancelled and recorded failed ("lock lost"), because another replica may take the lock now.
+    let lost = CancellationToken::new();
+    let outcome = {
+        let work = locked(env, job, tick, &lost);
+        tokio::pin!(work);
+        let watch = lock.lost();
+        tokio::pin!(watch);
+        loop {
+            tokio::select! {
+                out = &mut work => break out,
+                () = &mut watch, if !lost.is_cancelled() => {
+                    tracing::error!(job = %job.name, tick = %runs::tick_text(tick.at), "the job's lock was lost; cancelling the run");
+                    lost.cancel();
+                }
+            }
+        }
+    };
     if let Err(e) = lock.release().await {
         tracing::warn!(job = %job.name, error = %e, "releasing the advisory lock (its session is closed anyway)");
     }
@@ -325,7 +347,20 @@ async fn handle_tick(env: &Env, job: &ScheduledJob, tick: Tick) -> anyhow::Resul
 }
 
 /// The part of a tick that runs under the job's lock.
-async fn locked(env: &Env, job: &ScheduledJob, tick: Tick) -> anyhow::Result<TickOutcome> {
+async fn locked(
+    env: &Env,
+    job: &ScheduledJob,
+    tick: Tick,
+    lost: &CancellationToken,
+) -> anyhow::Result<TickOutcome> {
+    if runs::has_running(&env.db, job.name).await? {
+        // The row may be a live run on a replica whose lock session died: it notices within a check
+        // and stops within the cancel wait. Closing its row (and running) only after that long means
+        // the two never run at once.
+        let wait = 2 * lock::CHECK_EVERY + env.cancel_wait + LOSER_MARGIN;
+        tracing::info!(job = %job.name, wait_ms = wait.as_millis() as u64, "a run is recorded running; waiting for it to stop");
+        tokio::time::sleep(wait).await;
+    }
     let closed = runs::close_abandoned(&env.db, job.name, ABANDONED).await?;
     if closed > 0 {
         tracing::warn!(job = %job.name, rows = closed, "closed runs abandoned by a stopped process");
@@ -333,7 +368,7 @@ async fn locked(env: &Env, job: &ScheduledJob, tick: Tick) -> anyhow::Result<Tic
     if let Some(by) = runs::tick_taken(&env.db, job.name, tick.at).await? {
         return skip(env, job, tick, runs::REASON_TICK_HANDLED, Some(by)).await;
     }
-    Ok(attempt::run(env, job, tick).await?)
+    Ok(attempt::run(env, job, tick, lost).await?)
 }
 
 /// Records `tick` as skipped for `reason`.

@@ -28,15 +28,11 @@ pub struct Fire {
     pub at: DateTime<Utc>,
 }
 
-/// The next fire time of `timing` strictly after `after`, computed in the job's own time zone.
+/// The next fire time of `timing` strictly after `after`, computed in the job's own time zone and
+/// correct across its offset changes ([`super::firetimes`]).
 pub fn next_fire(timing: &Timing, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
     // croner keeps the fraction of a second it is given; fire times are whole seconds.
-    let after = after.trunc_subsecs(0);
-    timing
-        .cron
-        .find_next_occurrence(&after.with_timezone(&timing.timezone), false)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
+    super::firetimes::next_after(&timing.cron, &timing.timezone, after.trunc_subsecs(0))
 }
 
 /// Running clocks for a set of jobs; stop with [`Ticker::stop`].

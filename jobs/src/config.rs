@@ -94,8 +94,13 @@ pub struct KafkaConfig {
     pub dlq_topic: String,
     /// Partition count used when the project creates a topic.
     pub partitions: i32,
-    /// Replication factor used when the project creates a topic.
+    /// Replication factor used when the project creates a topic: 1 for one broker, 3 on a cluster
+    /// (`weatherflow check` warns about 1 on more than one broker).
     pub replication_factor: i32,
+    /// `min.insync.replicas` of the topics the project creates; unset, the broker's default applies.
+    /// With `acks=all`, a write is acknowledged once this many replicas hold it: 2 with a replication
+    /// factor of 3 survives the loss of any one broker without losing an acknowledged message.
+    pub min_insync_replicas: Option<i32>,
     /// Consumer group of the persist job.
     pub consumer_group: String,
     /// Timeout of admin and metadata requests.
@@ -110,6 +115,7 @@ impl Default for KafkaConfig {
             dlq_topic: "weather.observations.dlq".into(),
             partitions: 6,
             replication_factor: 1,
+            min_insync_replicas: None,
             consumer_group: "weatherflow-persist".into(),
             request_timeout_secs: 10,
         }
@@ -326,7 +332,7 @@ const SECTIONS: [&str; 7] = [
 ];
 
 /// Variables with a `WEATHERFLOW_` prefix that are not configuration fields.
-const NOT_FIELDS: [&str; 10] = [
+const NOT_FIELDS: &[&str] = &[
     "WEATHERFLOW_CONFIG",
     "WEATHERFLOW_LOG_FORMAT",
     // Read by scripts/services.sh and scripts/demo.sh, not by the binary.
@@ -338,6 +344,14 @@ const NOT_FIELDS: [&str; 10] = [
     "WEATHERFLOW_KAFKA_START_TIMEOUT",
     "WEATHERFLOW_BIN",
     "WEATHERFLOW_DEMO_PLOT",
+    // scripts/lib/zookeeper.sh and scripts/test-cluster.sh.
+    "WEATHERFLOW_JARS",
+    "WEATHERFLOW_ZOOKEEPER_KAFKA_PORT",
+    "WEATHERFLOW_TEST_CLUSTER_PORT",
+    "WEATHERFLOW_TEST_CLUSTER_CONTROLLER_PORT",
+    "WEATHERFLOW_TEST_ZOOKEEPER_PORT",
+    "WEATHERFLOW_TEST_ZOOKEEPER_KAFKA_PORT",
+    "WEATHERFLOW_TEST_CLUSTER_STATE",
 ];
 
 impl Config {
@@ -491,6 +505,21 @@ mod tests {
             "postgres://weatherflow:weatherflow@127.0.0.1:5432/weatherflow"
         );
         assert_eq!(c.kafka.partitions, 6);
+        assert_eq!(c.kafka.min_insync_replicas, None);
+    }
+
+    #[test]
+    fn cluster_settings_from_the_environment() {
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("WEATHERFLOW_KAFKA_REPLICATION_FACTOR", "3"),
+                ("WEATHERFLOW_KAFKA_MIN_INSYNC_REPLICAS", "2"),
+                ("WEATHERFLOW_TEST_CLUSTER_PORT", "19092"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!((c.kafka.replication_factor, c.kafka.min_insync_replicas), (3, Some(2)));
     }
 
     #[test]

@@ -75,6 +75,10 @@ pub async fn ensure_topic_with(
     let admin: AdminClient<DefaultClientContext> =
         base_config(cfg).create().map_err(KafkaSetupError::Client)?;
     let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(cfg.replication_factor));
+    let min_isr = cfg.min_insync_replicas.map(|n| n.to_string());
+    if let Some(n) = &min_isr {
+        new = new.set("min.insync.replicas", n);
+    }
     for (name, value) in settings {
         new = new.set(name, value);
     }

@@ -69,8 +69,9 @@ cleanup() {
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   if [ $rc != 0 ]; then
     say "logs of the failed stage:"
-    svc logs 30 2>/dev/null | grep -v '^$' | tail -n 60 || true
-    for f in "$WORK"/*.log; do [ -f "$f" ] && { echo "== $f"; tail -n 15 "$f"; }; done
+    for f in "$WORK"/*.log "$STATE"/state/cluster/node-*/broker.log "$STATE"/state/zookeeper/*/*.log; do
+      [ -f "$f" ] && { echo "== $f"; grep -E 'ERROR|WARN|error|FAILED' "$f" | tail -n 8; }
+    done
   fi
   svc down kafka >/dev/null 2>&1 || say "warning: scripts/services.sh down did not finish cleanly"
   for db in "${DATABASES[@]}"; do psql_admin -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" || true; done
@@ -137,10 +138,12 @@ say "3-node KRaft cluster up in $((SECONDS - t)) s"
 BOOTSTRAP="127.0.0.1:$PORT,127.0.0.1:$((PORT + 2)),127.0.0.1:$((PORT + 4))"
 export KAFKA_BOOTSTRAP_SERVERS="$BOOTSTRAP"
 
-export WEATHERFLOW_KAFKA_REPLICATION_FACTOR=1
-"$wf" check 2>&1 | grep -q "WARNING: 3 brokers" || fail "check did not warn about replication factor 1 on 3 brokers"
+# (Output captured first: `grep -q` closing the pipe early would fail the command under pipefail.)
+out="$(WEATHERFLOW_KAFKA_REPLICATION_FACTOR=1 "$wf" check 2>&1)" || fail "check failed: $out"
+grep -q "WARNING: 3 brokers" <<<"$out" || fail "check did not warn about replication factor 1 on 3 brokers: $out"
 export WEATHERFLOW_KAFKA_REPLICATION_FACTOR=3 WEATHERFLOW_KAFKA_MIN_INSYNC_REPLICAS=2
-if "$wf" check 2>&1 | grep -q WARNING; then fail "check warned with replication factor 3"; fi
+out="$("$wf" check 2>&1)" || fail "check failed: $out"
+if grep -q WARNING <<<"$out"; then fail "check warned with replication factor 3: $out"; fi
 say "check warns on RF=1 over 3 brokers, and not on RF=3"
 
 pipeline kraft3

@@ -5,8 +5,8 @@
 #      (fetch → persist --until-idle → analytics) with replication factor 3 and min.insync.replicas 2,
 #      and `weatherflow check` warning about RF=1.
 #   2. On that cluster, a backlog of 500,100 observations drained by three `weatherflow consumer`
-#      processes while a fetch runs every second: one consumer leaves and another joins, the broker
-#      leading most partitions is SIGKILLed and started again, then all three restart in turn. End
+#      processes while a fetch runs every second: the broker leading most partitions is SIGKILLed and
+#      started again, one consumer leaves and another joins, then all three brokers restart in turn. End
 #      state, checked with SQL against what the fetch runs reported as acknowledged: nothing lost,
 #      nothing twice, every message on the topic stored exactly once.
 #   3. ZooKeeper-mode Kafka 3.9.2 (scripts/services.sh up --zookeeper): the pipeline again.
@@ -65,12 +65,15 @@ sql() { psql -X -q -t -A -v ON_ERROR_STOP=1 "$PG_BASE/$1" -c "$2"; }
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  # Every step below runs, whatever the one before it did.
+  set +e
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   if [ $rc != 0 ]; then
     say "logs of the failed stage:"
     for f in "$WORK"/*.log "$STATE"/state/cluster/node-*/broker.log "$STATE"/state/zookeeper/*/*.log; do
-      [ -f "$f" ] && { echo "== $f"; grep -E 'ERROR|WARN|error|FAILED' "$f" | tail -n 8; }
+      [ -f "$f" ] || continue
+      echo "== $f"; grep -E 'ERROR|WARN|error|FAILED' "$f" | tail -n 8
     done
   fi
   svc down kafka >/dev/null 2>&1 || say "warning: scripts/services.sh down did not finish cleanly"
@@ -194,32 +197,22 @@ ticker() {
 : >"$WORK/ticks"
 ticker & PIDS+=($!); TICKER=$!
 
+# One writer each, so that three processes drain the backlog slowly enough for every failure below to
+# happen while it lasts.
 start_consumer() {
-  RUST_LOG=info "$wf" consumer >>"$WORK/consumer-$1.log" 2>&1 &
+  RUST_LOG=info WEATHERFLOW_PERSIST_WRITERS=1 "$wf" consumer >>"$WORK/consumer-$1.log" 2>&1 &
   PIDS+=($!); eval "CONSUMER_$1=$!"
 }
 for c in 1 2 3; do start_consumer $c; done
 say "three consumers and a fetch every second started"
 
 rows_at_least() { [ "$(rows_now)" -ge "$1" ]; }
-wait_for 120 "the consumers storing their first rows" rows_at_least 20000
-say "consumers are writing: $(rows_now) of $BACKLOG stored; consumer 1 leaves, consumer 4 joins"
-kill -TERM "$CONSUMER_1"; wait "$CONSUMER_1" || fail "consumer 1 did not stop cleanly"
-start_consumer 4
-t=$SECONDS
-while :; do
-  owned="$(group_rows)"
-  if [ -n "$owned" ] && ! awk '$4 == "-" { bad = 1 } END { exit !bad }' <<<"$owned" \
-     && [ "$(wc -l <<<"$owned")" -ge 6 ]; then break; fi
-  [ $((SECONDS - t)) -le $FAILOVER_BOUND_SECS ] || fail "partitions without an owner after $FAILOVER_BOUND_SECS s: $owned"
-  sleep 1
-done
-say "every partition owned again $((SECONDS - t)) s after the join (bound $FAILOVER_BOUND_SECS s); $(rows_now) stored"
-
+wait_for 120 "the consumers storing their first rows" rows_at_least 10000
 # The broker leading most partitions of the topic.
-victim="$(leaders | awk '{ c[$2]++ } END { for (b in c) print c[b], b }' | sort -rn | head -n1 | awk '{ print $2 }')"
+layout="$(leaders)"
+victim="$(awk '{ c[$2]++ } END { for (b in c) print c[b], b }' <<<"$layout" | sort -rn | head -n1 | awk '{ print $2 }')"
 [ -n "$victim" ] || fail "no leader found for $TOPIC"
-led="$(leaders | awk -v v="$victim" '$2 == v { print $1 }' | tr '\n' ' ')"
+led="$(awk -v v="$victim" '$2 == v { print $1 }' <<<"$layout" | tr '\n' ' ')"
 say "SIGKILL node $victim, leader of partitions $led; $(rows_now) of $BACKLOG+ stored"
 kill_at="$(date +%s.%N)"
 svc stop-broker "$victim" --kill >/dev/null
@@ -240,6 +233,19 @@ say "time to resume after the leader's loss: new leaders in $RESUME_ELECT s, fir
 t=$SECONDS
 svc start-broker "$victim" >/dev/null || fail "node $victim did not come back"
 say "node $victim back and in sync in $((SECONDS - t)) s; $(rows_now) stored"
+say "consumer 1 leaves, consumer 4 joins; $(rows_now) of $BACKLOG+ stored"
+kill -TERM "$CONSUMER_1"; wait "$CONSUMER_1" || fail "consumer 1 did not stop cleanly"
+start_consumer 4
+t=$SECONDS
+while :; do
+  owned="$(group_rows)"
+  if [ -n "$owned" ] && ! awk '$4 == "-" { bad = 1 } END { exit !bad }' <<<"$owned" \
+     && [ "$(wc -l <<<"$owned")" -ge 6 ]; then break; fi
+  [ $((SECONDS - t)) -le $FAILOVER_BOUND_SECS ] || fail "partitions without an owner after $FAILOVER_BOUND_SECS s: $owned"
+  sleep 1
+done
+say "every partition owned again $((SECONDS - t)) s after the join (bound $FAILOVER_BOUND_SECS s); $(rows_now) stored"
+
 for n in 1 2 3; do
   t=$SECONDS
   svc stop-broker "$n" >/dev/null

@@ -43,16 +43,18 @@ say() { printf '[cluster %3ds] %s\n' $((SECONDS - stage_start)) "$*"; }
 fail() { say "FAILED: $*"; exit 1; }
 
 # scripts/services.sh on this stage's ports and state; the ZooKeeper/Kafka override variables of the
-# caller's shell are not this stage's business.
+# caller's shell are not this stage's business. A broker restarted after SIGKILL recovers its logs
+# first; on a busy 2-core machine that took more than the 90 s a person waits by default.
 svc() {
   env -u KAFKA_BROKER_ID -u KAFKA_ZOOKEEPER_CONNECT -u KAFKA_ADVERTISED_LISTENERS -u KAFKA_LISTENERS \
     -u KAFKA_LISTENER_SECURITY_PROTOCOL_MAP -u ZOOKEEPER_TICK_TIME \
     WEATHERFLOW_CACHE="$STATE" WEATHERFLOW_JARS="$JARS" WEATHERFLOW_KAFKA_PORT="$PORT" \
     WEATHERFLOW_KAFKA_CONTROLLER_PORT="$CONTROLLER_PORT" ZOOKEEPER_CLIENT_PORT="$ZK_PORT" \
-    WEATHERFLOW_ZOOKEEPER_KAFKA_PORT="$ZK_KAFKA_PORT" scripts/services.sh "$@"
+    WEATHERFLOW_ZOOKEEPER_KAFKA_PORT="$ZK_KAFKA_PORT" \
+    WEATHERFLOW_KAFKA_START_TIMEOUT="${WEATHERFLOW_KAFKA_START_TIMEOUT:-300}" scripts/services.sh "$@"
 }
 # Kafka's own admin tools (topics, consumer groups), from the jars services.sh fetched.
-ktool() { timeout 60 java -Xmx128m -cp "$JARS/kafka-$KAFKA_VERSION/libs/*" "$@" 2>/dev/null; }
+ktool() { timeout 60 java -Xmx128m -XX:TieredStopAtLevel=1 -cp "$JARS/kafka-$KAFKA_VERSION/libs/*" "$@" 2>/dev/null; }
 
 # ---------------------------------------------------------------- clean-up, always
 PIDS=()

@@ -37,14 +37,14 @@ node_pid() {
 }
 
 cluster_answers() {
-  timeout 30 java -Xmx128m -cp "$KAFKA_LIBS/*" org.apache.kafka.tools.TopicCommand \
+  timeout 30 java -Xmx128m -XX:TieredStopAtLevel=1 -cp "$KAFKA_LIBS/*" org.apache.kafka.tools.TopicCommand \
     --bootstrap-server "$(cluster_bootstrap)" --list >/dev/null 2>&1
 }
 
 # Partitions (of every topic, internal ones included) whose in-sync replicas are fewer than their
 # replicas; empty when the cluster is fully replicated.
 cluster_under_replicated() {
-  timeout 30 java -Xmx128m -cp "$KAFKA_LIBS/*" org.apache.kafka.tools.TopicCommand \
+  timeout 30 java -Xmx128m -XX:TieredStopAtLevel=1 -cp "$KAFKA_LIBS/*" org.apache.kafka.tools.TopicCommand \
     --bootstrap-server "$(cluster_bootstrap)" --describe --under-replicated-partitions 2>/dev/null
 }
 

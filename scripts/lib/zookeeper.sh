@@ -59,7 +59,7 @@ zk_broker_bootstrap() {
 }
 
 zk_broker_answers() {
-  timeout 30 java -Xmx128m -cp "$KAFKA_LIBS/*" org.apache.kafka.tools.TopicCommand \
+  timeout 30 java -Xmx128m -XX:TieredStopAtLevel=1 -cp "$KAFKA_LIBS/*" org.apache.kafka.tools.TopicCommand \
     --bootstrap-server "$(zk_broker_bootstrap)" --list >/dev/null 2>&1
 }
 

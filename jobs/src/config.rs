@@ -519,7 +519,10 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!((c.kafka.replication_factor, c.kafka.min_insync_replicas), (3, Some(2)));
+        assert_eq!(
+            (c.kafka.replication_factor, c.kafka.min_insync_replicas),
+            (3, Some(2))
+        );
     }
 
     #[test]

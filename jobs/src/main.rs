@@ -3,7 +3,7 @@
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     weatherflow::telemetry::init();
-    match weatherflow::cli::run().await {
+    match weatherflow::cmd::execute().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");

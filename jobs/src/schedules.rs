@@ -32,6 +32,12 @@ use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 use serde::Deserialize;
 
+use crate::jobs::fetch::FetchRequest;
+use crate::runs::JobName;
+
+/// The jobs `schedules.toml` schedules; persist runs continuously beside the scheduler instead.
+pub const SCHEDULED: [JobName; 2] = [JobName::Fetch, JobName::Analytics];
+
 /// A problem in the schedules file, naming the job and field.
 #[derive(Debug, thiserror::Error)]
 pub enum ScheduleError {
@@ -54,8 +60,8 @@ pub enum ScheduleError {
     /// A job's section has a bad or missing field.
     #[error("schedules: job '{job}', field '{field}': {message}")]
     Field {
-        /// The job's name.
-        job: String,
+        /// The job.
+        job: JobName,
         /// The field (dotted for arguments, e.g. `args.locations`).
         field: String,
         /// What is wrong.
@@ -74,19 +80,6 @@ pub enum MissedPolicy {
     Skip,
     /// Run the job once at start-up if at least one tick was missed.
     RunOnce,
-}
-
-/// Where fetch takes its data from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum SourceChoice {
-    /// WeatherAPI.com when a key is configured, else the simulator (with a loud warning).
-    #[default]
-    Auto,
-    /// WeatherAPI.com; fails without a key.
-    Weatherapi,
-    /// The built-in simulator.
-    Simulated,
 }
 
 /// Timing and retry settings shared by every scheduled job.
@@ -120,21 +113,6 @@ impl Timing {
     }
 }
 
-/// Arguments of the fetch job.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FetchArgs {
-    /// Where data comes from.
-    #[serde(default)]
-    pub source: SourceChoice,
-    /// Requests in flight at once; `None` uses the configuration's value.
-    pub concurrency: Option<usize>,
-    /// What the API's `q` accepts: names, `lat,lon`, postcodes, `id:NNN`, ...
-    pub locations: Vec<String>,
-    /// Seed for the simulated source (deterministic output).
-    pub seed: Option<u64>,
-}
-
 /// Arguments of the analytics job.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -158,7 +136,7 @@ pub struct JobSchedule<A> {
 #[derive(Debug, Clone)]
 pub struct Schedules {
     /// The fetch job.
-    pub fetch: JobSchedule<FetchArgs>,
+    pub fetch: JobSchedule<FetchRequest>,
     /// The analytics job.
     pub analytics: JobSchedule<AnalyticsArgs>,
 }
@@ -227,47 +205,55 @@ impl Schedules {
         })?;
         if let Some(unknown) = table
             .keys()
-            .find(|k| !matches!(k.as_str(), "fetch" | "analytics"))
+            .find(|k| !SCHEDULED.iter().any(|j| j.as_str() == k.as_str()))
         {
             return Err(ScheduleError::UnknownJob(unknown.clone()));
         }
-        let fetch = job(&mut table, "fetch")?;
-        let analytics = job(&mut table, "analytics")?;
+        let fetch = job(&mut table, JobName::Fetch)?;
+        let analytics = job(&mut table, JobName::Analytics)?;
         let fetch = JobSchedule {
             timing: fetch.0,
-            args: args::<FetchArgs>("fetch", fetch.1)?,
+            args: args::<FetchRequest>(JobName::Fetch, fetch.1)?,
         };
         let analytics = JobSchedule {
             timing: analytics.0,
-            args: args::<AnalyticsArgs>("analytics", analytics.1)?,
+            args: args::<AnalyticsArgs>(JobName::Analytics, analytics.1)?,
         };
         if fetch.args.locations.is_empty() {
             return Err(field_err(
-                "fetch",
+                JobName::Fetch,
                 "args.locations",
                 "at least one location is needed",
             ));
         }
         if let Some(i) = fetch.args.locations.iter().position(|l| l.trim().is_empty()) {
             return Err(field_err(
-                "fetch",
+                JobName::Fetch,
                 "args.locations",
                 &format!("entry {i} is empty"),
             ));
         }
         if fetch.args.concurrency == Some(0) {
-            return Err(field_err("fetch", "args.concurrency", "must be at least 1"));
+            return Err(field_err(
+                JobName::Fetch,
+                "args.concurrency",
+                "must be at least 1",
+            ));
         }
         if analytics.args.min_samples.is_some_and(|m| m < 2) {
-            return Err(field_err("analytics", "args.min_samples", "must be at least 2"));
+            return Err(field_err(
+                JobName::Analytics,
+                "args.min_samples",
+                "must be at least 2",
+            ));
         }
         Ok(Schedules { fetch, analytics })
     }
 }
 
-fn field_err(job: &str, field: &str, message: &str) -> ScheduleError {
+fn field_err(job: JobName, field: &str, message: &str) -> ScheduleError {
     ScheduleError::Field {
-        job: job.to_owned(),
+        job,
         field: field.to_owned(),
         message: message.to_owned(),
     }
@@ -275,7 +261,7 @@ fn field_err(job: &str, field: &str, message: &str) -> ScheduleError {
 
 /// A deserialisation error as a field error. serde reports an unknown or missing field at its
 /// parent's path with the name in backquotes; take the name from the message then.
-fn path_err(job: &str, prefix: &str, e: serde_path_to_error::Error<toml::de::Error>) -> ScheduleError {
+fn path_err(job: JobName, prefix: &str, e: serde_path_to_error::Error<toml::de::Error>) -> ScheduleError {
     let message = e.inner().message().to_owned();
     let path = e.path().to_string();
     let field = if path == "." {
@@ -286,15 +272,15 @@ fn path_err(job: &str, prefix: &str, e: serde_path_to_error::Error<toml::de::Err
         path
     };
     ScheduleError::Field {
-        job: job.to_owned(),
+        job,
         field: format!("{prefix}{field}"),
         message,
     }
 }
 
-fn job(table: &mut toml::Table, name: &str) -> Result<(Timing, Option<toml::Value>), ScheduleError> {
+fn job(table: &mut toml::Table, name: JobName) -> Result<(Timing, Option<toml::Value>), ScheduleError> {
     let value = table
-        .remove(name)
+        .remove(name.as_str())
         .ok_or_else(|| field_err(name, "cron", "the job's section is missing"))?;
     let raw: RawJob = serde_path_to_error::deserialize(value).map_err(|e| path_err(name, "", e))?;
     let cron = parse_cron(&raw.cron).map_err(|m| field_err(name, "cron", &m))?;
@@ -321,7 +307,7 @@ fn job(table: &mut toml::Table, name: &str) -> Result<(Timing, Option<toml::Valu
     Ok((timing, raw.args))
 }
 
-fn args<A: for<'de> Deserialize<'de>>(job: &str, value: Option<toml::Value>) -> Result<A, ScheduleError> {
+fn args<A: for<'de> Deserialize<'de>>(job: JobName, value: Option<toml::Value>) -> Result<A, ScheduleError> {
     let value = value.unwrap_or_else(|| toml::Value::Table(toml::Table::new()));
     serde_path_to_error::deserialize(value).map_err(|e| path_err(job, "args.", e))
 }
@@ -329,6 +315,7 @@ fn args<A: for<'de> Deserialize<'de>>(job: &str, value: Option<toml::Value>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jobs::fetch::SourceChoice;
 
     const GOOD: &str = r#"
 [fetch]

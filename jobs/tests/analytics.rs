@@ -14,9 +14,8 @@ use rand::{Rng, SeedableRng};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
-use weatherflow::cmd::results::{BEST_WORST_FIT_SQL, LATEST_PER_SCOPE_SQL, SLOPE_HISTORY_SQL};
 use weatherflow::jobs::analytics::{self, AnalyticsError, AnalyticsRequest, AnalyticsSummary};
-use weatherflow::runs::{self, Trigger};
+use weatherflow::runs::{self, JobName, RunStatus, Trigger};
 
 /// One synthetic observation.
 struct Obs {
@@ -106,7 +105,7 @@ async fn insert(ctx: &TestContext, rows: &[Obs]) {
 /// Runs the job as `weatherflow run analytics` does, inside a recorded run. Returns the run id too.
 async fn run_job(ctx: &TestContext, req: AnalyticsRequest) -> (i64, anyhow::Result<AnalyticsSummary>) {
     let mut run_id = 0;
-    let result = runs::recorded(&ctx.db, "analytics", Trigger::Manual, |id| {
+    let result = runs::recorded(&ctx.db, JobName::Analytics, Trigger::Manual, |id| {
         run_id = id;
         analytics::run(&ctx.config, &ctx.db, id, req, CancellationToken::new())
     })
@@ -255,8 +254,8 @@ async fn fits_match_postgres_regr_for_all_and_each_location() {
 
     // The run row: linked, counted, explained.
     let run = run_row(&ctx, run_id).await;
-    assert_eq!(run.status, "succeeded");
-    assert_eq!(run.job, "analytics");
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert_eq!(run.job, JobName::Analytics);
     assert_eq!(run.records_in, Some(rows.len() as i64));
     assert_eq!(run.records_out, Some(6));
     assert_eq!(summary.results_written, 6);
@@ -380,7 +379,7 @@ async fn assert_no_non_finite(ctx: &TestContext) {
 
 async fn assert_skipped_run(ctx: &TestContext, run_id: i64, reason_part: &str) {
     let run = run_row(ctx, run_id).await;
-    assert_eq!(run.status, "skipped");
+    assert_eq!(run.status, RunStatus::Skipped);
     assert_eq!(run.records_out, Some(0));
     let reason = run.details.unwrap()["reason"]
         .as_str()
@@ -425,7 +424,7 @@ async fn degenerate_data_is_skipped_with_a_reason_never_stored_as_nan() {
     insert(&ctx, &generate(&climates()[..1], 4)).await;
     let (run_id, s) = run_job(&ctx, AnalyticsRequest::default()).await;
     let s = s.unwrap();
-    assert_eq!(run_row(&ctx, run_id).await.status, "succeeded");
+    assert_eq!(run_row(&ctx, run_id).await.status, RunStatus::Succeeded);
     let stored = results_of(&ctx, run_id).await;
     assert_eq!(stored.len(), 2);
     check_against(&stored, &reference(&ctx, None, None).await);
@@ -457,7 +456,7 @@ async fn shutdown_before_the_write_stores_nothing() {
     let token = CancellationToken::new();
     token.cancel();
     let mut run_id = 0;
-    let err = runs::recorded(&ctx.db, "analytics", Trigger::Manual, |id| {
+    let err = runs::recorded(&ctx.db, JobName::Analytics, Trigger::Manual, |id| {
         run_id = id;
         analytics::run(&ctx.config, &ctx.db, id, AnalyticsRequest::default(), token)
     })
@@ -468,7 +467,7 @@ async fn shutdown_before_the_write_stores_nothing() {
         Some(AnalyticsError::Interrupted)
     ));
     let run = run_row(&ctx, run_id).await;
-    assert_eq!(run.status, "failed");
+    assert_eq!(run.status, RunStatus::Failed);
     assert!(run.error.unwrap().contains("interrupted by shutdown"));
     assert!(results_of(&ctx, run_id).await.is_empty());
 }
@@ -584,6 +583,26 @@ async fn plot_is_valid_svg_with_points_line_title_labels_and_legend() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// The analytics page of the manual; its "Querying the results" queries are run from here, as printed.
+const ANALYTICS_MANUAL: &str = include_str!("../../docs/analytics.md");
+
+/// The ```sql block that follows `<!-- query: {name} -->` in docs/analytics.md, without its final
+/// `;` so that it can be wrapped in a subquery.
+fn manual_query(name: &str) -> String {
+    let marker = format!("<!-- query: {name} -->");
+    let (_, after) = ANALYTICS_MANUAL
+        .split_once(&marker)
+        .unwrap_or_else(|| panic!("docs/analytics.md has no {marker}"));
+    let block = after
+        .trim_start()
+        .strip_prefix("```sql\n")
+        .unwrap_or_else(|| panic!("{marker} in docs/analytics.md is not followed by a ```sql block"));
+    let (sql, _) = block
+        .split_once("\n```")
+        .unwrap_or_else(|| panic!("the ```sql block after {marker} is not closed"));
+    sql.trim_end().trim_end_matches(';').to_owned()
+}
+
 #[tokio::test]
 async fn the_manuals_results_queries_run_and_answer_correctly() {
     let ctx = TestContext::new().await;
@@ -600,8 +619,9 @@ async fn the_manuals_results_queries_run_and_answer_correctly() {
     let pool = ctx.db.get_postgres_connection_pool();
 
     // The manual's queries verbatim; their rounded numerics are read back as float8.
+    let latest_per_scope = manual_query("latest-per-scope");
     let latest = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT scope, fitted_at, n_samples, slope::float8 AS slope FROM ({LATEST_PER_SCOPE_SQL}) l"
+        "SELECT scope, fitted_at, n_samples, slope::float8 AS slope FROM ({latest_per_scope}) l"
     )))
     .fetch_all(pool)
     .await
@@ -617,8 +637,9 @@ async fn the_manuals_results_queries_run_and_answer_correctly() {
         assert!((row.get::<f64, _>("slope") - stored.slope).abs() < 1e-5);
     }
 
+    let slope_history = manual_query("slope-history");
     let history = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT change::float8 AS change FROM ({SLOPE_HISTORY_SQL}) h"
+        "SELECT change::float8 AS change FROM ({slope_history}) h"
     )))
     .fetch_all(pool)
     .await
@@ -634,7 +655,10 @@ async fn the_manuals_results_queries_run_and_answer_correctly() {
         slope2 - slope1
     );
 
-    let ranked = sqlx::query(BEST_WORST_FIT_SQL).fetch_all(pool).await.unwrap();
+    let ranked = sqlx::query(sqlx::AssertSqlSafe(manual_query("best-worst-fit")))
+        .fetch_all(pool)
+        .await
+        .unwrap();
     let stored = results_of(&ctx, second).await;
     let mut by_r2: Vec<&regression_results::Model> = stored.iter().filter(|r| r.scope != "all").collect();
     by_r2.sort_by(|a, b| b.r_squared.total_cmp(&a.r_squared));

@@ -16,9 +16,8 @@ use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 use weatherflow::config::Config;
 use weatherflow::envelope::{Envelope, location_key};
-use weatherflow::jobs::fetch::{self, FetchRequest, FetchSummary, OutcomeStatus};
+use weatherflow::jobs::fetch::{self, FetchRequest, FetchSummary, LocationStatus, SourceChoice};
 use weatherflow::runs::Report;
-use weatherflow::schedules::SourceChoice;
 
 /// The test context's configuration pointed at `stub` with short timeouts and backoffs.
 fn api_config(ctx: &TestContext, stub: &WeatherApiStub) -> Config {
@@ -113,7 +112,7 @@ async fn produces_one_message_per_location_with_the_served_body_verbatim() {
         summary
             .locations
             .iter()
-            .all(|o| o.status == OutcomeStatus::Ok && o.attempts == 1)
+            .all(|o| o.status == LocationStatus::Ok && o.attempts == 1)
     );
     assert_eq!(summary.details()["locations"].as_array().unwrap().len(), 3);
     let messages = topic_messages(&config).await;
@@ -174,10 +173,10 @@ async fn throttling_and_server_errors_are_retried_with_retry_after_honoured() {
     let summary = fetch_ok(&config, request(&["London", "New Delhi", "Roswell"])).await;
 
     let london = outcome(&summary, "London");
-    assert_eq!((london.status, london.attempts), (OutcomeStatus::Ok, 3));
+    assert_eq!((london.status, london.attempts), (LocationStatus::Ok, 3));
     assert_eq!(stub.requests_for("London").len(), 3);
     let delhi = outcome(&summary, "New Delhi");
-    assert_eq!((delhi.status, delhi.attempts), (OutcomeStatus::Ok, 2));
+    assert_eq!((delhi.status, delhi.attempts), (LocationStatus::Ok, 2));
     let delhi_requests = stub.requests_for("New Delhi");
     let gap = delhi_requests[1].at.duration_since(delhi_requests[0].at);
     assert!(
@@ -185,7 +184,7 @@ async fn throttling_and_server_errors_are_retried_with_retry_after_honoured() {
         "Retry-After: 1 honoured, waited {gap:?}"
     );
     let roswell = outcome(&summary, "Roswell");
-    assert_eq!((roswell.status, roswell.attempts), (OutcomeStatus::Failed, 3));
+    assert_eq!((roswell.status, roswell.attempts), (LocationStatus::Failed, 3));
     assert!(
         roswell.reason.as_deref().unwrap().contains("HTTP 502"),
         "{roswell:?}"
@@ -250,18 +249,18 @@ async fn an_unknown_location_or_a_bad_body_fails_alone() {
     let summary = fetch_ok(&config, request(&["London", "Atlantis", "Roswell"])).await;
 
     let atlantis = outcome(&summary, "Atlantis");
-    assert_eq!((atlantis.status, atlantis.attempts), (OutcomeStatus::Failed, 1));
+    assert_eq!((atlantis.status, atlantis.attempts), (LocationStatus::Failed, 1));
     assert!(
         atlantis.reason.as_deref().unwrap().contains("code 1006"),
         "{atlantis:?}"
     );
     let roswell = outcome(&summary, "Roswell");
-    assert_eq!((roswell.status, roswell.attempts), (OutcomeStatus::Failed, 1));
+    assert_eq!((roswell.status, roswell.attempts), (LocationStatus::Failed, 1));
     assert!(
         roswell.reason.as_deref().unwrap().contains("unparsable"),
         "{roswell:?}"
     );
-    assert_eq!(outcome(&summary, "London").status, OutcomeStatus::Ok);
+    assert_eq!(outcome(&summary, "London").status, LocationStatus::Ok);
     assert_eq!((summary.records_in(), summary.records_out()), (Some(3), Some(1)));
     assert_eq!(summary.details()["failed"], 2);
     let messages = topic_messages(&config).await;
@@ -285,7 +284,7 @@ async fn a_timeout_is_retried() {
     let summary = fetch_ok(&config, request(&["London"])).await;
 
     let london = outcome(&summary, "London");
-    assert_eq!((london.status, london.attempts), (OutcomeStatus::Ok, 2));
+    assert_eq!((london.status, london.attempts), (LocationStatus::Ok, 2));
     assert_eq!(stub.requests_for("London").len(), 2);
     let messages = topic_messages(&config).await;
     assert_eq!(
@@ -321,7 +320,7 @@ async fn bulk_mode_batches_locations_and_slices_payloads_byte_exact() {
     assert_eq!(outcome(&summary, "London").attempts, 2);
     assert_eq!(outcome(&summary, "53,-0.12").attempts, 1);
     let atlantis = outcome(&summary, "Atlantis");
-    assert_eq!(atlantis.status, OutcomeStatus::Failed);
+    assert_eq!(atlantis.status, LocationStatus::Failed);
     assert!(atlantis.reason.as_deref().unwrap().contains("code 1006"));
     assert_eq!(summary.produced, 4);
     assert_eq!(summary.details()["mode"], "bulk");
@@ -434,7 +433,7 @@ async fn the_api_key_never_appears_in_logs_or_errors() {
 
 #[tokio::test]
 async fn simulated_source_is_deterministic_and_marked() {
-    use weatherflow::simulate;
+    use weatherflow::jobs::fetch::simulate;
     let t = |s: &str| {
         chrono::DateTime::parse_from_rfc3339(s)
             .unwrap()

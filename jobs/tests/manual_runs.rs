@@ -6,7 +6,8 @@ use std::process::Command;
 
 use common::TestContext;
 use secrecy::ExposeSecret;
-use weatherflow::scheduler::lock::JobLock;
+use weatherflow::runs::lock::JobLock;
+use weatherflow::runs::{JobName, RunStatus, Trigger};
 
 #[tokio::test]
 async fn a_manual_run_fails_while_another_run_holds_the_lock_and_runs_once_it_is_free() {
@@ -18,7 +19,7 @@ async fn a_manual_run_fails_while_another_run_holds_the_lock_and_runs_once_it_is
             .output()
             .expect("running weatherflow")
     };
-    let held = JobLock::try_acquire(&ctx.db, "analytics")
+    let held = JobLock::try_acquire(&ctx.db, JobName::Analytics)
         .await
         .unwrap()
         .expect("the lock is free");
@@ -37,10 +38,10 @@ async fn a_manual_run_fails_while_another_run_holds_the_lock_and_runs_once_it_is
     // Free again: the run goes ahead (no observations yet, so it is recorded as skipped).
     let out = run();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let runs = weatherflow::runs::history(&ctx.db, Some("analytics"), 10)
+    let runs = weatherflow::runs::history(&ctx.db, Some(JobName::Analytics), 10)
         .await
         .unwrap();
     assert_eq!(runs.len(), 1, "the refused run left no row: {runs:?}");
-    assert_eq!(runs[0].trigger, "manual");
-    assert_eq!(runs[0].status, "skipped");
+    assert_eq!(runs[0].trigger, Trigger::Manual);
+    assert_eq!(runs[0].status, RunStatus::Skipped);
 }

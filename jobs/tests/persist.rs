@@ -919,7 +919,7 @@ async fn a_database_outage_mid_stream_loses_nothing_and_sigterm_exits_cleanly() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_concurrent_insert_of_the_same_observation_falls_back_to_on_conflict() {
     use sea_orm::TransactionTrait;
-    use weatherflow::store::{self, Lineage, Raw, Retry, ValidRecord};
+    use weatherflow::jobs::persist::store::{self, Lineage, Raw, Retry, ValidRecord};
     let ctx = TestContext::new().await;
     let epoch0 = base_epoch();
     let record = |g: &Generated, offset: i64| ValidRecord {
@@ -929,8 +929,12 @@ async fn a_concurrent_insert_of_the_same_observation_falls_back_to_on_conflict()
             offset,
         },
         raw: Raw::default(),
-        observation: weatherflow::validate::validate(Some(&g.value), Utc::now(), &Default::default())
-            .unwrap(),
+        observation: weatherflow::jobs::persist::validate::validate(
+            Some(&g.value),
+            Utc::now(),
+            &Default::default(),
+        )
+        .unwrap(),
     };
     let (x, y) = (generate(0, 10, epoch0), generate(1, 10, epoch0));
     let batch = [record(&x, 1), record(&y, 2)];

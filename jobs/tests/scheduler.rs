@@ -21,12 +21,27 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
-use weatherflow::runs::{self, Completion, Outcome, REASON_LOCK_HELD, REASON_TICK_HANDLED};
+use weatherflow::runs::{
+    self, Completion, JobName, REASON_LOCK_HELD, REASON_TICK_HANDLED, RunStatus, StoredReport, Trigger,
+};
 use weatherflow::scheduler::missed::{CatchUp, Missed};
 use weatherflow::scheduler::{
     RunContext, ScheduledJob, Scheduler, SchedulerOptions, Tick, TickOutcome, catalog,
 };
 use weatherflow::schedules::{Schedules, Timing};
+
+// The scheduler runs any body under a job's name; the tests' probe bodies borrow the real names
+// (each test has a database of its own, so its locks and rows are its own).
+const PROBE: JobName = JobName::Fetch;
+const POLITE: JobName = JobName::Fetch;
+const STUBBORN: JobName = JobName::Analytics;
+const FLAKY: JobName = JobName::Fetch;
+const BROKEN: JobName = JobName::Analytics;
+const CATCH_UP: JobName = JobName::Fetch;
+const LET_GO: JobName = JobName::Analytics;
+const NEWCOMER: JobName = JobName::Persist;
+const FINISHER: JobName = JobName::Fetch;
+const OVERSTAYER: JobName = JobName::Analytics;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -59,7 +74,7 @@ fn tick(s: &str) -> Tick {
     }
 }
 
-async fn rows(db: &DatabaseConnection, job: &str) -> Vec<job_runs::Model> {
+async fn rows(db: &DatabaseConnection, job: JobName) -> Vec<job_runs::Model> {
     job_runs::Entity::find()
         .filter(job_runs::Column::Job.eq(job))
         .order_by_asc(job_runs::Column::Id)
@@ -96,11 +111,13 @@ where
 }
 
 /// A body that sleeps `secs`, ignoring cancellation, then succeeds.
-fn sleeper(secs: f64) -> impl Fn(RunContext) -> futures::future::BoxFuture<'static, anyhow::Result<Outcome>> {
+fn sleeper(
+    secs: f64,
+) -> impl Fn(RunContext) -> futures::future::BoxFuture<'static, anyhow::Result<StoredReport>> {
     move |_ctx| {
         Box::pin(async move {
             tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-            Ok(Outcome::succeeded())
+            Ok(StoredReport::succeeded())
         })
     }
 }
@@ -247,21 +264,21 @@ async fn a_bad_schedules_file_stops_the_scheduler_at_start_naming_job_and_field(
 async fn one_tick_runs_once_across_schedulers_and_a_held_lock_skips() {
     let ctx = TestContext::new().await;
     let yearly = timing("cron = \"0 0 0 1 1 *\"\ntimeout_secs = 10");
-    let job = || ScheduledJob::new("probe", yearly.clone(), sleeper(1.0));
+    let job = || ScheduledJob::new(PROBE, yearly.clone(), sleeper(1.0));
     // Two schedulers on one database are two replicas as far as locks go: every lock has its own session.
     let a = Scheduler::new(ctx.db.clone(), vec![job()], options("a"));
     let b = Scheduler::new(ctx.db.clone(), vec![job()], options("b"));
     let t1 = tick("2026-01-01T00:00:00Z");
 
-    let (ra, rb) = tokio::join!(a.run_tick("probe", t1), async {
+    let (ra, rb) = tokio::join!(a.run_tick(PROBE, t1), async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        b.run_tick("probe", t1).await
+        b.run_tick(PROBE, t1).await
     });
     let ra = ra.unwrap();
     let TickOutcome::Ran { status, run_ids } = &ra else {
         panic!("a should run the tick: {ra:?}");
     };
-    assert_eq!((*status, run_ids.len()), ("succeeded", 1));
+    assert_eq!((*status, run_ids.len()), (RunStatus::Succeeded, 1));
     assert!(
         matches!(rb.unwrap(), TickOutcome::Skipped { reason, .. } if reason == REASON_LOCK_HELD),
         "b must not run while a holds the lock"
@@ -269,34 +286,34 @@ async fn one_tick_runs_once_across_schedulers_and_a_held_lock_skips() {
 
     // Within one process too: a second tick while the first still runs is skipped.
     let t2 = tick("2027-01-01T00:00:00Z");
-    let (r1, r2) = tokio::join!(a.run_tick("probe", t2), async {
+    let (r1, r2) = tokio::join!(a.run_tick(PROBE, t2), async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        a.run_tick("probe", tick("2028-01-01T00:00:00Z")).await
+        a.run_tick(PROBE, tick("2028-01-01T00:00:00Z")).await
     });
     assert!(matches!(
         r1.unwrap(),
         TickOutcome::Ran {
-            status: "succeeded",
+            status: RunStatus::Succeeded,
             ..
         }
     ));
     assert!(matches!(r2.unwrap(), TickOutcome::Skipped { reason, .. } if reason == REASON_LOCK_HELD));
 
     // A tick already run is not run again, by anyone.
-    let again = b.run_tick("probe", t1).await.unwrap();
+    let again = b.run_tick(PROBE, t1).await.unwrap();
     let TickOutcome::Skipped { reason, run_id } = again else {
         panic!("t1 ran already: {again:?}");
     };
     assert_eq!(reason, REASON_TICK_HANDLED);
 
-    let all = rows(&ctx.db, "probe").await;
-    let ran: Vec<_> = all.iter().filter(|r| r.status != "skipped").collect();
+    let all = rows(&ctx.db, PROBE).await;
+    let ran: Vec<_> = all.iter().filter(|r| r.status != RunStatus::Skipped).collect();
     assert_eq!(ran.len(), 2, "{all:#?}");
     assert_eq!(detail_str(ran[0], "tick"), "2026-01-01T00:00:00Z");
     assert_eq!(detail_str(ran[0], "replica"), "a");
-    assert_eq!(ran[0].trigger, "schedule");
+    assert_eq!(ran[0].trigger, Trigger::Schedule);
     let skip_row = all.iter().find(|r| r.id == run_id).unwrap();
-    assert_eq!(skip_row.status, "skipped");
+    assert_eq!(skip_row.status, RunStatus::Skipped);
     assert_eq!(detail_str(skip_row, "reason"), REASON_TICK_HANDLED);
     assert_eq!(detail(skip_row, "handled_by"), Some(&json!(ran[0].id)));
     let lock_skips = all
@@ -313,42 +330,43 @@ async fn a_run_left_running_by_a_dead_process_is_closed_and_not_rerun() {
     let yearly = timing("cron = \"0 0 0 1 1 *\"");
     let s = Scheduler::new(
         ctx.db.clone(),
-        vec![ScheduledJob::new("probe", yearly, sleeper(0.0))],
+        vec![ScheduledJob::new(PROBE, yearly, sleeper(0.0))],
         options("a"),
     );
     // What a killed scheduler leaves behind: a running row, and (its session gone) no lock.
+    assert_eq!(PROBE, JobName::Fetch, "the row below is PROBE's");
     ctx.db
         .execute_unprepared(
             r#"INSERT INTO job_runs (job, "trigger", status, details)
-               VALUES ('probe', 'schedule', 'running', '{"tick": "2026-01-01T00:00:00Z", "attempt": 1}')"#,
+               VALUES ('fetch', 'schedule', 'running', '{"tick": "2026-01-01T00:00:00Z", "attempt": 1}')"#,
         )
         .await
         .unwrap();
-    let out = s.run_tick("probe", tick("2026-01-01T00:00:00Z")).await.unwrap();
+    let out = s.run_tick(PROBE, tick("2026-01-01T00:00:00Z")).await.unwrap();
     assert!(
         matches!(out, TickOutcome::Skipped { reason, .. } if reason == REASON_TICK_HANDLED),
         "{out:?}"
     );
-    let out = s.run_tick("probe", tick("2027-01-01T00:00:00Z")).await.unwrap();
+    let out = s.run_tick(PROBE, tick("2027-01-01T00:00:00Z")).await.unwrap();
     assert!(
         matches!(
             out,
             TickOutcome::Ran {
-                status: "succeeded",
+                status: RunStatus::Succeeded,
                 ..
             }
         ),
         "{out:?}"
     );
 
-    let all = rows(&ctx.db, "probe").await;
-    assert_eq!(all[0].status, "failed");
+    let all = rows(&ctx.db, PROBE).await;
+    assert_eq!(all[0].status, RunStatus::Failed);
     assert!(
         all[0].error.as_deref().unwrap_or_default().contains("abandoned"),
         "{:?}",
         all[0]
     );
-    assert!(all.iter().all(|r| r.status != "running"));
+    assert!(all.iter().all(|r| r.status != RunStatus::Running));
 }
 
 #[tokio::test]
@@ -358,7 +376,7 @@ async fn a_run_past_its_timeout_is_cancelled_recorded_failed_and_retried() {
     let seen = saw_cancel.clone();
     // Cooperative: notices the token and returns.
     let polite = ScheduledJob::new(
-        "polite",
+        POLITE,
         timing("cron = \"0 0 0 1 1 *\"\ntimeout_secs = 1\nretries = 1\nretry_backoff_secs = 1"),
         move |ctx: RunContext| {
             let seen = seen.clone();
@@ -368,14 +386,14 @@ async fn a_run_past_its_timeout_is_cancelled_recorded_failed_and_retried() {
                         seen.fetch_add(1, Ordering::SeqCst);
                         anyhow::bail!("stopped on request")
                     }
-                    _ = tokio::time::sleep(Duration::from_secs(30)) => Ok(Outcome::succeeded()),
+                    _ = tokio::time::sleep(Duration::from_secs(30)) => Ok(StoredReport::succeeded()),
                 }
             }
         },
     );
     // Stubborn: ignores the token; dropped after the cancel wait.
     let stubborn = ScheduledJob::new(
-        "stubborn",
+        STUBBORN,
         timing("cron = \"0 0 0 1 1 *\"\ntimeout_secs = 1"),
         sleeper(30.0),
     );
@@ -383,17 +401,19 @@ async fn a_run_past_its_timeout_is_cancelled_recorded_failed_and_retried() {
     let t = tick("2026-01-01T00:00:00Z");
 
     let started = Instant::now();
-    let (p, st) = tokio::join!(s.run_tick("polite", t), s.run_tick("stubborn", t));
+    let (p, st) = tokio::join!(s.run_tick(POLITE, t), s.run_tick(STUBBORN, t));
     let took = started.elapsed();
     let TickOutcome::Ran { status, run_ids } = p.unwrap() else {
         panic!("polite should run")
     };
     assert_eq!(
         (status, run_ids.len()),
-        ("failed", 2),
+        (RunStatus::Failed, 2),
         "one attempt and one retry"
     );
-    assert!(matches!(st.unwrap(), TickOutcome::Ran { status: "failed", ref run_ids } if run_ids.len() == 1));
+    assert!(
+        matches!(st.unwrap(), TickOutcome::Ran { status: RunStatus::Failed, ref run_ids } if run_ids.len() == 1)
+    );
     assert_eq!(
         saw_cancel.load(Ordering::SeqCst),
         2,
@@ -404,10 +424,10 @@ async fn a_run_past_its_timeout_is_cancelled_recorded_failed_and_retried() {
         "timeouts cut the 30 s bodies short: {took:?}"
     );
 
-    for job in ["polite", "stubborn"] {
+    for job in [POLITE, STUBBORN] {
         let all = rows(&ctx.db, job).await;
         for (i, r) in all.iter().enumerate() {
-            assert_eq!(r.status, "failed");
+            assert_eq!(r.status, RunStatus::Failed);
             assert_eq!(r.error.as_deref(), Some("timed out after 1 s"));
             assert_eq!(detail(r, "attempt"), Some(&json!(i + 1)));
             assert_eq!(detail_str(r, "tick"), "2026-01-01T00:00:00Z");
@@ -426,7 +446,7 @@ async fn failed_attempts_are_retried_with_backoff_each_in_its_own_row() {
     let calls = Arc::new(AtomicU32::new(0));
     let counter = calls.clone();
     let flaky = ScheduledJob::new(
-        "flaky",
+        FLAKY,
         timing("cron = \"0 0 0 1 1 *\"\nretries = 3\nretry_backoff_secs = 1"),
         move |ctx: RunContext| {
             let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
@@ -435,7 +455,7 @@ async fn failed_attempts_are_retried_with_backoff_each_in_its_own_row() {
                 if n < 3 {
                     anyhow::bail!("flaky failure {n}");
                 }
-                Ok(Outcome {
+                Ok(StoredReport {
                     completion: Completion::Succeeded,
                     records_in: Some(7),
                     records_out: Some(5),
@@ -445,22 +465,27 @@ async fn failed_attempts_are_retried_with_backoff_each_in_its_own_row() {
         },
     );
     let broken = ScheduledJob::new(
-        "broken",
+        BROKEN,
         timing("cron = \"0 0 0 1 1 *\"\nretries = 1\nretry_backoff_secs = 1"),
-        |_ctx: RunContext| async { anyhow::bail!("always broken") as anyhow::Result<Outcome> },
+        |_ctx: RunContext| async { anyhow::bail!("always broken") as anyhow::Result<StoredReport> },
     );
     let s = Scheduler::new(ctx.db.clone(), vec![flaky, broken], options("a"));
     let t = tick("2026-01-01T00:00:00Z");
-    let (f, b) = tokio::join!(s.run_tick("flaky", t), s.run_tick("broken", t));
+    let (f, b) = tokio::join!(s.run_tick(FLAKY, t), s.run_tick(BROKEN, t));
     assert!(
-        matches!(f.unwrap(), TickOutcome::Ran { status: "succeeded", ref run_ids } if run_ids.len() == 3)
+        matches!(f.unwrap(), TickOutcome::Ran { status: RunStatus::Succeeded, ref run_ids } if run_ids.len() == 3)
     );
-    assert!(matches!(b.unwrap(), TickOutcome::Ran { status: "failed", ref run_ids } if run_ids.len() == 2));
+    assert!(
+        matches!(b.unwrap(), TickOutcome::Ran { status: RunStatus::Failed, ref run_ids } if run_ids.len() == 2)
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 3, "no attempt after the success");
 
-    let all = rows(&ctx.db, "flaky").await;
-    let statuses: Vec<&str> = all.iter().map(|r| r.status.as_str()).collect();
-    assert_eq!(statuses, ["failed", "failed", "succeeded"]);
+    let all = rows(&ctx.db, FLAKY).await;
+    let statuses: Vec<RunStatus> = all.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses,
+        [RunStatus::Failed, RunStatus::Failed, RunStatus::Succeeded]
+    );
     assert_eq!(all[0].error.as_deref(), Some("flaky failure 1"));
     assert_eq!(all[1].error.as_deref(), Some("flaky failure 2"));
     for (i, r) in all.iter().enumerate() {
@@ -483,11 +508,11 @@ async fn failed_attempts_are_retried_with_backoff_each_in_its_own_row() {
         gap(&all[1], &all[2])
     );
 
-    let all = rows(&ctx.db, "broken").await;
+    let all = rows(&ctx.db, BROKEN).await;
     assert_eq!(all.len(), 2);
     assert!(
         all.iter()
-            .all(|r| r.status == "failed" && r.error.as_deref() == Some("always broken"))
+            .all(|r| r.status == RunStatus::Failed && r.error.as_deref() == Some("always broken"))
     );
 }
 
@@ -496,7 +521,7 @@ async fn missed_ticks_run_once_or_are_skipped_by_policy() {
     let ctx = TestContext::new().await;
     let yearly = |missed: &str| timing(&format!("cron = \"0 0 0 1 1 *\"\nmissed = \"{missed}\""));
     // Both were last scheduled for New Year 2020; the scheduler then was down for years.
-    for job in ["catch-up", "let-go"] {
+    for job in [CATCH_UP, LET_GO] {
         ctx.db
             .execute_unprepared(&format!(
                 r#"INSERT INTO job_runs (job, "trigger", status, started_at, finished_at, details)
@@ -508,9 +533,9 @@ async fn missed_ticks_run_once_or_are_skipped_by_policy() {
     }
     let jobs = || {
         vec![
-            ScheduledJob::new("catch-up", yearly("run-once"), sleeper(0.0)),
-            ScheduledJob::new("let-go", yearly("skip"), sleeper(0.0)),
-            ScheduledJob::new("newcomer", yearly("run-once"), sleeper(0.0)),
+            ScheduledJob::new(CATCH_UP, yearly("run-once"), sleeper(0.0)),
+            ScheduledJob::new(LET_GO, yearly("skip"), sleeper(0.0)),
+            ScheduledJob::new(NEWCOMER, yearly("run-once"), sleeper(0.0)),
         ]
     };
     let now = Utc::now();
@@ -524,9 +549,9 @@ async fn missed_ticks_run_once_or_are_skipped_by_policy() {
     assert_eq!(
         s.plan_catch_up(now).await.unwrap(),
         vec![
-            ("catch-up".to_owned(), CatchUp::RunOnce(missed)),
-            ("let-go".to_owned(), CatchUp::Skip(missed)),
-            ("newcomer".to_owned(), CatchUp::FirstStart),
+            (CATCH_UP, CatchUp::RunOnce(missed)),
+            (LET_GO, CatchUp::Skip(missed)),
+            (NEWCOMER, CatchUp::FirstStart),
         ]
     );
 
@@ -536,10 +561,10 @@ async fn missed_ticks_run_once_or_are_skipped_by_policy() {
     let caught_up = eventually(Duration::from_secs(10), || {
         let db = db.clone();
         async move {
-            rows(&db, "catch-up")
+            rows(&db, CATCH_UP)
                 .await
                 .iter()
-                .any(|r| r.status == "succeeded" && r.id > 2)
+                .any(|r| r.status == RunStatus::Succeeded && r.id > 2)
         }
     })
     .await;
@@ -547,21 +572,21 @@ async fn missed_ticks_run_once_or_are_skipped_by_policy() {
     service.await.unwrap().unwrap();
     assert!(caught_up, "run-once should run the missed tick at start");
 
-    let all = rows(&ctx.db, "catch-up").await;
+    let all = rows(&ctx.db, CATCH_UP).await;
     assert_eq!(all.len(), 2, "exactly one catch-up run: {all:#?}");
-    assert_eq!(all[1].trigger, "schedule");
+    assert_eq!(all[1].trigger, Trigger::Schedule);
     assert_eq!(detail(&all[1], "missed"), Some(&json!(true)));
     assert_eq!(detail_str(&all[1], "tick"), runs::tick_text(latest));
-    assert_eq!(rows(&ctx.db, "let-go").await.len(), 1, "skip runs nothing");
+    assert_eq!(rows(&ctx.db, LET_GO).await.len(), 1, "skip runs nothing");
     assert!(
-        rows(&ctx.db, "newcomer").await.is_empty(),
+        rows(&ctx.db, NEWCOMER).await.is_empty(),
         "nothing to miss on a first start"
     );
 
     // After the catch-up, a restart finds nothing missed.
     let s = Scheduler::new(ctx.db.clone(), jobs(), options("a"));
     let plans = s.plan_catch_up(Utc::now()).await.unwrap();
-    assert_eq!(plans[0], ("catch-up".to_owned(), CatchUp::NothingMissed));
+    assert_eq!(plans[0], (CATCH_UP, CatchUp::NothingMissed));
 }
 
 #[tokio::test]
@@ -569,8 +594,8 @@ async fn shutdown_lets_running_jobs_finish_within_grace_then_cancels_the_rest() 
     let ctx = TestContext::new().await;
     let every_second = "cron = \"* * * * * *\"\ntimeout_secs = 60\nretries = 2\nretry_backoff_secs = 1";
     let jobs = vec![
-        ScheduledJob::new("finisher", timing(every_second), sleeper(0.8)),
-        ScheduledJob::new("overstayer", timing(every_second), sleeper(30.0)),
+        ScheduledJob::new(FINISHER, timing(every_second), sleeper(0.8)),
+        ScheduledJob::new(OVERSTAYER, timing(every_second), sleeper(30.0)),
     ];
     let s = Scheduler::new(ctx.db.clone(), jobs, options("a"));
     let shutdown = CancellationToken::new();
@@ -580,17 +605,18 @@ async fn shutdown_lets_running_jobs_finish_within_grace_then_cancels_the_rest() 
     let both_running = eventually(Duration::from_secs(10), || {
         let db = db.clone();
         async move {
-            let f = rows(&db, "finisher").await;
-            let o = rows(&db, "overstayer").await;
-            f.iter().any(|r| r.status == "running") && o.iter().any(|r| r.status == "running")
+            let f = rows(&db, FINISHER).await;
+            let o = rows(&db, OVERSTAYER).await;
+            f.iter().any(|r| r.status == RunStatus::Running)
+                && o.iter().any(|r| r.status == RunStatus::Running)
         }
     })
     .await;
     assert!(both_running);
-    let running_finisher = rows(&ctx.db, "finisher")
+    let running_finisher = rows(&ctx.db, FINISHER)
         .await
         .into_iter()
-        .find(|r| r.status == "running")
+        .find(|r| r.status == RunStatus::Running)
         .unwrap();
     let stopping = Instant::now();
     shutdown.cancel();
@@ -599,13 +625,20 @@ async fn shutdown_lets_running_jobs_finish_within_grace_then_cancels_the_rest() 
     // Grace 2 s, then cancel and a 300 ms wait: well under the overstayer's 30 s.
     assert!(took < Duration::from_secs(5), "{took:?}");
 
-    let finisher = rows(&ctx.db, "finisher").await;
+    let finisher = rows(&ctx.db, FINISHER).await;
     let f = finisher.iter().find(|r| r.id == running_finisher.id).unwrap();
-    assert_eq!(f.status, "succeeded", "finished within the grace period: {f:?}");
-    let overstayer = rows(&ctx.db, "overstayer").await;
-    let ran: Vec<_> = overstayer.iter().filter(|r| r.status != "skipped").collect();
+    assert_eq!(
+        f.status,
+        RunStatus::Succeeded,
+        "finished within the grace period: {f:?}"
+    );
+    let overstayer = rows(&ctx.db, OVERSTAYER).await;
+    let ran: Vec<_> = overstayer
+        .iter()
+        .filter(|r| r.status != RunStatus::Skipped)
+        .collect();
     assert_eq!(ran.len(), 1, "one run, no retry after shutdown: {overstayer:#?}");
-    assert_eq!(ran[0].status, "failed");
+    assert_eq!(ran[0].status, RunStatus::Failed);
     assert!(
         ran[0]
             .error
@@ -616,7 +649,7 @@ async fn shutdown_lets_running_jobs_finish_within_grace_then_cancels_the_rest() 
         ran[0].error
     );
     for r in finisher.iter().chain(&overstayer) {
-        assert_ne!(r.status, "running", "{r:?}");
+        assert_ne!(r.status, RunStatus::Running, "{r:?}");
     }
 }
 
@@ -651,9 +684,9 @@ async fn a_one_second_cron_fires_fetch_twice_and_records_both_runs() {
     let twice = eventually(Duration::from_secs(15), || {
         let db = db.clone();
         async move {
-            let all = rows(&db, "fetch").await;
+            let all = rows(&db, JobName::Fetch).await;
             all.iter()
-                .filter(|r| r.finished_at.is_some() && r.status != "skipped")
+                .filter(|r| r.finished_at.is_some() && r.status != RunStatus::Skipped)
                 .count()
                 >= 2
         }
@@ -662,12 +695,12 @@ async fn a_one_second_cron_fires_fetch_twice_and_records_both_runs() {
     shutdown.cancel();
     service.await.unwrap().unwrap();
 
-    let all = rows(&ctx.db, "fetch").await;
-    let ran: Vec<_> = all.iter().filter(|r| r.status != "skipped").collect();
+    let all = rows(&ctx.db, JobName::Fetch).await;
+    let ran: Vec<_> = all.iter().filter(|r| r.status != RunStatus::Skipped).collect();
     assert!(twice && ran.len() >= 2, "{all:#?}");
     for r in &ran {
-        assert_eq!(r.trigger, "schedule");
-        assert_eq!(r.status, "succeeded", "{r:?}");
+        assert_eq!(r.trigger, Trigger::Schedule);
+        assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
         assert_eq!(r.records_out, Some(2), "one message per location: {r:?}");
     }
     let ticks: Vec<DateTime<Utc>> = ran.iter().map(|r| at(&detail_str(r, "tick"))).collect();
@@ -676,7 +709,7 @@ async fn a_one_second_cron_fires_fetch_twice_and_records_both_runs() {
         "one run per tick: {ticks:?}"
     );
     assert!(
-        rows(&ctx.db, "analytics").await.is_empty(),
+        rows(&ctx.db, JobName::Analytics).await.is_empty(),
         "analytics is disabled"
     );
     let produced: i64 = ran.iter().filter_map(|r| r.records_out).sum();
@@ -745,15 +778,15 @@ async fn two_scheduler_processes_never_run_the_same_tick_twice() {
         "{ea:?} {eb:?}\n{logs}"
     );
 
-    let all = rows(&ctx.db, "fetch").await;
+    let all = rows(&ctx.db, JobName::Fetch).await;
     let mut by_tick: std::collections::BTreeMap<String, Vec<&job_runs::Model>> = Default::default();
     for r in &all {
         by_tick.entry(detail_str(r, "tick")).or_default().push(r);
     }
     for (tick, rs) in &by_tick {
-        let ran: Vec<_> = rs.iter().filter(|r| r.status != "skipped").collect();
+        let ran: Vec<_> = rs.iter().filter(|r| r.status != RunStatus::Skipped).collect();
         assert!(ran.len() <= 1, "tick {tick} ran {} times: {rs:#?}", ran.len());
-        for r in rs.iter().filter(|r| r.status == "skipped") {
+        for r in rs.iter().filter(|r| r.status == RunStatus::Skipped) {
             let reason = detail_str(r, "reason");
             assert!(
                 reason == REASON_LOCK_HELD || reason == REASON_TICK_HANDLED,
@@ -765,10 +798,10 @@ async fn two_scheduler_processes_never_run_the_same_tick_twice() {
         let n = all.iter().filter(|r| detail_str(r, "replica") == replica).count();
         assert!(n >= 5, "replica {replica} handled only {n} ticks\n{logs}");
     }
-    let ran: Vec<_> = all.iter().filter(|r| r.status != "skipped").collect();
+    let ran: Vec<_> = all.iter().filter(|r| r.status != RunStatus::Skipped).collect();
     assert!(ran.len() >= 5, "only {} ticks ran: {all:#?}", ran.len());
     for r in &ran {
-        assert_eq!(r.status, "succeeded", "{r:?}\n{logs}");
+        assert_eq!(r.status, RunStatus::Succeeded, "{r:?}\n{logs}");
     }
     std::fs::remove_dir_all(dir).ok();
 }
@@ -816,13 +849,18 @@ async fn sigterm_during_a_run_exits_zero_and_closes_the_run() {
     let db = ctx.db.clone();
     let running = eventually(Duration::from_secs(15), || {
         let db = db.clone();
-        async move { rows(&db, "fetch").await.iter().any(|r| r.status == "running") }
+        async move {
+            rows(&db, JobName::Fetch)
+                .await
+                .iter()
+                .any(|r| r.status == RunStatus::Running)
+        }
     })
     .await;
-    let run = rows(&ctx.db, "fetch")
+    let run = rows(&ctx.db, JobName::Fetch)
         .await
         .into_iter()
-        .find(|r| r.status == "running");
+        .find(|r| r.status == RunStatus::Running);
     sigterm(&service);
     let exit = exit_within(&mut service, 20).await;
     server.abort();
@@ -836,7 +874,7 @@ async fn sigterm_during_a_run_exits_zero_and_closes_the_run() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(closed.status, "failed", "{closed:?}");
+    assert_eq!(closed.status, RunStatus::Failed, "{closed:?}");
     assert!(
         closed
             .error
@@ -846,12 +884,12 @@ async fn sigterm_during_a_run_exits_zero_and_closes_the_run() {
         "{closed:?}"
     );
     let left_running: Vec<_> = job_runs::Entity::find()
-        .filter(job_runs::Column::Status.eq("running"))
+        .filter(job_runs::Column::Status.eq(RunStatus::Running))
         .all(&ctx.db)
         .await
         .unwrap();
     assert!(left_running.is_empty(), "{left_running:#?}\n{logs}");
-    let consumer = rows(&ctx.db, "persist").await;
+    let consumer = rows(&ctx.db, JobName::Persist).await;
     assert_eq!(consumer.len(), 1, "the consumer ran alongside: {consumer:#?}");
     std::fs::remove_dir_all(dir).ok();
 }

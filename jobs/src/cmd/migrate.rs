@@ -4,9 +4,21 @@ use anyhow::Context;
 use migration::{Migrator, MigratorTrait};
 use sea_orm_migration::MigrationStatus;
 
-use crate::cli::MigrateAction;
 use crate::config::Config;
 use crate::db;
+
+/// `weatherflow migrate` actions.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum MigrateAction {
+    /// Apply pending migrations.
+    Up,
+    /// Revert the last migration(s).
+    Down,
+    /// List applied and pending migrations.
+    Status,
+    /// Drop every table and apply all migrations again (destroys data).
+    Fresh,
+}
 
 /// Runs a migration action against the configured database.
 pub async fn run(config: &Config, action: MigrateAction, steps: Option<u32>) -> anyhow::Result<()> {

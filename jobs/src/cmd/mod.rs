@@ -1,4 +1,5 @@
-//! One file per CLI command; `cli.rs` dispatches here.
+//! The command line: one file per command, each with the clap arguments it takes. This module parses
+//! the arguments, loads the configuration once, and dispatches.
 
 pub mod bench;
 pub mod check;
@@ -10,3 +11,104 @@ pub mod scheduler;
 pub mod schedules;
 pub mod status;
 pub mod table;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::runs::JobName;
+
+/// weatherflow: fetch weather into Kafka, persist it into PostgreSQL, fit regressions nightly.
+#[derive(Debug, Parser)]
+#[command(name = "weatherflow", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (TOML). Default: ./weatherflow.toml when it exists. Env: WEATHERFLOW_CONFIG.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply or inspect database migrations.
+    Migrate {
+        /// What to do (default: up).
+        #[arg(value_enum, default_value_t = migrate::MigrateAction::Up)]
+        action: migrate::MigrateAction,
+        /// With `down`: how many migrations to revert (default 1). With `up`: how many to apply (default all).
+        #[arg(long)]
+        steps: Option<u32>,
+    },
+    /// Check that Kafka and PostgreSQL answer, and report what they hold.
+    Check,
+    /// Validate schedules.toml and print each job's next five fire times.
+    Schedules {
+        /// Schedules file (default: the configuration's scheduler.schedules_path).
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Run one job now (trigger = manual), recorded in the run history.
+    Run {
+        /// The job.
+        #[command(subcommand)]
+        job: run::RunJob,
+    },
+    /// Show the run history.
+    Runs {
+        /// Only this job.
+        #[arg(long)]
+        job: Option<JobName>,
+        /// How many runs (newest first).
+        #[arg(long, default_value_t = 20)]
+        last: u64,
+    },
+    /// Show the latest regression results.
+    Results {
+        /// Only this scope (`all` or a location key).
+        #[arg(long)]
+        scope: Option<String>,
+        /// How many results (newest first).
+        #[arg(long, default_value_t = 20)]
+        last: u64,
+    },
+    /// Last run of each job, next fire times, consumer lag, table row counts.
+    Status,
+    /// The long-running scheduler service (fetch and analytics on schedule, the consumer alongside).
+    Scheduler {
+        /// Do not run the persist consumer in this process.
+        #[arg(long)]
+        no_consumer: bool,
+    },
+    /// Run only the persist consumer, until stopped.
+    Consumer,
+    /// Benchmarks that print figures.
+    Bench {
+        /// Which benchmark.
+        #[command(subcommand)]
+        which: bench::BenchKind,
+    },
+}
+
+/// Parses the command line and runs the command.
+pub async fn execute() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
+    let shutdown = crate::shutdown::on_signal();
+    match cli.command {
+        Command::Migrate { action, steps } => migrate::run(&config, action, steps).await,
+        Command::Check => check::run(&config).await,
+        Command::Schedules { file } => schedules::print(&config, file.as_deref()),
+        Command::Run { job } => run::run(&config, job, shutdown).await,
+        Command::Runs { job, last } => runs::run(&config, job, last).await,
+        Command::Results { scope, last } => results::run(&config, scope.as_deref(), last).await,
+        Command::Status => status::run(&config).await,
+        Command::Scheduler { no_consumer } => scheduler::run(&config, !no_consumer, shutdown).await,
+        Command::Consumer => run::consumer(&config, shutdown).await,
+        Command::Bench { which } => bench::run(&config, which, shutdown).await,
+    }
+}

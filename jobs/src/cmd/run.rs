@@ -1,20 +1,148 @@
-//! `weatherflow run <job>`: one manual run, recorded in job_runs.
+//! `weatherflow run <job>` and `weatherflow consumer`: one manual run, recorded in job_runs.
 //!
 //! Manual fetch and analytics runs take the same advisory lock as scheduled ones, so a run by hand
 //! never overlaps a scheduled run of the same job on any replica (it fails at once, saying so).
 
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::db;
 use crate::jobs::analytics::{self, AnalyticsRequest};
-use crate::jobs::fetch::{self, FetchRequest};
+use crate::jobs::fetch::{self, FetchRequest, SourceChoice};
 use crate::jobs::persist::{self, PersistRequest};
-use crate::runs::{self, Trigger};
-use crate::scheduler::lock::JobLock;
+use crate::runs::lock::JobLock;
+use crate::runs::{self, JobName, Trigger};
+
+/// `weatherflow run <job>`.
+#[derive(Debug, Subcommand)]
+pub enum RunJob {
+    /// Fetch current weather and produce it to Kafka.
+    Fetch(FetchFlags),
+    /// Consume Kafka into PostgreSQL.
+    Persist(PersistFlags),
+    /// Fit temp_c ~ wind_kph and store the results.
+    Analytics(AnalyticsFlags),
+}
+
+/// Flags of `weatherflow run fetch`; what is not given comes from the schedule's `[fetch.args]`.
+#[derive(Debug, Args)]
+pub struct FetchFlags {
+    /// A location (repeatable); default: the fetch job's list in schedules.toml.
+    #[arg(long = "location")]
+    pub locations: Vec<String>,
+    /// Data source; default: the schedule's, else auto (WeatherAPI.com with a key, simulated without).
+    #[arg(long, value_enum)]
+    pub source: Option<SourceChoice>,
+    /// Seed for the simulated source.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Requests in flight at once.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Simulated source only: also produce every 15-minute observation of the last N hours.
+    #[arg(long)]
+    pub backfill_hours: Option<u32>,
+}
+
+impl FetchFlags {
+    /// Whether the schedule's arguments are needed to complete the request.
+    fn needs_schedule(&self) -> bool {
+        self.locations.is_empty() || self.source.is_none()
+    }
+
+    /// The job's request: these flags first, then the schedule's arguments.
+    pub fn into_request(self, schedule: Option<&FetchRequest>) -> FetchRequest {
+        let from_schedule = schedule.cloned().unwrap_or_default();
+        FetchRequest {
+            locations: if self.locations.is_empty() {
+                from_schedule.locations
+            } else {
+                self.locations
+            },
+            source: self.source.unwrap_or(from_schedule.source),
+            seed: self.seed.or(from_schedule.seed),
+            concurrency: self.concurrency.or(from_schedule.concurrency),
+            backfill_hours: self.backfill_hours,
+        }
+    }
+}
+
+/// Flags of `weatherflow run persist`.
+#[derive(Debug, Args)]
+pub struct PersistFlags {
+    /// Drain what is on the topic, then exit.
+    #[arg(long)]
+    pub until_idle: bool,
+}
+
+/// Flags of `weatherflow run analytics`.
+#[derive(Debug, Args)]
+pub struct AnalyticsFlags {
+    /// Only observations at or after this time (RFC 3339).
+    #[arg(long)]
+    pub since: Option<DateTime<Utc>>,
+    /// Only observations before this time (RFC 3339).
+    #[arg(long)]
+    pub until: Option<DateTime<Utc>>,
+    /// Minimum samples for a per-location fit (default: configuration, 30).
+    #[arg(long)]
+    pub min_samples: Option<u64>,
+    /// Write the scatter plot with the fitted line to this SVG file.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Also plot this location (repeatable), to `<plot stem>-<location>.svg` next to `--plot`.
+    #[arg(long = "plot-scope", value_name = "LOCATION_KEY", requires = "plot")]
+    pub plot_scopes: Vec<String>,
+    /// Plot every fitted location, one file each next to `--plot`.
+    #[arg(long, requires = "plot")]
+    pub plot_all_scopes: bool,
+}
+
+impl From<AnalyticsFlags> for AnalyticsRequest {
+    fn from(f: AnalyticsFlags) -> Self {
+        AnalyticsRequest {
+            since: f.since,
+            until: f.until,
+            min_samples: f.min_samples,
+            plot: f.plot,
+            plot_scopes: f.plot_scopes,
+            plot_all_scopes: f.plot_all_scopes,
+        }
+    }
+}
+
+/// Runs the chosen job once.
+pub async fn run(config: &Config, job: RunJob, shutdown: CancellationToken) -> anyhow::Result<()> {
+    match job {
+        RunJob::Fetch(flags) => {
+            let schedule = if flags.needs_schedule() {
+                Some(super::schedules::load(config, None)?.fetch.args)
+            } else {
+                None
+            };
+            fetch_once(config, flags.into_request(schedule.as_ref()), shutdown).await
+        }
+        RunJob::Persist(flags) => {
+            let req = PersistRequest {
+                until_idle: flags.until_idle,
+            };
+            persist_once(config, req, shutdown).await
+        }
+        RunJob::Analytics(flags) => analytics_once(config, flags.into(), shutdown).await,
+    }
+}
+
+/// `weatherflow consumer`: the persist job until stopped.
+pub async fn consumer(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    persist_once(config, PersistRequest { until_idle: false }, shutdown).await
+}
 
 /// Takes `job`'s advisory lock or fails with a message saying another run holds it.
-async fn lock(conn: &sea_orm::DatabaseConnection, job: &str) -> anyhow::Result<JobLock> {
+async fn lock(conn: &sea_orm::DatabaseConnection, job: JobName) -> anyhow::Result<JobLock> {
     JobLock::try_acquire(conn, job).await?.ok_or_else(|| {
         anyhow::anyhow!(
             "another {job} run (scheduled or manual) is in progress; try again when it has finished"
@@ -22,11 +150,10 @@ async fn lock(conn: &sea_orm::DatabaseConnection, job: &str) -> anyhow::Result<J
     })
 }
 
-/// `weatherflow run fetch`.
-pub async fn fetch(config: &Config, req: FetchRequest, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn fetch_once(config: &Config, req: FetchRequest, shutdown: CancellationToken) -> anyhow::Result<()> {
     let conn = db::connect(&config.database).await?;
-    let lock = lock(&conn, "fetch").await?;
-    let result = runs::recorded(&conn, "fetch", Trigger::Manual, |_| {
+    let lock = lock(&conn, JobName::Fetch).await?;
+    let result = runs::recorded(&conn, JobName::Fetch, Trigger::Manual, |_| {
         fetch::run(config, req, shutdown)
     })
     .await;
@@ -35,29 +162,27 @@ pub async fn fetch(config: &Config, req: FetchRequest, shutdown: CancellationTok
     Ok(released?)
 }
 
-/// `weatherflow run persist` and `weatherflow consumer`.
-pub async fn persist(
+async fn persist_once(
     config: &Config,
     req: PersistRequest,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let conn = db::connect(&config.database).await?;
-    runs::recorded(&conn, "persist", Trigger::Manual, |_| {
+    runs::recorded(&conn, JobName::Persist, Trigger::Manual, |_| {
         persist::run(config, &conn, req, shutdown)
     })
     .await?;
     Ok(())
 }
 
-/// `weatherflow run analytics`.
-pub async fn analytics(
+async fn analytics_once(
     config: &Config,
     req: AnalyticsRequest,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let conn = db::connect(&config.database).await?;
-    let lock = lock(&conn, "analytics").await?;
-    let result = runs::recorded(&conn, "analytics", Trigger::Manual, |id| {
+    let lock = lock(&conn, JobName::Analytics).await?;
+    let result = runs::recorded(&conn, JobName::Analytics, Trigger::Manual, |id| {
         analytics::run(config, &conn, id, req, shutdown)
     })
     .await;

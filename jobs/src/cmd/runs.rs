@@ -5,9 +5,10 @@ use entity::job_runs;
 
 use crate::config::Config;
 use crate::db;
+use crate::runs::JobName;
 
 /// Prints the latest runs, newest first.
-pub async fn run(config: &Config, job: Option<&str>, last: u64) -> anyhow::Result<()> {
+pub async fn run(config: &Config, job: Option<JobName>, last: u64) -> anyhow::Result<()> {
     let conn = db::connect(&config.database).await?;
     let rows = crate::runs::history(&conn, job, last).await?;
     let cells: Vec<Vec<String>> = rows
@@ -18,11 +19,11 @@ pub async fn run(config: &Config, job: Option<&str>, last: u64) -> anyhow::Resul
                 .map(|f| format!("{:.1}", (f - r.started_at).num_milliseconds() as f64 / 1000.0));
             vec![
                 r.id.to_string(),
-                r.job.clone(),
-                r.trigger.clone(),
+                r.job.to_string(),
+                r.trigger.to_string(),
                 r.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                 took.unwrap_or_else(|| "-".into()),
-                r.status.clone(),
+                r.status.to_string(),
                 r.records_in.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
                 r.records_out.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
                 detail(r, "attempt").unwrap_or_else(|| "-".into()),

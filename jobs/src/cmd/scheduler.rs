@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::db;
 use crate::jobs::persist::{self, PersistRequest};
-use crate::runs::{self, Trigger};
+use crate::runs::{self, JobName, Trigger};
 use crate::scheduler::{Scheduler, SchedulerOptions, catalog};
 
 /// Runs the scheduler until shutdown. A consumer failure stops the whole service (the process exits
@@ -33,7 +33,7 @@ pub async fn run(config: &Config, with_consumer: bool, shutdown: CancellationTok
         }
         // The consumer stops at once on shutdown (it commits what it stored); it does not wait for the
         // scheduled jobs' grace period.
-        let result = runs::recorded(&conn, "persist", Trigger::Schedule, |_| {
+        let result = runs::recorded(&conn, JobName::Persist, Trigger::Schedule, |_| {
             persist::run(
                 config,
                 &conn,

@@ -6,6 +6,7 @@ use anyhow::Context;
 use chrono::{SubsecRound, Utc};
 
 use crate::config::Config;
+use crate::runs::JobName;
 use crate::schedules::{Schedules, Timing};
 
 /// Loads the schedules file named by `file`, else by the configuration.
@@ -18,13 +19,13 @@ pub fn load(config: &Config, file: Option<&Path>) -> anyhow::Result<Schedules> {
 pub fn print(config: &Config, file: Option<&Path>) -> anyhow::Result<()> {
     let s = load(config, file)?;
     let now = Utc::now().trunc_subsecs(0);
-    show("fetch", &s.fetch.timing, now);
+    show(JobName::Fetch, &s.fetch.timing, now);
     println!("  locations: {}", s.fetch.args.locations.join("; "));
-    show("analytics", &s.analytics.timing, now);
+    show(JobName::Analytics, &s.analytics.timing, now);
     Ok(())
 }
 
-fn show(job: &str, t: &Timing, now: chrono::DateTime<Utc>) {
+fn show(job: JobName, t: &Timing, now: chrono::DateTime<Utc>) {
     println!(
         "{job}: cron \"{}\" ({}){}, timeout {} s, retries {}, missed ticks: {:?}",
         t.cron_expr,

@@ -10,6 +10,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
 
 use super::table;
 use crate::config::{Config, KafkaConfig};
+use crate::runs::JobName;
 use crate::scheduler::ticker;
 use crate::schedules::{Schedules, Timing};
 use crate::{db, kafka, runs};
@@ -66,34 +67,28 @@ async fn jobs_table(
     now: DateTime<Utc>,
 ) -> anyhow::Result<String> {
     let latest = runs::latest_per_job(conn).await?;
-    let mut names: Vec<String> = ["fetch", "persist", "analytics"].map(String::from).to_vec();
-    for r in &latest {
-        if !names.contains(&r.job) {
-            names.push(r.job.clone());
-        }
-    }
-    let cells = names
+    let cells = JobName::ALL
         .iter()
-        .map(|job| {
-            let last = latest.iter().find(|r| &r.job == job);
-            let next = match (job.as_str(), schedules) {
-                ("persist", _) => "continuous (consumer)".to_owned(),
-                ("fetch", Some(s)) => next_fire(&s.fetch.timing, now),
-                ("analytics", Some(s)) => next_fire(&s.analytics.timing, now),
-                _ => "-".to_owned(),
+        .map(|&job| {
+            let last = latest.iter().find(|r| r.job == job);
+            let next = match (job, schedules) {
+                (JobName::Persist, _) => "continuous (consumer)".to_owned(),
+                (JobName::Fetch, Some(s)) => next_fire(&s.fetch.timing, now),
+                (JobName::Analytics, Some(s)) => next_fire(&s.analytics.timing, now),
+                (_, None) => "-".to_owned(),
             };
             match last {
                 Some(r) => vec![
-                    job.clone(),
+                    job.to_string(),
                     format!("#{}", r.id),
-                    r.trigger.clone(),
-                    r.status.clone(),
+                    r.trigger.to_string(),
+                    r.status.to_string(),
                     r.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                     format!("{} ago", age(now - r.started_at)),
                     next,
                 ],
                 None => vec![
-                    job.clone(),
+                    job.to_string(),
                     "never".into(),
                     "-".into(),
                     "-".into(),

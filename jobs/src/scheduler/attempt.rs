@@ -9,13 +9,13 @@ use serde_json::{Map, Value};
 use super::job::{RunContext, ScheduledJob};
 use super::{Env, Tick, TickOutcome};
 use crate::backoff::Backoff;
-use crate::runs::{self, Outcome, Trigger};
+use crate::runs::{self, RunStatus, StoredReport, Trigger};
 
 /// How an attempt ended, as far as retrying is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
     /// Succeeded or skipped: done with this tick.
-    Done(&'static str),
+    Done(RunStatus),
     /// Failed or timed out: worth another attempt.
     Failed,
     /// Cancelled at shutdown: no more attempts.
@@ -25,7 +25,7 @@ enum End {
 /// Why the scheduler stopped waiting for a body.
 enum Stop {
     /// The body returned.
-    Returned(anyhow::Result<Outcome>),
+    Returned(anyhow::Result<StoredReport>),
     /// The attempt ran past the job's timeout.
     TimedOut,
     /// The shutdown grace period ran out.
@@ -60,7 +60,7 @@ pub(super) async fn run(env: &Env, job: &ScheduledJob, tick: Tick) -> Result<Tic
         }
     }
     Ok(TickOutcome::Ran {
-        status: "failed",
+        status: RunStatus::Failed,
         run_ids,
     })
 }
@@ -96,7 +96,7 @@ async fn one(env: &Env, job: &ScheduledJob, tick: Tick, attempt: u32) -> Result<
     let base = tick_details(env, tick, Some(attempt));
     let id = runs::start_with(
         &env.db,
-        &job.name,
+        job.name,
         Trigger::Schedule,
         Some(Value::Object(base.clone())),
     )
@@ -109,7 +109,7 @@ async fn one(env: &Env, job: &ScheduledJob, tick: Tick, attempt: u32) -> Result<
         attempt,
         cancel: cancel.clone(),
     };
-    let body = runs::with_progress(&job.name, id, (job.body)(ctx));
+    let body = runs::with_progress(job.name, id, (job.body)(ctx));
     tokio::pin!(body);
     let timeout = Duration::from_secs(job.timing.timeout_secs);
     let stop = tokio::select! {
@@ -143,7 +143,7 @@ async fn one(env: &Env, job: &ScheduledJob, tick: Tick, attempt: u32) -> Result<
     };
     let status = match end {
         End::Done(status) => status,
-        End::Failed | End::Cancelled => "failed",
+        End::Failed | End::Cancelled => RunStatus::Failed,
     };
     let records = outcome
         .as_ref()
@@ -152,7 +152,9 @@ async fn one(env: &Env, job: &ScheduledJob, tick: Tick, attempt: u32) -> Result<
     runs::finish(&env.db, id, status, records, error.clone(), Some(details)).await?;
     match &error {
         Some(error) => tracing::error!(job = %job.name, run_id = id, attempt, %error, "run failed"),
-        None => tracing::info!(job = %job.name, run_id = id, attempt, status, "run finished"),
+        None => {
+            tracing::info!(job = %job.name, run_id = id, attempt, status = status.as_str(), "run finished")
+        }
     }
     Ok((id, end))
 }

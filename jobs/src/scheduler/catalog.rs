@@ -10,19 +10,9 @@ use sea_orm::DatabaseConnection;
 use super::job::{RunContext, ScheduledJob};
 use crate::config::Config;
 use crate::jobs::analytics::{self, AnalyticsRequest};
-use crate::jobs::fetch::{self, FetchRequest};
+use crate::jobs::fetch;
+use crate::runs::JobName;
 use crate::schedules::{self, Schedules};
-
-/// The fetch job's request from its schedule arguments.
-pub fn fetch_request(args: &schedules::FetchArgs) -> FetchRequest {
-    FetchRequest {
-        locations: args.locations.clone(),
-        source: args.source,
-        seed: args.seed,
-        concurrency: args.concurrency,
-        backfill_hours: None,
-    }
-}
 
 /// The analytics job's request for a run starting at `now`: the last `window_days` days, up to now.
 /// Counted from the run's start, not its tick, so that a catch-up run for a tick missed long ago still
@@ -46,17 +36,21 @@ pub fn pipeline_jobs(
 ) -> Vec<ScheduledJob> {
     let fetch_job = {
         let config = config.clone();
-        let req = fetch_request(&schedules.fetch.args);
-        ScheduledJob::new("fetch", schedules.fetch.timing.clone(), move |ctx: RunContext| {
-            let config = config.clone();
-            let req = req.clone();
-            async move { fetch::run(&config, req, ctx.cancel).await }
-        })
+        let req = schedules.fetch.args.clone();
+        ScheduledJob::new(
+            JobName::Fetch,
+            schedules.fetch.timing.clone(),
+            move |ctx: RunContext| {
+                let config = config.clone();
+                let req = req.clone();
+                async move { fetch::run(&config, req, ctx.cancel).await }
+            },
+        )
     };
     let analytics_job = {
         let args = schedules.analytics.args.clone();
         ScheduledJob::new(
-            "analytics",
+            JobName::Analytics,
             schedules.analytics.timing.clone(),
             move |ctx: RunContext| {
                 let config = config.clone();

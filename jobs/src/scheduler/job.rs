@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
-use crate::runs::{Outcome, Report};
+use crate::runs::{JobName, Report, StoredReport};
 use crate::schedules::Timing;
 
 /// What one attempt of a scheduled run is given.
@@ -27,13 +27,13 @@ pub struct RunContext {
 }
 
 /// A job body: one attempt, from its context to its stored outcome.
-pub type JobBody = Arc<dyn Fn(RunContext) -> BoxFuture<'static, anyhow::Result<Outcome>> + Send + Sync>;
+pub type JobBody = Arc<dyn Fn(RunContext) -> BoxFuture<'static, anyhow::Result<StoredReport>> + Send + Sync>;
 
 /// A job the scheduler runs on its cron schedule.
 #[derive(Clone)]
 pub struct ScheduledJob {
     /// `job_runs.job`, and the name its advisory lock is derived from.
-    pub name: String,
+    pub name: JobName,
     /// When it fires, its timeout, retries and missed-tick policy.
     pub timing: Timing,
     /// What it does.
@@ -42,7 +42,7 @@ pub struct ScheduledJob {
 
 impl ScheduledJob {
     /// A job running `body` on `timing`. The body may return any [`Report`].
-    pub fn new<F, Fut, R>(name: impl Into<String>, timing: Timing, body: F) -> Self
+    pub fn new<F, Fut, R>(name: JobName, timing: Timing, body: F) -> Self
     where
         F: Fn(RunContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = anyhow::Result<R>> + Send + 'static,
@@ -50,11 +50,11 @@ impl ScheduledJob {
     {
         let body = Arc::new(body);
         Self {
-            name: name.into(),
+            name,
             timing,
             body: Arc::new(move |ctx| {
                 let fut = body(ctx);
-                Box::pin(async move { fut.await.map(|report| Outcome::of(&report)) })
+                Box::pin(async move { fut.await.map(|report| StoredReport::of(&report)) })
             }),
         }
     }

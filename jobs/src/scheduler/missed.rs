@@ -9,7 +9,7 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{DatabaseConnection, DbErr};
 
-use crate::runs;
+use crate::runs::{self, JobName};
 use crate::schedules::{MissedPolicy, Timing};
 
 /// Counting missed ticks stops here: after a long outage a per-second cron has millions, and the number
@@ -68,7 +68,7 @@ pub fn missed_between(timing: &Timing, last: DateTime<Utc>, now: DateTime<Utc>) 
 /// Looks up `job`'s last recorded tick and decides what start-up does about the time since.
 pub async fn plan(
     db: &DatabaseConnection,
-    job: &str,
+    job: JobName,
     timing: &Timing,
     now: DateTime<Utc>,
 ) -> Result<CatchUp, DbErr> {

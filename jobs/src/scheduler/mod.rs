@@ -17,7 +17,6 @@
 mod attempt;
 pub mod catalog;
 pub mod job;
-pub mod lock;
 pub mod missed;
 pub mod ticker;
 
@@ -34,11 +33,11 @@ use tokio_util::sync::CancellationToken;
 
 pub use job::{JobBody, RunContext, ScheduledJob};
 
-use self::lock::JobLock;
 use self::missed::CatchUp;
 use self::ticker::Ticker;
 use crate::config::SchedulerConfig;
-use crate::runs::{self, Trigger};
+use crate::runs::lock::JobLock;
+use crate::runs::{self, JobName, RunStatus, Trigger};
 
 /// The error of a `running` row closed because the process running it is gone.
 const ABANDONED: &str = "abandoned: the process running it stopped without closing the run";
@@ -84,7 +83,7 @@ pub enum TickOutcome {
     /// The job ran: the last attempt's status and every attempt's row, in order.
     Ran {
         /// `succeeded`, `skipped` (the job had nothing to do) or `failed`.
-        status: &'static str,
+        status: RunStatus,
         /// The `job_runs` ids of the attempts.
         run_ids: Vec<i64>,
     },
@@ -140,7 +139,7 @@ impl Scheduler {
         }
     }
 
-    fn job(&self, name: &str) -> anyhow::Result<Arc<ScheduledJob>> {
+    fn job(&self, name: JobName) -> anyhow::Result<Arc<ScheduledJob>> {
         self.jobs
             .iter()
             .find(|j| j.name == name)
@@ -149,17 +148,17 @@ impl Scheduler {
     }
 
     /// Runs one tick of the job `name` now: lock, tick check, attempts, history.
-    pub async fn run_tick(&self, name: &str, tick: Tick) -> anyhow::Result<TickOutcome> {
+    pub async fn run_tick(&self, name: JobName, tick: Tick) -> anyhow::Result<TickOutcome> {
         let job = self.job(name)?;
         handle_tick(&self.env, &job, tick).await
     }
 
     /// What start-up does about ticks missed since each enabled job's last recorded tick.
-    pub async fn plan_catch_up(&self, now: DateTime<Utc>) -> Result<Vec<(String, CatchUp)>, DbErr> {
+    pub async fn plan_catch_up(&self, now: DateTime<Utc>) -> Result<Vec<(JobName, CatchUp)>, DbErr> {
         let mut plans = Vec::new();
         for job in self.jobs.iter().filter(|j| j.timing.enabled) {
-            let plan = missed::plan(&self.env.db, &job.name, &job.timing, now).await?;
-            plans.push((job.name.clone(), plan));
+            let plan = missed::plan(&self.env.db, job.name, &job.timing, now).await?;
+            plans.push((job.name, plan));
         }
         Ok(plans)
     }
@@ -171,7 +170,7 @@ impl Scheduler {
         for job in self.jobs.iter().filter(|j| !j.timing.enabled) {
             tracing::info!(job = %job.name, "disabled in the schedules; not scheduled");
         }
-        let mut tasks: JoinSet<(String, anyhow::Result<TickOutcome>)> = JoinSet::new();
+        let mut tasks: JoinSet<(JobName, anyhow::Result<TickOutcome>)> = JoinSet::new();
         self.catch_up(&mut tasks).await?;
 
         let (tx, mut fires) = mpsc::channel(64);
@@ -211,27 +210,27 @@ impl Scheduler {
     /// Applies each enabled job's missed-tick policy at start-up; a `run-once` run goes into `tasks`.
     async fn catch_up(
         &self,
-        tasks: &mut JoinSet<(String, anyhow::Result<TickOutcome>)>,
+        tasks: &mut JoinSet<(JobName, anyhow::Result<TickOutcome>)>,
     ) -> anyhow::Result<()> {
         let plans = self
             .plan_catch_up(Utc::now())
             .await
             .context("reading the run history for missed ticks")?;
         for (name, plan) in plans {
-            log_catch_up(&name, plan);
+            log_catch_up(name, plan);
             if let CatchUp::RunOnce(m) = plan {
                 let tick = Tick {
                     at: m.latest,
                     missed: true,
                 };
-                spawn_tick(tasks, &self.env, self.job(&name)?, tick);
+                spawn_tick(tasks, &self.env, self.job(name)?, tick);
             }
         }
         Ok(())
     }
 
     /// The shutdown sequence for the ticks still running.
-    async fn wind_down(&self, mut tasks: JoinSet<(String, anyhow::Result<TickOutcome>)>) {
+    async fn wind_down(&self, mut tasks: JoinSet<(JobName, anyhow::Result<TickOutcome>)>) {
         if tasks.is_empty() {
             return;
         }
@@ -260,7 +259,7 @@ impl Scheduler {
 
 /// Runs `tick` of `job` in its own task.
 fn spawn_tick(
-    tasks: &mut JoinSet<(String, anyhow::Result<TickOutcome>)>,
+    tasks: &mut JoinSet<(JobName, anyhow::Result<TickOutcome>)>,
     env: &Arc<Env>,
     job: Arc<ScheduledJob>,
     tick: Tick,
@@ -268,12 +267,12 @@ fn spawn_tick(
     let env = env.clone();
     tasks.spawn(async move {
         let outcome = handle_tick(&env, &job, tick).await;
-        (job.name.clone(), outcome)
+        (job.name, outcome)
     });
 }
 
 /// Waits up to `within` for every task; true when none is left.
-async fn drain(tasks: &mut JoinSet<(String, anyhow::Result<TickOutcome>)>, within: Duration) -> bool {
+async fn drain(tasks: &mut JoinSet<(JobName, anyhow::Result<TickOutcome>)>, within: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + within;
     while !tasks.is_empty() {
         match tokio::time::timeout_at(deadline, tasks.join_next()).await {
@@ -285,7 +284,7 @@ async fn drain(tasks: &mut JoinSet<(String, anyhow::Result<TickOutcome>)>, withi
     true
 }
 
-fn log_done(done: Result<(String, anyhow::Result<TickOutcome>), tokio::task::JoinError>) {
+fn log_done(done: Result<(JobName, anyhow::Result<TickOutcome>), tokio::task::JoinError>) {
     match done {
         Ok((_, Ok(_))) => {}
         Ok((job, Err(e))) => tracing::error!(%job, error = %format!("{e:#}"), "tick could not be handled"),
@@ -294,7 +293,7 @@ fn log_done(done: Result<(String, anyhow::Result<TickOutcome>), tokio::task::Joi
     }
 }
 
-fn log_catch_up(job: &str, plan: CatchUp) {
+fn log_catch_up(job: JobName, plan: CatchUp) {
     match plan {
         CatchUp::FirstStart => tracing::info!(%job, "no scheduled run recorded yet; nothing missed"),
         CatchUp::NothingMissed => tracing::info!(%job, "no ticks missed"),
@@ -312,7 +311,7 @@ async fn handle_tick(env: &Env, job: &ScheduledJob, tick: Tick) -> anyhow::Resul
     if env.stopping.is_cancelled() {
         return Ok(TickOutcome::NotStarted);
     }
-    let lock = JobLock::try_acquire(&env.db, &job.name)
+    let lock = JobLock::try_acquire(&env.db, job.name)
         .await
         .with_context(|| format!("taking the advisory lock of job {}", job.name))?;
     let Some(lock) = lock else {
@@ -327,11 +326,11 @@ async fn handle_tick(env: &Env, job: &ScheduledJob, tick: Tick) -> anyhow::Resul
 
 /// The part of a tick that runs under the job's lock.
 async fn locked(env: &Env, job: &ScheduledJob, tick: Tick) -> anyhow::Result<TickOutcome> {
-    let closed = runs::close_abandoned(&env.db, &job.name, ABANDONED).await?;
+    let closed = runs::close_abandoned(&env.db, job.name, ABANDONED).await?;
     if closed > 0 {
         tracing::warn!(job = %job.name, rows = closed, "closed runs abandoned by a stopped process");
     }
-    if let Some(by) = runs::tick_taken(&env.db, &job.name, tick.at).await? {
+    if let Some(by) = runs::tick_taken(&env.db, job.name, tick.at).await? {
         return skip(env, job, tick, runs::REASON_TICK_HANDLED, Some(by)).await;
     }
     Ok(attempt::run(env, job, tick).await?)
@@ -350,7 +349,7 @@ async fn skip(
     if let Some(by) = by {
         details.insert("handled_by".into(), by.into());
     }
-    let run_id = runs::record_skipped(&env.db, &job.name, Trigger::Schedule, Value::Object(details)).await?;
+    let run_id = runs::record_skipped(&env.db, job.name, Trigger::Schedule, Value::Object(details)).await?;
     tracing::info!(job = %job.name, tick = %runs::tick_text(tick.at), run_id, reason, "tick skipped");
     Ok(TickOutcome::Skipped { reason, run_id })
 }

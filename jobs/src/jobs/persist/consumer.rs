@@ -32,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 use super::writer::{Ack, Batch};
 use super::{PersistSummary, StopReason};
 use crate::backoff::Backoff;
-use crate::store::{Lineage, Raw, RejectedRecord, ValidRecord};
-use crate::validate::{self, Rules};
+use crate::jobs::persist::store::{Lineage, Raw, RejectedRecord, ValidRecord};
+use crate::jobs::persist::validate::{self, Rules};
 
 /// What the consumer thread needs to know.
 #[derive(Debug, Clone)]

@@ -10,8 +10,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::{KafkaConfig, PersistConfig};
+use crate::jobs::persist::store::{Interrupted, RejectedRecord, Retry};
 use crate::kafka::{self, KafkaSetupError, base_config};
-use crate::store::{Interrupted, RejectedRecord, Retry};
 
 /// Header names on dead-letter messages.
 pub mod headers {

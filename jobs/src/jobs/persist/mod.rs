@@ -7,7 +7,7 @@
 //!   before a revocation proceeds.
 //! - `persist.writers` async writers ([`writer`]) each take batches for their share of the
 //!   partitions: dead-letter messages first ([`dlq`]), then one database transaction
-//!   ([`crate::store`]), then an acknowledgement back to the consumer thread.
+//!   ([`crate::jobs::persist::store`]), then an acknowledgement back to the consumer thread.
 //!
 //! Guarantees: an offset is committed only after the transaction holding its record (or its
 //! rejection) has committed, so offsets are never ahead of the database; after a crash the
@@ -15,6 +15,8 @@
 
 mod consumer;
 mod dlq;
+pub mod store;
+pub mod validate;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -28,9 +30,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::Config;
+use crate::jobs::persist::store::Retry;
+use crate::jobs::persist::validate::Rules;
 use crate::runs::Report;
-use crate::store::Retry;
-use crate::validate::Rules;
 
 /// How long to run.
 #[derive(Debug, Clone, Default)]

@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use tokio::sync::mpsc::Receiver;
 
 use super::dlq::Dlq;
-use crate::store::{self, CopyStrategy, Interrupted, RejectedRecord, Retry, ValidRecord};
+use crate::jobs::persist::store::{self, CopyStrategy, Interrupted, RejectedRecord, Retry, ValidRecord};
 
 /// What every writer shares.
 pub struct Deps {

@@ -23,9 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::envelope::{Envelope, SCHEMA_VERSION, Source, location_key};
+use crate::jobs::persist::store::{self, Lineage, Raw, ValidRecord};
+use crate::jobs::persist::validate::Observation;
 use crate::jobs::persist::{self, PersistRequest};
-use crate::store::{self, Lineage, Raw, ValidRecord};
-use crate::validate::Observation;
 
 /// Distinct places in the generated stream; each gets one observation per 15 minutes.
 const PLACES: u64 = 1000;
@@ -566,7 +566,7 @@ async fn new_rows(db: &DatabaseConnection, after: i64) -> anyhow::Result<Vec<(i6
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate::{Rules, validate};
+    use crate::jobs::persist::validate::{Rules, validate};
 
     #[test]
     fn generated_messages_are_valid_and_distinct() {

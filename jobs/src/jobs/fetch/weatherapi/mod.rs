@@ -17,4 +17,4 @@ mod error;
 
 pub use body::{Current, Location};
 pub use client::{Attempted, BULK_MAX, WeatherApi};
-pub use error::{ApiError, ErrorClass};
+pub use error::{ApiError, ApiErrorAction};

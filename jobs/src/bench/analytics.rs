@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, redact_url};
 use crate::db;
 use crate::jobs::analytics::{self, AnalyticsRequest, AnalyticsSummary, SCOPE_ALL};
-use crate::runs::{self, Trigger};
+use crate::runs::{self, JobName, Trigger};
 
 /// Runs of each timed step; the median is reported.
 const REPEATS: usize = 3;
@@ -211,7 +211,7 @@ async fn run_job(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(Duration, AnalyticsSummary)> {
     let t = Instant::now();
-    let summary = runs::recorded(conn, "analytics", Trigger::Manual, |id| {
+    let summary = runs::recorded(conn, JobName::Analytics, Trigger::Manual, |id| {
         analytics::run(
             &scratch.config,
             conn,

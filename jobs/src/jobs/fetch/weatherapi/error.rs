@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 /// What the caller should do about an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
+pub enum ApiErrorAction {
     /// The key or the account is the problem: every other request would fail the same way, so the
     /// run stops at once, without retries.
     Fatal,
@@ -163,23 +163,23 @@ pub(crate) struct ErrorDetail {
 
 impl ApiError {
     /// The class deciding what the caller does next.
-    pub fn class(&self) -> ErrorClass {
+    pub fn class(&self) -> ApiErrorAction {
         match self {
             ApiError::InvalidKey { .. }
             | ApiError::QuotaExceeded { .. }
             | ApiError::KeyDisabled { .. }
             | ApiError::NoAccess { .. }
-            | ApiError::Config(_) => ErrorClass::Fatal,
+            | ApiError::Config(_) => ApiErrorAction::Fatal,
             ApiError::RateLimited { .. }
             | ApiError::Server { .. }
             | ApiError::Timeout(_)
             | ApiError::Connect(_)
-            | ApiError::Transport(_) => ErrorClass::Retryable,
+            | ApiError::Transport(_) => ApiErrorAction::Retryable,
             ApiError::LocationNotFound { .. }
             | ApiError::Api { .. }
             | ApiError::Http { .. }
             | ApiError::Unparsable { .. }
-            | ApiError::Cancelled => ErrorClass::Location,
+            | ApiError::Cancelled => ApiErrorAction::Location,
         }
     }
 
@@ -227,7 +227,7 @@ impl ApiError {
         let parsed = serde_json::from_str::<ErrorBody>(body).ok();
         if let Some(ErrorBody { error }) = parsed {
             let err = Self::from_code(status, error.code, error.message);
-            if err.class() != ErrorClass::Location || !matches!(status, 429 | 500..=599) {
+            if err.class() != ApiErrorAction::Location || !matches!(status, 429 | 500..=599) {
                 return err.with_retry_after(retry_after);
             }
         }
@@ -319,12 +319,15 @@ mod tests {
             (400, 2009),
         ] {
             let err = ApiError::from_response(status, &body(code, "m"), None);
-            assert_eq!(err.class(), ErrorClass::Fatal, "{status}/{code}: {err}");
+            assert_eq!(err.class(), ApiErrorAction::Fatal, "{status}/{code}: {err}");
         }
-        assert_eq!(ApiError::from_response(401, "", None).class(), ErrorClass::Fatal);
+        assert_eq!(
+            ApiError::from_response(401, "", None).class(),
+            ApiErrorAction::Fatal
+        );
         assert_eq!(
             ApiError::from_response(403, "<html>", None).class(),
-            ErrorClass::Fatal
+            ApiErrorAction::Fatal
         );
     }
 
@@ -332,27 +335,27 @@ mod tests {
     fn location_errors_are_per_location() {
         let err = ApiError::from_response(400, &body(1006, "No matching location found."), None);
         assert!(matches!(err, ApiError::LocationNotFound { .. }), "{err}");
-        assert_eq!(err.class(), ErrorClass::Location);
+        assert_eq!(err.class(), ApiErrorAction::Location);
         for code in [1003, 1005, 9000, 9001, 9999] {
             let err = ApiError::from_response(400, &body(code, "m"), None);
-            assert_eq!(err.class(), ErrorClass::Location, "{code}");
+            assert_eq!(err.class(), ApiErrorAction::Location, "{code}");
         }
         assert_eq!(
             ApiError::from_response(404, "nope", None).class(),
-            ErrorClass::Location
+            ApiErrorAction::Location
         );
     }
 
     #[test]
     fn throttling_and_server_errors_retry_and_keep_retry_after() {
         let err = ApiError::from_response(429, "", Some(Duration::from_secs(3)));
-        assert_eq!(err.class(), ErrorClass::Retryable);
+        assert_eq!(err.class(), ApiErrorAction::Retryable);
         assert_eq!(err.retry_after(), Some(Duration::from_secs(3)));
         assert!(err.to_string().contains("Retry-After 3s"), "{err}");
         let err = ApiError::from_response(503, "<html>busy</html>", None);
-        assert_eq!(err.class(), ErrorClass::Retryable);
+        assert_eq!(err.class(), ApiErrorAction::Retryable);
         let err = ApiError::from_response(500, &body(9999, "Internal application error."), None);
-        assert_eq!(err.class(), ErrorClass::Retryable, "{err}");
+        assert_eq!(err.class(), ApiErrorAction::Retryable, "{err}");
     }
 
     #[test]

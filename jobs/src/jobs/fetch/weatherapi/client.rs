@@ -12,10 +12,10 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::body::{self, Current};
-use super::error::{ApiError, ErrorClass, cause_chain};
+use super::error::{ApiError, ApiErrorAction, cause_chain};
 use crate::backoff::Backoff;
 use crate::config::{WeatherApiConfig, redact_url};
-use crate::ratelimit::TokenBucket;
+use crate::jobs::fetch::ratelimit::TokenBucket;
 
 /// The most locations WeatherAPI accepts in one bulk request.
 pub const BULK_MAX: usize = 50;
@@ -242,7 +242,7 @@ impl WeatherApi {
                 }
                 Err(e) => e,
             };
-            if err.class() != ErrorClass::Retryable || attempts >= self.retry.max_attempts {
+            if err.class() != ApiErrorAction::Retryable || attempts >= self.retry.max_attempts {
                 return Attempted {
                     result: Err(err),
                     attempts,

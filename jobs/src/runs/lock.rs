@@ -9,17 +9,19 @@
 //! the session and the lock goes with it.
 
 use sea_orm::DatabaseConnection;
+
+use super::JobName;
 use sqlx::Postgres;
 use sqlx::pool::PoolConnection;
 
 /// The advisory lock key of `job`: 64-bit FNV-1a of `"weatherflow:" + job`. Stable across builds,
 /// platforms and PostgreSQL versions (unlike `hashtext`), so every replica derives the same key.
-pub fn lock_key(job: &str) -> i64 {
+pub fn lock_key(job: JobName) -> i64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0100_0000_01b3;
     let hash = "weatherflow:"
         .bytes()
-        .chain(job.bytes())
+        .chain(job.as_str().bytes())
         .fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME));
     // Reinterpreting the bits is the point: PostgreSQL's lock keys are bigint.
     hash as i64
@@ -36,7 +38,7 @@ pub struct JobLock {
 
 impl JobLock {
     /// Takes `job`'s lock if it is free. `Ok(None)` when another session holds it.
-    pub async fn try_acquire(db: &DatabaseConnection, job: &str) -> Result<Option<Self>, sqlx::Error> {
+    pub async fn try_acquire(db: &DatabaseConnection, job: JobName) -> Result<Option<Self>, sqlx::Error> {
         let mut conn = db.get_postgres_connection_pool().acquire().await?;
         let key = lock_key(job);
         let got = sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
@@ -101,7 +103,7 @@ mod tests {
     fn keys_are_pinned() {
         // Values computed independently (FNV-1a 64 of "weatherflow:<job>", as signed). Changing the
         // derivation would let an old and a new replica run the same job at the same time.
-        assert_eq!(lock_key("fetch"), -8_803_945_616_327_527_799);
-        assert_eq!(lock_key("analytics"), -1_410_845_777_585_713_715);
+        assert_eq!(lock_key(JobName::Fetch), -8_803_945_616_327_527_799);
+        assert_eq!(lock_key(JobName::Analytics), -1_410_845_777_585_713_715);
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
-use crate::regression::LineFit;
+use crate::jobs::analytics::fit::LineFit;
 
 /// Plotting failures; each names the file.
 #[derive(Debug, thiserror::Error)]

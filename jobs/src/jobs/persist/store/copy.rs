@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 
 use super::{Lineage, OBSERVATION_COLUMNS, ValidRecord};
-use crate::validate::Observation;
+use crate::jobs::persist::validate::Observation;
 
 /// Which observations of a batch are already stored.
 const EXISTING_OBSERVATIONS: &str = "\

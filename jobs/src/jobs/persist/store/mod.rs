@@ -19,7 +19,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::validate::{ErrorClass, Observation, Rejection};
+use crate::jobs::persist::validate::{ErrorClass, Observation, Rejection};
 
 pub use copy::{COPY_OBSERVATIONS, copy_header, copy_observations, copy_trailer, encode_copy_row};
 

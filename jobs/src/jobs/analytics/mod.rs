@@ -6,6 +6,9 @@
 //! transaction, linked to the run's `job_runs` row, or none are (a failure or a shutdown before the
 //! commit leaves the table untouched).
 
+pub mod draw;
+pub mod fit;
+
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,9 +23,9 @@ use serde_json::json;
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
+use self::draw::Scatter;
+use self::fit::{DesignMatrix, FitError, LineFit};
 use crate::config::Config;
-use crate::plot::{self, Scatter};
-use crate::regression::{self, DesignMatrix, FitError, LineFit};
 use crate::runs::{Completion, Report};
 
 /// The scope of the fit over every location.
@@ -43,9 +46,9 @@ pub struct AnalyticsRequest {
     pub min_samples: Option<u64>,
     /// Write an SVG scatter plot with the fitted line of scope `all` here.
     pub plot: Option<PathBuf>,
-    /// Also plot these locations, each to [`plot::scope_path`] next to `plot`.
+    /// Also plot these locations, each to [`draw::scope_path`] next to `plot`.
     pub plot_scopes: Vec<String>,
-    /// Plot every fitted location, each to [`plot::scope_path`] next to `plot`.
+    /// Plot every fitted location, each to [`draw::scope_path`] next to `plot`.
     pub plot_all_scopes: bool,
 }
 
@@ -65,7 +68,7 @@ pub enum AnalyticsError {
     },
     /// A requested plot could not be written (nothing was stored: plots are drawn before the write).
     #[error(transparent)]
-    Plot(#[from] plot::PlotError),
+    Plot(#[from] draw::PlotError),
 }
 
 /// One fitted scope.
@@ -545,7 +548,7 @@ fn fit_locations(
         if cancel.is_cancelled() {
             break;
         }
-        fits.push((loc.index, regression::fit_owned(loc.wind, loc.temp)));
+        fits.push((loc.index, fit::fit_owned(loc.wind, loc.temp)));
     }
     fits
 }
@@ -674,7 +677,7 @@ fn draw(
             fit,
             max_points: plan.max_points,
         };
-        plot::write_svg(&path, &scatter).map(|()| path)
+        draw::write_svg(&path, &scatter).map(|()| path)
     };
     let mut plots = Vec::new();
     let mut not_drawn = Vec::new();
@@ -712,7 +715,7 @@ fn draw(
             continue;
         };
         let rows = samples.locations[outcome.fitted_locations[k]].rows.clone();
-        let path = plot::scope_path(&plan.main, &scope);
+        let path = draw::scope_path(&plan.main, &scope);
         plots.push(one(&scope, rows, &outcome.fits[k + 1].fit, path)?);
     }
     Ok((plots, not_drawn))

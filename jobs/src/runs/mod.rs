@@ -4,6 +4,8 @@
 //! This module owns the `job_runs` queries, including the ones the scheduler needs to keep runs from
 //! overlapping (which ticks were handled, which rows were abandoned by a dead process).
 
+pub mod lock;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -15,6 +17,8 @@ use sea_orm::{
 };
 use serde_json::Value;
 
+pub use entity::job_runs::{JobName, RunStatus, Trigger};
+
 /// How often a long run logs that it is still going (manual runs through [`recorded`], and every
 /// scheduled attempt).
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(10);
@@ -24,25 +28,6 @@ pub const REASON_LOCK_HELD: &str = "another run holds the lock";
 
 /// `details.reason` of a scheduled tick that another replica (or an earlier firing) already ran.
 pub const REASON_TICK_HANDLED: &str = "tick already handled";
-
-/// Why a run started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    /// A cron tick of the scheduler service.
-    Schedule,
-    /// `weatherflow run …`.
-    Manual,
-}
-
-impl Trigger {
-    /// The value stored in `job_runs.trigger`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Schedule => "schedule",
-            Trigger::Manual => "manual",
-        }
-    }
-}
 
 /// How a run that did not fail ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +55,7 @@ pub trait Report {
 /// A finished run's report in the form it is stored: what every [`Report`] boils down to. Lets the
 /// scheduler run any job body, whatever its summary type.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Outcome {
+pub struct StoredReport {
     /// Succeeded or skipped.
     pub completion: Completion,
     /// Records read.
@@ -81,7 +66,7 @@ pub struct Outcome {
     pub details: Value,
 }
 
-impl Outcome {
+impl StoredReport {
     /// A success with nothing to report (test bodies, trivial jobs).
     pub fn succeeded() -> Self {
         Self {
@@ -103,15 +88,15 @@ impl Outcome {
     }
 
     /// The `job_runs.status` this outcome is recorded with.
-    pub fn status(&self) -> &'static str {
+    pub fn status(&self) -> RunStatus {
         match self.completion {
-            Completion::Succeeded => "succeeded",
-            Completion::Skipped => "skipped",
+            Completion::Succeeded => RunStatus::Succeeded,
+            Completion::Skipped => RunStatus::Skipped,
         }
     }
 }
 
-impl Report for Outcome {
+impl Report for StoredReport {
     fn completion(&self) -> Completion {
         self.completion
     }
@@ -127,7 +112,7 @@ impl Report for Outcome {
 }
 
 /// Inserts a `running` row and returns its id.
-pub async fn start(db: &DatabaseConnection, job: &str, trigger: Trigger) -> Result<i64, DbErr> {
+pub async fn start(db: &DatabaseConnection, job: JobName, trigger: Trigger) -> Result<i64, DbErr> {
     start_with(db, job, trigger, None).await
 }
 
@@ -135,15 +120,15 @@ pub async fn start(db: &DatabaseConnection, job: &str, trigger: Trigger) -> Resu
 /// replicas see which tick is being run) and returns its id.
 pub async fn start_with(
     db: &DatabaseConnection,
-    job: &str,
+    job: JobName,
     trigger: Trigger,
     details: Option<Value>,
 ) -> Result<i64, DbErr> {
     let row = job_runs::ActiveModel {
-        job: Set(job.to_owned()),
-        trigger: Set(trigger.as_str().to_owned()),
+        job: Set(job),
+        trigger: Set(trigger),
         started_at: Set(Utc::now()),
-        status: Set("running".to_owned()),
+        status: Set(RunStatus::Running),
         details: Set(details),
         ..Default::default()
     }
@@ -155,17 +140,17 @@ pub async fn start_with(
 /// Inserts a row that is `skipped` from the start (a tick the scheduler did not run), returning its id.
 pub async fn record_skipped(
     db: &DatabaseConnection,
-    job: &str,
+    job: JobName,
     trigger: Trigger,
     details: Value,
 ) -> Result<i64, DbErr> {
     let now = Utc::now();
     let row = job_runs::ActiveModel {
-        job: Set(job.to_owned()),
-        trigger: Set(trigger.as_str().to_owned()),
+        job: Set(job),
+        trigger: Set(trigger),
         started_at: Set(now),
         finished_at: Set(Some(now)),
-        status: Set("skipped".to_owned()),
+        status: Set(RunStatus::Skipped),
         details: Set(Some(details)),
         ..Default::default()
     }
@@ -178,7 +163,7 @@ pub async fn record_skipped(
 pub async fn finish(
     db: &DatabaseConnection,
     id: i64,
-    status: &str,
+    status: RunStatus,
     records: (Option<i64>, Option<i64>),
     error: Option<String>,
     details: Option<Value>,
@@ -186,7 +171,7 @@ pub async fn finish(
     job_runs::ActiveModel {
         id: Set(id),
         finished_at: Set(Some(Utc::now())),
-        status: Set(status.to_owned()),
+        status: Set(status),
         records_in: Set(records.0),
         records_out: Set(records.1),
         error: Set(error),
@@ -203,7 +188,7 @@ pub async fn finish(
 /// returned to the caller unchanged.
 pub async fn recorded<T, F, Fut>(
     db: &DatabaseConnection,
-    job: &str,
+    job: JobName,
     trigger: Trigger,
     body: F,
 ) -> anyhow::Result<T>
@@ -213,10 +198,15 @@ where
     Fut: Future<Output = anyhow::Result<T>>,
 {
     let id = start(db, job, trigger).await?;
-    tracing::info!(job, run_id = id, trigger = trigger.as_str(), "run started");
+    tracing::info!(
+        job = job.as_str(),
+        run_id = id,
+        trigger = trigger.as_str(),
+        "run started"
+    );
     match with_progress(job, id, body(id)).await {
         Ok(report) => {
-            let status = Outcome::of(&report).status();
+            let status = StoredReport::of(&report).status();
             finish(
                 db,
                 id,
@@ -226,15 +216,29 @@ where
                 Some(report.details()),
             )
             .await?;
-            tracing::info!(job, run_id = id, status, "run finished");
+            tracing::info!(
+                job = job.as_str(),
+                run_id = id,
+                status = status.as_str(),
+                "run finished"
+            );
             Ok(report)
         }
         Err(err) => {
             let message = format!("{err:#}");
-            if let Err(db_err) = finish(db, id, "failed", (None, None), Some(message.clone()), None).await {
-                tracing::error!(job, run_id = id, error = %db_err, "could not record the failed run");
+            if let Err(db_err) = finish(
+                db,
+                id,
+                RunStatus::Failed,
+                (None, None),
+                Some(message.clone()),
+                None,
+            )
+            .await
+            {
+                tracing::error!(job = job.as_str(), run_id = id, error = %db_err, "could not record the failed run");
             }
-            tracing::error!(job, run_id = id, error = %message, "run failed");
+            tracing::error!(job = job.as_str(), run_id = id, error = %message, "run failed");
             Err(err)
         }
     }
@@ -242,7 +246,7 @@ where
 
 /// Awaits `body`, logging every [`PROGRESS_EVERY`] that run `run_id` of `job` is still going, so a
 /// long run shows signs of life in the log.
-pub async fn with_progress<F: Future>(job: &str, run_id: i64, body: F) -> F::Output {
+pub async fn with_progress<F: Future>(job: JobName, run_id: i64, body: F) -> F::Output {
     let started = Instant::now();
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
     tokio::pin!(body);
@@ -250,7 +254,7 @@ pub async fn with_progress<F: Future>(job: &str, run_id: i64, body: F) -> F::Out
         tokio::select! {
             out = &mut body => return out,
             _ = beat.tick() => {
-                tracing::info!(job, run_id, elapsed_secs = started.elapsed().as_secs(), "run in progress");
+                tracing::info!(job = job.as_str(), run_id, elapsed_secs = started.elapsed().as_secs(), "run in progress");
             }
         }
     }
@@ -270,7 +274,7 @@ fn stmt(sql: &str, values: Vec<sea_orm::Value>) -> Statement {
 /// under the job's advisory lock, so the answer cannot change before the caller inserts its own row.
 pub async fn tick_taken(
     db: &DatabaseConnection,
-    job: &str,
+    job: JobName,
     tick: DateTime<Utc>,
 ) -> Result<Option<i64>, DbErr> {
     let row = db
@@ -278,7 +282,7 @@ pub async fn tick_taken(
             r#"SELECT id FROM job_runs
                WHERE job = $1 AND "trigger" = 'schedule' AND status <> 'skipped' AND details->>'tick' = $2
                ORDER BY id LIMIT 1"#,
-            vec![job.into(), tick_text(tick).into()],
+            vec![job.as_str().into(), tick_text(tick).into()],
         ))
         .await?;
     row.map(|r| r.try_get_by_index::<i64>(0)).transpose()
@@ -286,12 +290,15 @@ pub async fn tick_taken(
 
 /// The latest tick of `job` the scheduler handled (ran or skipped), from `details.tick`, else the
 /// row's start time. `None` when the job was never scheduled.
-pub async fn last_scheduled_tick(db: &DatabaseConnection, job: &str) -> Result<Option<DateTime<Utc>>, DbErr> {
+pub async fn last_scheduled_tick(
+    db: &DatabaseConnection,
+    job: JobName,
+) -> Result<Option<DateTime<Utc>>, DbErr> {
     let row = db
         .query_one_raw(stmt(
             r#"SELECT max(COALESCE((details->>'tick')::timestamptz, started_at))
                FROM job_runs WHERE job = $1 AND "trigger" = 'schedule'"#,
-            vec![job.into()],
+            vec![job.as_str().into()],
         ))
         .await?;
     match row {
@@ -303,12 +310,12 @@ pub async fn last_scheduled_tick(db: &DatabaseConnection, job: &str) -> Result<O
 /// Closes the `running` scheduled rows of `job` as failed with `error`. Only sound under the job's
 /// advisory lock: a scheduled run holds the lock until its row is closed, so a `running` row found while
 /// holding the lock belongs to a process that died. Returns how many rows were closed.
-pub async fn close_abandoned(db: &DatabaseConnection, job: &str, error: &str) -> Result<u64, DbErr> {
+pub async fn close_abandoned(db: &DatabaseConnection, job: JobName, error: &str) -> Result<u64, DbErr> {
     let res = db
         .execute_raw(stmt(
             r#"UPDATE job_runs SET status = 'failed', finished_at = now(), error = $2
                WHERE job = $1 AND "trigger" = 'schedule' AND status = 'running'"#,
-            vec![job.into(), error.into()],
+            vec![job.as_str().into(), error.into()],
         ))
         .await?;
     Ok(res.rows_affected())
@@ -331,7 +338,7 @@ pub async fn latest_per_job(db: &DatabaseConnection) -> Result<Vec<job_runs::Mod
 /// The latest runs, newest first, optionally of one job.
 pub async fn history(
     db: &DatabaseConnection,
-    job: Option<&str>,
+    job: Option<JobName>,
     last: u64,
 ) -> Result<Vec<job_runs::Model>, DbErr> {
     let mut q = job_runs::Entity::find()

@@ -1,0 +1,4 @@
+//! Benchmarks that print figures (`weatherflow bench …`); not used by the jobs.
+
+pub mod analytics;
+pub mod persist;

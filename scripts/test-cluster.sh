@@ -183,7 +183,8 @@ group_rows() {
 }
 rows_now() { sql "$DB" "SELECT count(*) FROM observations"; }
 
-# A fetch every second; each run's exit status is what it reported.
+# A fetch every second, or as soon as the one before has finished when it takes longer (the fetch
+# lock allows one run at a time); each run's exit status is what it reported.
 ticker() {
   local n=0 next
   while [ ! -f "$WORK/stop-ticker" ]; do

@@ -9,17 +9,21 @@
 #   scripts/services.sh env      print the settings (KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL)
 #   scripts/services.sh up --secure   also a SASL_SSL listener and PostgreSQL TLS (scripts/lib/secure.sh)
 #   scripts/services.sh env secret    the settings with the passwords shown, for eval or a .env
+#   scripts/services.sh up --brokers 3 | up --zookeeper   a KRaft cluster, or ZooKeeper-mode Kafka 3.9
+#   scripts/services.sh stop-broker N [--kill] | start-broker N   one cluster node (scripts/lib/cluster.sh)
 #
 # Idempotent: `up` on a running platform only checks it. Jars, the Maven repository and the broker's
 # data live under SERVICES_CACHE (default ~/.cache/weatherflow), outside the checkout, so a second
-# `up` is fast and offline.
+# `up` is fast and offline. SERVICES_JARS (default: SERVICES_CACHE) holds
+# only the jars and the Maven repository, so several state directories can share one download.
 set -euo pipefail
 
 CACHE="${SERVICES_CACHE:-$HOME/.cache/weatherflow}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 KAFKA_POM="$HERE/kafka/pom.xml"
 KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$KAFKA_POM")"
-KAFKA_LIBS="$CACHE/kafka-$KAFKA_VERSION/libs"
+JARS="${SERVICES_JARS:-$CACHE}"
+KAFKA_LIBS="$JARS/kafka-$KAFKA_VERSION/libs"
 KAFKA_STATE="$CACHE/state/kafka"
 KAFKA_PROPS="$KAFKA_STATE/server.properties"
 KAFKA_LOG="$KAFKA_STATE/broker.log"
@@ -28,7 +32,7 @@ KAFKA_HOST=127.0.0.1
 KAFKA_PORT="${SERVICES_KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${SERVICES_KAFKA_CONTROLLER_PORT:-9093}"
 KAFKA_HEAP="${SERVICES_KAFKA_HEAP:-512m}"
-M2_REPO="$CACHE/m2"
+M2_REPO="$JARS/m2"
 
 PG_PORT="${SERVICES_PG_PORT:-5432}"
 PG_CLUSTER="${SERVICES_PG_CLUSTER:-main}"
@@ -232,17 +236,20 @@ pg_down() {
 
 print_env() {
   if secure_ready; then secure_print_env "${1:-}"; return; fi
-  echo "KAFKA_BOOTSTRAP_SERVERS=$BOOTSTRAP"
+  if cluster_running; then cluster_print_env; else echo "KAFKA_BOOTSTRAP_SERVERS=$BOOTSTRAP"; fi
   if [ "${1:-}" = secret ]; then echo "DATABASE_URL=$DATABASE_URL_LOCAL"; else echo "DATABASE_URL=$DATABASE_URL_SHOWN"; fi
 }
 
 status() {
   local rc=0
-  if kafka_pid >/dev/null && kafka_answers; then echo "kafka: running on $BOOTSTRAP (pid $(kafka_pid))"
+  if cluster_running; then :  # the cluster's nodes are listed below
+  elif kafka_pid >/dev/null && kafka_answers; then echo "kafka: running on $BOOTSTRAP (pid $(kafka_pid))"
   elif port_open "$KAFKA_HOST" "$KAFKA_PORT"; then echo "kafka: port $KAFKA_PORT open (not started by this script)"
   else echo "kafka: down"; rc=1; fi
   if pg_ready 2>/dev/null; then echo "postgresql: running on 127.0.0.1:$PG_PORT"
   else echo "postgresql: down"; rc=1; fi
+  cluster_status || rc=1
+  zk_status || rc=1
   return $rc
 }
 
@@ -250,6 +257,13 @@ status() {
 args=()
 for a in "$@"; do if [ "$a" = --secure ]; then SECURE=1; else args+=("$a"); fi; done
 set -- "${args[@]}"
+
+# The cluster and ZooKeeper mode live in files of their own.
+. "$HERE/lib/cluster.sh"
+. "$HERE/lib/zookeeper.sh"
+case "${1:-} ${2:-}" in
+  "up --brokers"|"up --zookeeper"|stop-broker*|start-broker*) cluster_main "$@"; exit ;;
+esac
 
 # Optional second argument: only one component (kafka | postgres).
 only="${2:-all}"
@@ -272,14 +286,15 @@ case "${1:-}" in
     print_env
     ;;
   down)
-    if want kafka; then kafka_down; fi
+    if want kafka; then kafka_down; cluster_down; zk_down; fi
     if want postgres; then pg_down; fi
     ;;
   status) status ;;
   logs)
     echo "== $KAFKA_LOG"; tail -n "${2:-50}" "$KAFKA_LOG" 2>/dev/null || true
+    cluster_logs "${2:-50}"; zk_logs "${2:-50}"
     for f in /var/log/postgresql/postgresql-*-main.log; do echo "== $f"; tail -n "${2:-50}" "$f"; done 2>/dev/null || true
     ;;
   env) print_env "${2:-}" ;;
-  *) echo "usage: $0 up|down [kafka|postgres] | status | logs [N] | env [secret]" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down [kafka|postgres] | up --brokers N|--zookeeper [kafka] | stop-broker N [--kill] | start-broker N | status | logs [N] | env [secret]" >&2; exit 2 ;;
 esac

@@ -68,5 +68,8 @@ SERVICES_BIN="$CARGO_TARGET_DIR/debug/weatherflow" scripts/test-notebook.sh
 step "secured connections (scripts/test-secure.sh: its own SASL_SSL broker and TLS PostgreSQL)"
 scripts/test-secure.sh
 
+step "cluster stage: a 3-node KRaft cluster and ZooKeeper-mode Kafka 3.9.2 of its own (scripts/test-cluster.sh)"
+scripts/test-cluster.sh
+
 echo
 echo "all checks passed in $((SECONDS - start)) s"

@@ -145,6 +145,10 @@ async fn create_topic(
         .create()
         .map_err(|e| crate::kafka_security::creation_error(cfg, e))?;
     let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(cfg.replication_factor));
+    let min_isr = cfg.min_insync_replicas.map(|n| n.to_string());
+    if let Some(n) = &min_isr {
+        new = new.set("min.insync.replicas", n);
+    }
     for (name, value) in settings {
         new = new.set(name, value);
     }

@@ -15,6 +15,14 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
             for (id, addr) in &info.brokers {
                 println!("  broker {id} at {addr}");
             }
+            if info.brokers.len() > 1 && config.kafka.replication_factor == 1 {
+                println!(
+                    "  WARNING: {} brokers, but topics weatherflow creates get replication factor 1: losing \
+                     one broker loses their data. Set WEATHERFLOW_KAFKA_REPLICATION_FACTOR=3 and \
+                     WEATHERFLOW_KAFKA_MIN_INSYNC_REPLICAS=2 (docs/operations.md)",
+                    info.brokers.len()
+                );
+            }
             if info.topics.is_empty() {
                 println!("  no topics yet");
             }

@@ -38,8 +38,14 @@ section! {
         pub dlq_topic: String = "weather.observations.dlq".into();
         /// Partition count used when weatherflow creates a topic.
         pub partitions: i32 = 6;
-        /// Replication factor used when weatherflow creates a topic.
+        /// Replication factor used when weatherflow creates a topic: 1 for one broker, 3 on a
+        /// cluster (`weatherflow check` warns about 1 on more than one broker).
         pub replication_factor: i32 = 1;
+        /// `min.insync.replicas` of the topics weatherflow creates; unset, the broker's default
+        /// applies. With `acks=all`, a write is acknowledged once this many replicas hold it: 2 with a
+        /// replication factor of 3 survives the loss of any one broker without losing an acknowledged
+        /// message.
+        pub min_insync_replicas: Option<i32> = None;
         /// Consumer group of the persist job.
         pub consumer_group: String = "weatherflow-persist".into();
         /// Timeout of admin and metadata requests, in seconds.

@@ -190,3 +190,22 @@ fn secrets_do_not_print() {
     assert!(!shown.contains("pw-q") && !shown.contains("pw-k"), "{shown}");
     assert!(shown.contains("sslmode=verify-full"), "{shown}");
 }
+
+#[test]
+fn cluster_settings_from_the_environment() {
+    assert_eq!(Config::default().kafka.min_insync_replicas, None);
+    let c = Config::load_from(
+        None,
+        env(&[
+            ("WEATHERFLOW_KAFKA_REPLICATION_FACTOR", "3"),
+            ("WEATHERFLOW_KAFKA_MIN_INSYNC_REPLICAS", "2"),
+            // The scripts' own variables are not the binary's business.
+            ("SERVICES_TEST_CLUSTER_PORT", "19092"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        (c.kafka.replication_factor, c.kafka.min_insync_replicas),
+        (3, Some(2))
+    );
+}

@@ -103,20 +103,12 @@ impl<'de> Deserialize<'de> for ClientProperties {
 
 /// The SASL password: `sasl_password`, else the trimmed content of `sasl_password_file`.
 pub fn sasl_password(cfg: &KafkaConfig) -> Result<Option<SecretString>, KafkaSetupError> {
-    if let Some(p) = &cfg.sasl_password
-        && !p.expose_secret().is_empty()
-    {
-        return Ok(Some(p.clone()));
-    }
-    let Some(path) = &cfg.sasl_password_file else {
-        return Ok(None);
-    };
-    let text = std::fs::read_to_string(path).map_err(|source| KafkaSetupError::PasswordFile {
-        path: path.clone(),
-        source,
-    })?;
-    let password = text.trim();
-    Ok((!password.is_empty()).then(|| SecretString::from(password.to_owned())))
+    crate::config::secret_or_file(cfg.sasl_password.as_ref(), cfg.sasl_password_file.as_deref()).map_err(
+        |source| KafkaSetupError::PasswordFile {
+            path: cfg.sasl_password_file.clone().unwrap_or_default(),
+            source,
+        },
+    )
 }
 
 /// Adds the `[kafka]` security settings, then the `[kafka.client]` table (which wins over them), to

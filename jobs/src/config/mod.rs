@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use secrecy::{ExposeSecret, SecretString};
+
 pub use sections::{
     AnalyticsConfig, DatabaseConfig, FetchConfig, KafkaConfig, PersistConfig, SchedulerConfig,
     WeatherApiConfig,
@@ -249,6 +251,26 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A secret given inline, else the trimmed content of `file`: the one rule for every secret that may
+/// come from a file (the API key, the SASL password, the web token). `Ok(None)` when neither is set
+/// or both are blank; the error is the file's, for the caller to name the setting.
+pub fn secret_or_file(
+    value: Option<&SecretString>,
+    file: Option<&Path>,
+) -> Result<Option<SecretString>, std::io::Error> {
+    if let Some(v) = value
+        && !v.expose_secret().trim().is_empty()
+    {
+        return Ok(Some(v.clone()));
+    }
+    let Some(path) = file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)?;
+    let secret = text.trim();
+    Ok((!secret.is_empty()).then(|| SecretString::from(secret.to_owned())))
 }
 
 /// Query parameters whose values are secrets: WeatherAPI's `key`, and PostgreSQL's `password` and

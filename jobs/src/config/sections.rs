@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use super::ConfigError;
 use super::field::section;
@@ -106,20 +106,12 @@ section! {
 impl WeatherApiConfig {
     /// The API key from `api_key`, else from `key_file` (trimmed). `Ok(None)` when neither is set.
     pub fn resolve_key(&self) -> Result<Option<SecretString>, ConfigError> {
-        if let Some(k) = &self.api_key
-            && !k.expose_secret().trim().is_empty()
-        {
-            return Ok(Some(k.clone()));
-        }
-        let Some(path) = &self.key_file else {
-            return Ok(None);
-        };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let key = text.trim();
-        Ok((!key.is_empty()).then(|| SecretString::from(key.to_owned())))
+        super::secret_or_file(self.api_key.as_ref(), self.key_file.as_deref()).map_err(|source| {
+            ConfigError::Read {
+                path: self.key_file.clone().unwrap_or_default(),
+                source,
+            }
+        })
     }
 }
 

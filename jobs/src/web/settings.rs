@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use crate::config::ConfigError;
 use crate::config::field::section;
@@ -29,19 +29,11 @@ section! {
 impl WebConfig {
     /// The token from `token`, else from `token_file` (trimmed). `Ok(None)` when neither is set.
     pub fn resolve_token(&self) -> Result<Option<SecretString>, ConfigError> {
-        if let Some(t) = &self.token
-            && !t.expose_secret().trim().is_empty()
-        {
-            return Ok(Some(t.clone()));
-        }
-        let Some(path) = &self.token_file else {
-            return Ok(None);
-        };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let token = text.trim();
-        Ok((!token.is_empty()).then(|| SecretString::from(token.to_owned())))
+        crate::config::secret_or_file(self.token.as_ref(), self.token_file.as_deref()).map_err(|source| {
+            ConfigError::Read {
+                path: self.token_file.clone().unwrap_or_default(),
+                source,
+            }
+        })
     }
 }

@@ -119,6 +119,7 @@ async fn pipeline_runs_over_sasl_ssl_and_postgres_tls() {
         &["check"],
         &["status"],
         &["runs"],
+        &["config"],
     ] {
         let out = weatherflow(&ctx, args, &[]);
         let shown = text(&out);

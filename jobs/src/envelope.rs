@@ -59,6 +59,10 @@ impl Envelope {
 /// The normalized identity of a place: `name|region|country`, trimmed, lower-cased, inner runs of
 /// whitespace folded to one space. It is the Kafka message key and `observations.location_key`, so the
 /// same place always lands in the same partition and the same unique-key slot.
+///
+/// Within each part, `\` is written `\\` and `|` is written `\|`, so the key is unambiguous
+/// (`a|b` + `c` and `a` + `b|c` differ) while a place without either character keeps the key it
+/// always had.
 pub fn location_key(name: &str, region: &str, country: &str) -> String {
     [name, region, country]
         .iter()
@@ -72,6 +76,8 @@ fn normalize(part: &str) -> String {
         .collect::<Vec<_>>()
         .join(" ")
         .to_lowercase()
+        .replace('\\', "\\\\")
+        .replace('|', "\\|")
 }
 
 #[cfg(test)]
@@ -85,6 +91,13 @@ mod tests {
             "london|city of london|united kingdom"
         );
         assert_eq!(location_key("Paris", "", "France"), "paris||france");
+    }
+
+    #[test]
+    fn location_key_is_unambiguous() {
+        assert_ne!(location_key("a|b", "c", "d"), location_key("a", "b|c", "d"));
+        assert_ne!(location_key("a\\", "|b", "c"), location_key("a\\|", "b", "c"));
+        assert_eq!(location_key("A|B", "c\\d", "e"), "a\\|b|c\\\\d|e");
     }
 
     #[test]

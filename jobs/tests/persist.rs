@@ -946,3 +946,82 @@ async fn a_concurrent_insert_of_the_same_observation_falls_back_to_on_conflict()
         "the other writer's copy of X won, Y was stored"
     );
 }
+
+/// `len` lowercase letters and digits from a xorshift generator: text that neither pglz nor the
+/// key's normalization shrinks, so its bytes reach the index as they are.
+fn incompressible(len: usize, seed: u64) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ALPHABET[(x % ALPHABET.len() as u64) as usize] as char
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_the_unique_index_refuses_is_quarantined_and_its_neighbours_are_stored() {
+    let ctx = TestContext::new().await;
+    create_topics(&ctx).await;
+    let producer = weatherflow::kafka::producer(&ctx.config.kafka).unwrap();
+    let t = ctx.config.kafka.observations_topic.clone();
+    let epoch0 = base_epoch();
+
+    // Each part is within validation's 1024-byte bound, but the key (about 3 KB, incompressible) is
+    // over the 2,704 bytes a btree index row may hold: PostgreSQL refuses it with SQLSTATE 54000.
+    let huge = Place {
+        name: incompressible(1000, 1),
+        region: incompressible(1000, 2),
+        country: incompressible(1000, 3),
+        lat: 1.0,
+        lon: 2.0,
+    };
+    assert!(huge.key().len() > 2704);
+    let bad = envelope(&payload(&huge, epoch0, 5.0, 50, 10.0), fetched_at());
+    let good: Vec<Generated> = (0..20).map(|i| generate(i, 20, epoch0)).collect();
+    let mut offsets = Vec::new();
+    for g in &good[..10] {
+        offsets.push(send(&producer, &t, Some(g.key.as_bytes()), Some(&g.value), Some(0)).await);
+    }
+    let (_, bad_offset) = send(&producer, &t, Some(b"huge"), Some(&bad), Some(0)).await;
+    for g in &good[10..] {
+        offsets.push(send(&producer, &t, Some(g.key.as_bytes()), Some(&g.value), Some(0)).await);
+    }
+
+    // On a build that took the refusal for an outage this retries forever; the run's timeout
+    // (run_until_idle) fails the test instead.
+    let cfg = config(&ctx);
+    let summary = run_until_idle(&cfg, &ctx).await;
+    assert_eq!((summary.consumed, summary.stored), (21, 20));
+    assert_eq!(summary.rejected, BTreeMap::from([("db_rejected".to_owned(), 1)]));
+    assert_eq!(summary.retries, 0, "a refused row is not an outage");
+
+    let rows = observations::Entity::find().all(&ctx.db).await.unwrap();
+    let stored: BTreeSet<i64> = rows.iter().filter_map(|r| r.kafka_offset).collect();
+    let expected: BTreeSet<i64> = offsets.iter().map(|&(_, o)| o).collect();
+    assert_eq!(stored, expected);
+
+    let rejected = rejected_records::Entity::find().all(&ctx.db).await.unwrap();
+    assert_eq!(rejected.len(), 1);
+    let r = &rejected[0];
+    assert_eq!(
+        (r.kafka_offset, r.error_class.as_str()),
+        (bad_offset, "db_rejected")
+    );
+    assert_eq!(r.payload.as_deref(), Some(bad.as_slice()));
+    assert!(
+        r.reason.contains("index row") && r.reason.contains("2704"),
+        "the server's message: {}",
+        r.reason
+    );
+    let dlq = read_dlq(&ctx, 1).await;
+    assert_eq!(header(&dlq[0], "error_class").as_deref(), Some("db_rejected"));
+    assert_eq!(header(&dlq[0], "reason").as_deref(), Some(r.reason.as_str()));
+
+    // The consumer moved on: its offsets are committed past the refused record.
+    let summary = run_until_idle(&cfg, &ctx).await;
+    assert_eq!((summary.consumed, summary.stored), (0, 0));
+}

@@ -1,11 +1,16 @@
 //! Batched, idempotent writes of observations and rejections (owned by the persist job).
 //!
 //! One batch is one transaction: the observations upsert and the rejected_records insert together.
-//! When PostgreSQL refuses a batch because of some of its rows (SQLSTATE class 22 data exception or
-//! 23 constraint violation), the batch is split in halves until the refusing rows are isolated; those
-//! are quarantined as `db_rejected` and the rest is stored. Any other failure (connection lost, server
-//! shutting down, database not accepting connections...) is an outage: the whole batch is retried
-//! with backoff, never split, until it succeeds or the job is stopped.
+//! An outage is decided by the state of the connection and the server (see [`classify`]): the
+//! connection cannot be opened, is refused or reset, or the server is shutting down, starting up or
+//! out of resources. Then the whole batch is retried with backoff, never split, until it succeeds or
+//! the job is stopped. Any other failure is taken to be caused by some rows: the batch is split in
+//! halves until the refusing rows are isolated; those are quarantined as `db_rejected` with the
+//! server's message and the rest is stored.
+//!
+//! A batch is also cut, before it is written, into transactions of at most [`MAX_TX_BYTES`] of
+//! observation and rejection data, so that neither the COPY buffer nor the rejected_records
+//! statement comes near PostgreSQL's 1 GB limits.
 
 mod copy;
 mod nodelay;
@@ -16,6 +21,7 @@ mod table;
 mod unnest;
 
 use std::collections::HashSet;
+use std::ops::Range;
 
 use sqlx::PgPool;
 
@@ -34,6 +40,11 @@ pub(crate) use unnest::insert_observations;
 pub(crate) fn disable_nagle(pool: &PgPool) {
     nodelay::on_sockets_to(pool.connect_options().get_port());
 }
+
+/// The most observation and rejection bytes (estimated by [`Row::size`]) one transaction carries:
+/// a batch holding more is written as several transactions. Far below PostgreSQL's 1 GB limits on a
+/// statement, a COPY message and a field, and small enough for the server to hold comfortably.
+pub(crate) const MAX_TX_BYTES: usize = 4 * 1024 * 1024;
 
 /// Whether the next batch's COPY looks up already-stored observations first. It starts by checking
 /// (a restart replays the uncommitted tail, all duplicates), stops after a batch without
@@ -138,6 +149,54 @@ enum Row<'a> {
     Rejected(&'a RejectedRecord),
 }
 
+impl Row<'_> {
+    /// An upper estimate of the bytes the row adds to the COPY buffer or the rejection statement:
+    /// its text and bytea data (bytea doubled, as hex roughly doubles it) plus a fixed overhead for
+    /// the numbers, timestamps and framing.
+    fn size(&self) -> usize {
+        const FIXED: usize = 256;
+        match self {
+            Row::Valid(v) => {
+                let o = &v.observation;
+                FIXED
+                    + o.location_key.len()
+                    + o.location_name.len()
+                    + o.region.len()
+                    + o.country.len()
+                    + o.wind_dir.as_ref().map_or(0, String::len)
+                    + o.condition_text.as_ref().map_or(0, String::len)
+                    + v.lineage.topic.len()
+            }
+            Row::Rejected(r) => {
+                FIXED
+                    + 2 * r.raw.key.as_ref().map_or(0, Vec::len)
+                    + 2 * r.raw.value.as_ref().map_or(0, Vec::len)
+                    + r.rejection.reason.len()
+                    + r.lineage.topic.len()
+            }
+        }
+    }
+}
+
+/// Consecutive ranges covering `rows`, each of at most `max_bytes` by [`Row::size`] (a single row
+/// larger than that is a range of its own).
+fn chunks(rows: &[Row<'_>], max_bytes: usize) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, row) in rows.iter().enumerate() {
+        let size = row.size();
+        if i > start && bytes + size > max_bytes {
+            out.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < rows.len() {
+        out.push(start..rows.len());
+    }
+    out
+}
+
 /// Writes `rows`, splitting on row-level errors: returns the rows PostgreSQL refused one by one, with
 /// its error. Outages are retried with backoff on the same rows.
 async fn write_isolating<'a>(
@@ -149,8 +208,8 @@ async fn write_isolating<'a>(
 ) -> Result<Vec<(Row<'a>, String)>, Interrupted> {
     let mut refused = Vec::new();
     // Ranges still to write; the left half is popped first so rows are written in offset order.
-    let mut pending = Vec::new();
-    pending.push(0..rows.len());
+    let mut pending = chunks(&rows, MAX_TX_BYTES);
+    pending.reverse();
     while let Some(range) = pending.pop() {
         if range.is_empty() {
             continue;
@@ -274,7 +333,7 @@ async fn write_tx(
     rejected: &[&RejectedRecord],
     method: Method,
 ) -> Result<(u64, u64), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = pool.begin().await.map_err(not_connected)?;
     disable_nagle(pool);
     let inserted = match method {
         Method::Copy { check_first } => copy_observations(&mut tx, &OBSERVATIONS, valid, check_first).await?,
@@ -283,6 +342,18 @@ async fn write_tx(
     let rejections = insert_rejections(&mut tx, rejected).await?;
     tx.commit().await?;
     Ok((inserted, rejections))
+}
+
+/// A failure to open a connection or a transaction is about the connection, never about the rows
+/// (a wrong password, a missing database): it is made an I/O error, so that [`classify`] retries it
+/// as an outage instead of quarantining the batch.
+fn not_connected(err: sqlx::Error) -> sqlx::Error {
+    match err {
+        sqlx::Error::Database(_) | sqlx::Error::Configuration(_) => {
+            sqlx::Error::Io(std::io::Error::other(format!("cannot open a transaction: {err}")))
+        }
+        other => other,
+    }
 }
 
 /// A unique violation on `(location_key, observed_at)`.
@@ -300,6 +371,21 @@ fn is_observation_conflict(err: &sqlx::Error) -> bool {
 mod tests {
     use super::*;
     use record::sample::record;
+
+    #[test]
+    fn transactions_are_cut_by_bytes_in_order() {
+        let batch: Vec<ValidRecord> = (0..10).map(|i| record("a", i, i)).collect();
+        let rows: Vec<Row<'_>> = batch.iter().map(Row::Valid).collect();
+        let size = rows[0].size();
+        let whole = 0..rows.len();
+        assert_eq!(chunks(&rows, usize::MAX), [whole]);
+        assert_eq!(chunks(&rows, 3 * size), [0..3, 3..6, 6..9, 9..10]);
+        // A row larger than the bound still gets a transaction of its own.
+        assert_eq!(chunks(&rows, 1).len(), 10);
+        assert!(chunks(&[], 1).is_empty());
+        let ranges = chunks(&rows, 4 * size);
+        assert_eq!(ranges.iter().map(|r| r.len()).sum::<usize>(), 10);
+    }
 
     #[test]
     fn dedupe_keeps_the_first_copy() {

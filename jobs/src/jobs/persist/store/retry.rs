@@ -10,23 +10,45 @@ use crate::backoff::Backoff;
 /// How a database error is handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Failure {
-    /// Caused by the data of some rows (SQLSTATE class 22 or 23, or a value the driver cannot
-    /// encode): split the batch to find them.
+    /// Not about the connection or the server's state, so possibly caused by the data of some rows
+    /// (a data exception, a constraint, an index row too large, a value the driver cannot encode...):
+    /// split the batch to find them.
     RowLevel,
-    /// Anything else (connection, outage, deadlock, server shutdown): retry the whole batch.
+    /// The connection or the server is unavailable (connection refused or reset, SQLSTATE class 08,
+    /// 57P01–57P03, class 53, a pool timeout), or the transaction lost a race (class 40): retry the
+    /// whole batch.
     Outage,
 }
 
-/// Tells row-level errors from outages.
+/// Tells outages from row-level errors by the state of the connection and the server, not by the
+/// error class: whatever is not known to be an outage splits the batch, so that a row PostgreSQL
+/// refuses for a reason nobody foresaw is quarantined instead of blocking its partition.
 pub(crate) fn classify(err: &sqlx::Error) -> Failure {
     match err {
         sqlx::Error::Database(db) => match db.code() {
-            Some(code) if code.starts_with("22") || code.starts_with("23") => Failure::RowLevel,
-            _ => Failure::Outage,
+            Some(code) if is_outage_code(&code) => Failure::Outage,
+            _ => Failure::RowLevel,
         },
-        sqlx::Error::Encode(_) => Failure::RowLevel,
-        _ => Failure::Outage,
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::BeginFailed => Failure::Outage,
+        _ => Failure::RowLevel,
     }
+}
+
+/// SQLSTATEs that describe the connection or the server rather than the rows: class 08 (connection
+/// exception), 57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now, class 53
+/// (insufficient resources: disk full, out of memory, too many connections), and class 40
+/// (serialization failure, deadlock), which a retry of the same rows resolves.
+fn is_outage_code(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("40")
+        || matches!(code, "57P01" | "57P02" | "57P03")
 }
 
 /// The job was stopped while the database was unavailable; the batch was not stored and its offsets
@@ -92,18 +114,30 @@ mod tests {
     }
 
     #[test]
-    fn data_errors_split_and_outages_retry() {
-        // 22021 invalid byte sequence (NUL in text), 22003 numeric out of range, 23505 unique, 23514 check.
-        for code in ["22021", "22003", "23505", "23514", "23502"] {
+    fn server_and_connection_states_retry_and_everything_else_splits() {
+        // 22021 NUL in text, 22003 numeric out of range, 23505 unique, 23514 check, 54000 index row
+        // too large, 42P01 missing table, 55000 object not in prerequisite state, XX000 internal.
+        for code in [
+            "22021", "22003", "23505", "23514", "23502", "54000", "42P01", "55000", "XX000",
+        ] {
             assert_eq!(classify(&db_error(code)), Failure::RowLevel, "{code}");
         }
-        // 57P01 admin shutdown, 08006 connection failure, 55000 database not accepting connections,
-        // 40P01 deadlock, 53300 too many connections, 42P01 missing table (fixable, so retried).
-        for code in ["57P01", "08006", "55000", "40P01", "53300", "42P01"] {
+        // 57P01-57P03 shutdown/starting up, 08006 connection failure, 53300 too many connections,
+        // 53100 disk full, 40P01 deadlock, 40001 serialization failure.
+        for code in [
+            "57P01", "57P02", "57P03", "08006", "08001", "53300", "53100", "40P01", "40001",
+        ] {
             assert_eq!(classify(&db_error(code)), Failure::Outage, "{code}");
         }
+        assert_eq!(classify(&db_error("57014")), Failure::RowLevel, "query cancelled");
         assert_eq!(classify(&sqlx::Error::PoolTimedOut), Failure::Outage);
-        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
-        assert_eq!(classify(&sqlx::Error::Io(io)), Failure::Outage);
+        for kind in [
+            std::io::ErrorKind::ConnectionReset,
+            std::io::ErrorKind::ConnectionRefused,
+        ] {
+            let io = std::io::Error::new(kind, "down");
+            assert_eq!(classify(&sqlx::Error::Io(io)), Failure::Outage);
+        }
+        assert_eq!(classify(&sqlx::Error::Encode("bad".into())), Failure::RowLevel);
     }
 }

@@ -359,6 +359,122 @@ mod tests {
     }
 
     #[test]
+    fn optional_measurements_have_ranges_too() {
+        let cases: [(&str, f64, f64); 5] = [
+            ("feelslike_c", -100.0, 70.0),
+            ("gust_kph", 0.0, 500.0),
+            ("precip_mm", 0.0, 1000.0),
+            ("vis_km", 0.0, 1000.0),
+            ("uv", 0.0, 30.0),
+        ];
+        for (field, min, max) in cases {
+            for ok in [min, max] {
+                run(&london_with(|v| v["current"][field] = json!(ok)))
+                    .unwrap_or_else(|r| panic!("{field} = {ok} should pass: {}", r.reason));
+            }
+            for bad in [min - 0.5, max + 0.5] {
+                let r = rejected(&london_with(|v| v["current"][field] = json!(bad)));
+                assert_eq!(r.class, RejectionClass::OutOfRange, "{field} = {bad}");
+                assert_eq!(
+                    r.reason,
+                    format!("payload.current.{field} = {bad} is out of range [{min}, {max}]")
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn is_day_is_exactly_zero_or_one() {
+        assert_eq!(
+            run(&london_with(|v| v["current"]["is_day"] = json!(1.0)))
+                .unwrap()
+                .is_day,
+            Some(true)
+        );
+        assert_eq!(
+            run(&london_with(|v| v["current"]["is_day"] = json!(0)))
+                .unwrap()
+                .is_day,
+            Some(false)
+        );
+        for bad in [json!(0.5), json!(2), json!(-1), json!(0.9999)] {
+            let r = rejected(&london_with(|v| v["current"]["is_day"] = bad.clone()));
+            assert_eq!(r.class, RejectionClass::OutOfRange, "{bad}");
+            assert!(r.reason.contains("neither 0 nor 1"), "{}", r.reason);
+        }
+    }
+
+    #[test]
+    fn timestamps_have_a_lower_bound() {
+        run(&london_with(|v| {
+            v["current"]["last_updated_epoch"] = json!(946_684_800)
+        }))
+        .unwrap();
+        for bad in [json!(946_684_799), json!(0), json!(-86_400)] {
+            let r = rejected(&london_with(|v| v["current"]["last_updated_epoch"] = bad.clone()));
+            assert_eq!(r.class, RejectionClass::OutOfRange, "{bad}");
+            assert!(r.reason.contains("before 2000-01-01"), "{}", r.reason);
+        }
+        let r = rejected(&envelope_text(LONDON).replace("2026-01-05T17:14:20Z", "1999-12-31T23:59:59Z"));
+        assert_eq!(r.class, RejectionClass::OutOfRange);
+        assert!(r.reason.starts_with("fetched_at = 1999-12-31"), "{}", r.reason);
+        let r = rejected(&envelope_text(LONDON).replace("2026-01-05T17:14:20Z", "2026-01-05T20:00:00Z"));
+        assert_eq!(r.class, RejectionClass::FutureTimestamp);
+        assert!(r.reason.starts_with("fetched_at = "), "{}", r.reason);
+    }
+
+    #[test]
+    fn every_text_field_has_a_length_bound() {
+        let cases: [(&str, &str, usize); 4] = [
+            ("location", "name", 1024),
+            ("location", "region", 1024),
+            ("location", "country", 1024),
+            ("current", "wind_dir", 16),
+        ];
+        for (obj, field, max) in cases {
+            run(&london_with(|v| v[obj][field] = json!("é".repeat(max / 2))))
+                .unwrap_or_else(|r| panic!("{field} of {max} bytes should pass: {}", r.reason));
+            let r = rejected(&london_with(|v| v[obj][field] = json!("x".repeat(max + 1))));
+            assert_eq!(r.class, RejectionClass::InvalidValue, "{field}");
+            assert_eq!(
+                r.reason,
+                format!(
+                    "payload.{obj}.{field} is {} bytes long; at most {max} bytes are allowed",
+                    max + 1
+                )
+            );
+        }
+        let r = rejected(&london_with(|v| {
+            v["current"]["condition"]["text"] = json!("x".repeat(1025))
+        }));
+        assert_eq!(r.class, RejectionClass::InvalidValue);
+        assert!(
+            r.reason
+                .starts_with("payload.current.condition.text is 1025 bytes"),
+            "{}",
+            r.reason
+        );
+        // A multi-kilobyte name is a validation rejection, never sent to the database.
+        let r = rejected(&london_with(|v| v["location"]["name"] = json!("n".repeat(8000))));
+        assert_eq!(r.class, RejectionClass::InvalidValue);
+    }
+
+    #[test]
+    fn a_pipe_in_a_name_cannot_collide_with_another_place() {
+        let a = run(&london_with(|v| {
+            v["location"]["name"] = json!("a|b");
+            v["location"]["region"] = json!("c");
+        }))
+        .unwrap();
+        let b = run(&london_with(|v| {
+            v["location"]["name"] = json!("a");
+            v["location"]["region"] = json!("b|c");
+        }))
+        .unwrap();
+        assert_ne!(a.location_key, b.location_key);
+    }
+
+    #[test]
     fn reasons_are_bounded_and_storable() {
         let long = "y".repeat(10_000);
         let r = rejected(&london_with(|v| v["current"]["temp_c"] = json!(long)));

@@ -27,8 +27,9 @@ pub enum RejectionClass {
     OutOfRange,
     /// The observation time lies too far in the future.
     FutureTimestamp,
-    /// The record passed validation but PostgreSQL refused the row (a data exception or constraint
-    /// violation, SQLSTATE class 22 or 23), found by splitting the batch.
+    /// The record passed validation but PostgreSQL refused the row with an error that is not an
+    /// outage (a data exception, a constraint, an index row too large...), found by splitting the
+    /// batch.
     DbRejected,
 }
 

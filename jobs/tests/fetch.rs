@@ -237,7 +237,9 @@ async fn key_and_account_errors_fail_fast_without_retry() {
 async fn an_unknown_location_or_a_bad_body_fails_alone() {
     let ctx = TestContext::new().await;
     let stub = WeatherApiStub::start().await;
-    let config = api_config(&ctx, &stub);
+    let mut config = api_config(&ctx, &stub);
+    // Two of three failed is over the default bound; this test is about each failing alone.
+    config.fetch.max_failed_ratio = 1.0;
     stub.fail_next("Roswell", 1, Failure::Garbage("<html>maintenance</html>"));
 
     let summary = fetch_ok(&config, request(&["London", "Atlantis", "Roswell"])).await;
@@ -266,6 +268,67 @@ async fn an_unknown_location_or_a_bad_body_fails_alone() {
         .await
         .unwrap_err();
     assert!(format!("{err:#}").contains("Atlantis=failed/1"), "{err:#}");
+}
+
+#[tokio::test]
+async fn a_run_with_more_than_max_failed_ratio_of_its_locations_failed_fails_naming_each() {
+    let ctx = TestContext::new().await;
+    let stub = WeatherApiStub::start().await;
+    let dir = common::scratch_dir("fetch-ratio");
+    let unknown: Vec<String> = (1..=11).map(|i| format!("Nowhere{i}")).collect();
+    let mut args = vec!["run", "fetch", "--source", "weatherapi", "--location", "London"];
+    for q in &unknown {
+        args.extend(["--location", q.as_str()]);
+    }
+    let env = ctx.child_env_with(&[
+        ("WEATHERAPI_KEY", weatherapi_stub::KEY),
+        ("WEATHERFLOW_WEATHERAPI_BASE_URL", &stub.base_url),
+        ("WEATHERFLOW_FETCH_RATE_PER_SEC", "0"),
+    ]);
+
+    let (ok, _, stderr) = common::run_cli(&dir, &args, &env).await;
+
+    assert!(!ok, "11 of 12 locations failed, yet the run succeeded:\n{stderr}");
+    let log_line = stderr
+        .lines()
+        .find(|l| l.contains("fetch stopped"))
+        .unwrap_or_else(|| panic!("no fetch summary line in\n{stderr}"));
+    let status = ctx
+        .scalar_text("SELECT status::text FROM job_runs WHERE job = 'fetch' ORDER BY id DESC LIMIT 1")
+        .await;
+    assert_eq!(status, "failed");
+    let error = ctx
+        .scalar_text("SELECT error FROM job_runs WHERE job = 'fetch' ORDER BY id DESC LIMIT 1")
+        .await;
+    assert!(error.contains("11 of 12 locations failed"), "{error}");
+    let (ok, out, err) = common::run_cli(&dir, &["status"], &env).await;
+    assert!(ok, "{err}");
+    for q in &unknown {
+        assert!(
+            log_line.contains(q.as_str()),
+            "{q} not in the log line: {log_line}"
+        );
+        assert!(error.contains(q.as_str()), "{q} not in the run's error: {error}");
+        assert!(out.contains(q.as_str()), "{q} not in status:\n{out}");
+    }
+    assert_eq!(stub.requests_for("London").len(), 1);
+
+    // Within the bound (1 of 12), the run succeeds, and status still names the failed location.
+    let args = [
+        "run",
+        "fetch",
+        "--source",
+        "weatherapi",
+        "--location",
+        "London",
+        "--location",
+        "Nowhere1",
+    ];
+    let (ok, _, stderr) = common::run_cli(&dir, &args, &env).await;
+    assert!(ok, "{stderr}");
+    let (ok, out, err) = common::run_cli(&dir, &["status"], &env).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("Nowhere1: ") && out.contains("code 1006"), "{out}");
 }
 
 #[tokio::test]

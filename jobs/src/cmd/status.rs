@@ -40,6 +40,14 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     if let Err(e) = &schedules {
         println!("  (next fire times unknown: {e:#})");
     }
+    let latest = runs::latest_per_job(&conn).await?;
+    if let Some(text) = latest
+        .iter()
+        .find(|r| r.job == JobName::Fetch)
+        .and_then(fetch_failures)
+    {
+        print!("{text}");
+    }
 
     let k = &config.kafka;
     println!(
@@ -118,6 +126,26 @@ async fn jobs_table(
         ],
         &cells,
     ))
+}
+
+/// The failed locations of the last fetch run, one a line; `None` when none failed. A failed run
+/// keeps its per-location outcomes in its error, a finished one in `details.locations`.
+fn fetch_failures(run: &entity::job_runs::Model) -> Option<String> {
+    if run.status == runs::RunStatus::Failed {
+        let error = run.error.as_deref().unwrap_or("no error recorded");
+        return Some(format!("  last fetch run #{} failed: {error}\n", run.id));
+    }
+    let locations = run.details.as_ref()?.get("locations")?.as_array()?;
+    let lines: String = locations
+        .iter()
+        .filter(|l| l["status"] == "failed")
+        .map(|l| {
+            let query = l["query"].as_str().unwrap_or("?");
+            let reason = l["reason"].as_str().unwrap_or("no reason given");
+            format!("    {query}: {reason}\n")
+        })
+        .collect();
+    (!lines.is_empty()).then(|| format!("  failed locations of fetch run #{}:\n{lines}", run.id))
 }
 
 fn next_fire(timing: &Timing, now: DateTime<Utc>) -> String {

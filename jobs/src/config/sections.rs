@@ -126,6 +126,10 @@ section! {
         pub burst: u32 = 10;
         /// Seed of the simulated source when the run gives none.
         pub simulated_seed: u64 = 0;
+        /// A run fails (and the scheduler retries it) when more than this fraction of its locations
+        /// failed, from 0 (any failed location fails the run) to 1 (only a run with nothing produced
+        /// fails).
+        pub max_failed_ratio: f64 = 0.5;
     }
 }
 

@@ -7,8 +7,9 @@
 //!
 //! Outcomes: an unknown location or an unparsable body fails that location only; a key or account
 //! problem (invalid, disabled, over quota, no access) stops the run at once; a run in which nothing
-//! could be produced, any failed delivery, or a shutdown before all locations were fetched fails the
-//! run. Every run logs its per-location summary as one line.
+//! could be produced, more than `fetch.max_failed_ratio` of the locations failed, any failed delivery,
+//! or a shutdown before all locations were fetched fails the run, so the scheduler retries it. Every
+//! run logs its per-location summary as one line.
 
 mod plan;
 pub mod ratelimit;
@@ -117,6 +118,11 @@ fn clean_locations(locations: &[String]) -> anyhow::Result<Vec<String>> {
     Ok(out)
 }
 
+/// Whether `failed` of `asked` locations is more than the tolerated fraction `ratio`.
+fn too_many_failed(failed: usize, asked: usize, ratio: f64) -> bool {
+    asked > 0 && failed as f64 > ratio * asked as f64
+}
+
 /// Runs the fetch job.
 pub async fn run(
     config: &Config,
@@ -202,6 +208,16 @@ pub async fn run(
         summary.log("nothing produced");
         bail!("no location could be fetched: {}", summary.line());
     }
+    let ratio = config.fetch.max_failed_ratio;
+    if too_many_failed(summary.failed(), summary.locations.len(), ratio) {
+        summary.log("too many failed");
+        bail!(
+            "{} of {} locations failed, more than fetch.max_failed_ratio = {ratio}: {}",
+            summary.failed(),
+            summary.locations.len(),
+            summary.failed_line()
+        );
+    }
     summary.log("ok");
     Ok(summary)
 }
@@ -216,5 +232,14 @@ mod tests {
         assert_eq!(got, ["London", "Paris"]);
         assert!(clean_locations(&["  ".into()]).is_err());
         assert!(clean_locations(&[]).is_err());
+    }
+
+    #[test]
+    fn failed_ratio_is_strictly_more_than_the_bound() {
+        assert!(!too_many_failed(6, 12, 0.5));
+        assert!(too_many_failed(7, 12, 0.5));
+        assert!(too_many_failed(1, 12, 0.0));
+        assert!(!too_many_failed(0, 12, 0.0));
+        assert!(!too_many_failed(12, 12, 1.0));
     }
 }

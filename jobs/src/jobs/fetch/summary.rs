@@ -100,6 +100,23 @@ impl FetchSummary {
         line
     }
 
+    /// The failed locations only, each with its reason: `Atlantis (no matching location …); …`.
+    pub fn failed_line(&self) -> String {
+        let mut line = String::new();
+        for l in self
+            .locations
+            .iter()
+            .filter(|l| l.status == LocationStatus::Failed)
+        {
+            let sep = if line.is_empty() { "" } else { "; " };
+            let _ = write!(line, "{sep}{}", l.query);
+            if let Some(reason) = &l.reason {
+                let _ = write!(line, " ({reason})");
+            }
+        }
+        line
+    }
+
     pub(crate) fn log(&self, outcome: &str) {
         let (asked, failed, skipped) = (
             self.locations.len(),
@@ -108,10 +125,11 @@ impl FetchSummary {
         );
         let source = self.source.as_str();
         let summary = self.line();
+        let failed_locations = self.failed_line();
         if outcome == "ok" {
-            tracing::info!(source, topic = %self.topic, bulk = self.bulk, asked, produced = self.produced, failed, skipped, %summary, "fetch finished");
+            tracing::info!(source, topic = %self.topic, bulk = self.bulk, asked, produced = self.produced, failed, skipped, %failed_locations, %summary, "fetch finished");
         } else {
-            tracing::warn!(source, topic = %self.topic, bulk = self.bulk, asked, produced = self.produced, failed, skipped, %summary, outcome, "fetch stopped");
+            tracing::warn!(source, topic = %self.topic, bulk = self.bulk, asked, produced = self.produced, failed, skipped, %failed_locations, %summary, outcome, "fetch stopped");
         }
     }
 }
@@ -167,6 +185,7 @@ mod tests {
             summary.line(),
             "London=ok/3; Atlantis=failed/1 (no matching location)"
         );
+        assert_eq!(summary.failed_line(), "Atlantis (no matching location)");
         assert_eq!(summary.records_in(), Some(2));
         assert_eq!(summary.records_out(), Some(1));
         let d = summary.details();

@@ -8,13 +8,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectionTrait, Database};
-use secrecy::{ExposeSecret, SecretString};
+use sea_orm::ConnectionTrait;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::db::ScratchDatabase;
 use crate::jobs::analytics::{self, AnalyticsRequest};
 use crate::runs::{self, JobName, Trigger};
 
@@ -41,37 +40,27 @@ struct Figures {
 
 /// `weatherflow bench web --rows N --seconds S --connections C`.
 pub async fn run(config: &Config, rows: u64, seconds: u64, connections: u64) -> anyhow::Result<()> {
-    let admin_url = config.database.url.expose_secret().to_owned();
-    let name = format!("wf_bench_web_{}", std::process::id());
-    let admin = Database::connect(&admin_url)
-        .await
-        .context("connecting to PostgreSQL")?;
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await?;
-    let result = bench(config, &admin_url, &name, rows, seconds, connections).await;
-    admin
-        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await?;
+    let scratch = ScratchDatabase::create(&config.database, "wf_bench_web").await?;
+    let result = bench(config, &scratch, rows, seconds, connections).await;
+    if let Err(e) = scratch.drop_database().await {
+        eprintln!("warning: could not drop the bench database: {e}");
+    }
     result
 }
 
 async fn bench(
     config: &Config,
-    admin_url: &str,
-    name: &str,
+    scratch: &ScratchDatabase,
     rows: u64,
     seconds: u64,
     connections: u64,
 ) -> anyhow::Result<()> {
-    let mut url = url::Url::parse(admin_url)?;
-    url.set_path(&format!("/{name}"));
+    let name = scratch.name();
     let mut config = config.clone();
-    config.database.url = SecretString::from(url.to_string());
+    config.database = scratch.config().clone();
     config.kafka.observations_topic = format!("{name}-none");
     config.kafka.consumer_group = format!("{name}-none");
-    let db = crate::db::connect(&config.database).await?;
-    Migrator::up(&db, None).await?;
+    let db = scratch.conn().clone();
 
     let started = Instant::now();
     sqlx::query(FILL_SQL)

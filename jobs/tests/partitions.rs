@@ -322,3 +322,71 @@ async fn maintenance_drops_months_older_than_the_retention_and_nothing_newer() {
     let again = partitions::maintain(pool, t, keep_3).await.unwrap();
     assert_eq!(again, Maintenance::default());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn maintenance_beside_persist_writes_loses_and_doubles_nothing() {
+    let ctx = TestContext::new().await;
+    let pool = ctx.db.get_postgres_connection_pool().clone();
+    // Months the migration did not make: the writes land in the default partition until a
+    // maintenance run makes their month, while it moves what is already there.
+    let later = now() + Duration::days(200);
+    const BATCHES: i64 = 30;
+    const PER_BATCH: i64 = 40;
+    let writer = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut stored = (0, 0);
+            let mut strategy = CopyStrategy::default();
+            for b in 0..BATCHES {
+                // Each batch also repeats the previous batch's rows: duplicates across the move.
+                let batch: Vec<ValidRecord> = (0..PER_BATCH)
+                    .flat_map(|i| {
+                        let at = |b: i64| later + Duration::days(i % 90) + Duration::minutes(b);
+                        let key = format!("w{i}||land");
+                        [
+                            record(&key, at(b), b * PER_BATCH + i),
+                            record(&key, at(b.max(1) - 1), 0),
+                        ]
+                    })
+                    .collect();
+                let s = store::store_batch(&pool, &batch, &[], &retry(), &mut strategy)
+                    .await
+                    .expect("stored");
+                assert!(s.db_rejected.is_empty(), "{s:?}");
+                stored = (stored.0 + s.inserted, stored.1 + s.duplicates);
+            }
+            stored
+        })
+    };
+    let keep_all = Policy {
+        months_ahead: 5,
+        retention_months: None,
+    };
+    let mut created = Vec::new();
+    while !writer.is_finished() {
+        let at = later + Duration::days(created.len() as i64 * 20);
+        created.extend(partitions::maintain(&pool, at, keep_all).await.unwrap().created);
+    }
+    let (inserted, duplicates) = writer.await.unwrap();
+    partitions::maintain(&pool, later + Duration::days(90), keep_all)
+        .await
+        .unwrap();
+    assert_eq!(inserted as i64, BATCHES * PER_BATCH, "every new observation once");
+    assert_eq!(duplicates as i64, BATCHES * PER_BATCH, "every repeat refused");
+    assert_eq!(
+        ctx.scalar_i64("SELECT count(*) FROM observations").await,
+        BATCHES * PER_BATCH
+    );
+    assert_eq!(
+        ctx.scalar_i64(
+            "SELECT count(*) FROM (SELECT DISTINCT location_key, observed_at FROM observations) d"
+        )
+        .await,
+        BATCHES * PER_BATCH
+    );
+    assert_eq!(
+        ctx.scalar_i64("SELECT count(*) FROM observations_default").await,
+        0
+    );
+    assert!(!created.is_empty());
+}

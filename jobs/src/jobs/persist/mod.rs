@@ -34,6 +34,16 @@ use crate::jobs::persist::store::Retry;
 use crate::jobs::persist::validate::Rules;
 use crate::runs::Report;
 
+/// The smallest `persist.max_buffered_bytes` accepted: below it, one ordinary batch would not fit.
+const MIN_BUFFERED_BYTES: usize = 1 << 20;
+
+/// librdkafka's prefetch bound (`queued.max.messages.kbytes`) for a byte bound: a quarter of it,
+/// between 1 MiB and librdkafka's 64 MiB default. What it prefetched is dropped when fetching
+/// pauses, so it adds to the bound only while records flow.
+fn prefetch_kbytes(max_buffered_bytes: usize) -> usize {
+    (max_buffered_bytes / 4 / 1024).clamp(1024, 64 * 1024)
+}
+
 /// How long to run.
 #[derive(Debug, Clone, Default)]
 pub struct PersistRequest {
@@ -120,6 +130,10 @@ pub async fn run(
     let p = &config.persist;
     anyhow::ensure!(p.batch_size > 0, "persist.batch_size must be at least 1");
     anyhow::ensure!(p.writers > 0, "persist.writers must be at least 1");
+    anyhow::ensure!(
+        p.max_buffered_bytes >= MIN_BUFFERED_BYTES,
+        "persist.max_buffered_bytes must be at least {MIN_BUFFERED_BYTES} (1 MiB)"
+    );
     crate::kafka::ensure_topic(k, &k.observations_topic, k.partitions)
         .await
         .with_context(|| format!("creating topic {}", k.observations_topic))?;
@@ -161,10 +175,18 @@ pub async fn run(
             max_value_bytes: p.max_value_bytes,
             max_future: chrono::Duration::seconds(p.max_future_secs as i64),
         },
+        max_buffered_bytes: p.max_buffered_bytes,
         backoff: retry.backoff,
         kafka_timeout: Duration::from_secs(k.request_timeout_secs),
     };
-    let kafka = crate::kafka::base_config(k);
+    let mut kafka = crate::kafka::base_config(k);
+    kafka.set(
+        "queued.max.messages.kbytes",
+        prefetch_kbytes(p.max_buffered_bytes).to_string(),
+    );
+    if let Some(name) = &k.group_instance_id {
+        kafka.set("group.instance.id", name);
+    }
     let group = k.consumer_group.clone();
     let session_timeout = p.session_timeout_ms;
     let token = shutdown.clone();
@@ -175,6 +197,8 @@ pub async fn run(
         batch_size = p.batch_size,
         writers = p.writers,
         until_idle = req.until_idle,
+        static_member = k.group_instance_id.as_deref().unwrap_or("-"),
+        max_buffered_bytes = p.max_buffered_bytes,
         "persist consumer starting"
     );
     // The consumer thread blocks (poll, rebalance flushes), so it lives on a blocking thread, where

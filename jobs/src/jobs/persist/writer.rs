@@ -31,6 +31,8 @@ pub(crate) struct Batch {
     pub(crate) rejected: Vec<RejectedRecord>,
     /// Per partition, the highest offset in the batch.
     pub(crate) last_offsets: BTreeMap<i32, i64>,
+    /// Memory the records hold, as counted against `persist.max_buffered_bytes`.
+    pub(crate) bytes: usize,
     /// When the first record was added (the batch timeout counts from here).
     pub(crate) opened: Instant,
 }
@@ -42,6 +44,7 @@ impl Batch {
             valid: Vec::new(),
             rejected: Vec::new(),
             last_offsets: BTreeMap::new(),
+            bytes: 0,
             opened: Instant::now(),
         }
     }
@@ -66,6 +69,8 @@ pub(crate) struct Ack {
     pub(crate) last_offsets: BTreeMap<i32, i64>,
     /// Records in the batch.
     pub(crate) records: u64,
+    /// The batch's [`Batch::bytes`], released from the buffer bound.
+    pub(crate) bytes: usize,
     /// The counts, or [`Interrupted`] when the job was stopped before the batch was durable.
     pub(crate) outcome: Result<BatchOutcome, Interrupted>,
 }
@@ -94,6 +99,7 @@ pub(crate) async fn run(lane: usize, mut batches: Receiver<Batch>, acks: mpsc::S
             lane,
             last_offsets: batch.last_offsets,
             records: (batch.valid.len() + batch.rejected.len()) as u64,
+            bytes: batch.bytes,
             outcome,
         };
         if acks.send(ack).is_err() {

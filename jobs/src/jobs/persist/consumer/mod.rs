@@ -50,6 +50,8 @@ pub(crate) struct Settings {
     pub(crate) idle: Duration,
     /// Validation limits.
     pub(crate) rules: Rules,
+    /// Bound of the bytes held between reading and storing (`persist.max_buffered_bytes`).
+    pub(crate) max_buffered_bytes: usize,
     /// Delays for broker error and commit retries.
     pub(crate) backoff: Backoff,
     /// Timeout of metadata and offset requests.
@@ -183,6 +185,10 @@ impl ConsumerContext for PersistContext {
             Rebalance::Assign(tpl) => st.on_assign(tpl),
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
         }
+    }
+
+    fn post_rebalance(&self, consumer: &PersistConsumer, _rebalance: &Rebalance<'_>) {
+        self.lock().resync_pause(consumer);
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {

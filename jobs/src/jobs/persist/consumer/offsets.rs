@@ -65,7 +65,36 @@ impl State {
         self.assigned.extend(partitions);
         self.assigned_at = Some(Instant::now());
         self.last_drain_check = None;
-        self.paused = false;
+    }
+
+    /// After every rebalance, makes the client's pause state match [`State::paused`] on the whole
+    /// assignment. librdkafka keeps an application pause on a partition across revocation and
+    /// re-assignment, so a flag reset without this could leave re-assigned partitions paused for good
+    /// (and `--until-idle` waiting on them forever); a partition newly assigned while the writers
+    /// are behind is paused like the others.
+    pub(super) fn resync_pause(&mut self, consumer: &PersistConsumer) {
+        if self.assigned.is_empty() {
+            crate::metrics::persist_paused_partitions(0);
+            return;
+        }
+        let tpl = self.assignment_list();
+        let result = if self.paused {
+            consumer.pause(&tpl)
+        } else {
+            consumer.resume(&tpl)
+        };
+        match result {
+            Ok(()) => {
+                let paused = if self.paused { tpl.count() as i32 } else { 0 };
+                crate::metrics::persist_paused_partitions(paused);
+                tracing::debug!(
+                    paused = self.paused,
+                    partitions = tpl.count(),
+                    "pause state applied after the rebalance"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "could not apply the pause state after a rebalance"),
+        }
     }
 
     pub(super) fn on_revoke(&mut self, consumer: &PersistConsumer, tpl: &TopicPartitionList) {
@@ -84,6 +113,12 @@ impl State {
             );
         }
         self.commit(consumer, CommitMode::Sync);
+        // A revoked partition leaves without our pause on it, so that it is fetched again if it
+        // comes back; everything read was just stored, so nothing is waiting and the rest resumes
+        // too (applied to the new assignment in `resync_pause`).
+        if let Err(e) = consumer.resume(tpl) {
+            tracing::debug!(error = %e, "could not resume the revoked partitions");
+        }
         for p in &revoked {
             self.assigned.remove(p);
             self.committable.remove(p);

@@ -15,6 +15,7 @@
 
 mod consumer;
 mod dlq;
+pub mod probe;
 pub mod store;
 pub mod validate;
 pub(crate) mod writer;
@@ -126,6 +127,17 @@ pub async fn run(
     req: PersistRequest,
     shutdown: CancellationToken,
 ) -> anyhow::Result<PersistSummary> {
+    run_probed(config, db, req, shutdown, None).await
+}
+
+/// [`run`], leaving every stored batch's stage stamps in `probe` (the benchmark's latency budget).
+pub async fn run_probed(
+    config: &Config,
+    db: &DatabaseConnection,
+    req: PersistRequest,
+    shutdown: CancellationToken,
+    probe: Option<probe::Probe>,
+) -> anyhow::Result<PersistSummary> {
     let k = &config.kafka;
     let p = &config.persist;
     anyhow::ensure!(p.batch_size > 0, "persist.batch_size must be at least 1");
@@ -152,6 +164,7 @@ pub async fn run(
         pool: db.get_postgres_connection_pool().clone(),
         dlq: dlq::Dlq::new(k, p).context("creating the dead-letter producer")?,
         retry: retry.clone(),
+        probe: probe.clone(),
     });
     let (acks_tx, acks_rx) = std::sync::mpsc::channel();
     let mut lanes = Vec::with_capacity(p.writers);
@@ -176,6 +189,7 @@ pub async fn run(
             max_future: chrono::Duration::seconds(p.max_future_secs as i64),
         },
         max_buffered_bytes: p.max_buffered_bytes,
+        probe: probe.is_some(),
         backoff: retry.backoff,
         kafka_timeout: Duration::from_secs(k.request_timeout_secs),
     };

@@ -52,6 +52,8 @@ pub(crate) struct Settings {
     pub(crate) rules: Rules,
     /// Bound of the bytes held between reading and storing (`persist.max_buffered_bytes`).
     pub(crate) max_buffered_bytes: usize,
+    /// Stamp the stages of each batch's first record (`bench persist`).
+    pub(crate) probe: bool,
     /// Delays for broker error and commit retries.
     pub(crate) backoff: Backoff,
     /// Timeout of metadata and offset requests.

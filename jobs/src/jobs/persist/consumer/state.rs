@@ -15,6 +15,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use super::lane::Lane;
 use super::{PersistConsumer, Settings};
 use crate::jobs::persist::PersistSummary;
+use crate::jobs::persist::probe::Stamps;
 use crate::jobs::persist::store::{Lineage, Raw, RejectedRecord, ValidRecord};
 use crate::jobs::persist::validate;
 use crate::jobs::persist::writer::{Ack, Batch};
@@ -122,9 +123,23 @@ impl State {
         // A writer's open batch is sealed at its share of the byte bound too, so large records
         // reach the writers in time instead of waiting for the batch timeout behind a pause.
         let seal_bytes = self.s.max_buffered_bytes / (2 * self.lanes.len());
+        let probe = self.s.probe;
         let lane = &mut self.lanes[lane_index];
         if lane.open.is_empty() {
             lane.open.opened = now;
+            if probe {
+                lane.open.stamps = Some(Stamps {
+                    partition: lineage.partition,
+                    offset: lineage.offset,
+                    kafka_ms: m.timestamp().to_millis(),
+                    records: 0,
+                    polled: Utc::now(),
+                    handed: None,
+                    writing: None,
+                    copied: None,
+                    committed: None,
+                });
+            }
         }
         lane.open.bytes += held;
         lane.open.last_offsets.insert(lineage.partition, lineage.offset);
@@ -206,8 +221,11 @@ impl State {
             let Some(tx) = &lane.tx else {
                 anyhow::bail!("a database writer stopped unexpectedly");
             };
-            while let Some(batch) = lane.sealed.pop_front() {
+            while let Some(mut batch) = lane.sealed.pop_front() {
                 let bytes = batch.bytes;
+                if let Some(stamps) = batch.stamps.as_mut() {
+                    stamps.handed = Some(Utc::now());
+                }
                 match tx.try_send(batch) {
                     Ok(()) => {
                         lane.in_flight += 1;

@@ -94,8 +94,8 @@ async fn large_records_during_an_outage_keep_memory_under_the_byte_bound() {
     const RECORDS: usize = 1000;
     /// What the process may hold besides the bound: librdkafka's prefetch (a quarter of the
     /// bound) and fetch buffers, a writer's statement buffer, the allocator's slack. Measured:
-    /// 58 MiB over a 16 MiB bound (without the bound, the whole 250 MB backlog is held).
-    const OVERHEAD: u64 = 80 << 20;
+    /// 35–89 MiB of growth with a 16 MiB bound (without the bound, the whole 250 MB backlog is held).
+    const OVERHEAD: u64 = 128 << 20;
 
     let ctx = TestContext::new().await;
     create_topics(&ctx).await;
@@ -105,6 +105,9 @@ async fn large_records_during_an_outage_keep_memory_under_the_byte_bound() {
         ("WEATHERFLOW_PERSIST_BATCH_SIZE", "200"),
         ("WEATHERFLOW_PERSIST_MAX_BUFFERED_BYTES", &BOUND.to_string()),
         ("WEATHERFLOW_PERSIST_MAX_VALUE_BYTES", "1048576"),
+        // glibc's per-thread arenas keep freed fetch buffers resident (up to 165 MiB measured with
+        // the default of 8 per core); two arenas keep the figure about what is held, not retained.
+        ("MALLOC_ARENA_MAX", "2"),
         ("WEATHERFLOW_PERSIST_RETRY_INITIAL_MS", "100"),
         ("WEATHERFLOW_PERSIST_RETRY_MAX_MS", "500"),
     ];

@@ -193,10 +193,10 @@ fn report(rate: u64, sent: &HashMap<(i32, i64), DateTime<Utc>>, stamps: &[Stamps
             st.committed,
         ];
         for (k, pair) in points.windows(2).enumerate() {
-            if let [Some(a), b] = pair {
-                if let Some(ms) = gap(*a, *b) {
-                    stages[k].ms.push(ms);
-                }
+            if let [Some(a), b] = pair
+                && let Some(ms) = gap(*a, *b)
+            {
+                stages[k].ms.push(ms);
             }
         }
         if let Some(ms) = gap(sent_at, st.committed) {

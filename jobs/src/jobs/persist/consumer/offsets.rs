@@ -77,23 +77,12 @@ impl State {
             crate::metrics::persist_paused_partitions(0);
             return;
         }
-        let tpl = self.assignment_list();
-        let result = if self.paused {
-            consumer.pause(&tpl)
-        } else {
-            consumer.resume(&tpl)
-        };
-        match result {
-            Ok(()) => {
-                let paused = if self.paused { tpl.count() as i32 } else { 0 };
-                crate::metrics::persist_paused_partitions(paused);
-                tracing::debug!(
-                    paused = self.paused,
-                    partitions = tpl.count(),
-                    "pause state applied after the rebalance"
-                );
-            }
-            Err(e) => tracing::warn!(error = %e, "could not apply the pause state after a rebalance"),
+        if self.set_client_pause(consumer, self.paused) {
+            tracing::debug!(
+                paused = self.paused,
+                partitions = self.assigned.len(),
+                "pause state applied after the rebalance"
+            );
         }
     }
 

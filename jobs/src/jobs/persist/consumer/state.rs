@@ -263,23 +263,34 @@ impl State {
         if behind == self.paused || self.assigned.is_empty() {
             return;
         }
+        if self.set_client_pause(consumer, behind) {
+            self.paused = behind;
+            if behind {
+                tracing::debug!(waiting, bytes, "fetching paused: the writers are behind");
+            } else {
+                tracing::debug!(waiting, bytes, "fetching resumed");
+            }
+        }
+    }
+
+    /// Pauses or resumes the whole assignment in the client and reports it in the metrics; false
+    /// when the client refused (logged), so the caller keeps its state as it was.
+    pub(super) fn set_client_pause(&self, consumer: &PersistConsumer, paused: bool) -> bool {
         let tpl = self.assignment_list();
-        let result = if behind {
+        let result = if paused {
             consumer.pause(&tpl)
         } else {
             consumer.resume(&tpl)
         };
         match result {
             Ok(()) => {
-                self.paused = behind;
-                crate::metrics::persist_paused_partitions(if behind { tpl.count() as i32 } else { 0 });
-                if behind {
-                    tracing::debug!(waiting, bytes, "fetching paused: the writers are behind");
-                } else {
-                    tracing::debug!(waiting, bytes, "fetching resumed");
-                }
+                crate::metrics::persist_paused_partitions(if paused { tpl.count() as i32 } else { 0 });
+                true
             }
-            Err(e) => tracing::warn!(error = %e, "could not pause or resume fetching"),
+            Err(e) => {
+                tracing::warn!(error = %e, paused, "could not pause or resume fetching");
+                false
+            }
         }
     }
 
@@ -349,11 +360,15 @@ impl State {
             lane.seal();
             while let Some(batch) = lane.sealed.pop_front() {
                 let bytes = batch.bytes;
-                let sent = lane.tx.as_ref().map(|tx| tx.blocking_send(batch));
+                // Only the lost batch's size is needed, not the batch itself.
+                let sent = lane
+                    .tx
+                    .as_ref()
+                    .map(|tx| tx.blocking_send(batch).map_err(|lost| lost.0.len()));
                 match sent {
                     Some(Ok(())) => lane.sent(bytes),
                     Some(Err(lost)) => {
-                        self.summary.abandoned += lost.0.len() as u64;
+                        self.summary.abandoned += lost as u64;
                         tracing::error!("a database writer is gone; the batch stays uncommitted");
                     }
                     None => {}

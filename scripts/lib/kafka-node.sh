@@ -7,6 +7,7 @@
 #   KN_PORT            client port (PLAINTEXT on 127.0.0.1)
 #   KN_CONTROLLER_PORT controller port
 #   KN_HEAP            JVM heap, default 512m
+#   KN_EXTRA_PROPS     more server.properties lines (e.g. group.min.session.timeout.ms=1000)
 #
 # kn_start formats the storage once and starts the broker in the background; kn_wait_ready waits for a
 # metadata answer; kn_stop stops it with SIGTERM (clean), kn_kill with SIGKILL (the crash case).
@@ -36,6 +37,7 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 delete.topic.enable=true
+${KN_EXTRA_PROPS:-}
 PROPS
 }
 

@@ -45,6 +45,7 @@ fail() { printf '[faults] FAILED: %s\n' "$*" >&2; exit 1; }
 as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
+# The consumer, and the other processes of ours (the producer, the schedulers, a psql) to kill on exit.
 CONSUMER_PID="" SCHED_PIDS=()
 cleanup() {
   local rc=$?
@@ -174,8 +175,11 @@ check() {
 t0=$(now_ms)
 args=()
 for i in $(seq 1 120); do args+=(--location "fault-$i"); done
-"$BIN" run fetch --source simulated --backfill-hours $(( (BACKLOG / 120 + 3) / 4 )) "${args[@]}" >"$LOGS/fetch.log" 2>&1 \
-  || fail "producing the backlog (see $LOGS/fetch.log)"
+# In the background: a signal's trap runs during `wait`, not until a foreground child has ended.
+"$BIN" run fetch --source simulated --backfill-hours $(( (BACKLOG / 120 + 3) / 4 )) "${args[@]}" >"$LOGS/fetch.log" 2>&1 &
+SCHED_PIDS+=($!)
+wait $! || fail "producing the backlog (see $LOGS/fetch.log)"
+SCHED_PIDS=()
 TOTAL=$(offsets | awk '{ s += $3 } END { print s + 0 }')
 [ "$TOTAL" -ge "$BACKLOG" ] || fail "the backlog holds $TOTAL records, fewer than $BACKLOG"
 say "backlog: $TOTAL records on $TOPIC (6 partitions) in $(( $(now_ms) - t0 )) ms"

@@ -222,7 +222,7 @@ for mode in SIGKILL clean; do
   kn_start; kn_wait_ready 90 || fail "broker $mode: the broker did not come back"
   back=$(( $(now_ms) - t1 ))
   # 30 s: the client's reconnect backoff (10 s at most), a rejoin and a batch fit in it many times
-  # over (0.2-9.5 s measured); a consumer that sleeps on every stale connection error does not (45 s
+  # over (0.2-9.6 s measured); a consumer that sleeps on every stale connection error does not (45 s
   # and more after a clean restart).
   ms=$(until_stored_past "$before" 30) || fail "broker $mode: no row stored within 30 s of the broker's return"
   check "$num. broker $mode"

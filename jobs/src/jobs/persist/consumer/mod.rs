@@ -26,6 +26,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
 
@@ -124,7 +125,16 @@ pub(crate) fn run(
                 anyhow::bail!("fatal Kafka consumer error: {code}");
             }
             Some(Err(e)) => {
-                let delay = backoff.delay(poll_errors).min(Duration::from_secs(1));
+                // librdkafka queues one such event per failed connection attempt during a broker
+                // outage, in the queue the messages come through. Sleeping on each one kept the
+                // consumer a second per stale event behind a broker that was back (over a minute
+                // after a clean broker restart: scripts/test-faults.sh). The client reconnects and
+                // paces its attempts by itself, so these are only logged.
+                let delay = if is_connection_report(&e) {
+                    Duration::ZERO
+                } else {
+                    backoff.delay(poll_errors).min(Duration::from_secs(1))
+                };
                 poll_errors = poll_errors.saturating_add(1);
                 tracing::warn!(
                     error = %e,
@@ -150,6 +160,18 @@ pub(crate) fn run(
     // the session timeout. Closing runs the revocation callback once more, with nothing left to do.
     drop(consumer);
     Ok(summary)
+}
+
+/// A broker connection's state, reported by the client (refused, reset, unresolvable, all down).
+fn is_connection_report(e: &KafkaError) -> bool {
+    matches!(
+        e,
+        KafkaError::MessageConsumption(
+            RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::Resolve
+        )
+    )
 }
 
 fn sleep_unless(shutdown: &CancellationToken, total: Duration) {

@@ -4,7 +4,8 @@
 # -D warnings, cargo deny (bans, licenses, sources), the compose files' validation, the whole test
 # suite against the real Kafka broker and PostgreSQL, then the stages that need services or data of
 # their own (the analysis notebook on the demo's data: scripts/test-notebook.sh; the secured broker and
-# PostgreSQL: scripts/test-secure.sh; the Kafka clusters: scripts/test-cluster.sh).
+# PostgreSQL: scripts/test-secure.sh; the Kafka clusters: scripts/test-cluster.sh; the fault stage,
+# consumer, broker and PostgreSQL kills under a 500,000-record backlog: scripts/test-faults.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -70,6 +71,9 @@ scripts/test-secure.sh
 
 step "cluster stage: a 3-node KRaft cluster and ZooKeeper-mode Kafka 3.9.2 of its own (scripts/test-cluster.sh)"
 scripts/test-cluster.sh
+
+step "fault stage: kills and restarts under a 500,000-record backlog, on a broker and PostgreSQL of its own (scripts/test-faults.sh)"
+FAULTS_BIN="$CARGO_TARGET_DIR/debug/weatherflow" scripts/test-faults.sh
 
 echo
 echo "all checks passed in $((SECONDS - start)) s"

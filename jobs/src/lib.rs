@@ -11,6 +11,7 @@ pub mod cmd;
 pub mod config;
 pub mod db;
 pub mod envelope;
+pub mod job_error;
 pub mod jobs;
 pub mod kafka;
 pub mod kafka_security;

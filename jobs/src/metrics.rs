@@ -94,6 +94,11 @@ fn describe() {
         "weatherflow_persist_paused_partitions",
         "Partitions the consumer has paused for backpressure."
     );
+    describe_gauge!(
+        "weatherflow_persist_buffered_bytes",
+        Unit::Bytes,
+        "Bytes of records read and not yet stored (bounded by persist.max_buffered_bytes)."
+    );
     describe_counter!(
         "weatherflow_job_runs_total",
         "Runs by job and status, from the run history (every replica's)."
@@ -205,6 +210,11 @@ pub fn persist_rejected<'a>(by_class: impl IntoIterator<Item = (&'a &'static str
 /// persist: how many partitions are paused now.
 pub fn persist_paused_partitions(n: i32) {
     gauge!("weatherflow_persist_paused_partitions").set(n as f64);
+}
+
+/// persist: bytes of records read and not yet stored.
+pub(crate) fn persist_buffered_bytes(bytes: usize) {
+    gauge!("weatherflow_persist_buffered_bytes").set(bytes as f64);
 }
 
 /// HTTP: one request answered.

@@ -78,6 +78,17 @@ pub enum MaintenanceError {
     },
 }
 
+impl From<MaintenanceError> for crate::job_error::JobError {
+    fn from(e: MaintenanceError) -> Self {
+        match e {
+            // Another attempt finds the table just as unpartitioned.
+            MaintenanceError::NotPartitioned => Self::fatal(e),
+            // A lock not granted in time, or the server away: worth another attempt.
+            MaintenanceError::Database { .. } => Self::retryable(e),
+        }
+    }
+}
+
 /// `Result::map_err` helper naming the step.
 fn at(step: &'static str) -> impl FnOnce(sqlx::Error) -> MaintenanceError {
     move |source| MaintenanceError::Database { step, source }

@@ -1,6 +1,8 @@
 //! Logging setup in one place: `RUST_LOG` filters (default `info`), human-readable on a terminal,
 //! JSON lines when `WEATHERFLOW_LOG_FORMAT=json` (for log shippers).
 
+use std::io::IsTerminal as _;
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global tracing subscriber, writing to stderr. Safe to call once per process.
@@ -13,7 +15,9 @@ pub fn init() {
     let json = std::env::var("WEATHERFLOW_LOG_FORMAT").is_ok_and(|v| v == "json");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours only on a terminal: a log file or a collector gets plain `key=value` text.
+        .with_ansi(std::io::stderr().is_terminal());
     if json {
         builder.json().init();
     } else {

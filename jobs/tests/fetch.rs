@@ -16,6 +16,7 @@ use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 use weatherflow::config::Config;
 use weatherflow::envelope::{Envelope, location_key};
+use weatherflow::job_error::JobErrorKind;
 use weatherflow::jobs::fetch::{self, FetchRequest, FetchSummary, LocationStatus, SourceChoice};
 use weatherflow::runs::Report;
 
@@ -207,6 +208,11 @@ async fn key_and_account_errors_fail_fast_without_retry() {
             .unwrap_err();
         let text = format!("{err:#}");
         assert!(text.contains(want), "{key}: {text}");
+        assert_eq!(
+            err.kind(),
+            JobErrorKind::Fatal,
+            "{key}: the scheduler must not retry it"
+        );
         assert_eq!(stub.requests().len(), 1, "{key}: exactly one request, no retry");
     }
 

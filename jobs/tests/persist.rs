@@ -5,184 +5,22 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tokio::process::Child;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
+use common::stream::*;
 use common::{TestContext, exit_within, signal};
 use entity::{observations, rejected_records};
-use futures::future::join_all;
 use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::message::Headers;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use sea_orm::{ConnectionTrait, Database, EntityTrait, QueryOrder, Statement};
-use secrecy::ExposeSecret;
-use serde_json::value::RawValue;
+use rdkafka::producer::FutureProducer;
+use sea_orm::{ConnectionTrait, EntityTrait, QueryOrder, Statement};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use weatherflow::config::Config;
-use weatherflow::envelope::{Envelope, SCHEMA_VERSION, Source, location_key};
 use weatherflow::jobs::persist::{self, PersistRequest, PersistSummary};
-
-// ---------------------------------------------------------------- messages
-
-/// A place for generated observations.
-#[derive(Debug, Clone)]
-struct Place {
-    name: String,
-    region: String,
-    country: String,
-    lat: f64,
-    lon: f64,
-}
-
-impl Place {
-    fn numbered(i: usize) -> Self {
-        let countries = ["United Kingdom", "France", "Germany", "Spain", "Italy"];
-        Self {
-            name: format!("Town {i}"),
-            region: if i.is_multiple_of(4) {
-                String::new()
-            } else {
-                format!("Region {}", i % 7)
-            },
-            country: countries[i % countries.len()].to_owned(),
-            lat: -60.0 + (i % 120) as f64,
-            lon: -170.0 + (i % 340) as f64,
-        }
-    }
-
-    fn key(&self) -> String {
-        location_key(&self.name, &self.region, &self.country)
-    }
-}
-
-/// A `current.json` body shaped like the real London recording (weatherapi.md §4.4), with the
-/// place, time and measurements varied.
-fn payload(place: &Place, epoch: i64, temp_c: f64, humidity: i64, wind_kph: f64) -> Value {
-    json!({
-        "location": {
-            "name": place.name, "region": place.region, "country": place.country,
-            "lat": place.lat, "lon": place.lon, "tz_id": "Europe/London",
-            "localtime_epoch": epoch + 60, "localtime": "2026-01-05 17:14"
-        },
-        "current": {
-            "last_updated_epoch": epoch, "last_updated": "2026-01-05 17:00",
-            "temp_c": temp_c, "temp_f": temp_c * 1.8 + 32.0, "is_day": 0,
-            "condition": {"text": "Clear", "icon": "//cdn.weatherapi.com/weather/64x64/night/113.png", "code": 1000},
-            "wind_mph": wind_kph / 1.609, "wind_kph": wind_kph, "wind_degree": 318, "wind_dir": "NW",
-            "pressure_mb": 1015.0, "pressure_in": 29.97, "precip_mm": 0.0, "precip_in": 0.0,
-            "humidity": humidity, "cloud": 0, "feelslike_c": feels_like(temp_c), "feelslike_f": 25.0,
-            "windchill_c": -4.0, "windchill_f": 24.8, "heatindex_c": 0.0, "heatindex_f": 32.0,
-            "dewpoint_c": -6.1, "dewpoint_f": 21.1, "vis_km": 10.0, "vis_miles": 6.0, "uv": 0.0,
-            "gust_mph": 13.1, "gust_kph": 21.1,
-            "short_rad": 0, "diff_rad": 0, "dni": 0, "gti": 0
-        }
-    })
-}
-
-/// Like the API's values, one decimal (serde_json reads short decimals exactly).
-fn feels_like(temp_c: f64) -> f64 {
-    ((temp_c - 4.0) * 10.0).round() / 10.0
-}
-
-fn fetched_at() -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap()
-}
-
-/// The Kafka value for a payload, through the shared envelope type.
-fn envelope(payload: &Value, fetched_at: DateTime<Utc>) -> Vec<u8> {
-    Envelope {
-        schema_version: SCHEMA_VERSION,
-        source: Source::Simulated,
-        fetched_at,
-        query: "test".into(),
-        payload: RawValue::from_string(payload.to_string()).unwrap(),
-    }
-    .to_bytes()
-}
-
-/// An epoch in the recent past, so that no generated observation is in the future.
-fn base_epoch() -> i64 {
-    Utc::now().timestamp() - 86_400
-}
-
-/// One generated, valid message.
-#[derive(Debug, Clone)]
-struct Generated {
-    key: String,
-    observed_at: i64,
-    temp_c: f64,
-    humidity: i64,
-    wind_kph: f64,
-    place: Place,
-    fetched_at: DateTime<Utc>,
-    value: Vec<u8>,
-}
-
-fn generate(i: usize, places: usize, epoch0: i64) -> Generated {
-    let place = Place::numbered(i % places);
-    let observed_at = epoch0 + (i / places) as i64 * 900;
-    let temp_c = (((i * 37) % 700) as f64 - 300.0) / 10.0;
-    let humidity = (i * 13 % 101) as i64;
-    let wind_kph = ((i * 7) % 600) as f64 / 10.0;
-    let fetched_at = fetched_at();
-    let value = envelope(
-        &payload(&place, observed_at, temp_c, humidity, wind_kph),
-        fetched_at,
-    );
-    Generated {
-        key: place.key(),
-        observed_at,
-        temp_c,
-        humidity,
-        wind_kph,
-        place,
-        fetched_at,
-        value,
-    }
-}
-
-/// Produces and waits for the delivery report; returns (partition, offset).
-async fn send(
-    producer: &FutureProducer,
-    topic: &str,
-    key: Option<&[u8]>,
-    value: Option<&[u8]>,
-    partition: Option<i32>,
-) -> (i32, i64) {
-    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
-    if let Some(k) = key {
-        record = record.key(k);
-    }
-    if let Some(v) = value {
-        record = record.payload(v);
-    }
-    if let Some(p) = partition {
-        record = record.partition(p);
-    }
-    let delivery = producer
-        .send(record, Duration::from_secs(10))
-        .await
-        .map_err(|(e, _)| e)
-        .expect("delivery");
-    (delivery.partition, delivery.offset)
-}
-
-/// Produces many generated messages concurrently, keyed by location.
-async fn send_all(producer: &FutureProducer, topic: &str, messages: &[Generated]) -> Vec<(i32, i64)> {
-    let mut out = Vec::with_capacity(messages.len());
-    for chunk in messages.chunks(5000) {
-        let sends = chunk
-            .iter()
-            .map(|g| send(producer, topic, Some(g.key.as_bytes()), Some(&g.value), None));
-        out.extend(join_all(sends).await);
-    }
-    out
-}
 
 // ---------------------------------------------------------------- harness
 
@@ -197,13 +35,6 @@ fn config(ctx: &TestContext) -> Config {
     c
 }
 
-async fn create_topics(ctx: &TestContext) {
-    let k = &ctx.config.kafka;
-    weatherflow::kafka::ensure_topic(k, &k.observations_topic, k.partitions)
-        .await
-        .expect("create the observations topic");
-}
-
 async fn run_until_idle(config: &Config, ctx: &TestContext) -> PersistSummary {
     let run = persist::run(
         config,
@@ -215,18 +46,6 @@ async fn run_until_idle(config: &Config, ctx: &TestContext) -> PersistSummary {
         .await
         .expect("the persist job drains within 90 s")
         .expect("the persist job succeeds")
-}
-
-async fn try_count(ctx: &TestContext) -> Option<i64> {
-    let row = ctx
-        .db
-        .query_one_raw(Statement::from_string(
-            ctx.db.get_database_backend(),
-            "SELECT count(*) FROM observations",
-        ))
-        .await
-        .ok()??;
-    row.try_get_by_index::<i64>(0).ok()
 }
 
 /// Reads `n` messages from the dead-letter topic with a fresh group.
@@ -684,65 +503,6 @@ async fn two_consumers_in_one_group_share_the_partitions_without_duplicates() {
 
 // ---------------------------------------------------------------- the real binary
 
-/// `weatherflow run persist` as a child process with this test's settings; stderr goes to a file.
-fn spawn_persist(ctx: &TestContext, until_idle: bool, extra_env: &[(&str, &str)]) -> (Child, PathBuf) {
-    let mut args = vec!["run", "persist"];
-    if until_idle {
-        args.push("--until-idle");
-    }
-    let mut env = ctx.child_env_with(&[
-        ("WEATHERFLOW_PERSIST_SESSION_TIMEOUT_MS", "6000"),
-        ("WEATHERFLOW_PERSIST_IDLE_MS", "1000"),
-    ]);
-    env.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let dir = std::env::temp_dir();
-    let name = format!("{}-{}", ctx.db_name, Utc::now().timestamp_micros());
-    let child = common::spawn(&dir, &name, &args, &env);
-    (child, dir.join(format!("{name}.log")))
-}
-
-async fn wait_for_rows(ctx: &TestContext, at_least: i64, within: Duration) -> i64 {
-    let deadline = Instant::now() + within;
-    loop {
-        let n = try_count(ctx).await.unwrap_or(0);
-        if n >= at_least {
-            return n;
-        }
-        assert!(Instant::now() < deadline, "only {n} rows after {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Rows per partition: count, and the offsets they cover.
-async fn assert_every_offset_stored_once(ctx: &TestContext, deliveries: &[(i32, i64)]) {
-    let mut expected: BTreeMap<i32, BTreeSet<i64>> = BTreeMap::new();
-    for &(p, o) in deliveries {
-        expected.entry(p).or_default().insert(o);
-    }
-    let rows = ctx
-        .db
-        .query_all_raw(Statement::from_string(
-            ctx.db.get_database_backend(),
-            "SELECT kafka_partition, kafka_offset FROM observations",
-        ))
-        .await
-        .unwrap();
-    let mut stored: BTreeMap<i32, BTreeSet<i64>> = BTreeMap::new();
-    for r in &rows {
-        let p: i32 = r.try_get_by_index(0).unwrap();
-        let o: i64 = r.try_get_by_index(1).unwrap();
-        assert!(
-            stored.entry(p).or_default().insert(o),
-            "offset {p}/{o} stored twice"
-        );
-    }
-    assert_eq!(rows.len(), deliveries.len(), "one row per message");
-    assert!(
-        stored == expected,
-        "the stored offsets are exactly the produced offsets"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_backlog_then_restart_stores_every_message_exactly_once() {
     let ctx = TestContext::new().await;
@@ -795,15 +555,7 @@ async fn a_database_outage_mid_stream_loses_nothing_and_sigterm_exits_cleanly() 
     ];
     let (mut child, log) = spawn_persist(&ctx, false, &env);
 
-    // The admin connection goes to the main database; the test database's owner (our role) may
-    // refuse connections to it and end its sessions, so only this test's database goes away.
-    let admin_url = Config::load_from(None, std::env::vars())
-        .unwrap()
-        .database
-        .url
-        .expose_secret()
-        .to_owned();
-    let admin = Database::connect(&admin_url).await.expect("admin connection");
+    let outage = Outage::new(&ctx).await;
     let topic = ctx.config.kafka.observations_topic.clone();
     let produce = async {
         let mut deliveries = Vec::new();
@@ -813,31 +565,18 @@ async fn a_database_outage_mid_stream_loses_nothing_and_sigterm_exits_cleanly() 
         }
         deliveries
     };
-    let outage = async {
+    let outage_run = async {
         wait_for_rows(&ctx, 200, Duration::from_secs(60)).await;
-        let db = &ctx.db_name;
-        admin
-            .execute_unprepared(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false"))
-            .await
-            .unwrap();
-        admin
-            .execute_unprepared(&format!(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"
-            ))
-            .await
-            .unwrap();
+        outage.begin().await;
         let during = try_count(&ctx).await;
         assert!(
             during.is_none(),
             "the test database is unreachable during the outage"
         );
         tokio::time::sleep(Duration::from_secs(3)).await;
-        admin
-            .execute_unprepared(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true"))
-            .await
-            .unwrap();
+        outage.end().await;
     };
-    let (deliveries, ()) = tokio::join!(produce, outage);
+    let (deliveries, ()) = tokio::join!(produce, outage_run);
     wait_for_rows(&ctx, 3000, Duration::from_secs(60)).await;
     signal(&child, nix::sys::signal::Signal::SIGTERM);
     let status = exit_within(&mut child, Duration::from_secs(30))

@@ -18,6 +18,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+use weatherflow::job_error::JobError;
 use weatherflow::runs::{
     self, Completion, JobName, REASON_LOCK_HELD, REASON_TICK_HANDLED, RunStatus, StoredReport, Trigger,
 };
@@ -110,7 +111,7 @@ where
 /// A body that sleeps `secs`, ignoring cancellation, then succeeds.
 fn sleeper(
     secs: f64,
-) -> impl Fn(RunContext) -> futures::future::BoxFuture<'static, anyhow::Result<StoredReport>> {
+) -> impl Fn(RunContext) -> futures::future::BoxFuture<'static, Result<StoredReport, JobError>> {
     move |_ctx| {
         Box::pin(async move {
             tokio::time::sleep(Duration::from_secs_f64(secs)).await;
@@ -306,7 +307,7 @@ async fn a_run_past_its_timeout_is_cancelled_recorded_failed_and_retried() {
                 tokio::select! {
                     _ = ctx.cancel.cancelled() => {
                         seen.fetch_add(1, Ordering::SeqCst);
-                        anyhow::bail!("stopped on request")
+                        Err(JobError::retryable("stopped on request"))
                     }
                     _ = tokio::time::sleep(Duration::from_secs(30)) => Ok(StoredReport::succeeded()),
                 }
@@ -375,7 +376,7 @@ async fn failed_attempts_are_retried_with_backoff_each_in_its_own_row() {
             async move {
                 assert_eq!(ctx.attempt, n);
                 if n < 3 {
-                    anyhow::bail!("flaky failure {n}");
+                    return Err(JobError::retryable(format!("flaky failure {n}")));
                 }
                 Ok(StoredReport {
                     completion: Completion::Succeeded,
@@ -389,7 +390,7 @@ async fn failed_attempts_are_retried_with_backoff_each_in_its_own_row() {
     let broken = ScheduledJob::new(
         BROKEN,
         timing("cron = \"0 0 0 1 1 *\"\nretries = 1\nretry_backoff_secs = 1"),
-        |_ctx: RunContext| async { anyhow::bail!("always broken") as anyhow::Result<StoredReport> },
+        |_ctx: RunContext| async { Err::<StoredReport, _>(JobError::retryable("always broken")) },
     );
     let s = Scheduler::new(ctx.db.clone(), vec![flaky, broken], options("a"));
     let t = tick("2026-01-01T00:00:00Z");

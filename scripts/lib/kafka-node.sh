@@ -7,6 +7,8 @@
 #   KN_PORT            client port (PLAINTEXT on 127.0.0.1)
 #   KN_CONTROLLER_PORT controller port
 #   KN_HEAP            JVM heap, default 512m
+#   KN_EXTRA_PROPS     more server.properties lines (e.g. group.min.session.timeout.ms=1000)
+#   KN_JAVA_OPTS       more JVM options
 #
 # kn_start formats the storage once and starts the broker in the background; kn_wait_ready waits for a
 # metadata answer; kn_stop stops it with SIGTERM (clean), kn_kill with SIGKILL (the crash case).
@@ -36,6 +38,7 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 delete.topic.enable=true
+${KN_EXTRA_PROPS:-}
 PROPS
 }
 
@@ -57,9 +60,12 @@ kn_start() {
     kn_java kafka.tools.StorageTool format -t "$id" -c "$(kn_props)" >>"$(kn_log)" 2>&1
   fi
   wc -c <"$(kn_log)" 2>/dev/null >"$KN_STATE/log.offset" || echo 0 >"$KN_STATE/log.offset"
-  nohup java -Xms"${KN_HEAP:-512m}" -Xmx"${KN_HEAP:-512m}" -XX:+UseG1GC -Djava.awt.headless=true \
+  # shellcheck disable=SC2086  # KN_JAVA_OPTS is a list of options
+  nohup java -Xms"${KN_HEAP:-512m}" -Xmx"${KN_HEAP:-512m}" -XX:+UseG1GC -Djava.awt.headless=true ${KN_JAVA_OPTS:-} \
     -cp "$KN_LIBS/*" kafka.Kafka "$(kn_props)" >>"$(kn_log)" 2>&1 </dev/null &
   echo $! >"$KN_STATE/broker.pid"
+  # Not a job of the caller's shell: killing it is the point, and needs no "Killed" notice.
+  disown $! 2>/dev/null || true
 }
 
 kn_answers() {

@@ -2,14 +2,22 @@
 //!
 //! The SQL a user runs on `regression_results` lives here as constants, so the queries the manual
 //! shows are the ones the tests run.
+//!
+//! Only the results of runs that `succeeded` are shown ([`PUBLISHED`]): a run that timed out, was
+//! cancelled or failed may have committed its rows before it was stopped, and a run still going has
+//! not been judged yet. The views (`latest_regression`) apply the same rule.
 
 use chrono::{DateTime, Utc};
 use entity::regression_results;
+use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use crate::config::Config;
 use crate::db;
 use crate::jobs::analytics::SCOPE_ALL;
+
+/// The condition every reader of `regression_results` applies: the row's run succeeded.
+pub const PUBLISHED: &str = "job_run_id IN (SELECT id FROM job_runs WHERE status = 'succeeded')";
 
 /// The latest fit of every scope, `all` first, then locations by key (what `weatherflow results`
 /// prints). Served by the `(scope, fitted_at DESC)` index.
@@ -24,6 +32,7 @@ SELECT scope,
        round(rmse::numeric, 3)         AS rmse
 FROM (SELECT DISTINCT ON (scope) *
       FROM regression_results
+      WHERE job_run_id IN (SELECT id FROM job_runs WHERE status = 'succeeded')
       ORDER BY scope, fitted_at DESC, id DESC) AS latest
 ORDER BY scope <> 'all', scope";
 
@@ -38,6 +47,7 @@ SELECT fitted_at,
        round(r_squared::numeric, 4)                         AS r_squared
 FROM regression_results
 WHERE scope = 'all'
+  AND job_run_id IN (SELECT id FROM job_runs WHERE status = 'succeeded')
 WINDOW w AS (ORDER BY fitted_at, id)
 ORDER BY fitted_at, id";
 
@@ -47,6 +57,7 @@ WITH latest AS (
     SELECT DISTINCT ON (scope) scope, r_squared, slope, n_samples
     FROM regression_results
     WHERE scope <> 'all'
+      AND job_run_id IN (SELECT id FROM job_runs WHERE status = 'succeeded')
     ORDER BY scope, fitted_at DESC, id DESC
 ), ranked AS (
     SELECT *,
@@ -82,7 +93,7 @@ pub async fn run(config: &Config, scope: Option<&str>, last: u64) -> anyhow::Res
     Ok(())
 }
 
-/// The latest fit of each scope (`all` first), at most `last` scopes.
+/// The latest fit of each scope (`all` first) among succeeded runs, at most `last` scopes.
 pub async fn latest_per_scope(
     db: &DatabaseConnection,
     last: u64,
@@ -90,6 +101,7 @@ pub async fn latest_per_scope(
     use regression_results::Column;
     // LATEST_PER_SCOPE_SQL, through the entity so the rows arrive typed.
     let mut rows = regression_results::Entity::find()
+        .filter(Expr::cust(PUBLISHED))
         .distinct_on([Column::Scope])
         .order_by_asc(Column::Scope)
         .order_by_desc(Column::FittedAt)
@@ -101,13 +113,14 @@ pub async fn latest_per_scope(
     Ok(rows)
 }
 
-/// The last `last` fits of `scope`, newest first.
+/// The last `last` fits of `scope` among succeeded runs, newest first.
 pub async fn history(
     db: &DatabaseConnection,
     scope: &str,
     last: u64,
 ) -> Result<Vec<regression_results::Model>, DbErr> {
     regression_results::Entity::find()
+        .filter(Expr::cust(PUBLISHED))
         .filter(regression_results::Column::Scope.eq(scope))
         .order_by_desc(regression_results::Column::FittedAt)
         .order_by_desc(regression_results::Column::Id)
@@ -203,6 +216,13 @@ mod tests {
             .unwrap();
         assert_eq!(row[col..col + 15].iter().collect::<String>(), "       -0.25000");
         assert!(lines[2].contains("all rows"), "{t}");
+    }
+
+    #[test]
+    fn every_user_query_shows_only_succeeded_runs() {
+        for sql in [LATEST_PER_SCOPE_SQL, SLOPE_HISTORY_SQL, BEST_WORST_FIT_SQL] {
+            assert!(sql.contains(PUBLISHED), "{sql}");
+        }
     }
 
     #[test]

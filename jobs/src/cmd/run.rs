@@ -177,6 +177,9 @@ async fn persist_once(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let conn = db::connect(&config.database).await?;
+    // Persist runs in many processes at once, under no job lock: a row left `running` by one that
+    // was killed is found by its free run lock.
+    runs::close_dead(&conn, JobName::Persist).await?;
     runs::recorded(&conn, JobName::Persist, Trigger::Manual, |_| {
         persist::run(config, &conn, req, shutdown)
     })

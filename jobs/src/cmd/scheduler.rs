@@ -33,7 +33,10 @@ pub async fn run(config: &Config, with_consumer: bool, shutdown: CancellationTok
             return Ok(());
         }
         // The consumer stops at once on shutdown (it commits what it stored); it does not wait for the
-        // scheduled jobs' grace period.
+        // scheduled jobs' grace period. Rows of persist runs killed earlier are closed first.
+        runs::close_dead(&conn, JobName::Persist)
+            .await
+            .context("closing abandoned persist runs")?;
         let result = runs::recorded(&conn, JobName::Persist, Trigger::Schedule, |_| {
             persist::run(
                 config,

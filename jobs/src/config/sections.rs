@@ -48,6 +48,12 @@ section! {
         pub min_insync_replicas: Option<i32> = None;
         /// Consumer group of the persist job.
         pub consumer_group: String = "weatherflow-persist".into();
+        /// Kafka `group.instance.id` of the persist consumer, for static membership: a consumer
+        /// restarted under the same name takes its partitions back at once instead of after
+        /// `persist.session_timeout_ms` (`docs/persist.md`, failover). Every replica needs a name of
+        /// its own, stable across restarts (compose sets one per service); two live consumers with
+        /// one name fence each other. Unset: dynamic membership.
+        pub group_instance_id: Option<String> = None;
         /// Timeout of admin and metadata requests, in seconds.
         pub request_timeout_secs: u64 = 10;
         /// `security.protocol`: `plaintext` (default), `ssl`, `sasl_plaintext` or `sasl_ssl`.
@@ -164,6 +170,12 @@ section! {
         /// Observations stamped further ahead than this many seconds are quarantined as
         /// `future_timestamp`.
         pub max_future_secs: u64 = 3600;
+        /// Upper bound, in bytes, of the records the consumer holds between reading and storing:
+        /// every writer's open, waiting and in-flight batches together. Fetching pauses at this
+        /// bound and resumes below half of it, and librdkafka's own prefetch is held to a quarter of
+        /// it (at most its 64 MiB default), so large records during a database outage cannot grow
+        /// memory past it (`docs/persist.md`, flow control).
+        pub max_buffered_bytes: usize = 256 * 1024 * 1024;
         /// `max.message.bytes` of the dead-letter topic when the job creates it, and the DLQ
         /// producer's `message.max.bytes`: large enough for any record the observations topic
         /// accepts.

@@ -1,5 +1,6 @@
 //! One PostgreSQL advisory lock per job, so that a job never runs twice at once — neither within a
-//! process nor across replicas of the scheduler.
+//! process nor across replicas of the scheduler; and one per recorded run ([`RunLease`]), so that a
+//! row left `running` by a killed process can be told from a live one.
 //!
 //! Session-level advisory locks belong to the connection that took them, so the lock is taken on a
 //! connection checked out of the pool and kept for the whole run. The connection goes back to the pool
@@ -20,6 +21,7 @@ use std::time::Duration;
 use sea_orm::DatabaseConnection;
 
 use super::JobName;
+use crate::job_error::JobError;
 use sqlx::Postgres;
 use sqlx::pool::PoolConnection;
 use tokio_util::sync::CancellationToken;
@@ -117,9 +119,9 @@ impl JobLock {
     /// Runs `body` while the lock holds (manual runs). When the lock is lost, `cancel` (the body's
     /// token) is cancelled, the body gets a moment to return, and the result is the error
     /// [`LOCK_LOST`] whatever the body returned.
-    pub async fn guard<T, F>(&mut self, cancel: &CancellationToken, body: F) -> anyhow::Result<T>
+    pub async fn guard<T, F>(&mut self, cancel: &CancellationToken, body: F) -> Result<T, JobError>
     where
-        F: Future<Output = anyhow::Result<T>>,
+        F: Future<Output = Result<T, JobError>>,
     {
         tokio::pin!(body);
         tokio::select! {
@@ -130,7 +132,7 @@ impl JobLock {
         if tokio::time::timeout(MANUAL_CANCEL_WAIT, &mut body).await.is_err() {
             tracing::warn!("run ignored cancellation after its lock was lost; dropped");
         }
-        Err(anyhow::anyhow!(LOCK_LOST))
+        Err(JobError::interrupted(LOCK_LOST))
     }
 
     /// Lets the lock go. The session returns to the pool when PostgreSQL confirms the unlock, and is
@@ -169,6 +171,136 @@ impl Drop for JobLock {
     }
 }
 
+/// The high half of every run-lock key: `WFRU` in ASCII. Job lock keys are FNV hashes, so a clash with
+/// one of them is a 2^-32 chance per job, and the test below pins that it does not happen for ours.
+const RUN_KEYS: i64 = 0x5746_5255 << 32;
+
+/// The run lock of `job_runs` row `id`: [`RUN_KEYS`] with the id's low 32 bits. Two rows share a key
+/// only when their ids are 2^32 apart, and both would have to be `running` at once.
+fn run_key(id: i64) -> i64 {
+    RUN_KEYS | (id & 0xffff_ffff)
+}
+
+/// Inserts a `running` row and takes its run lock in one statement: the row becomes visible to other
+/// sessions only when the statement commits, by which time its lock is held, so no other start can
+/// mistake a starting run for a dead one.
+const START: &str = r#"WITH r AS (
+        INSERT INTO job_runs (job, "trigger", started_at, status) VALUES ($1, $2, $3, 'running')
+        RETURNING id)
+    SELECT id, pg_try_advisory_lock($4::bigint | (id & 4294967295)) FROM r"#;
+
+/// A `job_runs` row held `running` by a live process: the run's lock, on a session of its own, for as
+/// long as the run goes. If the process dies (even by SIGKILL), the server ends the session and frees
+/// the lock, and the next start of the job sees the row's lock free and closes it as abandoned
+/// ([`super::close_dead`]).
+///
+/// The lock says nothing once its session is lost under a live run (a PostgreSQL restart): a start in
+/// that window closes the live run's row, and the live run's own close then overwrites it with the
+/// run's real outcome.
+#[derive(Debug)]
+pub struct RunLease {
+    /// The session holding the run lock; `None` once released.
+    conn: Option<PoolConnection<Postgres>>,
+    /// The row.
+    id: i64,
+}
+
+impl RunLease {
+    /// Inserts a `running` row of `job` and holds its run lock.
+    pub async fn start(
+        db: &DatabaseConnection,
+        job: JobName,
+        trigger: super::Trigger,
+    ) -> Result<Self, sqlx::Error> {
+        let mut conn = db.get_postgres_connection_pool().acquire().await?;
+        let started = sqlx::query_as::<_, (i64, bool)>(START)
+            .bind(job.as_str())
+            .bind(trigger.as_str())
+            .bind(chrono::Utc::now())
+            .bind(RUN_KEYS)
+            .fetch_one(&mut *conn)
+            .await;
+        match started {
+            Ok((id, true)) => Ok(Self { conn: Some(conn), id }),
+            Ok((id, false)) => {
+                // Only another row 2^32 ids away could hold it. The row stays without a holder, and
+                // will be closed as abandoned by the next start; this run does not go ahead.
+                conn.close().await?;
+                Err(sqlx::Error::Protocol(format!(
+                    "the run lock of job_runs row {id} is taken"
+                )))
+            }
+            Err(e) => {
+                conn.close_on_drop();
+                Err(e)
+            }
+        }
+    }
+
+    /// The row's id.
+    pub fn run_id(&self) -> i64 {
+        self.id
+    }
+
+    /// Lets the run lock go (after the row was closed). A session that cannot confirm the unlock is
+    /// closed, which frees the lock too.
+    pub async fn release(mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let unlocked = sqlx::query_scalar::<_, bool>("SELECT pg_advisory_unlock($1)")
+            .bind(run_key(self.id))
+            .fetch_one(&mut *conn)
+            .await;
+        if !matches!(unlocked, Ok(true)) {
+            conn.close_on_drop();
+        }
+    }
+}
+
+impl Drop for RunLease {
+    /// A lease dropped without [`RunLease::release`] ends its session, which frees the lock.
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.as_mut() {
+            conn.close_on_drop();
+        }
+    }
+}
+
+/// The `running` rows of `job` whose run locks are free: their processes are gone. Each lock is
+/// probed by taking it and letting it go at once, on a session of its own.
+pub(crate) async fn dead_runs(db: &DatabaseConnection, job: JobName) -> Result<Vec<i64>, sqlx::Error> {
+    let pool = db.get_postgres_connection_pool();
+    let running: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM job_runs WHERE job = $1 AND status = 'running'")
+            .bind(job.as_str())
+            .fetch_all(pool)
+            .await?;
+    if running.is_empty() {
+        return Ok(running);
+    }
+    let mut conn = pool.acquire().await?;
+    let mut dead = Vec::new();
+    for id in running {
+        let probe = sqlx::query_scalar::<_, bool>(
+            "SELECT CASE WHEN pg_try_advisory_lock($1) THEN pg_advisory_unlock($1) ELSE false END",
+        )
+        .bind(run_key(id))
+        .fetch_one(&mut *conn)
+        .await;
+        match probe {
+            Ok(true) => dead.push(id),
+            Ok(false) => {}
+            Err(e) => {
+                // Whether the probe left the lock taken is unknown: end the session to be sure.
+                conn.close_on_drop();
+                return Err(e);
+            }
+        }
+    }
+    Ok(dead)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,5 +311,14 @@ mod tests {
         // derivation would let an old and a new replica run the same job at the same time.
         assert_eq!(lock_key(JobName::Fetch), -8_803_945_616_327_527_799);
         assert_eq!(lock_key(JobName::Analytics), -1_410_845_777_585_713_715);
+    }
+
+    #[test]
+    fn run_keys_never_meet_job_keys() {
+        for job in JobName::ALL {
+            assert_ne!(lock_key(*job) >> 32, RUN_KEYS >> 32, "{job}");
+        }
+        assert_eq!(run_key(7), 0x5746_5255_0000_0007);
+        assert_eq!(run_key(7 + (1 << 32)), run_key(7));
     }
 }

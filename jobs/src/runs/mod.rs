@@ -1,5 +1,6 @@
 //! Run history: every job run, scheduled or manual, is a `job_runs` row that goes
-//! `running` → `succeeded` | `failed` | `skipped`.
+//! `running` → `succeeded` | `failed` | `skipped`. A row left `running` by a process that died is
+//! closed as `failed` ([`ABANDONED`]) by the next start that can prove it dead ([`close_abandoned`]).
 //!
 //! This module owns the `job_runs` queries, including the ones the scheduler needs to keep runs from
 //! overlapping (which ticks were handled, which rows were abandoned by a dead process).
@@ -18,6 +19,8 @@ use sea_orm::{
 use serde_json::Value;
 
 pub use entity::job_runs::{JobName, RunStatus, Trigger};
+
+use crate::job_error::{JobError, JobErrorKind, JobResultExt};
 
 /// How often a long run logs that it is still going (manual runs through [`recorded`], and every
 /// scheduled attempt).
@@ -183,65 +186,98 @@ pub async fn finish(
     Ok(())
 }
 
+/// How often, and how far apart, [`recorded`] tries to close its row: a run that ended in a database
+/// outage (a persist run stopped during one) records its outcome if the database is back within
+/// about 5 s, rather than leaving its row to be closed as abandoned.
+const FINISH_TRIES: u32 = 10;
+const FINISH_PAUSE: Duration = Duration::from_millis(500);
+
+/// [`finish`], tried up to [`FINISH_TRIES`] times.
+async fn finish_patiently(
+    db: &DatabaseConnection,
+    id: i64,
+    status: RunStatus,
+    records: (Option<i64>, Option<i64>),
+    error: Option<String>,
+    details: Option<Value>,
+) -> Result<(), DbErr> {
+    let mut tries = 1;
+    loop {
+        match finish(db, id, status, records, error.clone(), details.clone()).await {
+            Err(e) if tries < FINISH_TRIES => {
+                tracing::warn!(run_id = id, error = %e, "recording the run's outcome failed; trying again");
+                tries += 1;
+                tokio::time::sleep(FINISH_PAUSE).await;
+            }
+            done => return done,
+        }
+    }
+}
+
 /// Runs `body` inside a `job_runs` row: `running` before, the outcome after. The body gets the run's id
-/// (analytics links its results to it). A failed body is recorded with its full error chain and
-/// returned to the caller unchanged.
+/// (analytics links its results to it). A failed body is recorded `failed` with its full error chain
+/// (and its partial report, when it has one) and returned to the caller unchanged.
+///
+/// While the body runs, the row's process holds the row's run lock ([`lock::RunLease`]), so that a
+/// later start can tell a row left `running` by a killed process from a live one
+/// ([`close_dead`]).
 pub async fn recorded<T, F, Fut>(
     db: &DatabaseConnection,
     job: JobName,
     trigger: Trigger,
     body: F,
-) -> anyhow::Result<T>
+) -> Result<T, JobError>
 where
     T: Report,
     F: FnOnce(i64) -> Fut,
-    Fut: Future<Output = anyhow::Result<T>>,
+    Fut: Future<Output = Result<T, JobError>>,
 {
-    let id = start(db, job, trigger).await?;
+    let lease = lock::RunLease::start(db, job, trigger)
+        .await
+        .job(JobErrorKind::Retryable, "recording the run's start in job_runs")?;
+    let id = lease.run_id();
     tracing::info!(
         job = job.as_str(),
         run_id = id,
         trigger = trigger.as_str(),
         "run started"
     );
-    match with_progress(job, id, body(id)).await {
+    let result = with_progress(job, id, body(id)).await;
+    let (status, records, error, details) = match &result {
         Ok(report) => {
-            let status = StoredReport::of(&report).status();
-            finish(
-                db,
-                id,
-                status,
-                (report.records_in(), report.records_out()),
-                None,
-                Some(report.details()),
-            )
-            .await?;
-            tracing::info!(
-                job = job.as_str(),
-                run_id = id,
-                status = status.as_str(),
-                "run finished"
-            );
-            Ok(report)
+            let stored = StoredReport::of(report);
+            let records = (stored.records_in, stored.records_out);
+            (stored.status(), records, None, Some(stored.details))
         }
         Err(err) => {
-            let message = format!("{err:#}");
-            if let Err(db_err) = finish(
-                db,
-                id,
-                RunStatus::Failed,
-                (None, None),
-                Some(message.clone()),
-                None,
-            )
-            .await
-            {
-                tracing::error!(job = job.as_str(), run_id = id, error = %db_err, "could not record the failed run");
-            }
-            tracing::error!(job = job.as_str(), run_id = id, error = %message, "run failed");
-            Err(err)
+            let partial = err.report();
+            let records = partial.map_or((None, None), |r| (r.records_in, r.records_out));
+            let details = partial.map(|r| r.details.clone());
+            (RunStatus::Failed, records, Some(err.to_string()), details)
+        }
+    };
+    let recorded = finish_patiently(db, id, status, records, error, details).await;
+    // The lease goes only once the row is closed: a row is never `running` without a live holder
+    // unless its process died.
+    lease.release().await;
+    match &result {
+        Ok(_) => tracing::info!(
+            job = job.as_str(),
+            run_id = id,
+            status = status.as_str(),
+            "run finished"
+        ),
+        Err(err) => {
+            tracing::error!(job = job.as_str(), run_id = id, kind = err.kind().as_str(), error = %err, "run failed")
         }
     }
+    if let Err(db_err) = recorded {
+        tracing::error!(job = job.as_str(), run_id = id, error = %db_err, "could not record the run's outcome");
+        if result.is_ok() {
+            return Err(JobError::retryable(db_err).context("recording the run's outcome in job_runs"));
+        }
+    }
+    result
 }
 
 /// Awaits `body`, logging every [`PROGRESS_EVERY`] that run `run_id` of `job` is still going, so a
@@ -319,18 +355,55 @@ pub async fn has_running(db: &DatabaseConnection, job: JobName) -> Result<bool, 
     row.map_or(Ok(false), |r| r.try_get_by_index::<bool>(0))
 }
 
-/// Closes the `running` scheduled rows of `job` as failed with `error`. Only sound under the job's
-/// advisory lock: a scheduled run holds the lock until its row is closed, so a `running` row found while
-/// holding the lock belongs to a process that died. Returns how many rows were closed.
-pub async fn close_abandoned(db: &DatabaseConnection, job: JobName, error: &str) -> Result<u64, DbErr> {
-    let res = db
-        .execute_raw(stmt(
-            r#"UPDATE job_runs SET status = 'failed', finished_at = now(), error = $2
-               WHERE job = $1 AND "trigger" = 'schedule' AND status = 'running'"#,
-            vec![job.as_str().into(), error.into()],
-        ))
-        .await?;
+/// The error of a `running` row closed because the process running it is gone.
+pub const ABANDONED: &str = "abandoned: the process running it stopped without closing the run";
+
+/// Which `running` rows [`close_abandoned`] closes: the two ways of knowing that a row's process died.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Abandoned {
+    /// Every `running` scheduled row of the job. Only sound under the job's advisory lock: a scheduled
+    /// run holds the lock until its row is closed, so a `running` row found while holding the lock
+    /// belongs to a process that died.
+    Scheduled(JobName),
+    /// The row with this id, whose run lock was found free ([`close_dead`]).
+    Run(i64),
+}
+
+/// Closes the rows `which` names as failed ([`ABANDONED`]) if they are still `running`. Returns how
+/// many rows were closed.
+pub async fn close_abandoned(db: &DatabaseConnection, which: Abandoned) -> Result<u64, DbErr> {
+    let (filter, key) = match which {
+        Abandoned::Scheduled(job) => (r#"job = $2 AND "trigger" = 'schedule'"#, job.as_str().into()),
+        Abandoned::Run(id) => ("id = $2", id.into()),
+    };
+    let sql = format!(
+        "UPDATE job_runs SET status = 'failed', finished_at = now(), error = $1 \
+         WHERE status = 'running' AND {filter}"
+    );
+    let res = db.execute_raw(stmt(&sql, vec![ABANDONED.into(), key])).await?;
     Ok(res.rows_affected())
+}
+
+/// Closes the `running` rows of `job` whose process is gone, found by their free run locks
+/// ([`lock::RunLease`]). For jobs whose every run goes through [`recorded`] (persist, which runs in
+/// many processes at once and has no job lock); a scheduled fetch or analytics row holds no run lock,
+/// and is closed by the scheduler under the job's lock instead. Returns how many rows were closed.
+pub async fn close_dead(db: &DatabaseConnection, job: JobName) -> Result<u64, DbErr> {
+    let dead = lock::dead_runs(db, job)
+        .await
+        .map_err(|e| DbErr::Custom(format!("probing the run locks of {job}: {e}")))?;
+    let mut closed = 0;
+    for id in dead {
+        closed += close_abandoned(db, Abandoned::Run(id)).await?;
+    }
+    if closed > 0 {
+        tracing::warn!(
+            job = job.as_str(),
+            rows = closed,
+            "closed runs abandoned by a stopped process"
+        );
+    }
+    Ok(closed)
 }
 
 /// The latest run of each job, leaving out ticks the scheduler skipped because another run had them

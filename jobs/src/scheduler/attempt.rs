@@ -1,5 +1,7 @@
 //! The attempts of one tick: each attempt is its own `job_runs` row, bounded by the job's timeout;
-//! failed attempts are retried after an exponential backoff, up to the job's `retries`.
+//! attempts that failed with a retryable error ([`JobErrorKind::Retryable`]) or timed out are retried
+//! after an exponential backoff, up to the job's `retries`. A fatal error (a bad key, a used-up quota,
+//! a bad configuration) ends the tick at its first attempt: another would fail the same way.
 
 use std::time::Duration;
 
@@ -10,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::job::{RunContext, ScheduledJob};
 use super::{Env, Tick, TickOutcome};
 use crate::backoff::Backoff;
+use crate::job_error::{JobError, JobErrorKind};
 use crate::runs::lock::LOCK_LOST;
 use crate::runs::{self, RunStatus, StoredReport, Trigger};
 
@@ -18,8 +21,10 @@ use crate::runs::{self, RunStatus, StoredReport, Trigger};
 enum End {
     /// Succeeded or skipped: done with this tick.
     Done(RunStatus),
-    /// Failed or timed out: worth another attempt.
+    /// Failed with a retryable error, or timed out: worth another attempt.
     Failed,
+    /// Failed with an error another attempt would repeat: no more attempts this tick.
+    GaveUp,
     /// Cancelled at shutdown or for a lost lock: no more attempts.
     Cancelled,
 }
@@ -27,7 +32,7 @@ enum End {
 /// Why the scheduler stopped waiting for a body.
 enum Stop {
     /// The body returned.
-    Returned(anyhow::Result<StoredReport>),
+    Returned(Result<StoredReport, JobError>),
     /// The attempt ran past the job's timeout.
     TimedOut,
     /// The shutdown grace period ran out.
@@ -66,7 +71,7 @@ pub(super) async fn run(
         run_ids.push(id);
         match end {
             End::Done(status) => return Ok(TickOutcome::Ran { status, run_ids }),
-            End::Cancelled => break,
+            End::Cancelled | End::GaveUp => break,
             End::Failed => {}
         }
     }
@@ -137,7 +142,17 @@ async fn one(
     };
     let (end, error, outcome) = match stop {
         Stop::Returned(Ok(outcome)) => (End::Done(outcome.status()), None, Some(outcome)),
-        Stop::Returned(Err(e)) => (End::Failed, Some(format!("{e:#}")), None),
+        Stop::Returned(Err(e)) => {
+            let end = match e.kind() {
+                JobErrorKind::Retryable => End::Failed,
+                JobErrorKind::Fatal => End::GaveUp,
+                JobErrorKind::Interrupted => End::Cancelled,
+            };
+            if end == End::GaveUp && attempt <= job.timing.retries {
+                tracing::warn!(job = %job.name, run_id = id, attempt, "fatal error: not retried");
+            }
+            (end, Some(e.to_string()), e.report().cloned())
+        }
         Stop::TimedOut | Stop::Shutdown | Stop::LockLost => {
             // Ask the body to stop, and give it a moment to wind down cleanly (a partial summary is
             // kept); a body that ignores the token is dropped.
@@ -146,7 +161,11 @@ async fn one(
             if late.is_err() {
                 tracing::warn!(job = %job.name, run_id = id, "run ignored cancellation; dropped");
             }
-            let partial = late.ok().and_then(Result::ok);
+            let partial = match late {
+                Ok(Ok(report)) => Some(report),
+                Ok(Err(e)) => e.report().cloned(),
+                Err(_) => None,
+            };
             if matches!(stop, Stop::TimedOut) {
                 let error = format!("timed out after {} s", job.timing.timeout_secs);
                 (End::Failed, Some(error), partial)
@@ -163,7 +182,7 @@ async fn one(
     };
     let status = match end {
         End::Done(status) => status,
-        End::Failed | End::Cancelled => RunStatus::Failed,
+        End::Failed | End::GaveUp | End::Cancelled => RunStatus::Failed,
     };
     let records = outcome
         .as_ref()

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
+use crate::job_error::JobError;
 use crate::runs::{JobName, Report, StoredReport};
 use crate::schedules::Timing;
 
@@ -26,8 +27,10 @@ pub struct RunContext {
     pub cancel: CancellationToken,
 }
 
-/// A job body: one attempt, from its context to its stored outcome.
-pub type JobBody = Arc<dyn Fn(RunContext) -> BoxFuture<'static, anyhow::Result<StoredReport>> + Send + Sync>;
+/// A job body: one attempt, from its context to its stored outcome. Its error's kind decides whether
+/// the scheduler tries again.
+pub type JobBody =
+    Arc<dyn Fn(RunContext) -> BoxFuture<'static, Result<StoredReport, JobError>> + Send + Sync>;
 
 /// A job the scheduler runs on its cron schedule.
 #[derive(Clone)]
@@ -45,7 +48,7 @@ impl ScheduledJob {
     pub fn new<F, Fut, R>(name: JobName, timing: Timing, body: F) -> Self
     where
         F: Fn(RunContext) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = anyhow::Result<R>> + Send + 'static,
+        Fut: Future<Output = Result<R, JobError>> + Send + 'static,
         R: Report,
     {
         let body = Arc::new(body);

@@ -40,9 +40,6 @@ use crate::config::SchedulerConfig;
 use crate::runs::lock::{self, JobLock};
 use crate::runs::{self, JobName, RunStatus, Trigger};
 
-/// The error of a `running` row closed because the process running it is gone.
-const ABANDONED: &str = "abandoned: the process running it stopped without closing the run";
-
 /// After cancelling runs at shutdown, how much longer than the cancel wait to give them to record
 /// their rows before their tasks are aborted.
 const RECORD_MARGIN: Duration = Duration::from_secs(5);
@@ -361,7 +358,7 @@ async fn locked(
         tracing::info!(job = %job.name, wait_ms = wait.as_millis() as u64, "a run is recorded running; waiting for it to stop");
         tokio::time::sleep(wait).await;
     }
-    let closed = runs::close_abandoned(&env.db, job.name, ABANDONED).await?;
+    let closed = runs::close_abandoned(&env.db, runs::Abandoned::Scheduled(job.name)).await?;
     if closed > 0 {
         tracing::warn!(job = %job.name, rows = closed, "closed runs abandoned by a stopped process");
     }

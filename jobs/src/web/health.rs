@@ -116,10 +116,12 @@ SELECT job, status, count(*)::int8 AS n,
        extract(epoch FROM max(finished_at) FILTER (WHERE status = 'succeeded'))::float8 AS last_ok
 FROM job_runs GROUP BY job, status";
 
-/// The latest fit of each scope.
+/// The latest fit of each scope, among succeeded runs (as `weatherflow results` shows them).
 const FITS_SQL: &str = "\
 SELECT DISTINCT ON (scope) scope, n_samples, r_squared, slope
-FROM regression_results ORDER BY scope, fitted_at DESC, id DESC";
+FROM regression_results
+WHERE job_run_id IN (SELECT id FROM job_runs WHERE status = 'succeeded')
+ORDER BY scope, fitted_at DESC, id DESC";
 
 async fn collect(state: &AppState) -> Result<(), sea_orm::DbErr> {
     let q = |sql: &str| Statement::from_string(DbBackend::Postgres, sql);

@@ -1,131 +1,221 @@
-//! End-to-end latency at a low rate: from a message's send to its row being visible.
+//! End-to-end latency and its budget: messages produced at a steady rate to a running consumer,
+//! each batch's first record stamped at every stage (`persist::probe`), matched to its send time by
+//! partition and offset.
+//!
+//! The topic stamps messages with the broker's append time (`message.timestamp.type=LogAppendTime`),
+//! so the budget splits at the broker too: produce → append, append → poll, poll → hand-off to a
+//! writer, hand-off → the writer takes it, → COPY done, → COMMIT done. A batch's first record is the
+//! one that waited longest in it, so the figures are each batch's worst record.
 
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rdkafka::producer::FutureProducer;
-use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use sea_orm::ConnectionTrait;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::jobs::persist::probe::{Probe, Stamps};
 use crate::jobs::persist::{self, PersistRequest};
 
 use super::{PLACES, Scratch, envelope_bytes, payload, send};
 
-/// Messages for the latency run, and their rate.
-const LATENCY_MESSAGES: u64 = 1000;
-const LATENCY_RATE_PER_SEC: u64 = 100;
+/// The runs: messages per second, and for how long.
+const RATES: [(u64, u64); 2] = [(100, 10), (2000, 5)];
 
-/// A running consumer on a fresh topic; messages produced at a low rate carry their send time in
-/// `fetched_at`; a poller sees each row appear (5 ms polling) and takes the difference.
+/// Runs the latency measurement at each rate of [`RATES`] and prints the budget.
 pub(super) async fn latency(
     s: &Scratch,
     producer: &FutureProducer,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut c = s.config.clone();
-    c.kafka.observations_topic = format!("{}-latency", s.config.kafka.observations_topic);
-    c.kafka.dlq_topic = format!("{}-latency.dlq", s.config.kafka.observations_topic);
-    c.kafka.consumer_group = format!("{}-latency", s.config.kafka.consumer_group);
-    crate::kafka::ensure_topic(&c.kafka, &c.kafka.observations_topic, c.kafka.partitions).await?;
-    s.db.execute_unprepared("TRUNCATE observations").await?;
-    let stop = shutdown.child_token();
-    let consumer = persist::run(&c, &s.db, PersistRequest { until_idle: false }, stop.clone());
-    let measure = async {
-        let result = measure_latency(&c, &s.db, producer).await;
-        stop.cancel();
-        result
-    };
-    let (summary, latencies) = tokio::join!(consumer, measure);
-    summary?;
-    let mut latencies = latencies?;
-    latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
-    println!(
-        "  latency at {LATENCY_RATE_PER_SEC} msg/s, produce -> row committed (n={}): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        latencies.len(),
-        ms(pct(0.50)),
-        ms(pct(0.99)),
-        ms(pct(1.0))
-    );
+    for (rate, secs) in RATES {
+        let c = config_at(&s.config, rate);
+        let result = run_at(s, &c, producer, shutdown, rate, secs).await;
+        let topics = [c.kafka.observations_topic.as_str(), c.kafka.dlq_topic.as_str()];
+        crate::kafka::delete_topics(&c.kafka, &topics).await?;
+        result?;
+    }
     Ok(())
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
+/// The bench's configuration for the run at `rate`: topics and group of its own.
+fn config_at(base: &Config, rate: u64) -> Config {
+    let mut c = base.clone();
+    let k = &base.kafka;
+    c.kafka.observations_topic = format!("{}-latency-{rate}", k.observations_topic);
+    c.kafka.dlq_topic = format!("{}-latency-{rate}.dlq", k.observations_topic);
+    c.kafka.consumer_group = format!("{}-latency-{rate}", k.consumer_group);
+    c
 }
 
-async fn measure_latency(
+/// Every topic the latency runs may create, for the bench's clean-up.
+pub(super) fn topics(base: &Config) -> Vec<String> {
+    RATES
+        .iter()
+        .flat_map(|&(rate, _)| {
+            let c = config_at(base, rate);
+            [c.kafka.observations_topic, c.kafka.dlq_topic]
+        })
+        .collect()
+}
+
+async fn run_at(
+    s: &Scratch,
     c: &Config,
-    db: &DatabaseConnection,
     producer: &FutureProducer,
-) -> anyhow::Result<Vec<Duration>> {
-    let topic = &c.kafka.observations_topic;
+    shutdown: &CancellationToken,
+    rate: u64,
+    secs: u64,
+) -> anyhow::Result<()> {
+    let append_time = [("message.timestamp.type", "LogAppendTime")];
+    crate::kafka::ensure_topic_with(
+        &c.kafka,
+        &c.kafka.observations_topic,
+        c.kafka.partitions,
+        &append_time,
+    )
+    .await?;
+    s.db.execute_unprepared("TRUNCATE observations").await?;
+    let probe = Probe::default();
+    let stop = shutdown.child_token();
+    let req = PersistRequest { until_idle: false };
+    let consumer = persist::run_probed(c, &s.db, req, stop.clone(), Some(probe.clone()));
+    let measure = async {
+        let result = produce(c, producer, &probe, rate, secs).await;
+        stop.cancel();
+        result
+    };
+    let (summary, sent) = tokio::join!(consumer, measure);
+    summary?;
+    let sent = sent?;
+    report(rate, &sent, &probe.take());
+    Ok(())
+}
+
+/// Produces `rate` messages a second for `secs` seconds after a warm-up; returns each message's
+/// send time by (partition, offset).
+async fn produce(
+    c: &Config,
+    producer: &FutureProducer,
+    probe: &Probe,
+    rate: u64,
+    secs: u64,
+) -> anyhow::Result<HashMap<(i32, i64), DateTime<Utc>>> {
+    let topic = c.kafka.observations_topic.as_str();
     let epoch0 = Utc::now().timestamp() - 86_400;
-    // Warm-up: wait until the consumer has joined the group and stored one row.
-    // Place 0, one step after the measured messages' time: a row of its own.
-    let (key, body) = payload(PLACES, epoch0);
-    send(producer, topic, &key, &envelope_bytes(body, Utc::now())?).await?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let warm_up = loop {
+    // Warm-up: one message per partition's worth of places, until the consumer has joined the
+    // group and stored a batch; its stamps are dropped.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut i = 10 * PLACES;
+    while probe.take().is_empty() {
         anyhow::ensure!(
-            Instant::now() < deadline,
+            tokio::time::Instant::now() < deadline,
             "the latency consumer stored nothing within 60 s"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        if let Some((id, _)) = new_rows(db, 0).await?.last() {
-            break *id;
-        }
-    };
+        let (key, body) = payload(i, epoch0);
+        i += 1;
+        send(producer, topic, &key, &envelope_bytes(body, Utc::now())?).await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = probe.take();
 
-    let produce = async {
-        let mut tick = tokio::time::interval(Duration::from_millis(1000 / LATENCY_RATE_PER_SEC));
-        for i in 0..LATENCY_MESSAGES {
-            tick.tick().await;
-            let (key, body) = payload(i, epoch0);
-            // Stamped just before the send; millisecond precision like every fetched_at.
-            let now = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap_or_else(Utc::now);
-            send(producer, topic, &key, &envelope_bytes(body, now)?).await?;
-        }
-        anyhow::Ok(())
-    };
-    let poll = async {
-        // Writers commit out of id order, so rows are remembered by id rather than by a high-water
-        // mark; the table holds only this run's rows.
-        let mut seen = std::collections::HashSet::new();
-        let mut latencies = Vec::with_capacity(LATENCY_MESSAGES as usize);
-        let deadline = Instant::now() + Duration::from_secs(LATENCY_MESSAGES / LATENCY_RATE_PER_SEC + 30);
-        while (latencies.len() as u64) < LATENCY_MESSAGES && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            let now = Utc::now();
-            for (id, fetched_at) in new_rows(db, warm_up).await? {
-                if seen.insert(id) {
-                    latencies.push((now - fetched_at).to_std().unwrap_or_default());
-                }
-            }
-        }
-        anyhow::ensure!(
-            latencies.len() as u64 == LATENCY_MESSAGES,
-            "only {} of {LATENCY_MESSAGES} latency rows arrived",
-            latencies.len()
-        );
-        Ok(latencies)
-    };
-    let (produced, latencies) = tokio::join!(produce, poll);
-    produced?;
-    latencies
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..rate * secs {
+        tick.tick().await;
+        let (key, body) = payload(i, epoch0);
+        let value = envelope_bytes(body, Utc::now())?;
+        let producer = producer.clone();
+        let topic = topic.to_owned();
+        let sent_at = Utc::now();
+        sends.spawn(async move {
+            send(&producer, &topic, &key, &value)
+                .await
+                .map(|at| (at, sent_at))
+        });
+    }
+    let mut sent = HashMap::with_capacity((rate * secs) as usize);
+    while let Some(done) = sends.join_next().await {
+        let (at, sent_at) = done??;
+        sent.insert(at, sent_at);
+    }
+    // Let the consumer store the tail.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(sent)
 }
 
-async fn new_rows(db: &DatabaseConnection, after: i64) -> anyhow::Result<Vec<(i64, DateTime<Utc>)>> {
-    let rows = db
-        .query_all_raw(Statement::from_sql_and_values(
-            db.get_database_backend(),
-            "SELECT id, fetched_at FROM observations WHERE id > $1 ORDER BY id",
-            [after.into()],
-        ))
-        .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get_by_index(0)?, r.try_get_by_index(1)?)))
-        .collect::<Result<_, sea_orm::DbErr>>()
-        .map_err(Into::into)
+/// One stage's share of the budget: p50 and p99 in milliseconds.
+struct Stage {
+    name: &'static str,
+    ms: Vec<f64>,
+}
+
+impl Stage {
+    fn pct(&self, p: f64) -> f64 {
+        if self.ms.is_empty() {
+            return f64::NAN;
+        }
+        self.ms[((self.ms.len() - 1) as f64 * p).round() as usize]
+    }
+}
+
+fn report(rate: u64, sent: &HashMap<(i32, i64), DateTime<Utc>>, stamps: &[Stamps]) {
+    let mut stages = [
+        "produce -> broker append",
+        "append -> poll",
+        "poll -> handed to a writer",
+        "handed -> writer starts",
+        "writer -> COPY done",
+        "COPY done -> COMMIT done",
+        "total: produce -> COMMIT done",
+    ]
+    .map(|name| Stage { name, ms: Vec::new() });
+    let gap = |a: DateTime<Utc>, b: Option<DateTime<Utc>>| {
+        b.map(|b| (b - a).num_microseconds().unwrap_or(0) as f64 / 1000.0)
+    };
+    let (mut batches, mut records) = (0, 0);
+    for st in stamps {
+        let Some(&sent_at) = sent.get(&(st.partition, st.offset)) else {
+            continue;
+        };
+        batches += 1;
+        records += st.records;
+        let appended = st.kafka_ms.and_then(DateTime::from_timestamp_millis);
+        let points = [
+            Some(sent_at),
+            appended,
+            Some(st.polled),
+            st.handed,
+            st.writing,
+            st.copied,
+            st.committed,
+        ];
+        for (k, pair) in points.windows(2).enumerate() {
+            if let [Some(a), b] = pair
+                && let Some(ms) = gap(*a, *b)
+            {
+                stages[k].ms.push(ms);
+            }
+        }
+        if let Some(ms) = gap(sent_at, st.committed) {
+            stages[6].ms.push(ms);
+        }
+    }
+    for stage in &mut stages {
+        stage.ms.sort_by(f64::total_cmp);
+    }
+    println!(
+        "  latency budget at {rate} msg/s ({} messages, {batches} batches, {records} records in them; each batch's first record):",
+        sent.len()
+    );
+    for stage in &stages {
+        println!(
+            "    {:<32} p50 {:>6.2} ms   p99 {:>6.2} ms",
+            stage.name,
+            stage.pct(0.50),
+            stage.pct(0.99)
+        );
+    }
 }

@@ -64,14 +64,9 @@ impl Scratch {
     async fn drop_all(self) {
         self.db.close().await.ok();
         let k = &self.config.kafka;
-        let latency_topic = format!("{}-latency", k.observations_topic);
-        let latency_dlq = format!("{}-latency.dlq", k.observations_topic);
-        let topics = [
-            k.observations_topic.as_str(),
-            k.dlq_topic.as_str(),
-            latency_topic.as_str(),
-            latency_dlq.as_str(),
-        ];
+        let mut names = vec![k.observations_topic.clone(), k.dlq_topic.clone()];
+        names.extend(latency::topics(&self.config));
+        let topics: Vec<&str> = names.iter().map(String::as_str).collect();
         if let Err(e) = crate::kafka::delete_topics(k, &topics).await {
             eprintln!("warning: could not delete the bench topics: {e}");
         }
@@ -235,13 +230,14 @@ pub(super) fn envelope_bytes(body: String, fetched_at: DateTime<Utc>) -> anyhow:
 }
 
 /// Produces one message and waits for its delivery report.
+/// Sends one message and waits for its delivery; returns its partition and offset.
 pub(super) async fn send(
     producer: &FutureProducer,
     topic: &str,
     key: &str,
     value: &[u8],
-) -> anyhow::Result<()> {
-    producer
+) -> anyhow::Result<(i32, i64)> {
+    let delivery = producer
         .send(
             FutureRecord::to(topic).key(key).payload(value),
             Duration::from_secs(30),
@@ -249,7 +245,7 @@ pub(super) async fn send(
         .await
         .map_err(|(e, _)| e)
         .context("producing a bench message")?;
-    Ok(())
+    Ok((delivery.partition, delivery.offset))
 }
 
 async fn produce_backlog(producer: &FutureProducer, topic: &str, messages: u64) -> anyhow::Result<()> {

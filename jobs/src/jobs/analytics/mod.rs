@@ -3,8 +3,11 @@
 //! [`read`] → [`fit`] → [`draw`] → [`write`]. The observations of the window are streamed into one
 //! design matrix, ordered by location; scope `all` is fitted on the whole matrix and every
 //! location with enough samples on its own rows. All results of a run are written in one
-//! transaction, linked to the run's `job_runs` row, or none are (a failure or a shutdown before the
-//! commit leaves the table untouched).
+//! transaction, linked to the run's `job_runs` row, or none are (a failure or a cancellation before
+//! the commit leaves the table untouched; the token is checked inside the transaction, just before
+//! it commits). Rows are results only once their run is recorded `succeeded`: a run stopped just
+//! after its commit (a timeout that fired during it) is recorded failed, and every reader
+//! (`weatherflow results`, the web API, the `latest_regression` view) leaves its rows out.
 
 pub mod draw;
 pub mod fit;
@@ -16,7 +19,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 use sea_orm::DatabaseConnection;
 use serde_json::json;
@@ -26,6 +28,7 @@ use self::draw::PlotPlan;
 use self::fit::{FITTER_QUEUE, LineFit};
 use self::read::Samples;
 use crate::config::Config;
+use crate::job_error::{JobError, JobErrorKind, JobResultExt};
 use crate::partitions::{self, Maintenance, Policy};
 use crate::runs::{Completion, Report};
 
@@ -71,6 +74,16 @@ pub enum AnalyticsError {
     /// A requested plot could not be written (nothing was stored: plots are drawn before the write).
     #[error(transparent)]
     Plot(#[from] draw::PlotError),
+}
+
+impl From<AnalyticsError> for JobError {
+    fn from(e: AnalyticsError) -> Self {
+        match e {
+            AnalyticsError::Interrupted => JobError::interrupted(e),
+            // The same window and the same plot directory fail the same way on another attempt.
+            AnalyticsError::EmptyWindow { .. } | AnalyticsError::Plot(_) => JobError::fatal(e),
+        }
+    }
 }
 
 /// One fitted scope.
@@ -206,7 +219,7 @@ pub async fn run(
     run_id: i64,
     req: AnalyticsRequest,
     shutdown: CancellationToken,
-) -> anyhow::Result<AnalyticsSummary> {
+) -> Result<AnalyticsSummary, JobError> {
     if let (Some(since), Some(until)) = (req.since, req.until)
         && since >= until
     {
@@ -239,13 +252,20 @@ pub async fn run(
     let pool = db.get_postgres_connection_pool();
     let samples = read::read(pool, window, min_samples, to_fitter, &shutdown)
         .await
-        .context("reading observations")?;
+        .map_err(|e| match e.downcast_ref::<AnalyticsError>() {
+            Some(AnalyticsError::Interrupted) => JobError::from(AnalyticsError::Interrupted),
+            // The database (or the connection to it) failed: worth another attempt.
+            _ => JobError::retryable(e).context("reading observations"),
+        })?;
     timings.read = started.elapsed();
     log_read(&samples, timings.read);
     let samples = Arc::new(samples);
 
     let started = Instant::now();
-    let fitted = fit::fit_all_and_collect(Arc::clone(&samples), fitter, min_samples).await?;
+    // A panicking fit is a bug, and panics again on the same data.
+    let fitted = fit::fit_all_and_collect(Arc::clone(&samples), fitter, min_samples)
+        .await
+        .map_err(JobError::fatal)?;
     timings.fit = started.elapsed();
     interrupted(&shutdown)?;
 
@@ -256,16 +276,15 @@ pub async fn run(
             let (fitted, cancel) = (fitted.clone(), shutdown.clone());
             tokio::task::spawn_blocking(move || draw::draw_plots(&samples, &fitted, &plan, &cancel))
                 .await
-                .context("the plotting task panicked")??
+                .job(JobErrorKind::Fatal, "the plotting task panicked")?
+                .map_err(JobError::from)?
         }
     };
     timings.plot = started.elapsed();
     interrupted(&shutdown)?;
 
     let started = Instant::now();
-    let results_written = write::write(db, run_id, window, &fitted.fits)
-        .await
-        .context("writing regression_results")?;
+    let results_written = write::write(db, run_id, window, &fitted.fits, &shutdown).await?;
     timings.write = started.elapsed();
 
     let summary = AnalyticsSummary {

@@ -8,7 +8,9 @@
 //! Outcomes: an unknown location or an unparsable body fails that location only; a key or account
 //! problem (invalid, disabled, over quota, no access) stops the run at once; a run in which nothing
 //! could be produced, more than `fetch.max_failed_ratio` of the locations failed, any failed delivery,
-//! or a shutdown before all locations were fetched fails the run, so the scheduler retries it. Every
+//! or a shutdown before all locations were fetched fails the run. The run's [`JobError`] says whether
+//! the scheduler tries again: a key or account problem ([`ApiErrorAction::Fatal`]) and a bad request
+//! or configuration are fatal, a broker or network failure is retryable, a shutdown interrupts. Every
 //! run logs its per-location summary as one line.
 
 mod plan;
@@ -20,7 +22,6 @@ pub mod weatherapi;
 
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
 use chrono::Utc;
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -30,9 +31,10 @@ use self::plan::Plan;
 use self::ratelimit::TokenBucket;
 use self::sink::Sink;
 pub use self::summary::{FetchSummary, LocationOutcome, LocationStatus};
-use self::weatherapi::{BULK_MAX, WeatherApi};
+use self::weatherapi::{ApiErrorAction, BULK_MAX, WeatherApi};
 use crate::config::Config;
 use crate::envelope::Source;
+use crate::job_error::{JobError, JobErrorKind, JobResultExt};
 use crate::kafka;
 
 /// What to fetch: the fetch job's one argument type. `schedules.toml`'s `[fetch.args]` deserializes
@@ -76,20 +78,20 @@ enum Resolved {
     Simulated,
 }
 
-fn resolve_source(config: &Config, choice: SourceChoice) -> anyhow::Result<Resolved> {
+fn resolve_source(config: &Config, choice: SourceChoice) -> Result<Resolved, JobError> {
     if choice == SourceChoice::Simulated {
         return Ok(Resolved::Simulated);
     }
     let key = config
         .weatherapi
         .resolve_key()
-        .context("reading the WeatherAPI key")?;
+        .job(JobErrorKind::Fatal, "reading the WeatherAPI key")?;
     match (choice, key) {
         (_, Some(key)) => Ok(Resolved::Api(key)),
-        (SourceChoice::Weatherapi, None) => bail!(
+        (SourceChoice::Weatherapi, None) => Err(JobError::fatal(
             "the weatherapi source needs an API key: set WEATHERAPI_KEY or weatherapi.key_file \
-             (or use --source simulated)"
-        ),
+             (or use --source simulated)",
+        )),
         _ => {
             tracing::warn!(
                 "NO WEATHERAPI KEY CONFIGURED (WEATHERAPI_KEY / weatherapi.key_file): using the SIMULATED \
@@ -101,21 +103,32 @@ fn resolve_source(config: &Config, choice: SourceChoice) -> anyhow::Result<Resol
 }
 
 /// Trimmed, non-empty, first occurrence of each.
-fn clean_locations(locations: &[String]) -> anyhow::Result<Vec<String>> {
+fn clean_locations(locations: &[String]) -> Result<Vec<String>, JobError> {
     let mut out: Vec<String> = Vec::with_capacity(locations.len());
     for (i, l) in locations.iter().enumerate() {
         let l = l.trim();
         if l.is_empty() {
-            bail!("location {i} is empty");
+            return Err(JobError::fatal(format!("location {i} is empty")));
         }
         if !out.iter().any(|o| o == l) {
             out.push(l.to_owned());
         }
     }
     if out.is_empty() {
-        bail!("no locations to fetch: give --location or list them in schedules.toml [fetch.args]");
+        return Err(JobError::fatal(
+            "no locations to fetch: give --location or list them in schedules.toml [fetch.args]",
+        ));
     }
     Ok(out)
+}
+
+/// What a run does about a WeatherAPI error of this class: a key or account problem is fatal to the
+/// run; a per-location failure, left standing after the client's own retries, would repeat too.
+fn kind_of(class: ApiErrorAction) -> JobErrorKind {
+    match class {
+        ApiErrorAction::Fatal | ApiErrorAction::Location => JobErrorKind::Fatal,
+        ApiErrorAction::Retryable => JobErrorKind::Retryable,
+    }
 }
 
 /// Whether `failed` of `asked` locations is more than the tolerated fraction `ratio`.
@@ -128,18 +141,20 @@ pub async fn run(
     config: &Config,
     req: FetchRequest,
     shutdown: CancellationToken,
-) -> anyhow::Result<FetchSummary> {
+) -> Result<FetchSummary, JobError> {
     let locations = clean_locations(&req.locations)?;
     let concurrency = req.concurrency.unwrap_or(config.fetch.concurrency);
     if concurrency == 0 {
-        bail!("fetch concurrency must be at least 1");
+        return Err(JobError::fatal("fetch concurrency must be at least 1"));
     }
     let source = resolve_source(config, req.source)?;
     let topic = config.kafka.observations_topic.clone();
+    // The broker not answering is an outage, worth another attempt; a producer the client refuses
+    // to create is a configuration error.
     kafka::ensure_topic(&config.kafka, &topic, config.kafka.partitions)
         .await
-        .with_context(|| format!("creating topic {topic}"))?;
-    let producer = kafka::producer(&config.kafka).context("creating the Kafka producer")?;
+        .job(JobErrorKind::Retryable, format!("creating topic {topic}"))?;
+    let producer = kafka::producer(&config.kafka).job(JobErrorKind::Fatal, "creating the Kafka producer")?;
     let mut sink = Sink::new(producer, topic.clone());
     let mut outcomes: Vec<LocationOutcome> = locations.iter().map(|q| LocationOutcome::skipped(q)).collect();
 
@@ -151,13 +166,16 @@ pub async fn run(
             (Source::Simulated, false, None)
         }
         Resolved::Api(_) if req.backfill_hours.is_some() => {
-            bail!("--backfill-hours needs the simulated source (the current.json API has no history)")
+            return Err(JobError::fatal(
+                "--backfill-hours needs the simulated source (the current.json API has no history)",
+            ));
         }
         Resolved::Api(key) => {
             let bulk = config.weatherapi.bulk;
             let limiter = TokenBucket::new(config.fetch.rate_per_sec, config.fetch.burst)
-                .context("fetch.rate_per_sec")?;
-            let api = WeatherApi::new(&config.weatherapi, key, Arc::new(limiter))?;
+                .job(JobErrorKind::Fatal, "fetch.rate_per_sec")?;
+            let api = WeatherApi::new(&config.weatherapi, key, Arc::new(limiter))
+                .map_err(|e| JobError::new(kind_of(e.class()), e))?;
             let plan = Plan {
                 api: &api,
                 locations: &locations,
@@ -182,41 +200,55 @@ pub async fn run(
 
     if let Some(error) = fatal {
         summary.log("fatal");
-        return Err(anyhow::Error::new(error)).context(format!(
+        let what = format!(
             "fetch stopped without retrying after {} of {} locations",
             summary.produced,
             summary.locations.len()
-        ));
+        );
+        return Err(JobError::new(kind_of(error.class()), error)
+            .context(what)
+            .with_report(&summary));
     }
-    if failed_deliveries > 0 {
+    // The client has already retried each location within the run; what is left failing is
+    // transient (throttling, 5xx, network) or per location, and the next attempt asks again.
+    let failure = if failed_deliveries > 0 {
         summary.log("delivery failed");
-        bail!(
+        Some(JobError::retryable(format!(
             "{failed_deliveries} of {} messages could not be delivered to {topic}: {}",
             failed_deliveries + summary.produced,
             summary.line()
-        );
-    }
-    if shutdown.is_cancelled() && summary.count(LocationStatus::Skipped) > 0 {
+        )))
+    } else if shutdown.is_cancelled() && summary.count(LocationStatus::Skipped) > 0 {
         summary.log("interrupted");
-        bail!(
+        Some(JobError::interrupted(format!(
             "fetch interrupted by shutdown: {} of {} locations produced",
             summary.produced,
             summary.locations.len()
-        );
-    }
-    if summary.produced == 0 {
+        )))
+    } else if summary.produced == 0 {
         summary.log("nothing produced");
-        bail!("no location could be fetched: {}", summary.line());
-    }
-    let ratio = config.fetch.max_failed_ratio;
-    if too_many_failed(summary.failed(), summary.locations.len(), ratio) {
+        Some(JobError::retryable(format!(
+            "no location could be fetched: {}",
+            summary.line()
+        )))
+    } else if too_many_failed(
+        summary.failed(),
+        summary.locations.len(),
+        config.fetch.max_failed_ratio,
+    ) {
         summary.log("too many failed");
-        bail!(
-            "{} of {} locations failed, more than fetch.max_failed_ratio = {ratio}: {}",
+        Some(JobError::retryable(format!(
+            "{} of {} locations failed, more than fetch.max_failed_ratio = {}: {}",
             summary.failed(),
             summary.locations.len(),
+            config.fetch.max_failed_ratio,
             summary.failed_line()
-        );
+        )))
+    } else {
+        None
+    };
+    if let Some(failure) = failure {
+        return Err(failure.with_report(&summary));
     }
     summary.log("ok");
     Ok(summary)

@@ -12,9 +12,14 @@
 //! Guarantees: an offset is committed only after the transaction holding its record (or its
 //! rejection) has committed, so offsets are never ahead of the database; after a crash the
 //! uncommitted tail is read again and the idempotent writes make the replay a no-op.
+//!
+//! A run stopped while records it read were still waiting for the database (a shutdown during an
+//! outage) did not do its work: it ends with [`JobErrorKind::Interrupted`] carrying its summary, and
+//! is recorded `failed` with `abandoned` in its details, not `succeeded`.
 
 mod consumer;
 mod dlq;
+pub mod probe;
 pub mod store;
 pub mod validate;
 pub(crate) mod writer;
@@ -23,16 +28,26 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use sea_orm::DatabaseConnection;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::Config;
+use crate::job_error::{JobError, JobErrorKind, JobResultExt};
 use crate::jobs::persist::store::Retry;
 use crate::jobs::persist::validate::Rules;
 use crate::runs::Report;
+
+/// The smallest `persist.max_buffered_bytes` accepted: below it, one ordinary batch would not fit.
+const MIN_BUFFERED_BYTES: usize = 1 << 20;
+
+/// librdkafka's prefetch bound (`queued.max.messages.kbytes`) for a byte bound: a quarter of it,
+/// between 1 MiB and librdkafka's 64 MiB default. What it prefetched is dropped when fetching
+/// pauses, so it adds to the bound only while records flow.
+fn prefetch_kbytes(max_buffered_bytes: usize) -> usize {
+    (max_buffered_bytes / 4 / 1024).clamp(1024, 64 * 1024)
+}
 
 /// How long to run.
 #[derive(Debug, Clone, Default)]
@@ -115,17 +130,41 @@ pub async fn run(
     db: &DatabaseConnection,
     req: PersistRequest,
     shutdown: CancellationToken,
-) -> anyhow::Result<PersistSummary> {
+) -> Result<PersistSummary, JobError> {
+    run_probed(config, db, req, shutdown, None).await
+}
+
+/// [`run`], leaving every stored batch's stage stamps in `probe` (the benchmark's latency budget).
+pub async fn run_probed(
+    config: &Config,
+    db: &DatabaseConnection,
+    req: PersistRequest,
+    shutdown: CancellationToken,
+    probe: Option<probe::Probe>,
+) -> Result<PersistSummary, JobError> {
     let k = &config.kafka;
     let p = &config.persist;
-    anyhow::ensure!(p.batch_size > 0, "persist.batch_size must be at least 1");
-    anyhow::ensure!(p.writers > 0, "persist.writers must be at least 1");
+    if p.batch_size == 0 {
+        return Err(JobError::fatal("persist.batch_size must be at least 1"));
+    }
+    if p.writers == 0 {
+        return Err(JobError::fatal("persist.writers must be at least 1"));
+    }
+    if p.max_buffered_bytes < MIN_BUFFERED_BYTES {
+        return Err(JobError::fatal(format!(
+            "persist.max_buffered_bytes must be at least {MIN_BUFFERED_BYTES} (1 MiB)"
+        )));
+    }
     crate::kafka::ensure_topic(k, &k.observations_topic, k.partitions)
         .await
-        .with_context(|| format!("creating topic {}", k.observations_topic))?;
-    dlq::ensure_topic(k, p)
-        .await
-        .with_context(|| format!("creating dead-letter topic {}", k.dlq_topic))?;
+        .job(
+            JobErrorKind::Retryable,
+            format!("creating topic {}", k.observations_topic),
+        )?;
+    dlq::ensure_topic(k, p).await.job(
+        JobErrorKind::Retryable,
+        format!("creating dead-letter topic {}", k.dlq_topic),
+    )?;
 
     let retry = Retry {
         backoff: Backoff::new(
@@ -136,8 +175,9 @@ pub async fn run(
     };
     let deps = Arc::new(writer::Deps {
         pool: db.get_postgres_connection_pool().clone(),
-        dlq: dlq::Dlq::new(k, p).context("creating the dead-letter producer")?,
+        dlq: dlq::Dlq::new(k, p).job(JobErrorKind::Fatal, "creating the dead-letter producer")?,
         retry: retry.clone(),
+        probe: probe.clone(),
     });
     let (acks_tx, acks_rx) = std::sync::mpsc::channel();
     let mut lanes = Vec::with_capacity(p.writers);
@@ -161,10 +201,19 @@ pub async fn run(
             max_value_bytes: p.max_value_bytes,
             max_future: chrono::Duration::seconds(p.max_future_secs as i64),
         },
+        max_buffered_bytes: p.max_buffered_bytes,
+        probe: probe.is_some(),
         backoff: retry.backoff,
         kafka_timeout: Duration::from_secs(k.request_timeout_secs),
     };
-    let kafka = crate::kafka::base_config(k);
+    let mut kafka = crate::kafka::base_config(k);
+    kafka.set(
+        "queued.max.messages.kbytes",
+        prefetch_kbytes(p.max_buffered_bytes).to_string(),
+    );
+    if let Some(name) = &k.group_instance_id {
+        kafka.set("group.instance.id", name);
+    }
     let group = k.consumer_group.clone();
     let session_timeout = p.session_timeout_ms;
     let token = shutdown.clone();
@@ -175,17 +224,22 @@ pub async fn run(
         batch_size = p.batch_size,
         writers = p.writers,
         until_idle = req.until_idle,
+        static_member = k.group_instance_id.as_deref().unwrap_or("-"),
+        max_buffered_bytes = p.max_buffered_bytes,
         "persist consumer starting"
     );
     // The consumer thread blocks (poll, rebalance flushes), so it lives on a blocking thread, where
     // waiting on the writers through channels is allowed.
+    // The consumer's own errors are the broker's or the database's (it stops on what it cannot
+    // handle after its retries): another attempt may find them back.
     let summary = tokio::task::spawn_blocking(move || {
         consumer::run(kafka, &group, session_timeout, settings, lanes, acks_rx, token)
     })
     .await
-    .context("the consumer thread panicked")??;
+    .job(JobErrorKind::Fatal, "the consumer thread panicked")?
+    .map_err(JobError::retryable)?;
     for w in writers {
-        w.await.context("a writer task panicked")?;
+        w.await.job(JobErrorKind::Fatal, "a writer task panicked")?;
     }
     tracing::info!(
         consumed = summary.consumed,
@@ -195,5 +249,13 @@ pub async fn run(
         abandoned = summary.abandoned,
         "persist consumer stopped"
     );
+    if summary.abandoned > 0 {
+        return Err(JobError::interrupted(format!(
+            "stopped during a database outage: {} records read but not stored (their offsets were not \
+             committed; the next run reads them again)",
+            summary.abandoned
+        ))
+        .with_report(&summary));
+    }
     Ok(summary)
 }

@@ -4,12 +4,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::mpsc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
 
 use sqlx::PgPool;
 use tokio::sync::mpsc::Receiver;
 
 use super::dlq::Dlq;
+use super::probe::{Probe, Stamps};
 use crate::jobs::persist::store::{self, CopyStrategy, Interrupted, RejectedRecord, Retry, ValidRecord};
 
 /// What every writer shares.
@@ -20,6 +23,8 @@ pub(crate) struct Deps {
     pub(crate) dlq: Dlq,
     /// Outage retries and the shutdown token.
     pub(crate) retry: Retry,
+    /// Where stored batches leave their stage stamps, when the benchmark asks.
+    pub(crate) probe: Option<Probe>,
 }
 
 /// One batch: records of this writer's partitions in offset order, and the offsets they cover.
@@ -31,6 +36,10 @@ pub(crate) struct Batch {
     pub(crate) rejected: Vec<RejectedRecord>,
     /// Per partition, the highest offset in the batch.
     pub(crate) last_offsets: BTreeMap<i32, i64>,
+    /// Memory the records hold, as counted against `persist.max_buffered_bytes`.
+    pub(crate) bytes: usize,
+    /// Stage stamps of the first record, when probing.
+    pub(crate) stamps: Option<Stamps>,
     /// When the first record was added (the batch timeout counts from here).
     pub(crate) opened: Instant,
 }
@@ -42,6 +51,8 @@ impl Batch {
             valid: Vec::new(),
             rejected: Vec::new(),
             last_offsets: BTreeMap::new(),
+            bytes: 0,
+            stamps: None,
             opened: Instant::now(),
         }
     }
@@ -66,6 +77,8 @@ pub(crate) struct Ack {
     pub(crate) last_offsets: BTreeMap<i32, i64>,
     /// Records in the batch.
     pub(crate) records: u64,
+    /// The batch's [`Batch::bytes`], released from the buffer bound.
+    pub(crate) bytes: usize,
     /// The counts, or [`Interrupted`] when the job was stopped before the batch was durable.
     pub(crate) outcome: Result<BatchOutcome, Interrupted>,
 }
@@ -83,17 +96,31 @@ pub(crate) struct BatchOutcome {
     pub(crate) retries: u64,
     /// Transactions committed.
     pub(crate) transactions: u64,
+    /// Time the last transaction's COMMIT took.
+    pub(crate) commit_time: Duration,
 }
 
 /// The writer loop: ends when the consumer thread drops its sender.
 pub(crate) async fn run(lane: usize, mut batches: Receiver<Batch>, acks: mpsc::Sender<Ack>, deps: Arc<Deps>) {
     let mut strategy = CopyStrategy::default();
-    while let Some(batch) = batches.recv().await {
+    while let Some(mut batch) = batches.recv().await {
+        let writing = batch.stamps.is_some().then(Utc::now);
         let outcome = crate::metrics::persist_write(batch.len(), write(&deps, &batch, &mut strategy)).await;
+        if let (Some(probe), Some(mut stamps), Ok(o)) = (&deps.probe, batch.stamps.take(), &outcome) {
+            let committed = Utc::now();
+            stamps.records = batch.len();
+            stamps.writing = writing;
+            stamps.copied = chrono::Duration::from_std(o.commit_time)
+                .ok()
+                .map(|c| committed - c);
+            stamps.committed = Some(committed);
+            probe.push(stamps);
+        }
         let ack = Ack {
             lane,
             last_offsets: batch.last_offsets,
             records: (batch.valid.len() + batch.rejected.len()) as u64,
+            bytes: batch.bytes,
             outcome,
         };
         if acks.send(ack).is_err() {
@@ -116,6 +143,7 @@ async fn write(deps: &Deps, batch: &Batch, strategy: &mut CopyStrategy) -> Resul
     outcome.inserted = stored.inserted;
     outcome.duplicates = stored.duplicates;
     outcome.transactions = stored.transactions;
+    outcome.commit_time = stored.commit_time;
     for r in batch.rejected.iter().chain(&stored.db_rejected) {
         *outcome.rejected.entry(r.rejection.class.as_str()).or_default() += 1;
     }

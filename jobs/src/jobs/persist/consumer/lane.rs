@@ -16,6 +16,8 @@ pub(super) struct Lane {
     pub(super) sealed: VecDeque<Batch>,
     /// Handed off, not yet acknowledged.
     pub(super) in_flight: usize,
+    /// Bytes of the batches handed off and not yet acknowledged.
+    pub(super) in_flight_bytes: usize,
 }
 
 impl Lane {
@@ -33,6 +35,17 @@ impl Lane {
     /// Records sealed but not yet handed off.
     pub(super) fn waiting(&self) -> usize {
         self.sealed.iter().map(Batch::len).sum()
+    }
+
+    /// Bytes held for this writer: open, waiting and in flight.
+    pub(super) fn buffered_bytes(&self) -> usize {
+        self.open.bytes + self.sealed.iter().map(|b| b.bytes).sum::<usize>() + self.in_flight_bytes
+    }
+
+    /// Hands a batch to the writer's channel: it is now in flight.
+    pub(super) fn sent(&mut self, bytes: usize) {
+        self.in_flight += 1;
+        self.in_flight_bytes += bytes;
     }
 
     pub(super) fn busy(&self) -> bool {

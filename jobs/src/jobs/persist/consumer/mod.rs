@@ -26,6 +26,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
 
@@ -50,6 +51,10 @@ pub(crate) struct Settings {
     pub(crate) idle: Duration,
     /// Validation limits.
     pub(crate) rules: Rules,
+    /// Bound of the bytes held between reading and storing (`persist.max_buffered_bytes`).
+    pub(crate) max_buffered_bytes: usize,
+    /// Stamp the stages of each batch's first record (`bench persist`).
+    pub(crate) probe: bool,
     /// Delays for broker error and commit retries.
     pub(crate) backoff: Backoff,
     /// Timeout of metadata and offset requests.
@@ -120,7 +125,16 @@ pub(crate) fn run(
                 anyhow::bail!("fatal Kafka consumer error: {code}");
             }
             Some(Err(e)) => {
-                let delay = backoff.delay(poll_errors).min(Duration::from_secs(1));
+                // librdkafka queues one such event per failed connection attempt during a broker
+                // outage, in the queue the messages come through. Sleeping on each one kept the
+                // consumer a second per stale event behind a broker that was back (over a minute
+                // after a clean broker restart: scripts/test-faults.sh). The client reconnects and
+                // paces its attempts by itself, so these are only logged.
+                let delay = if is_connection_report(&e) {
+                    Duration::ZERO
+                } else {
+                    backoff.delay(poll_errors).min(Duration::from_secs(1))
+                };
                 poll_errors = poll_errors.saturating_add(1);
                 tracing::warn!(
                     error = %e,
@@ -146,6 +160,18 @@ pub(crate) fn run(
     // the session timeout. Closing runs the revocation callback once more, with nothing left to do.
     drop(consumer);
     Ok(summary)
+}
+
+/// A broker connection's state, reported by the client (refused, reset, unresolvable, all down).
+fn is_connection_report(e: &KafkaError) -> bool {
+    matches!(
+        e,
+        KafkaError::MessageConsumption(
+            RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::Resolve
+        )
+    )
 }
 
 fn sleep_unless(shutdown: &CancellationToken, total: Duration) {
@@ -183,6 +209,10 @@ impl ConsumerContext for PersistContext {
             Rebalance::Assign(tpl) => st.on_assign(tpl),
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
         }
+    }
+
+    fn post_rebalance(&self, consumer: &PersistConsumer, _rebalance: &Rebalance<'_>) {
+        self.lock().resync_pause(consumer);
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {

@@ -65,7 +65,25 @@ impl State {
         self.assigned.extend(partitions);
         self.assigned_at = Some(Instant::now());
         self.last_drain_check = None;
-        self.paused = false;
+    }
+
+    /// After every rebalance, makes the client's pause state match [`State::paused`] on the whole
+    /// assignment. librdkafka keeps an application pause on a partition across revocation and
+    /// re-assignment, so a flag reset without this could leave re-assigned partitions paused for good
+    /// (and `--until-idle` waiting on them forever); a partition newly assigned while the writers
+    /// are behind is paused like the others.
+    pub(super) fn resync_pause(&mut self, consumer: &PersistConsumer) {
+        if self.assigned.is_empty() {
+            crate::metrics::persist_paused_partitions(0);
+            return;
+        }
+        if self.set_client_pause(consumer, self.paused) {
+            tracing::debug!(
+                paused = self.paused,
+                partitions = self.assigned.len(),
+                "pause state applied after the rebalance"
+            );
+        }
     }
 
     pub(super) fn on_revoke(&mut self, consumer: &PersistConsumer, tpl: &TopicPartitionList) {
@@ -84,6 +102,12 @@ impl State {
             );
         }
         self.commit(consumer, CommitMode::Sync);
+        // A revoked partition leaves without our pause on it, so that it is fetched again if it
+        // comes back; everything read was just stored, so nothing is waiting and the rest resumes
+        // too (applied to the new assignment in `resync_pause`).
+        if let Err(e) = consumer.resume(tpl) {
+            tracing::debug!(error = %e, "could not resume the revoked partitions");
+        }
         for p in &revoked {
             self.assigned.remove(p);
             self.committable.remove(p);

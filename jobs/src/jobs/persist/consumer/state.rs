@@ -15,6 +15,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use super::lane::Lane;
 use super::{PersistConsumer, Settings};
 use crate::jobs::persist::PersistSummary;
+use crate::jobs::persist::probe::Stamps;
 use crate::jobs::persist::store::{Lineage, Raw, RejectedRecord, ValidRecord};
 use crate::jobs::persist::validate;
 use crate::jobs::persist::writer::{Ack, Batch};
@@ -25,6 +26,9 @@ use crate::jobs::persist::writer::{Ack, Batch};
 /// ordinary jitter of a busy writer: pausing at two waiting batches cost 90 pause/resume cycles and
 /// most of the throughput on an 18 k backlog.
 const MAX_WAITING_RECORDS: usize = 20_000;
+/// Memory a record holds besides its key and value: the record structs and the observation's
+/// strings (a few hundred bytes for a `current.json`), counted against `persist.max_buffered_bytes`.
+const RECORD_OVERHEAD: usize = 512;
 /// Poll wait while batches are in flight: short, so acknowledgements are committed promptly.
 const BUSY_POLL: Duration = Duration::from_millis(10);
 /// Poll wait when nothing is in flight.
@@ -75,6 +79,7 @@ impl State {
                     open: Batch::new(),
                     sealed: VecDeque::new(),
                     in_flight: 0,
+                    in_flight_bytes: 0,
                 })
                 .collect(),
             acks,
@@ -111,12 +116,32 @@ impl State {
             key: m.key().map(<[u8]>::to_vec),
             value: m.payload().map(<[u8]>::to_vec),
         };
+        let held =
+            RECORD_OVERHEAD + raw.key.as_ref().map_or(0, Vec::len) + raw.value.as_ref().map_or(0, Vec::len);
         let verdict = validate::validate(raw.value.as_deref(), Utc::now(), &self.s.rules);
         let lane_index = self.lane_of(lineage.partition);
+        // A writer's open batch is sealed at its share of the byte bound too, so large records
+        // reach the writers in time instead of waiting for the batch timeout behind a pause.
+        let seal_bytes = self.s.max_buffered_bytes / (2 * self.lanes.len());
+        let probe = self.s.probe;
         let lane = &mut self.lanes[lane_index];
         if lane.open.is_empty() {
             lane.open.opened = now;
+            if probe {
+                lane.open.stamps = Some(Stamps {
+                    partition: lineage.partition,
+                    offset: lineage.offset,
+                    kafka_ms: m.timestamp().to_millis(),
+                    records: 0,
+                    polled: Utc::now(),
+                    handed: None,
+                    writing: None,
+                    copied: None,
+                    committed: None,
+                });
+            }
         }
+        lane.open.bytes += held;
         lane.open.last_offsets.insert(lineage.partition, lineage.offset);
         match verdict {
             Ok(observation) => lane.open.valid.push(ValidRecord {
@@ -139,7 +164,7 @@ impl State {
                 })
             }
         }
-        if lane.open.len() >= self.s.batch_size {
+        if lane.open.len() >= self.s.batch_size || lane.open.bytes >= seal_bytes {
             lane.seal();
         }
         self.summary.consumed += 1;
@@ -196,9 +221,16 @@ impl State {
             let Some(tx) = &lane.tx else {
                 anyhow::bail!("a database writer stopped unexpectedly");
             };
-            while let Some(batch) = lane.sealed.pop_front() {
+            while let Some(mut batch) = lane.sealed.pop_front() {
+                let bytes = batch.bytes;
+                if let Some(stamps) = batch.stamps.as_mut() {
+                    stamps.handed = Some(Utc::now());
+                }
                 match tx.try_send(batch) {
-                    Ok(()) => lane.in_flight += 1,
+                    Ok(()) => {
+                        lane.in_flight += 1;
+                        lane.in_flight_bytes += bytes;
+                    }
                     Err(TrySendError::Full(batch)) => {
                         lane.sealed.push_front(batch);
                         break;
@@ -214,34 +246,57 @@ impl State {
         Ok(())
     }
 
-    /// Pauses fetching while some writer is behind, so memory stays bounded and `poll` keeps being
-    /// called (a consumer that stops polling is thrown out of the group after
+    /// Pauses fetching while some writer is behind or the records held reach
+    /// `persist.max_buffered_bytes`, so memory stays bounded in records and in bytes, and `poll` keeps
+    /// being called (a consumer that stops polling is thrown out of the group after
     /// `max.poll.interval.ms`, which a long database outage would otherwise cause).
     pub(super) fn flow_control(&mut self, consumer: &PersistConsumer) {
         let limit = MAX_WAITING_RECORDS.max(2 * self.s.batch_size);
         let waiting = self.lanes.iter().map(Lane::waiting).max().unwrap_or(0);
+        let bytes = self.buffered_bytes();
+        let max_bytes = self.s.max_buffered_bytes;
         let behind = if self.paused {
-            waiting > limit / 2
+            waiting > limit / 2 || bytes > max_bytes / 2
         } else {
-            waiting >= limit
+            waiting >= limit || bytes >= max_bytes
         };
         if behind == self.paused || self.assigned.is_empty() {
             return;
         }
+        if self.set_client_pause(consumer, behind) {
+            self.paused = behind;
+            if behind {
+                tracing::debug!(waiting, bytes, "fetching paused: the writers are behind");
+            } else {
+                tracing::debug!(waiting, bytes, "fetching resumed");
+            }
+        }
+    }
+
+    /// Pauses or resumes the whole assignment in the client and reports it in the metrics; false
+    /// when the client refused (logged), so the caller keeps its state as it was.
+    pub(super) fn set_client_pause(&self, consumer: &PersistConsumer, paused: bool) -> bool {
         let tpl = self.assignment_list();
-        let result = if behind {
+        let result = if paused {
             consumer.pause(&tpl)
         } else {
             consumer.resume(&tpl)
         };
         match result {
             Ok(()) => {
-                self.paused = behind;
-                crate::metrics::persist_paused_partitions(if behind { tpl.count() as i32 } else { 0 });
-                tracing::debug!(paused = behind, "fetching paused while the writers catch up");
+                crate::metrics::persist_paused_partitions(if paused { tpl.count() as i32 } else { 0 });
+                true
             }
-            Err(e) => tracing::warn!(error = %e, "could not pause or resume fetching"),
+            Err(e) => {
+                tracing::warn!(error = %e, paused, "could not pause or resume fetching");
+                false
+            }
         }
+    }
+
+    /// Bytes held between reading and storing, all writers together.
+    pub(super) fn buffered_bytes(&self) -> usize {
+        self.lanes.iter().map(Lane::buffered_bytes).sum()
     }
 
     pub(super) fn assignment_list(&self) -> TopicPartitionList {
@@ -264,6 +319,8 @@ impl State {
     pub(super) fn on_ack(&mut self, ack: Ack) {
         let lane = &mut self.lanes[ack.lane];
         lane.in_flight = lane.in_flight.saturating_sub(1);
+        lane.in_flight_bytes = lane.in_flight_bytes.saturating_sub(ack.bytes);
+        crate::metrics::persist_buffered_bytes(self.buffered_bytes());
         match ack.outcome {
             Ok(outcome) => {
                 let s = &mut self.summary;
@@ -302,11 +359,16 @@ impl State {
         for lane in &mut self.lanes {
             lane.seal();
             while let Some(batch) = lane.sealed.pop_front() {
-                let sent = lane.tx.as_ref().map(|tx| tx.blocking_send(batch));
+                let bytes = batch.bytes;
+                // Only the lost batch's size is needed, not the batch itself.
+                let sent = lane
+                    .tx
+                    .as_ref()
+                    .map(|tx| tx.blocking_send(batch).map_err(|lost| lost.0.len()));
                 match sent {
-                    Some(Ok(())) => lane.in_flight += 1,
+                    Some(Ok(())) => lane.sent(bytes),
                     Some(Err(lost)) => {
-                        self.summary.abandoned += lost.0.len() as u64;
+                        self.summary.abandoned += lost as u64;
                         tracing::error!("a database writer is gone; the batch stays uncommitted");
                     }
                     None => {}

@@ -22,6 +22,7 @@ mod unnest;
 
 use std::collections::HashSet;
 use std::ops::Range;
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
@@ -78,6 +79,8 @@ pub struct Stored {
     pub retries: u64,
     /// Transactions committed (one unless the batch had to be split).
     pub transactions: u64,
+    /// Time the last transaction's COMMIT took (the latency budget's last stage).
+    pub commit_time: Duration,
 }
 
 /// Stores one batch: the valid records (deduplicated by `(location_key, observed_at)`, first wins)
@@ -241,7 +244,8 @@ async fn write_with_retry(
     let mut attempt = 0u32;
     loop {
         match write_once(pool, rows, strategy).await {
-            Ok((inserted, rejections)) => {
+            Ok((inserted, rejections, commit_time)) => {
+                stored.commit_time = commit_time;
                 if attempt > 0 {
                     tracing::info!(retries = attempt, "database is back; batch stored");
                 }
@@ -270,7 +274,8 @@ async fn write_with_retry(
     }
 }
 
-/// One transaction: observations, then rejections. Returns the rows inserted into each.
+/// One transaction: observations, then rejections. Returns the rows inserted into each, and the time
+/// the COMMIT took.
 ///
 /// The observations go through the COPY path. A unique violation means an observation of the batch
 /// is already stored: without the existence check, the batch is written again with it; with it (a
@@ -280,7 +285,7 @@ async fn write_once(
     pool: &PgPool,
     rows: &[Row<'_>],
     strategy: &mut CopyStrategy,
-) -> Result<(u64, u64), sqlx::Error> {
+) -> Result<(u64, u64, Duration), sqlx::Error> {
     let (mut valid, mut rejected) = (Vec::new(), Vec::new());
     for row in rows {
         match *row {
@@ -305,10 +310,10 @@ async fn write_once(
                     "a COPY met an already stored observation; writing the batch again"
                 );
             }
-            Ok((inserted, rejections)) => {
+            Ok((inserted, rejections, commit_time)) => {
                 // Keep checking while batches carry duplicates; go optimistic after a clean one.
                 strategy.check_first = inserted < valid.len() as u64;
-                return Ok((inserted, rejections));
+                return Ok((inserted, rejections, commit_time));
             }
             Err(e) => return Err(e),
         }
@@ -332,7 +337,7 @@ async fn write_tx(
     valid: &[&ValidRecord],
     rejected: &[&RejectedRecord],
     method: Method,
-) -> Result<(u64, u64), sqlx::Error> {
+) -> Result<(u64, u64, Duration), sqlx::Error> {
     let mut tx = pool.begin().await.map_err(not_connected)?;
     disable_nagle(pool);
     let inserted = match method {
@@ -340,8 +345,9 @@ async fn write_tx(
         Method::Unnest => insert_observations(&mut tx, &OBSERVATIONS, valid).await?,
     };
     let rejections = insert_rejections(&mut tx, rejected).await?;
+    let commit = Instant::now();
     tx.commit().await?;
-    Ok((inserted, rejections))
+    Ok((inserted, rejections, commit.elapsed()))
 }
 
 /// A failure to open a connection or a transaction is about the connection, never about the rows

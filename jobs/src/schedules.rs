@@ -17,7 +17,8 @@
 //! [analytics]
 //! cron = "0 0 2 * * *"
 //! [analytics.args]
-//! window_days = 30             # omit for all rows
+//! window_days = 30             # omit for analytics.window_days (30)
+//! all_history = false          # true (without window_days): fit every row
 //! min_samples = 30
 //! ```
 //!
@@ -117,8 +118,11 @@ impl Timing {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct AnalyticsArgs {
-    /// Fit over the last N days; `None` fits over all rows.
+    /// Fit over the last N days; `None` uses the configuration's `analytics.window_days`.
     pub window_days: Option<u32>,
+    /// Fit over all rows (when `window_days` is not set).
+    #[serde(default)]
+    pub all_history: bool,
     /// Minimum samples for a per-location fit; `None` uses the configuration's value.
     pub min_samples: Option<u64>,
 }

@@ -103,6 +103,15 @@ async fn insert(ctx: &TestContext, rows: &[Obs]) {
     .expect("inserting observations");
 }
 
+/// A request over every stored row: the fixtures lie in November 2026, which the default window
+/// (the last 30 days) would cut as the calendar moves on.
+fn every_row() -> AnalyticsRequest {
+    AnalyticsRequest {
+        all_history: true,
+        ..AnalyticsRequest::default()
+    }
+}
+
 /// Runs the job as `weatherflow run analytics` does, inside a recorded run. Returns the run id too.
 async fn run_job(ctx: &TestContext, req: AnalyticsRequest) -> (i64, Result<AnalyticsSummary, JobError>) {
     let mut run_id = 0;
@@ -226,7 +235,7 @@ async fn fits_match_postgres_regr_for_all_and_each_location() {
     let rows = generate(&climates(), 1);
     insert(&ctx, &rows).await;
 
-    let (run_id, summary) = run_job(&ctx, AnalyticsRequest::default()).await;
+    let (run_id, summary) = run_job(&ctx, every_row()).await;
     let summary = summary.expect("analytics run");
 
     let stored = results_of(&ctx, run_id).await;
@@ -295,7 +304,7 @@ async fn window_selects_rows_since_inclusive_until_exclusive() {
     let req = AnalyticsRequest {
         since: Some(since),
         until: Some(until),
-        ..Default::default()
+        ..every_row()
     };
     let (run_id, summary) = run_job(&ctx, req).await;
     let summary = summary.expect("analytics run");
@@ -317,7 +326,7 @@ async fn window_selects_rows_since_inclusive_until_exclusive() {
     let req = AnalyticsRequest {
         since: Some(until),
         until: Some(since),
-        ..Default::default()
+        ..every_row()
     };
     let (_, err) = run_job(&ctx, req).await;
     let err = err.unwrap_err();
@@ -339,12 +348,12 @@ async fn min_samples_comes_from_the_request_else_the_configuration() {
     insert(&ctx, &generate(&[c("a||x", 40), c("b||x", 25), c("c||x", 3)], 3)).await;
 
     let scopes = |s: &AnalyticsSummary| s.fits.iter().map(|f| f.scope.clone()).collect::<Vec<_>>();
-    let (_, s) = run_job(&ctx, AnalyticsRequest::default()).await;
+    let (_, s) = run_job(&ctx, every_row()).await;
     assert_eq!(scopes(&s.unwrap()), ["all", "a||x"], "default 30");
 
     let req = AnalyticsRequest {
         min_samples: Some(3),
-        ..Default::default()
+        ..every_row()
     };
     let (run_id, s) = run_job(&ctx, req).await;
     assert_eq!(scopes(&s.unwrap()), ["all", "a||x", "b||x", "c||x"]);
@@ -354,7 +363,7 @@ async fn min_samples_comes_from_the_request_else_the_configuration() {
     );
 
     ctx.config.analytics.min_samples = 26;
-    let (run_id, s) = run_job(&ctx, AnalyticsRequest::default()).await;
+    let (run_id, s) = run_job(&ctx, every_row()).await;
     let s = s.unwrap();
     assert_eq!(scopes(&s), ["all", "a||x"]);
     assert_eq!(s.min_samples, 26);
@@ -396,7 +405,7 @@ async fn degenerate_data_is_skipped_with_a_reason_never_stored_as_nan() {
     let ctx = TestContext::new().await;
 
     // No rows at all.
-    let (run_id, s) = run_job(&ctx, AnalyticsRequest::default()).await;
+    let (run_id, s) = run_job(&ctx, every_row()).await;
     assert_eq!(s.unwrap().rows_read, 0);
     assert_skipped_run(&ctx, run_id, "only 0 sample(s)").await;
 
@@ -408,7 +417,7 @@ async fn degenerate_data_is_skipped_with_a_reason_never_stored_as_nan() {
         temp,
     };
     insert(&ctx, &[one("solo||x", 0, 12.0, 8.0)]).await;
-    let (run_id, _) = run_job(&ctx, AnalyticsRequest::default()).await;
+    let (run_id, _) = run_job(&ctx, every_row()).await;
     assert_skipped_run(&ctx, run_id, "only 1 sample(s)").await;
 
     // Many rows, one wind speed.
@@ -416,12 +425,12 @@ async fn degenerate_data_is_skipped_with_a_reason_never_stored_as_nan() {
         .map(|j| one("solo||x", j, 12.0, 5.0 + j as f64 * 0.1))
         .collect();
     insert(&ctx, &calm).await;
-    let (run_id, _) = run_job(&ctx, AnalyticsRequest::default()).await;
+    let (run_id, _) = run_job(&ctx, every_row()).await;
     assert_skipped_run(&ctx, run_id, "zero variance: all 60 samples are 12 km/h").await;
 
     // Good data elsewhere: all and the windy location are fitted, the calm one is listed as skipped.
     insert(&ctx, &generate(&climates()[..1], 4)).await;
-    let (run_id, s) = run_job(&ctx, AnalyticsRequest::default()).await;
+    let (run_id, s) = run_job(&ctx, every_row()).await;
     let s = s.unwrap();
     assert_eq!(run_row(&ctx, run_id).await.status, RunStatus::Succeeded);
     let stored = results_of(&ctx, run_id).await;
@@ -437,7 +446,7 @@ async fn degenerate_data_is_skipped_with_a_reason_never_stored_as_nan() {
         one("bergen||norway", 10_001, 5.0, f64::INFINITY),
     ];
     insert(&ctx, &poison).await;
-    let (run_id, s) = run_job(&ctx, AnalyticsRequest::default()).await;
+    let (run_id, s) = run_job(&ctx, every_row()).await;
     let s = s.unwrap();
     assert_eq!(s.rows_read, 60 + 600);
     assert_eq!(s.non_finite_rows, 2);
@@ -457,7 +466,7 @@ async fn shutdown_before_the_write_stores_nothing() {
     let mut run_id = 0;
     let err = runs::recorded(&ctx.db, JobName::Analytics, Trigger::Manual, |id| {
         run_id = id;
-        analytics::run(&ctx.config, &ctx.db, id, AnalyticsRequest::default(), token)
+        analytics::run(&ctx.config, &ctx.db, id, every_row(), token)
     })
     .await
     .unwrap_err();
@@ -522,7 +531,7 @@ async fn plot_is_valid_svg_with_points_line_title_labels_and_legend() {
             "tiny||nowhere".into(),
             "atlantis||x".into(),
         ],
-        ..Default::default()
+        ..every_row()
     };
     let (_, s) = run_job(&ctx, req).await;
     let s = s.expect("analytics run");
@@ -561,7 +570,7 @@ async fn plot_is_valid_svg_with_points_line_title_labels_and_legend() {
     let req = AnalyticsRequest {
         plot: Some(main.clone()),
         plot_all_scopes: true,
-        ..Default::default()
+        ..every_row()
     };
     let (_, s) = run_job(&ctx, req).await;
     assert_eq!(s.unwrap().plots.len(), 6);
@@ -601,11 +610,11 @@ async fn the_manuals_results_queries_run_and_answer_correctly() {
         &ctx,
         AnalyticsRequest {
             until: Some(t0() + Duration::days(2)),
-            ..Default::default()
+            ..every_row()
         },
     )
     .await;
-    let (second, _) = run_job(&ctx, AnalyticsRequest::default()).await;
+    let (second, _) = run_job(&ctx, every_row()).await;
     let pool = ctx.db.get_postgres_connection_pool();
 
     // The manual's queries verbatim; their rounded numerics are read back as float8.
@@ -678,4 +687,55 @@ async fn the_manuals_results_queries_run_and_answer_correctly() {
         one.iter().map(|r| r.job_run_id).collect::<Vec<_>>(),
         [second, first]
     );
+}
+
+#[tokio::test]
+async fn the_default_window_is_the_last_30_days_and_all_history_reads_every_row() {
+    let mut ctx = TestContext::new().await;
+    // Two locations every 6 hours over the last 90 days, half an hour off the quarter hours so no
+    // row sits on a window bound the run computes from its own clock.
+    let start = Utc::now() - Duration::days(90) + Duration::minutes(30);
+    let rows: Vec<Obs> = (0..360)
+        .flat_map(|i| {
+            let at = start + Duration::hours(6 * i);
+            ["a||x", "b||x"].map(|key| Obs {
+                key: key.to_owned(),
+                at,
+                wind: (i % 40) as f64,
+                temp: 10.0 - 0.1 * (i % 40) as f64 + (i % 7) as f64 * 0.3,
+            })
+        })
+        .collect();
+    insert(&ctx, &rows).await;
+    let recent = |days: i64| {
+        rows.iter()
+            .filter(|o| o.at >= Utc::now() - Duration::days(days))
+            .count() as u64
+    };
+
+    let before = Utc::now();
+    let (_, s) = run_job(&ctx, AnalyticsRequest::default()).await;
+    let s = s.expect("default run");
+    let since = s.since.expect("a default run has a window start");
+    assert!(since >= before - Duration::days(30) && since <= Utc::now() - Duration::days(30));
+    assert_eq!(s.until, None);
+    assert_eq!(s.rows_read, recent(30), "the last 30 days only");
+    assert!(s.rows_read < rows.len() as u64);
+
+    let (run_id, s) = run_job(&ctx, every_row()).await;
+    let s = s.expect("all-history run");
+    assert_eq!((s.since, s.rows_read), (None, rows.len() as u64), "every row");
+    let stored = results_of(&ctx, run_id).await;
+    assert_eq!(stored[0].window_start, None);
+
+    ctx.config.analytics.window_days = 7;
+    let (_, s) = run_job(&ctx, AnalyticsRequest::default()).await;
+    assert_eq!(
+        s.unwrap().rows_read,
+        recent(7),
+        "analytics.window_days sets the default"
+    );
+    ctx.config.analytics.window_days = 0;
+    let (_, s) = run_job(&ctx, AnalyticsRequest::default()).await;
+    assert_eq!(s.unwrap().rows_read, rows.len() as u64, "0 is every row");
 }

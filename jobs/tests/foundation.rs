@@ -62,7 +62,10 @@ async fn tables(ctx: &TestContext) -> Vec<String> {
         .db
         .query_all_raw(Statement::from_string(
             ctx.db.get_database_backend(),
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'seaql_migrations' ORDER BY 1",
+            // Tables, partitioned or not, without their partitions (observations' months).
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition \
+             AND c.relname <> 'seaql_migrations' ORDER BY 1",
         ))
         .await
         .unwrap();

@@ -11,7 +11,9 @@ use sea_orm_migration::prelude::*;
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
-const UP: &str = r#"
+/// `weather_data`: one row per observation in SI units. Also recreated by the partitioning migration,
+/// which replaces the table it reads.
+pub(crate) const WEATHER_DATA: &str = r#"
 -- One row per observation, in SI units: K = °C + 273.15, m/s = km/h ÷ 3.6.
 CREATE VIEW weather_data AS
 SELECT o.id,
@@ -27,7 +29,10 @@ SELECT o.id,
        o.source,
        o.ingested_at
 FROM observations o;
+"#;
 
+/// `latest_observations`: the newest observation of each location (recreated like [`WEATHER_DATA`]).
+pub(crate) const LATEST_OBSERVATIONS: &str = r#"
 -- The newest observation of each location.
 CREATE VIEW latest_observations AS
 SELECT DISTINCT ON (o.location_key)
@@ -47,7 +52,10 @@ SELECT DISTINCT ON (o.location_key)
        o.ingested_at
 FROM observations o
 ORDER BY o.location_key, o.observed_at DESC;
+"#;
 
+/// The views over the other tables.
+const OTHER_VIEWS: &str = r#"
 -- The newest fit of each scope among the runs that succeeded (a failed or still running run's rows
 -- are not the answer). The stored line is temp_c = intercept + slope · wind_kph; in kelvin and m/s
 -- it is T = (intercept + 273.15) + (slope · 3.6) · v, since temp_c = T − 273.15 and wind_kph = 3.6 v.
@@ -120,7 +128,11 @@ DROP VIEW weather_data;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(UP).await.map(|_| ())
+        let conn = manager.get_connection();
+        for sql in [WEATHER_DATA, LATEST_OBSERVATIONS, OTHER_VIEWS] {
+            conn.execute_unprepared(sql).await?;
+        }
+        Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {

@@ -219,7 +219,12 @@ async fn run_job(
 ) -> anyhow::Result<(Duration, AnalyticsSummary)> {
     let t = Instant::now();
     let summary = runs::recorded(conn, JobName::Analytics, Trigger::Manual, |id| {
-        analytics::run(config, conn, id, AnalyticsRequest::default(), shutdown.clone())
+        // Every row: this benchmark compares the job with regr_* over the whole table.
+        let req = AnalyticsRequest {
+            all_history: true,
+            ..AnalyticsRequest::default()
+        };
+        analytics::run(config, conn, id, req, shutdown.clone())
     })
     .await?;
     Ok((t.elapsed(), summary))

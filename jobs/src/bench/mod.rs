@@ -1,4 +1,5 @@
 //! Benchmarks that print figures (`weatherflow bench …`); not used by the jobs.
 
 pub mod analytics;
+pub mod history;
 pub mod persist;

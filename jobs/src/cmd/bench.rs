@@ -13,11 +13,18 @@ pub enum BenchKind {
         #[arg(long, default_value_t = 200_000)]
         messages: u64,
     },
-    /// Analytics job time vs PostgreSQL's regr_* aggregates.
+    /// Analytics job time vs PostgreSQL's regr_* aggregates; with `--history-rows`, the nightly
+    /// job with that much history before its window against the same run without.
     Analytics {
-        /// Synthetic observations.
+        /// Synthetic observations (with `--history-rows`: those in the window).
         #[arg(long, default_value_t = 1_000_000)]
         rows: u64,
+        /// Also load this many rows of history, older than the window, into a second database.
+        #[arg(long)]
+        history_rows: Option<u64>,
+        /// The nightly job's window, in days (with `--history-rows`).
+        #[arg(long, default_value_t = 30, requires = "history_rows")]
+        window_days: u32,
     },
     /// Web mode under load: wrk against /api/v1/results, /api/v1/status and /.
     Web {
@@ -37,7 +44,16 @@ pub enum BenchKind {
 pub async fn run(config: &Config, which: BenchKind, shutdown: CancellationToken) -> anyhow::Result<()> {
     match which {
         BenchKind::Persist { messages } => crate::bench::persist::run(config, messages, shutdown).await,
-        BenchKind::Analytics { rows } => crate::bench::analytics::run(config, rows, shutdown).await,
+        BenchKind::Analytics {
+            rows,
+            history_rows: None,
+            ..
+        } => crate::bench::analytics::run(config, rows, shutdown).await,
+        BenchKind::Analytics {
+            rows,
+            history_rows: Some(history),
+            window_days,
+        } => crate::bench::history::run(config, rows, history, window_days, shutdown).await,
         BenchKind::Web {
             rows,
             seconds,

@@ -83,9 +83,13 @@ pub struct PersistFlags {
 /// Flags of `weatherflow run analytics`.
 #[derive(Debug, Args)]
 pub struct AnalyticsFlags {
-    /// Only observations at or after this time (RFC 3339).
+    /// Only observations at or after this time (RFC 3339). Default: `analytics.window_days` (30)
+    /// days before `--until` or now.
     #[arg(long)]
     pub since: Option<DateTime<Utc>>,
+    /// Fit every stored observation instead of the default window.
+    #[arg(long, conflicts_with = "since")]
+    pub all_history: bool,
     /// Only observations before this time (RFC 3339).
     #[arg(long)]
     pub until: Option<DateTime<Utc>>,
@@ -107,6 +111,9 @@ impl From<AnalyticsFlags> for AnalyticsRequest {
     fn from(f: AnalyticsFlags) -> Self {
         AnalyticsRequest {
             since: f.since,
+            all_history: f.all_history,
+            // A manual run is the nightly run by hand: partition maintenance included.
+            maintenance: true,
             until: f.until,
             min_samples: f.min_samples,
             plot: f.plot,
@@ -195,4 +202,30 @@ async fn analytics_once(
     let released = lock.release().await;
     result?;
     Ok(released?)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cmd::{Cli, Command};
+
+    fn analytics(args: &[&str]) -> Result<AnalyticsRequest, clap::Error> {
+        let cli = Cli::try_parse_from(["weatherflow", "run", "analytics"].iter().chain(args))?;
+        match cli.command {
+            Command::Run {
+                job: RunJob::Analytics(flags),
+            } => Ok(flags.into()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_manual_analytics_run_is_the_nightly_run_and_all_history_lifts_the_window() {
+        let default = analytics(&[]).unwrap();
+        assert!(default.maintenance && !default.all_history && default.since.is_none());
+        assert!(analytics(&["--all-history"]).unwrap().all_history);
+        assert!(analytics(&["--all-history", "--since", "2026-11-01T00:00:00Z"]).is_err());
+    }
 }

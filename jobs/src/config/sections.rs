@@ -180,6 +180,13 @@ section! {
         /// producer's `message.max.bytes`: large enough for any record the observations topic
         /// accepts.
         pub dlq_max_message_bytes: usize = 8 * 1024 * 1024;
+        /// `observations` is partitioned by month (UTC); the nightly maintenance step keeps a
+        /// partition ready for the current month and this many months after it.
+        pub partition_months_ahead: u32 = 2;
+        /// Months of observations kept: the nightly maintenance step drops the partitions of months
+        /// older than the current month minus this many (12 keeps this month and the 12 before
+        /// it). Unset: everything is kept.
+        pub retention_months: Option<u32> = None;
     }
 }
 
@@ -191,6 +198,10 @@ section! {
         /// A plot draws at most this many points (an even stride through the samples), so a plot of
         /// a million rows stays a file a browser opens; the fitted line always uses every sample.
         pub plot_max_points: usize = 20_000;
+        /// A run fits the observations of the last this many days (before `--until`, or before
+        /// now), unless it gives `--since` or `--all-history`; 0 fits every row. The schedule's
+        /// `[analytics.args] window_days` overrides it for scheduled runs.
+        pub window_days: u32 = 30;
     }
 }
 

@@ -14,14 +14,18 @@ use crate::jobs::fetch;
 use crate::runs::JobName;
 use crate::schedules::{self, Schedules};
 
-/// The analytics job's request for a run starting at `now`: the last `window_days` days, up to now.
-/// Counted from the run's start, not its tick, so that a catch-up run for a tick missed long ago still
-/// fits recent data.
+/// The analytics job's request for a run starting at `now`: the last `window_days` days, up to now
+/// (without it, the job's default window, `analytics.window_days`), after the partition maintenance
+/// step. Counted from the run's start, not its tick, so that a catch-up run for a tick missed long ago
+/// still fits recent data.
 pub fn analytics_request(args: &schedules::AnalyticsArgs, now: DateTime<Utc>) -> AnalyticsRequest {
     AnalyticsRequest {
         since: args
             .window_days
             .map(|days| now - chrono::Duration::days(i64::from(days))),
+        all_history: args.all_history,
+        // The nightly run is the pipeline's daily step, so it also keeps the partitions.
+        maintenance: true,
         min_samples: args.min_samples,
         // No window end, and no plots: a scheduled fit only stores its results.
         ..AnalyticsRequest::default()

@@ -17,15 +17,13 @@ use crate::jobs::persist::validate::Observation;
 /// The scratch table [`copy_rows`] copies into.
 const COPY_TABLE: &str = "observations_copy";
 
-/// Binary COPY of `records` into a fresh `LIKE observations INCLUDING ALL` table, in one statement
-/// and one transaction (the best case for COPY), encoding included.
+/// Binary COPY of `records` into a fresh table partitioned like `observations` (same indexes, same
+/// month partitions), in one statement and one transaction (the best case for COPY), encoding
+/// included.
 pub(super) async fn copy_rows(db: &DatabaseConnection, records: &[ValidRecord]) -> anyhow::Result<Duration> {
-    db.execute_unprepared(&format!(
-        "CREATE TABLE {COPY_TABLE} (LIKE observations INCLUDING ALL)"
-    ))
-    .await?;
-    let table = store::ObservationTable::new(COPY_TABLE);
     let pool = db.get_postgres_connection_pool();
+    crate::partitions::create_partitioned_like(pool, COPY_TABLE).await?;
+    let table = store::ObservationTable::new(COPY_TABLE);
     let started = Instant::now();
     let mut conn = pool.acquire().await?;
     store::disable_nagle(pool);

@@ -29,6 +29,7 @@ use self::fit::{FITTER_QUEUE, LineFit};
 use self::read::Samples;
 use crate::config::Config;
 use crate::job_error::{JobError, JobErrorKind, JobResultExt};
+use crate::partitions::{self, Maintenance, Policy};
 use crate::runs::{Completion, Report};
 
 /// The scope of the fit over every location.
@@ -37,8 +38,13 @@ pub const SCOPE_ALL: &str = "all";
 /// What to fit.
 #[derive(Debug, Clone, Default)]
 pub struct AnalyticsRequest {
-    /// Only observations at or after this time.
+    /// Only observations at or after this time. Unset: the last `analytics.window_days` days before
+    /// `until` (or now), unless `all_history` is set.
     pub since: Option<DateTime<Utc>>,
+    /// Without `since`, fit every row instead of the default window.
+    pub all_history: bool,
+    /// Run the partition maintenance step first (the nightly run does; see [`crate::partitions`]).
+    pub maintenance: bool,
     /// Only observations before this time.
     pub until: Option<DateTime<Utc>>,
     /// Minimum samples for a per-location fit; `None` uses the configuration.
@@ -140,6 +146,8 @@ pub struct AnalyticsSummary {
     pub plots_skipped: Vec<SkippedScope>,
     /// Time per phase.
     pub timings: Timings,
+    /// What the partition maintenance step did, when the run had one.
+    pub maintenance: Option<Maintenance>,
 }
 
 impl AnalyticsSummary {
@@ -189,6 +197,7 @@ impl Report for AnalyticsSummary {
             "skipped": self.skipped,
             "plots": self.plots,
             "plots_skipped": self.plots_skipped,
+            "maintenance": self.maintenance,
             "timings_ms": {
                 "read": ms(self.timings.read),
                 "fit": ms(self.timings.fit),
@@ -216,7 +225,20 @@ pub async fn run(
     {
         return Err(AnalyticsError::EmptyWindow { since, until }.into());
     }
-    let window = (req.since, req.until);
+    let maintenance = if req.maintenance {
+        let policy = Policy {
+            months_ahead: config.persist.partition_months_ahead,
+            retention_months: config.persist.retention_months,
+        };
+        let pool = db.get_postgres_connection_pool();
+        Some(partitions::maintain(pool, Utc::now(), policy).await?)
+    } else {
+        None
+    };
+    let window = (
+        default_since(&req, config.analytics.window_days, Utc::now()),
+        req.until,
+    );
     let min_samples = req.min_samples.unwrap_or(config.analytics.min_samples);
     let mut timings = Timings::default();
 
@@ -266,8 +288,8 @@ pub async fn run(
     timings.write = started.elapsed();
 
     let summary = AnalyticsSummary {
-        since: req.since,
-        until: req.until,
+        since: window.0,
+        until: window.1,
         min_samples,
         rows_read: fitted.rows as u64,
         non_finite_rows: fitted.non_finite,
@@ -278,9 +300,20 @@ pub async fn run(
         plots,
         plots_skipped,
         timings,
+        maintenance,
     };
     log_summary(&summary);
     Ok(summary)
+}
+
+/// The window's start: `since` when given; else nothing with `all_history` or a `window_days` of 0;
+/// else `window_days` before the window's end (`until`, or `now`). A nightly run's cost then follows
+/// the window, not the history: the read touches the window's partitions only.
+fn default_since(req: &AnalyticsRequest, window_days: u32, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    if req.since.is_some() || req.all_history || window_days == 0 {
+        return req.since;
+    }
+    Some(req.until.unwrap_or(now) - chrono::Duration::days(i64::from(window_days)))
 }
 
 fn interrupted(shutdown: &CancellationToken) -> Result<(), AnalyticsError> {
@@ -314,5 +347,43 @@ fn log_summary(summary: &AnalyticsSummary) {
             written = summary.results_written,
             "regressions stored"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn the_default_window_is_window_days_before_the_end_unless_all_history() {
+        let now = Utc.with_ymd_and_hms(2026, 12, 2, 8, 0, 0).unwrap();
+        let req = AnalyticsRequest::default();
+        assert_eq!(
+            default_since(&req, 30, now),
+            Some(now - chrono::Duration::days(30))
+        );
+        assert_eq!(default_since(&req, 0, now), None);
+        let until = now - chrono::Duration::days(100);
+        let bounded = AnalyticsRequest {
+            until: Some(until),
+            ..AnalyticsRequest::default()
+        };
+        assert_eq!(
+            default_since(&bounded, 7, now),
+            Some(until - chrono::Duration::days(7))
+        );
+        let all = AnalyticsRequest {
+            all_history: true,
+            ..AnalyticsRequest::default()
+        };
+        assert_eq!(default_since(&all, 30, now), None);
+        let given = AnalyticsRequest {
+            since: Some(until),
+            all_history: true,
+            ..AnalyticsRequest::default()
+        };
+        assert_eq!(default_since(&given, 30, now), Some(until));
     }
 }

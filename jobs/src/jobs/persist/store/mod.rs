@@ -362,12 +362,18 @@ fn not_connected(err: sqlx::Error) -> sqlx::Error {
     }
 }
 
-/// A unique violation on `(location_key, observed_at)`.
+/// A unique violation on `(location_key, observed_at)`. `observations` is partitioned by month, and
+/// PostgreSQL names the partition's index in the error (`observations_y2026m12_location_key_…`,
+/// `observations_default_location_key_…`), so the check is on the name's shape. The key holds the
+/// partition key, so one observation has exactly one partition and the partition's unique index is
+/// the table-wide dedup.
 fn is_observation_conflict(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Database(db) => {
             db.code().as_deref() == Some("23505")
-                && db.constraint() == Some("observations_location_key_observed_at_key")
+                && db.constraint().is_some_and(|c| {
+                    c.starts_with("observations_") && c.ends_with("_location_key_observed_at_key")
+                })
         }
         _ => false,
     }

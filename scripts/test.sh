@@ -41,6 +41,9 @@ if ! command -v cargo-deny >/dev/null; then
   echo "installing cargo-deny into $DENY_ROOT"
   cargo install --locked cargo-deny --root "$DENY_ROOT"
 fi
+# `cargo metadata` (which cargo-deny reads) needs every platform's crates, not only those a build
+# downloads: a fresh machine lacks e.g. android_system_properties. `cargo fetch` gets them all.
+cargo fetch --locked
 cargo deny --offline --locked check bans licenses sources
 
 step "docker-compose config -q (validation only: no Docker engine runs here)"

@@ -310,8 +310,11 @@ async fn a_persist_run_stopped_during_an_outage_with_records_abandoned_is_record
     let dir = scratch_dir("wf-outcomes");
     let env = ctx.child_env_with(&[
         ("WEATHERFLOW_PERSIST_BATCH_SIZE", "50"),
-        ("WEATHERFLOW_PERSIST_RETRY_INITIAL_MS", "100"),
-        ("WEATHERFLOW_PERSIST_RETRY_MAX_MS", "300"),
+        // A writer waits 2-4 s between attempts, so the SIGTERM below lands in that wait, not in an
+        // attempt that could still succeed once the database is back (it did, on a loaded machine,
+        // with 100-300 ms waits).
+        ("WEATHERFLOW_PERSIST_RETRY_INITIAL_MS", "4000"),
+        ("WEATHERFLOW_PERSIST_RETRY_MAX_MS", "4000"),
         ("WEATHERFLOW_PERSIST_SESSION_TIMEOUT_MS", "6000"),
     ]);
     let mut child = spawn(&dir, "consumer", &["consumer"], &env);

@@ -119,7 +119,7 @@ impl<T, E: Into<Cause>> JobResultExt<T> for Result<T, E> {
 
 /// An error and its sources on one line, each cause once (a source whose text already ends the line,
 /// as wrapping errors often repeat it, is not added again).
-fn chain(err: &(dyn StdError + 'static)) -> String {
+pub(crate) fn chain(err: &(dyn StdError + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

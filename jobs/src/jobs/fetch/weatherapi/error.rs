@@ -131,17 +131,7 @@ fn after(retry_after: Option<Duration>) -> String {
 /// connect error: Connection refused (os error 111)`). The error's own URL must be stripped first
 /// (`without_url`): its causes (hyper, io) name hosts at most, never the query.
 pub(crate) fn cause_chain(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        let part = cause.to_string();
-        if !text.ends_with(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = cause.source();
-    }
-    text
+    crate::job_error::chain(e)
 }
 
 /// The JSON error body: `{"error":{"code":1006,"message":"No matching location found."}}`.

@@ -91,14 +91,21 @@ pub fn base_config(cfg: &KafkaConfig) -> ClientConfig {
 /// The producer every job uses: idempotent, `acks=all`, compressed, so a retried send can never
 /// duplicate or reorder a message within a partition.
 pub fn producer(cfg: &KafkaConfig) -> Result<FutureProducer, KafkaSetupError> {
-    base_config(cfg)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("compression.type", "lz4")
-        .set("linger.ms", "5")
+    producer_config(cfg)
         .set("message.timeout.ms", "120000")
         .create()
         .map_err(KafkaSetupError::Client)
+}
+
+/// Every producer's settings: idempotent, `acks=all`, lz4, `kafka.linger_ms`. Callers add their
+/// delivery timeout and size limits.
+pub(crate) fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = base_config(cfg);
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", cfg.linger_ms.to_string());
+    c
 }
 
 /// Creates `topic` with `partitions` partitions unless it exists already (idempotent: an existing topic

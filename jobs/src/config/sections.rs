@@ -56,6 +56,11 @@ section! {
         pub group_instance_id: Option<String> = None;
         /// Timeout of admin and metadata requests, in seconds.
         pub request_timeout_secs: u64 = 10;
+        /// The producers' `linger.ms`: how long a message may wait for others to join its batch.
+        /// Every millisecond of it is a millisecond of end-to-end latency; at 0 the client still
+        /// batches whatever queues while a request is in flight, so a backlog goes out in large
+        /// batches anyway (`docs/performance.md`, latency budget).
+        pub linger_ms: u64 = 0;
         /// `security.protocol`: `plaintext` (default), `ssl`, `sasl_plaintext` or `sasl_ssl`.
         pub security_protocol: Option<String> = None;
         /// `sasl.mechanism`: `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` or `OAUTHBEARER`.

@@ -11,7 +11,7 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::{KafkaConfig, PersistConfig};
 use crate::jobs::persist::store::{Interrupted, RejectedRecord, Retry};
-use crate::kafka::{self, KafkaSetupError, base_config};
+use crate::kafka::{self, KafkaSetupError};
 
 /// Header names on dead-letter messages.
 pub(crate) mod headers {
@@ -47,11 +47,7 @@ impl Dlq {
     /// An idempotent, `acks=all` producer like [`crate::kafka::producer`], with `message.max.bytes`
     /// raised to the dead-letter topic's limit.
     pub(crate) fn new(k: &KafkaConfig, p: &PersistConfig) -> Result<Self, KafkaSetupError> {
-        let producer = base_config(k)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", "lz4")
-            .set("linger.ms", "5")
+        let producer = kafka::producer_config(k)
             .set("message.max.bytes", p.dlq_max_message_bytes.to_string())
             // Bounded, so that an outage surfaces as an error we log and retry with our backoff.
             .set("message.timeout.ms", "30000")

@@ -39,7 +39,7 @@ pub(crate) use unnest::insert_observations;
 /// Sets TCP_NODELAY on the pool's sockets (see the `nodelay` module: a workaround for sqlx 0.9.0).
 /// Call it after acquiring a connection, so that the connection is among them.
 pub(crate) fn disable_nagle(pool: &PgPool) {
-    nodelay::on_sockets_to(pool.connect_options().get_port());
+    nodelay::on_new_sockets_to(pool.connect_options().get_port(), pool.size());
 }
 
 /// The most observation and rejection bytes (estimated by [`Row::size`]) one transaction carries:
@@ -332,22 +332,42 @@ enum Method {
     Unnest,
 }
 
+/// The transaction of [`write_once`]. A batch of observations alone is one statement, which
+/// PostgreSQL runs as a transaction of its own and has committed when it answers, so it goes without
+/// BEGIN and COMMIT: two round trips fewer per batch, the latency budget's commit stage folded into
+/// the COPY (0.3–0.4 ms p50 at 100 msg/s, `docs/performance.md`). The existence check before it
+/// needs no transaction: a row stored between the check and the COPY makes the COPY fail whole,
+/// and the batch is written again (see [`write_once`]).
 async fn write_tx(
     pool: &PgPool,
     valid: &[&ValidRecord],
     rejected: &[&RejectedRecord],
     method: Method,
 ) -> Result<(u64, u64, Duration), sqlx::Error> {
+    if rejected.is_empty() {
+        let mut conn = pool.acquire().await.map_err(not_connected)?;
+        disable_nagle(pool);
+        let inserted = write_observations(&mut conn, valid, method).await?;
+        return Ok((inserted, 0, Duration::ZERO));
+    }
     let mut tx = pool.begin().await.map_err(not_connected)?;
     disable_nagle(pool);
-    let inserted = match method {
-        Method::Copy { check_first } => copy_observations(&mut tx, &OBSERVATIONS, valid, check_first).await?,
-        Method::Unnest => insert_observations(&mut tx, &OBSERVATIONS, valid).await?,
-    };
+    let inserted = write_observations(&mut tx, valid, method).await?;
     let rejections = insert_rejections(&mut tx, rejected).await?;
     let commit = Instant::now();
     tx.commit().await?;
     Ok((inserted, rejections, commit.elapsed()))
+}
+
+async fn write_observations(
+    conn: &mut sqlx::PgConnection,
+    valid: &[&ValidRecord],
+    method: Method,
+) -> Result<u64, sqlx::Error> {
+    match method {
+        Method::Copy { check_first } => copy_observations(conn, &OBSERVATIONS, valid, check_first).await,
+        Method::Unnest => insert_observations(conn, &OBSERVATIONS, valid).await,
+    }
 }
 
 /// A failure to open a connection or a transaction is about the connection, never about the rows

@@ -9,9 +9,31 @@
 //! latency p50 of 11 ms (`weatherflow bench persist`, our machine).
 //!
 //! sqlx gives no access to its sockets, so this sets the option on every TCP socket of the process
-//! whose peer is the database port. It is idempotent and cheap (one `getpeername` per open file
-//! descriptor), and runs after a writer acquires its connection, so connections the pool opens
-//! later (after an outage) are covered too. Remove it once a sqlx release sets TCP_NODELAY again.
+//! whose peer is the database port. It is idempotent (one `getpeername` per open file descriptor),
+//! and runs after a writer acquires its connection whenever the pool's size changed or a second has
+//! passed since the last run, so connections the pool opens later (after an outage) are covered
+//! too. Remove it once a sqlx release sets TCP_NODELAY again.
+
+/// [`on_sockets_to`], unless it ran less than a second ago for the same port and pool size. Every
+/// batch calls this; the scan costs a directory listing and a system call per descriptor, so it
+/// runs when the pool has grown or shrunk, and once a second for a connection replaced at the same
+/// size (a miss costs latency on that connection for at most that second).
+pub fn on_new_sockets_to(port: u16, connections: u32) {
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    static LAST: Mutex<Option<(u16, u32, Instant)>> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((p, n, at)) = *last
+        && p == port
+        && n == connections
+        && at.elapsed() < Duration::from_secs(1)
+    {
+        return;
+    }
+    on_sockets_to(port);
+    *last = Some((port, connections, Instant::now()));
+}
 
 /// Sets TCP_NODELAY on this process's TCP sockets connected to `port`. Best effort: failures are
 /// ignored, the only cost of a miss is latency.

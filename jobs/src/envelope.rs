@@ -64,11 +64,37 @@ impl Envelope {
 /// (`a|b` + `c` and `a` + `b|c` differ) while a place without either character keeps the key it
 /// always had.
 pub fn location_key(name: &str, region: &str, country: &str) -> String {
-    [name, region, country]
-        .iter()
-        .map(|part| normalize(part))
-        .collect::<Vec<_>>()
-        .join("|")
+    let mut key = String::with_capacity(name.len() + region.len() + country.len() + 2);
+    for (i, part) in [name, region, country].into_iter().enumerate() {
+        if i > 0 {
+            key.push('|');
+        }
+        if part.is_ascii() {
+            push_normalized_ascii(&mut key, part);
+        } else {
+            key.push_str(&normalize(part));
+        }
+    }
+    key
+}
+
+/// [`normalize`] for ASCII text, written straight into `key`: the persist job computes a key for
+/// every record, and the general version's five intermediate strings per part were a tenth of its
+/// validation time. Non-ASCII text takes the general version, whose Unicode lower-casing (a final
+/// sigma, say) depends on the context of each character.
+fn push_normalized_ascii(key: &mut String, part: &str) {
+    for (i, word) in part.split_whitespace().enumerate() {
+        if i > 0 {
+            key.push(' ');
+        }
+        for c in word.chars() {
+            match c {
+                '\\' => key.push_str("\\\\"),
+                '|' => key.push_str("\\|"),
+                c => key.push(c.to_ascii_lowercase()),
+            }
+        }
+    }
 }
 
 fn normalize(part: &str) -> String {
@@ -91,6 +117,28 @@ mod tests {
             "london|city of london|united kingdom"
         );
         assert_eq!(location_key("Paris", "", "France"), "paris||france");
+    }
+
+    #[test]
+    fn the_ascii_path_normalizes_like_the_general_one() {
+        let parts = [
+            "",
+            " ",
+            "London",
+            "  City of\t London \r\n",
+            "A\x0bB\x0cC",
+            "a|b\\c",
+            "\\|\\",
+            "MiXeD CaSe 123 !?",
+        ];
+        for name in parts {
+            for region in parts {
+                let general = [name, region, "UK"].map(normalize).join("|");
+                assert_eq!(location_key(name, region, "UK"), general, "{name:?} {region:?}");
+            }
+        }
+        // Non-ASCII text takes the general path, final sigma and all.
+        assert_eq!(location_key("ΟΔΟΣ", "Île", "X"), "οδος|île|x");
     }
 
     #[test]

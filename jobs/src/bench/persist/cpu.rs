@@ -128,6 +128,9 @@ mod tests {
             x = x.wrapping_add(std::hint::black_box(1));
         }
         let used = Cpu::now().since(&before);
-        assert!(used.own >= Duration::from_millis(50), "{used:?} after {x} iterations");
+        assert!(
+            used.own >= Duration::from_millis(50),
+            "{used:?} after {x} iterations"
+        );
     }
 }

@@ -47,9 +47,14 @@ pub(crate) struct Batch {
 impl Batch {
     /// An empty batch.
     pub(crate) fn new() -> Self {
+        Self::with_capacity(0, 0)
+    }
+
+    /// An empty batch with room for `valid` and `rejected` records.
+    pub(crate) fn with_capacity(valid: usize, rejected: usize) -> Self {
         Self {
-            valid: Vec::new(),
-            rejected: Vec::new(),
+            valid: Vec::with_capacity(valid),
+            rejected: Vec::with_capacity(rejected),
             last_offsets: BTreeMap::new(),
             bytes: 0,
             stamps: None,

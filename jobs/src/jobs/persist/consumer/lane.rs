@@ -21,10 +21,13 @@ pub(super) struct Lane {
 }
 
 impl Lane {
+    /// Moves the open batch to the sealed ones. The next batch gets room for as many records as
+    /// this one had, so a backlog's batches are allocated once instead of grown by doubling (each
+    /// doubling a copy of the records so far), and a trickle's stay small.
     pub(super) fn seal(&mut self) {
         if !self.open.is_empty() {
-            self.sealed
-                .push_back(std::mem::replace(&mut self.open, Batch::new()));
+            let next = Batch::with_capacity(self.open.valid.len(), self.open.rejected.len());
+            self.sealed.push_back(std::mem::replace(&mut self.open, next));
         }
     }
 

@@ -105,15 +105,16 @@ pub(crate) fn run(
     let mut poll_errors = 0u32;
     let stop = loop {
         let timeout = {
+            let now = Instant::now();
             let mut st = consumer.context().lock();
-            st.housekeeping(&consumer)?;
+            st.housekeeping(&consumer, now)?;
             if shutdown.is_cancelled() {
                 break StopReason::Shutdown;
             }
             if st.idle(&consumer) {
                 break StopReason::Idle;
             }
-            st.poll_timeout()
+            st.poll_timeout(now)
         };
         match consumer.poll(timeout) {
             Some(Ok(message)) => {

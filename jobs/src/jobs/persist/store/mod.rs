@@ -133,7 +133,7 @@ pub async fn store_batch(
 /// many were removed. `ON CONFLICT DO NOTHING` would cope with the duplicates itself; removing them
 /// here keeps the statement small and the counts exact.
 fn dedupe(valid: &[ValidRecord]) -> (Vec<&ValidRecord>, u64) {
-    let mut seen = HashSet::with_capacity(valid.len());
+    let mut seen = HashSet::with_capacity_and_hasher(valid.len(), foldhash::fast::RandomState::default());
     let mut unique = Vec::with_capacity(valid.len());
     for record in valid {
         let o = &record.observation;

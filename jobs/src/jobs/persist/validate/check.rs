@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::observation::{CurrentResponse, Observation};
 use super::{Rejection, RejectionClass, Rules};
-use crate::envelope::{self, Envelope};
+use crate::envelope::{self, Source};
 
 /// An inclusive range check for a measurement; the reason names the field, the value and the bounds.
 fn in_range(field: &str, value: f64, min: f64, max: f64) -> Result<f64, Rejection> {
@@ -82,10 +82,19 @@ fn day_flag(value: Option<f64>) -> Result<Option<bool>, Rejection> {
     }
 }
 
+/// What the rules read from the envelope around the body.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Stamp {
+    /// Where the payload came from.
+    pub(super) source: Source,
+    /// When the fetch job received it.
+    pub(super) fetched_at: DateTime<Utc>,
+}
+
 /// The semantic rules, on a body that parsed.
 pub(super) fn check(
     body: CurrentResponse,
-    envelope: &Envelope,
+    envelope: Stamp,
     now: DateTime<Utc>,
     rules: &Rules,
 ) -> Result<Observation, Rejection> {

@@ -15,10 +15,10 @@ mod rejection;
 use chrono::{DateTime, Duration, Utc};
 
 use crate::envelope::{Envelope, SCHEMA_VERSION};
-use check::check;
+use check::{Stamp, check};
 use diagnose::{diagnose_envelope, diagnose_payload, unknown_version};
-use observation::CurrentResponse;
 pub use observation::Observation;
+use observation::{CurrentResponse, Message};
 pub use rejection::{Rejection, RejectionClass};
 
 /// The limits a record is checked against; from `persist` settings.
@@ -76,6 +76,18 @@ pub fn validate(value: Option<&[u8]>, now: DateTime<Utc>, rules: &Rules) -> Resu
             ),
         )
     })?;
+    // One pass over the message when it is well formed; the envelope, then its payload, otherwise,
+    // so that a refusal names the part at fault exactly as before.
+    if let Ok(message) = serde_json::from_str::<Message<'_>>(text) {
+        if message.schema_version != SCHEMA_VERSION {
+            return Err(unknown_version(&message.schema_version.to_string()));
+        }
+        let stamp = Stamp {
+            source: message.source,
+            fetched_at: message.fetched_at,
+        };
+        return check(message.payload, stamp, now, rules);
+    }
     let Ok(envelope) = serde_json::from_str::<Envelope>(text) else {
         return Err(diagnose_envelope(text));
     };
@@ -84,7 +96,11 @@ pub fn validate(value: Option<&[u8]>, now: DateTime<Utc>, rules: &Rules) -> Resu
     }
     let payload = envelope.payload.get();
     let body = serde_json::from_str::<CurrentResponse>(payload).map_err(|_| diagnose_payload(payload))?;
-    check(body, &envelope, now, rules)
+    let stamp = Stamp {
+        source: envelope.source,
+        fetched_at: envelope.fetched_at,
+    };
+    check(body, stamp, now, rules)
 }
 
 #[cfg(test)]

@@ -59,6 +59,22 @@ pub struct Observation {
     pub fetched_at: DateTime<Utc>,
 }
 
+/// A whole message in one pass: the [`crate::envelope::Envelope`]'s fields, with its payload read as
+/// a [`CurrentResponse`] straight away instead of kept raw and parsed again: the envelope's payload
+/// is nine tenths of the message, and scanning it twice was a fifth of the consumer thread's time
+/// (`docs/performance.md`, catch-up). Anything this refuses goes through the two-step parse, whose
+/// errors name the part at fault.
+#[derive(Debug, Deserialize)]
+pub(super) struct Message<'a> {
+    pub(super) schema_version: u32,
+    pub(super) source: Source,
+    pub(super) fetched_at: DateTime<Utc>,
+    /// Required like the envelope's, and borrowed: the persist job does not keep it.
+    #[serde(rename = "query", borrow)]
+    _query: std::borrow::Cow<'a, str>,
+    pub(super) payload: CurrentResponse,
+}
+
 /// The part of a `current.json` body the persist job reads. Every number is read as `f64`: WeatherAPI
 /// writes `86` or `86.0` for the same field depending on the build, and serde accepts an integer
 /// literal for an `f64`. Unknown fields are ignored, since newer API builds add some.

@@ -55,6 +55,14 @@ impl Cpu {
 }
 
 impl CpuUse {
+    /// The most rows a second the machine's cores could store at this CPU cost per row, whoever
+    /// spends it: when a run gets close, it is bound by the machine, not by waiting.
+    pub(super) fn bound_rows_per_sec(&self, rows: u64) -> f64 {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let total = (self.own + self.postgres + self.rest).as_secs_f64();
+        cores * rows as f64 / total.max(1e-9)
+    }
+
     /// "weatherflow 1.23 s, PostgreSQL 2.34 s, rest 0.50 s per million rows" for `rows` rows.
     pub(super) fn per_million(&self, rows: u64) -> String {
         let per = |d: Duration| d.as_secs_f64() * 1e6 / rows.max(1) as f64;

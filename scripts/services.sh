@@ -104,7 +104,7 @@ kafka_format() {
   local id
   id="$(kafka_java kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)"
   log "formatting broker storage (cluster id $id)"
-  kafka_java kafka.tools.StorageTool format -t "$id" -c "$KAFKA_PROPS" >>"$KAFKA_LOG" 2>&1 \
+  kafka_java kafka.tools.StorageTool format --cluster-id="$id" -c "$KAFKA_PROPS" >>"$KAFKA_LOG" 2>&1 \
     || { tail -n 30 "$KAFKA_LOG" >&2; die "kafka storage format failed"; }
 }
 

@@ -93,7 +93,7 @@ cluster_format() {
   log "formatting $size nodes' storage (cluster id $id)"
   for i in $(seq 1 "$size"); do
     # Static voters (controller.quorum.voters): no --standalone. The nodes in parallel.
-    java -Xmx128m -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool format -t "$id" \
+    java -Xmx128m -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool format --cluster-id="$id" \
       -c "$(node_dir "$i")/server.properties" >>"$(node_dir "$i")/broker.log" 2>&1 &
     pids+=($!)
   done

@@ -57,7 +57,7 @@ kn_start() {
   kn_write_props
   if [ ! -f "$KN_STATE/data/meta.properties" ]; then
     local id; id="$(kn_java kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)"
-    kn_java kafka.tools.StorageTool format -t "$id" -c "$(kn_props)" >>"$(kn_log)" 2>&1
+    kn_java kafka.tools.StorageTool format --cluster-id="$id" -c "$(kn_props)" >>"$(kn_log)" 2>&1
   fi
   wc -c <"$(kn_log)" 2>/dev/null >"$KN_STATE/log.offset" || echo 0 >"$KN_STATE/log.offset"
   # shellcheck disable=SC2086  # KN_JAVA_OPTS is a list of options

@@ -99,9 +99,14 @@ pub fn producer(cfg: &KafkaConfig) -> Result<FutureProducer, KafkaSetupError> {
 
 /// Every producer's settings: idempotent, `acks=all`, lz4, `kafka.linger_ms`. Callers add their
 /// delivery timeout and size limits.
+///
+/// A producer never has the broker create a topic: each topic it writes to is made by
+/// [`ensure_topic`] with its partition count and settings, and a broker's auto-creation (with the
+/// broker's defaults) could win the race when a first send overlaps that call.
 pub(crate) fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = base_config(cfg);
-    c.set("enable.idempotence", "true")
+    c.set("allow.auto.create.topics", "false")
+        .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("compression.type", "lz4")
         .set("linger.ms", cfg.linger_ms.to_string());
@@ -168,6 +173,8 @@ async fn create_topic(
                 bootstrap: cfg.bootstrap_servers.clone(),
                 source,
             })?;
+    // The admin client's drop joins a thread that polls every 100 ms: off the caller's task.
+    tokio::task::spawn_blocking(move || drop(admin));
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

@@ -603,6 +603,38 @@ async fn shutdown_finishes_the_request_in_flight_then_stops() {
 }
 
 #[tokio::test]
+async fn a_broker_that_is_down_costs_one_wave_of_requests_and_fails_retryable() {
+    let ctx = TestContext::new().await;
+    let stub = WeatherApiStub::start().await;
+    let mut config = api_config(&ctx, &stub);
+    // Nothing listens on port 1: the producer is created, the topic check times out.
+    config.kafka.bootstrap_servers = "127.0.0.1:1".into();
+    config.kafka.request_timeout_secs = 2;
+    let places: Vec<String> = (0..20).map(|i| format!("London {i}")).collect();
+    let mut req = request(&places.iter().map(String::as_str).collect::<Vec<_>>());
+    req.concurrency = Some(4);
+    let started = Instant::now();
+
+    let err = fetch::run(&config, req, CancellationToken::new())
+        .await
+        .unwrap_err();
+
+    assert_eq!(err.kind(), JobErrorKind::Retryable, "{err:#}");
+    assert!(format!("{err:#}").contains("creating topic"), "{err:#}");
+    let sent = stub.requests().len();
+    assert!(
+        (1..=4).contains(&sent),
+        "the first wave overlaps the topic check, the rest waits for it: {sent} requests"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "queued messages are dropped, not awaited for the delivery timeout"
+    );
+    let report = err.report().expect("the run's partial report");
+    assert_eq!(report.records_out, Some(0), "nothing reached the broker");
+}
+
+#[tokio::test]
 async fn the_stub_answers_like_the_real_api() {
     let stub = WeatherApiStub::start().await;
     let http = reqwest::Client::new();

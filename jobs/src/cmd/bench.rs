@@ -26,6 +26,21 @@ pub enum BenchKind {
         #[arg(long, default_value_t = 30, requires = "history_rows")]
         window_days: u32,
     },
+    /// The fetch job against a bare HTTP client, both at a local stub answering after a fixed latency.
+    Fetch {
+        /// Locations per run.
+        #[arg(long, default_value_t = 1000)]
+        locations: usize,
+        /// The stub's answer latency, in milliseconds.
+        #[arg(long, default_value_t = 50)]
+        latency_ms: u64,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Rounds, each one bare HTTP run and one job run.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Web mode under load: wrk against /api/v1/results, /api/v1/status and /.
     Web {
         /// Synthetic observations.
@@ -54,6 +69,20 @@ pub async fn run(config: &Config, which: BenchKind, shutdown: CancellationToken)
             history_rows: Some(history),
             window_days,
         } => crate::bench::history::run(config, rows, history, window_days, shutdown).await,
+        BenchKind::Fetch {
+            locations,
+            latency_ms,
+            concurrency,
+            runs,
+        } => {
+            let bench = crate::bench::fetch::FetchBench {
+                locations,
+                latency: std::time::Duration::from_millis(latency_ms),
+                concurrency,
+                runs,
+            };
+            crate::bench::fetch::run(config, bench, shutdown).await
+        }
         BenchKind::Web {
             rows,
             seconds,

@@ -5,6 +5,9 @@
 //! produced as it arrives, keyed by the normalized location, its value the versioned [`Envelope`]
 //! around the API's body verbatim; the run then awaits every delivery report.
 //!
+//! The topic check runs beside the first wave of requests, not before it; the rest of the requests
+//! wait for it (see [`Plan::topic_ready`]), and its failure stops the run as retryable.
+//!
 //! Outcomes: an unknown location or an unparsable body fails that location only; a key or account
 //! problem (invalid, disabled, over quota, no access) stops the run at once; a run in which nothing
 //! could be produced, more than `fetch.max_failed_ratio` of the locations failed, any failed delivery,
@@ -136,6 +139,54 @@ fn too_many_failed(failed: usize, asked: usize, ratio: f64) -> bool {
     asked > 0 && failed as f64 > ratio * asked as f64
 }
 
+/// What the fetch waits on besides the shutdown: `stop` ends it early (a shutdown, or a failed topic
+/// check); `topic_ready` is signalled once the topic is known to exist.
+#[derive(Clone, Copy)]
+struct Gates<'a> {
+    stop: &'a CancellationToken,
+    topic_ready: &'a CancellationToken,
+}
+
+/// Fetches (or simulates) every location into `sink`: the source it used, whether it asked in bulk,
+/// and the API error that stopped it early, if any.
+#[allow(clippy::too_many_arguments)]
+async fn produce_all(
+    config: &Config,
+    req: &FetchRequest,
+    source: Resolved,
+    locations: &[String],
+    concurrency: usize,
+    gates: Gates<'_>,
+    sink: &mut Sink,
+    outcomes: &mut [LocationOutcome],
+) -> Result<(Source, bool, Option<weatherapi::ApiError>), JobError> {
+    match source {
+        Resolved::Simulated => {
+            let seed = req.seed.unwrap_or(config.fetch.simulated_seed);
+            let times = plan::simulated_times(Utc::now(), req.backfill_hours.unwrap_or(0));
+            plan::simulate_all(locations, &times, seed, sink, outcomes).await;
+            Ok((Source::Simulated, false, None))
+        }
+        Resolved::Api(key) => {
+            let bulk = config.weatherapi.bulk;
+            let limiter = TokenBucket::new(config.fetch.rate_per_sec, config.fetch.burst)
+                .job(JobErrorKind::Fatal, "fetch.rate_per_sec")?;
+            let api = WeatherApi::new(&config.weatherapi, key, Arc::new(limiter))
+                .map_err(|e| JobError::new(kind_of(e.class()), e))?;
+            let plan = Plan {
+                api: &api,
+                locations,
+                bulk,
+                batch: config.weatherapi.bulk_batch_size.clamp(1, BULK_MAX),
+                concurrency,
+                topic_ready: gates.topic_ready,
+            };
+            let fatal = plan.fetch_all(gates.stop, sink, outcomes).await;
+            Ok((Source::Weatherapi, bulk, fatal))
+        }
+    }
+}
+
 /// Runs the fetch job.
 pub async fn run(
     config: &Config,
@@ -148,45 +199,64 @@ pub async fn run(
         return Err(JobError::fatal("fetch concurrency must be at least 1"));
     }
     let source = resolve_source(config, req.source)?;
+    if matches!(source, Resolved::Api(_)) && req.backfill_hours.is_some() {
+        return Err(JobError::fatal(
+            "--backfill-hours needs the simulated source (the current.json API has no history)",
+        ));
+    }
     let topic = config.kafka.observations_topic.clone();
-    // The broker not answering is an outage, worth another attempt; a producer the client refuses
-    // to create is a configuration error.
-    kafka::ensure_topic(&config.kafka, &topic, config.kafka.partitions)
-        .await
-        .job(JobErrorKind::Retryable, format!("creating topic {topic}"))?;
+    // A producer the client refuses to create is a configuration error. It never creates the topic
+    // itself (`allow.auto.create.topics=false`): messages sent before the check below has created
+    // it wait in its queue until the topic appears.
     let producer = kafka::producer(&config.kafka).job(JobErrorKind::Fatal, "creating the Kafka producer")?;
     let mut sink = Sink::new(producer, topic.clone());
     let mut outcomes: Vec<LocationOutcome> = locations.iter().map(|q| LocationOutcome::skipped(q)).collect();
 
-    let (source, bulk, fatal) = match source {
-        Resolved::Simulated => {
-            let seed = req.seed.unwrap_or(config.fetch.simulated_seed);
-            let times = plan::simulated_times(Utc::now(), req.backfill_hours.unwrap_or(0));
-            plan::simulate_all(&locations, &times, seed, &mut sink, &mut outcomes).await;
-            (Source::Simulated, false, None)
+    // The topic check (an admin client, one round trip) overlaps the first wave of requests instead
+    // of delaying it. Requests after that wave wait for the check, so a broker that is down costs at
+    // most one wave of API quota; its failure stops the fetch.
+    let topic_ready = CancellationToken::new();
+    let stop = shutdown.child_token();
+    let check = async {
+        let checked = kafka::ensure_topic(&config.kafka, &topic, config.kafka.partitions).await;
+        match &checked {
+            Ok(()) => topic_ready.cancel(),
+            Err(_) => stop.cancel(),
         }
-        Resolved::Api(_) if req.backfill_hours.is_some() => {
-            return Err(JobError::fatal(
-                "--backfill-hours needs the simulated source (the current.json API has no history)",
-            ));
-        }
-        Resolved::Api(key) => {
-            let bulk = config.weatherapi.bulk;
-            let limiter = TokenBucket::new(config.fetch.rate_per_sec, config.fetch.burst)
-                .job(JobErrorKind::Fatal, "fetch.rate_per_sec")?;
-            let api = WeatherApi::new(&config.weatherapi, key, Arc::new(limiter))
-                .map_err(|e| JobError::new(kind_of(e.class()), e))?;
-            let plan = Plan {
-                api: &api,
-                locations: &locations,
-                bulk,
-                batch: config.weatherapi.bulk_batch_size.clamp(1, BULK_MAX),
-                concurrency,
-            };
-            let fatal = plan.fetch_all(&shutdown, &mut sink, &mut outcomes).await;
-            (Source::Weatherapi, bulk, fatal)
-        }
+        checked
     };
+    let gates = Gates {
+        stop: &stop,
+        topic_ready: &topic_ready,
+    };
+    let produce = produce_all(
+        config,
+        &req,
+        source,
+        &locations,
+        concurrency,
+        gates,
+        &mut sink,
+        &mut outcomes,
+    );
+    let (produced, checked) = tokio::join!(produce, check);
+    if let Err(e) = checked {
+        // The broker not answering is an outage, worth another attempt; nothing queued can reach it.
+        sink.abandon();
+        let (delivered, _) = sink.finish(&mut outcomes).await;
+        let summary = FetchSummary {
+            source: produced.as_ref().map_or(Source::Weatherapi, |p| p.0),
+            bulk: config.weatherapi.bulk,
+            topic: topic.clone(),
+            produced: delivered,
+            locations: outcomes,
+        };
+        summary.log("topic check failed");
+        return Err(JobError::new(JobErrorKind::Retryable, e)
+            .context(format!("creating topic {topic}"))
+            .with_report(&summary));
+    }
+    let (source, bulk, fatal) = produced?;
 
     // Whatever happened, every message handed to the producer is awaited.
     let (delivered, failed_deliveries) = sink.finish(&mut outcomes).await;

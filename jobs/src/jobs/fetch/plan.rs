@@ -20,6 +20,9 @@ pub(crate) struct Plan<'a> {
     pub(crate) batch: usize,
     /// Requests in flight.
     pub(crate) concurrency: usize,
+    /// Signalled once the topic is known to exist. The first wave of requests (`concurrency` of them)
+    /// goes out before; the rest wait for it, so a broker that is down costs one wave of quota.
+    pub(crate) topic_ready: &'a CancellationToken,
 }
 
 impl Plan<'_> {
@@ -40,7 +43,8 @@ impl Plan<'_> {
         // A shutdown stops new units from starting; the ones in flight finish.
         let answers = futures::stream::iter(units)
             .take_until(shutdown.cancelled())
-            .map(|unit| self.fetch_unit(unit, shutdown))
+            .enumerate()
+            .map(|(n, unit)| self.fetch_unit(n, unit, shutdown))
             .buffer_unordered(self.concurrency);
         let mut answers = std::pin::pin!(answers);
         while let Some((results, attempts)) = answers.next().await {
@@ -80,7 +84,20 @@ impl Plan<'_> {
 
     /// One request (single or bulk): each location's result, or the error that failed the whole
     /// request with the locations it held; and the attempts it took.
-    async fn fetch_unit(&self, unit: Vec<usize>, shutdown: &CancellationToken) -> (UnitResult, u32) {
+    async fn fetch_unit(
+        &self,
+        n: usize,
+        unit: Vec<usize>,
+        shutdown: &CancellationToken,
+    ) -> (UnitResult, u32) {
+        if n >= self.concurrency {
+            tokio::select! {
+                biased;
+                _ = self.topic_ready.cancelled() => {}
+                // Stopped before asking: its locations stay skipped.
+                _ = shutdown.cancelled() => return (Ok(Vec::new()), 0),
+            }
+        }
         if let [i] = unit[..]
             && !self.bulk
         {

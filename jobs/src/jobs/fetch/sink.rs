@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer, PurgeConfig};
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::summary::{LocationOutcome, LocationStatus};
@@ -84,11 +84,21 @@ impl Sink {
         }
     }
 
+    /// Drops every message not yet acknowledged, so that [`Sink::finish`] reports them failed at once
+    /// instead of after the delivery timeout: for a run that cannot deliver (its topic check failed).
+    pub(crate) fn abandon(&self) {
+        self.producer.purge(PurgeConfig::default().queue().inflight());
+    }
+
     /// Awaits every delivery report; a failed delivery turns its location into a failure. Returns
     /// the numbers of delivered and of failed messages.
     pub(crate) async fn finish(self, outcomes: &mut [LocationOutcome]) -> (usize, usize) {
         let (indices, futures): (Vec<usize>, Vec<DeliveryFuture>) = self.pending.into_iter().unzip();
         let reports = futures::future::join_all(futures).await;
+        // Every report is in, so nothing is lost by not waiting for the producer to close: its drop
+        // joins a thread that polls every 100 ms, and the run's result does not wait for that.
+        let producer = self.producer;
+        tokio::task::spawn_blocking(move || drop(producer));
         let total = reports.len();
         let mut failed = 0;
         for (i, report) in indices.into_iter().zip(reports) {

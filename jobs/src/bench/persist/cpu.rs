@@ -1,6 +1,8 @@
 //! CPU time of a benchmark phase, split between this process, PostgreSQL and the rest of the
 //! machine (the broker, mostly), from `/proc`. The benchmark runs everything on one host, so the
 //! split says whose work a phase was: a rate alone cannot tell a slow consumer from a busy server.
+//! The time the hypervisor took from the machine (steal) is counted apart: it is nobody's work here,
+//! but it says how far a run's rates were held down by other tenants.
 
 use std::time::Duration;
 
@@ -13,6 +15,7 @@ pub(super) struct Cpu {
     own: u64,
     postgres: u64,
     machine: u64,
+    steal: u64,
 }
 
 /// CPU time spent between two [`Cpu`] readings.
@@ -25,6 +28,8 @@ pub(super) struct CpuUse {
     pub(super) postgres: Duration,
     /// The rest of the machine's busy time: the broker's JVM and whatever else ran.
     pub(super) rest: Duration,
+    /// Time the hypervisor gave the machine's CPUs to other guests.
+    pub(super) steal: Duration,
 }
 
 impl Cpu {
@@ -34,10 +39,12 @@ impl Cpu {
             .ok()
             .and_then(|s| ticks(&s, false))
             .unwrap_or(0);
+        let (machine, steal) = machine_ticks().unwrap_or((0, 0));
         Self {
             own,
             postgres: postgres_ticks(),
-            machine: machine_busy_ticks().unwrap_or(0),
+            machine,
+            steal,
         }
     }
 
@@ -50,27 +57,22 @@ impl Cpu {
             own: TICK * own as u32,
             postgres: TICK * postgres as u32,
             rest: TICK * machine.saturating_sub(own + postgres) as u32,
+            steal: TICK * self.steal.saturating_sub(earlier.steal) as u32,
         }
     }
 }
 
 impl CpuUse {
-    /// The most rows a second the machine's cores could store at this CPU cost per row, whoever
-    /// spends it: when a run gets close, it is bound by the machine, not by waiting.
-    pub(super) fn bound_rows_per_sec(&self, rows: u64) -> f64 {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        let total = (self.own + self.postgres + self.rest).as_secs_f64();
-        cores * rows as f64 / total.max(1e-9)
-    }
-
-    /// "weatherflow 1.23 s, PostgreSQL 2.34 s, rest 0.50 s per million rows" for `rows` rows.
+    /// "weatherflow 1.23 s, PostgreSQL 2.34 s, rest of the machine 0.50 s, stolen 0.10 s" per million
+    /// of `rows` rows.
     pub(super) fn per_million(&self, rows: u64) -> String {
         let per = |d: Duration| d.as_secs_f64() * 1e6 / rows.max(1) as f64;
         format!(
-            "weatherflow {:.2} s, PostgreSQL {:.2} s, rest of the machine {:.2} s",
+            "weatherflow {:.2} s, PostgreSQL {:.2} s, rest of the machine {:.2} s, stolen by the hypervisor {:.2} s",
             per(self.own),
             per(self.postgres),
-            per(self.rest)
+            per(self.rest),
+            per(self.steal)
         )
     }
 }
@@ -105,14 +107,19 @@ fn postgres_ticks() -> u64 {
     sum
 }
 
-/// All CPUs' busy time: the `cpu` line of `/proc/stat` less idle and iowait.
-fn machine_busy_ticks() -> Option<u64> {
+/// All CPUs' busy time (the `cpu` line of `/proc/stat`: user, nice, system, irq, softirq) and
+/// their stolen time.
+fn machine_ticks() -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    machine_line(stat.lines().next()?)
+}
+
+fn machine_line(line: &str) -> Option<(u64, u64)> {
+    let line = line.strip_prefix("cpu ")?;
     let v: Vec<u64> = line.split_whitespace().filter_map(|f| f.parse().ok()).collect();
     // user nice system idle iowait irq softirq steal (guest time is already inside user).
-    let total: u64 = v.iter().take(8).sum();
-    Some(total - v.get(3)? - v.get(4)?)
+    let busy = [0, 1, 2, 5, 6].iter().map(|&i| v.get(i)).sum::<Option<u64>>()?;
+    Some((busy, *v.get(7)?))
 }
 
 #[cfg(test)]
@@ -125,6 +132,14 @@ mod tests {
         assert_eq!(ticks(line, false), Some(10));
         assert_eq!(ticks(line, true), Some(34));
         assert_eq!(ticks("42 (x) S 1", false), None);
+    }
+
+    #[test]
+    fn steal_is_apart_from_busy_time() {
+        let line = "cpu  100 2 30 5000 40 6 7 90 0 0";
+        assert_eq!(machine_line(line), Some((145, 90)));
+        assert_eq!(machine_line("cpu  1 2 3"), None);
+        assert_eq!(machine_line("cpu0 1 2 3 4 5 6 7 8"), None);
     }
 
     #[test]

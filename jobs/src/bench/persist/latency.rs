@@ -30,6 +30,7 @@ pub(super) async fn latency(
     producer: &FutureProducer,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
+    round_trip(s).await?;
     for (rate, secs) in RATES {
         let c = config_at(&s.config, rate);
         let result = run_at(s, &c, producer, shutdown, rate, secs).await;
@@ -37,6 +38,29 @@ pub(super) async fn latency(
         crate::kafka::delete_topics(&c.kafka, &topics).await?;
         result?;
     }
+    Ok(())
+}
+
+/// Prints the machine's own floor beside the budget: one PostgreSQL round trip over the bench's
+/// pool. The budget's database stages are a few of these, so the two read together tell a slow
+/// machine from a slow pipeline.
+async fn round_trip(s: &Scratch) -> anyhow::Result<()> {
+    let mut stage = Stage {
+        name: "SELECT 1",
+        ms: Vec::with_capacity(500),
+    };
+    for _ in 0..500 {
+        let started = std::time::Instant::now();
+        s.db.execute_unprepared("SELECT 1").await?;
+        stage.ms.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    stage.ms.sort_by(f64::total_cmp);
+    println!(
+        "  this machine's floor: one PostgreSQL round trip ({} over the pool, n=500) p50 {:.3} ms, p99 {:.3} ms",
+        stage.name,
+        stage.pct(0.50),
+        stage.pct(0.99)
+    );
     Ok(())
 }
 

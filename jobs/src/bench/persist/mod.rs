@@ -169,12 +169,6 @@ async fn measure(s: &Scratch, messages: u64, shutdown: &CancellationToken) -> an
         persist_cpu.per_million(summary.stored)
     );
     println!("  CPU per million rows, COPY:      {}", copy_cpu.per_million(n));
-    let bound = persist_cpu.bound_rows_per_sec(summary.stored);
-    println!(
-        "  the cores' bound at that cost:  {bound:>8.0} rows/s = {:.2} x COPY; persist reached {:.0} % of it (CPU of the whole run, group join included)",
-        bound / copy_rate,
-        100.0 * persist_rate / bound
-    );
     println!(
         "  write paths / COPY               COPY {:.2}, check+COPY {:.2}, UNNEST {:.2}, insert_many {:.2}",
         copy_path_rate / copy_rate,

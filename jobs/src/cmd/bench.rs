@@ -12,6 +12,10 @@ pub enum BenchKind {
         /// Messages to produce and drain.
         #[arg(long, default_value_t = 200_000)]
         messages: u64,
+        /// Pairs of persist and COPY runs over the same backlog; the ratio's median and lowest are
+        /// printed.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
     },
     /// Analytics job time vs PostgreSQL's regr_* aggregates; with `--history-rows`, the nightly
     /// job with that much history before its window against the same run without.
@@ -58,7 +62,9 @@ pub enum BenchKind {
 /// Runs the chosen benchmark.
 pub async fn run(config: &Config, which: BenchKind, shutdown: CancellationToken) -> anyhow::Result<()> {
     match which {
-        BenchKind::Persist { messages } => crate::bench::persist::run(config, messages, shutdown).await,
+        BenchKind::Persist { messages, rounds } => {
+            crate::bench::persist::run(config, messages, rounds, shutdown).await
+        }
         BenchKind::Analytics {
             rows,
             history_rows: None,

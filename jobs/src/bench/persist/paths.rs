@@ -22,6 +22,10 @@ const COPY_TABLE: &str = "observations_copy";
 /// included.
 pub(super) async fn copy_rows(db: &DatabaseConnection, records: &[ValidRecord]) -> anyhow::Result<Duration> {
     let pool = db.get_postgres_connection_pool();
+    // Each round copies into a new table, as the first did.
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {COPY_TABLE}")))
+        .execute(pool)
+        .await?;
     crate::partitions::create_partitioned_like(pool, COPY_TABLE).await?;
     let table = store::ObservationTable::new(COPY_TABLE);
     let started = Instant::now();

@@ -147,19 +147,30 @@ struct Gates<'a> {
     topic_ready: &'a CancellationToken,
 }
 
+/// One run's inputs, once checked.
+#[derive(Clone, Copy)]
+struct Inputs<'a> {
+    config: &'a Config,
+    req: &'a FetchRequest,
+    locations: &'a [String],
+    concurrency: usize,
+}
+
 /// Fetches (or simulates) every location into `sink`: the source it used, whether it asked in bulk,
 /// and the API error that stopped it early, if any.
-#[allow(clippy::too_many_arguments)]
 async fn produce_all(
-    config: &Config,
-    req: &FetchRequest,
+    inputs: Inputs<'_>,
     source: Resolved,
-    locations: &[String],
-    concurrency: usize,
     gates: Gates<'_>,
     sink: &mut Sink,
     outcomes: &mut [LocationOutcome],
 ) -> Result<(Source, bool, Option<weatherapi::ApiError>), JobError> {
+    let Inputs {
+        config,
+        req,
+        locations,
+        concurrency,
+    } = inputs;
     match source {
         Resolved::Simulated => {
             let seed = req.seed.unwrap_or(config.fetch.simulated_seed);
@@ -229,24 +240,24 @@ pub async fn run(
         stop: &stop,
         topic_ready: &topic_ready,
     };
-    let produce = produce_all(
+    let inputs = Inputs {
         config,
-        &req,
-        source,
-        &locations,
+        req: &req,
+        locations: &locations,
         concurrency,
-        gates,
-        &mut sink,
-        &mut outcomes,
-    );
+    };
+    let produce = produce_all(inputs, source, gates, &mut sink, &mut outcomes);
     let (produced, checked) = tokio::join!(produce, check);
     if let Err(e) = checked {
         // The broker not answering is an outage, worth another attempt; nothing queued can reach it.
         sink.abandon();
         let (delivered, _) = sink.finish(&mut outcomes).await;
+        let (source, bulk) = produced
+            .as_ref()
+            .map_or((Source::Weatherapi, false), |p| (p.0, p.1));
         let summary = FetchSummary {
-            source: produced.as_ref().map_or(Source::Weatherapi, |p| p.0),
-            bulk: config.weatherapi.bulk,
+            source,
+            bulk,
             topic: topic.clone(),
             produced: delivered,
             locations: outcomes,

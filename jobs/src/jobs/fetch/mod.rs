@@ -248,29 +248,15 @@ pub async fn run(
     };
     let produce = produce_all(inputs, source, gates, &mut sink, &mut outcomes);
     let (produced, checked) = tokio::join!(produce, check);
-    if let Err(e) = checked {
-        // The broker not answering is an outage, worth another attempt; nothing queued can reach it.
+    if checked.is_err() {
+        // Nothing queued can reach the broker: report it failed now, not at the delivery timeout.
         sink.abandon();
-        let (delivered, _) = sink.finish(&mut outcomes).await;
-        let (source, bulk) = produced
-            .as_ref()
-            .map_or((Source::Weatherapi, false), |p| (p.0, p.1));
-        let summary = FetchSummary {
-            source,
-            bulk,
-            topic: topic.clone(),
-            produced: delivered,
-            locations: outcomes,
-        };
-        summary.log("topic check failed");
-        return Err(JobError::new(JobErrorKind::Retryable, e)
-            .context(format!("creating topic {topic}"))
-            .with_report(&summary));
     }
-    let (source, bulk, fatal) = produced?;
-
     // Whatever happened, every message handed to the producer is awaited.
     let (delivered, failed_deliveries) = sink.finish(&mut outcomes).await;
+    let (source, bulk) = produced
+        .as_ref()
+        .map_or((Source::Weatherapi, false), |p| (p.0, p.1));
     let summary = FetchSummary {
         source,
         bulk,
@@ -278,6 +264,14 @@ pub async fn run(
         produced: delivered,
         locations: outcomes,
     };
+    if let Err(e) = checked {
+        // The broker not answering is an outage, worth another attempt.
+        summary.log("topic check failed");
+        return Err(JobError::new(JobErrorKind::Retryable, e)
+            .context(format!("creating topic {topic}"))
+            .with_report(&summary));
+    }
+    let (_, _, fatal) = produced?;
 
     if let Some(error) = fatal {
         summary.log("fatal");

@@ -413,13 +413,12 @@ async fn a_persist_run_killed_by_sigkill_is_closed_as_abandoned_by_the_next_star
         "{before:?}"
     );
 
-    // The next start closes the killed run's row, and only that one.
+    // The next start closes the killed run's row, and only that one, then records its own run (the
+    // two are separate statements, so wait for both).
     let mut next = spawn(&dir, "next", &["consumer"], &env);
     let closed = eventually(Duration::from_secs(30), || async {
-        persist_rows(&ctx)
-            .await
-            .iter()
-            .any(|r| r.status == RunStatus::Failed)
+        let rows = persist_rows(&ctx).await;
+        rows.len() == 3 && rows.iter().any(|r| r.status == RunStatus::Failed)
     })
     .await;
     let all = persist_rows(&ctx).await;

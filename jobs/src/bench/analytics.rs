@@ -208,7 +208,83 @@ async fn bench(
         let n = stream_rows(pool, sql).await?;
         println!("  {label:<44}  {:>9}  ({n} rows)", ms(t.elapsed()));
     }
+    let t = Instant::now();
+    let (n, groups) = copy_out_grouped(pool).await?;
+    println!(
+        "  {:<44}  {:>9}  ({n} rows, {groups} locations)",
+        "binary COPY out, grouped on the client",
+        ms(t.elapsed())
+    );
     Ok(())
+}
+
+/// The rows as one binary `COPY … TO STDOUT`, grouped by location on the client: the read without
+/// the server building arrays, and without a protocol message and a row decode per observation.
+async fn copy_out_grouped(pool: &sqlx::PgPool) -> anyhow::Result<(usize, usize)> {
+    let mut conn = pool.acquire().await?;
+    let mut stream = conn
+        .copy_out_raw(
+            "COPY (SELECT location_key, wind_kph, temp_c FROM observations) TO STDOUT (FORMAT binary)",
+        )
+        .await?;
+    let mut groups: std::collections::HashMap<Vec<u8>, (Vec<f64>, Vec<f64>)> = Default::default();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut rows = 0usize;
+    let mut header = true;
+    while let Some(chunk) = stream.try_next().await? {
+        buf.extend_from_slice(&chunk);
+        let mut at = 0;
+        if header {
+            // Signature (11 bytes), flags, header extension length, then the extension.
+            if buf.len() < 19 {
+                continue;
+            }
+            let ext = u32::from_be_bytes(buf[15..19].try_into()?) as usize;
+            at = 19 + ext;
+            header = false;
+        }
+        while let Some((used, tuple)) = copy_tuple(&buf[at..])? {
+            at += used;
+            let Some([key, wind, temp]) = tuple else { break };
+            let (w, t) = match groups.get_mut(key) {
+                Some(g) => g,
+                None => groups.entry(key.to_vec()).or_default(),
+            };
+            w.push(f64::from_be_bytes(wind.try_into()?));
+            t.push(f64::from_be_bytes(temp.try_into()?));
+            rows += 1;
+        }
+        buf.drain(..at);
+    }
+    std::hint::black_box(&groups);
+    Ok((rows, groups.len()))
+}
+
+/// One binary COPY tuple of three non-null fields at the start of `b`: the bytes it took and its
+/// fields (`None` for the trailer); `None` overall when `b` does not hold a whole tuple yet.
+#[allow(clippy::type_complexity)]
+fn copy_tuple(b: &[u8]) -> anyhow::Result<Option<(usize, Option<[&[u8]; 3]>)>> {
+    let Some(count) = b.get(..2) else { return Ok(None) };
+    match i16::from_be_bytes(count.try_into()?) {
+        -1 => return Ok(Some((2, None))),
+        3 => {}
+        n => anyhow::bail!("a COPY tuple of {n} fields, not 3"),
+    }
+    let mut at = 2;
+    let mut fields: [&[u8]; 3] = [&[]; 3];
+    for field in &mut fields {
+        let Some(len) = b.get(at..at + 4) else {
+            return Ok(None);
+        };
+        let len = i32::from_be_bytes(len.try_into()?);
+        anyhow::ensure!(len >= 0, "a NULL in the COPY out");
+        let Some(bytes) = b.get(at + 4..at + 4 + len as usize) else {
+            return Ok(None);
+        };
+        *field = bytes;
+        at += 4 + len as usize;
+    }
+    Ok(Some((at, Some(fields))))
 }
 
 /// One recorded analytics run over everything; its wall time and summary.

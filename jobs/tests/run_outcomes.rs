@@ -7,11 +7,11 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::weatherapi_stub::{self, Failure, WeatherApiStub};
-use common::{TestContext, exit_within, log_of, run_cli, scratch_dir, signal, spawn};
+use common::{TestContext, eventually, exit_within, log_of, run_cli, scratch_dir, signal, spawn};
 use entity::job_runs;
 use nix::sys::signal::Signal::{SIGKILL, SIGTERM};
 use sea_orm::{ColumnTrait, ConnectionTrait, Database, EntityTrait, QueryFilter, QueryOrder};
@@ -54,22 +54,6 @@ async fn rows(ctx: &TestContext, job: JobName) -> Vec<job_runs::Model> {
         .all(&ctx.db)
         .await
         .unwrap()
-}
-
-/// Polls `check` until it holds or `within` passes; returns whether it held.
-async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    check().await
 }
 
 /// The test context's configuration pointed at `stub` with `key`, short timeouts and backoffs.

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Datelike, TimeZone, Utc};
-use common::{TestContext, exit_within, log_of, run_cli, scratch_dir, signal, spawn};
+use common::{TestContext, eventually, exit_within, log_of, run_cli, scratch_dir, signal, spawn};
 use entity::job_runs;
 use nix::sys::signal::Signal::SIGTERM;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -90,22 +90,6 @@ fn detail_str(r: &job_runs::Model, key: &str) -> String {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned()
-}
-
-/// Polls `check` until it holds or `within` passes; returns whether it held.
-async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    check().await
 }
 
 /// A body that sleeps `secs`, ignoring cancellation, then succeeds.

@@ -196,6 +196,22 @@ pub async fn run_cli(dir: &Path, args: &[&str], env: &[(String, String)]) -> (bo
     )
 }
 
+/// Polls `check` every 100 ms until it holds or `within` passes; returns whether it held.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    check().await
+}
+
 /// Sends `sig` to a running child.
 pub fn signal(child: &Child, sig: nix::sys::signal::Signal) {
     let pid = nix::unistd::Pid::from_raw(child.id().expect("a running child") as i32);

@@ -113,6 +113,13 @@ pub(crate) fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
     c
 }
 
+/// Drops a client (an admin client, a producer whose reports are all in) on a blocking thread. Each
+/// rdkafka client's drop joins its polling thread, which polls every 100 ms, and then destroys the
+/// librdkafka handle: up to 100 ms and more that would otherwise block the caller's async task.
+pub(crate) fn close_off_task<T: Send + 'static>(client: T) {
+    tokio::task::spawn_blocking(move || drop(client));
+}
+
 /// Creates `topic` with `partitions` partitions unless it exists already (idempotent: an existing topic
 /// is success, whatever its partition count).
 pub async fn ensure_topic(cfg: &KafkaConfig, topic: &str, partitions: i32) -> Result<(), KafkaSetupError> {
@@ -173,8 +180,7 @@ async fn create_topic(
                 bootstrap: cfg.bootstrap_servers.clone(),
                 source,
             })?;
-    // The admin client's drop joins a thread that polls every 100 ms: off the caller's task.
-    tokio::task::spawn_blocking(move || drop(admin));
+    close_off_task(admin);
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

@@ -50,7 +50,14 @@ struct Timed {
 }
 
 impl Timed {
-    fn of(started: Instant, ended: Instant, w: Window) -> anyhow::Result<Self> {
+    /// The split of a run that asked for `asked` locations. Both clients must send exactly one
+    /// request per location, or the two times would not be of the same work.
+    fn of(started: Instant, ended: Instant, w: Window, asked: usize) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            w.requests == asked,
+            "the stub answered {} requests for {asked} locations",
+            w.requests
+        );
         let (Some(first), Some(last)) = (w.first_request, w.last_answer) else {
             anyhow::bail!("the stub saw no request");
         };
@@ -185,7 +192,7 @@ async fn bare_http(
         .try_for_each(|_| async { Ok(()) })
         .await
         .context("bare HTTP request")?;
-    Timed::of(started, Instant::now(), stub.reset())
+    Timed::of(started, Instant::now(), stub.reset(), locations.len())
 }
 
 /// One fetch as the scheduler runs it: lock, recorded run, release.
@@ -219,5 +226,5 @@ async fn job_run(
         summary.produced,
         locations.len()
     );
-    Timed::of(started, ended, stub.reset())
+    Timed::of(started, ended, stub.reset(), locations.len())
 }

@@ -21,12 +21,13 @@ use crate::jobs::fetch::simulate;
 /// The key the stub expects; a bench value, not a secret.
 pub(super) const KEY: &str = "bench-key";
 
-/// The first request's arrival and the last answer's departure since the last [`Stub::reset`].
+/// The first request's arrival, the last answer's departure and the answers given since the last
+/// [`Stub::reset`].
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct Window {
     pub(super) first_request: Option<Instant>,
     pub(super) last_answer: Option<Instant>,
-    pub(super) requests: u64,
+    pub(super) requests: usize,
 }
 
 #[derive(Clone)]

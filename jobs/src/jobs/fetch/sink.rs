@@ -95,10 +95,8 @@ impl Sink {
     pub(crate) async fn finish(self, outcomes: &mut [LocationOutcome]) -> (usize, usize) {
         let (indices, futures): (Vec<usize>, Vec<DeliveryFuture>) = self.pending.into_iter().unzip();
         let reports = futures::future::join_all(futures).await;
-        // Every report is in, so nothing is lost by not waiting for the producer to close: its drop
-        // joins a thread that polls every 100 ms, and the run's result does not wait for that.
-        let producer = self.producer;
-        tokio::task::spawn_blocking(move || drop(producer));
+        // Every report is in, so nothing is lost by not waiting for the producer to close.
+        crate::kafka::close_off_task(self.producer);
         let total = reports.len();
         let mut failed = 0;
         for (i, report) in indices.into_iter().zip(reports) {

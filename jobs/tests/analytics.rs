@@ -290,6 +290,72 @@ async fn fits_match_postgres_regr_for_all_and_each_location() {
     assert_eq!(linked[0].1.len(), 6);
 }
 
+/// The read split over several connections (`analytics.read_connections`) stores what one connection
+/// does: the same scopes, the same n, the same coefficients to rounding. The locations' spans differ
+/// (12 to 800 rows from the same start), so the later parts hold only some of them, and the merge
+/// must join a location's rows across parts and skip the parts without it.
+#[tokio::test]
+async fn a_read_split_over_connections_fits_what_one_connection_fits() {
+    let mut ctx = TestContext::new().await;
+    let rows = generate(&climates(), 7);
+    insert(&ctx, &rows).await;
+    let mut fits = Vec::new();
+    // 8 is more than the test pool's 5 connections: the read takes what it can get.
+    for connections in [1, 2, 8] {
+        ctx.config.analytics.read_connections = connections;
+        // Also a window that cuts every location, with a bound row at the window's end.
+        for req in [
+            every_row(),
+            AnalyticsRequest {
+                since: Some(t0() + Duration::hours(30)),
+                until: Some(t0() + Duration::days(5)),
+                ..every_row()
+            },
+        ] {
+            let (run_id, summary) = run_job(&ctx, req.clone()).await;
+            let summary = summary.unwrap_or_else(|e| panic!("{connections} connections: {e}"));
+            let stored = results_of(&ctx, run_id).await;
+            check_against(&stored, &reference(&ctx, req.since, req.until).await);
+            fits.push((connections, req.since, summary.rows_read, stored));
+        }
+    }
+    for (connections, since, rows_read, stored) in &fits[2..] {
+        let (_, _, want_rows, want) = fits.iter().find(|f| f.0 == 1 && f.1 == *since).unwrap();
+        assert_eq!(rows_read, want_rows, "{connections} connections, since {since:?}");
+        let scopes = |v: &[regression_results::Model]| {
+            v.iter()
+                .map(|s| (s.scope.clone(), s.n_samples))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            scopes(stored),
+            scopes(want),
+            "{connections} connections, since {since:?}"
+        );
+        for (got, want) in stored.iter().zip(want) {
+            assert_close(
+                &format!("{} slope, {connections} connections", got.scope),
+                got.slope,
+                want.slope,
+                1e-12,
+            );
+            assert_close(
+                &format!("{} intercept, {connections} connections", got.scope),
+                got.intercept,
+                want.intercept,
+                1e-12,
+            );
+        }
+    }
+    assert_eq!(fits[0].2, rows.len() as u64);
+
+    ctx.config.analytics.read_connections = 0;
+    let (_, err) = run_job(&ctx, every_row()).await;
+    let err = err.unwrap_err();
+    assert_eq!(err.kind(), JobErrorKind::Fatal, "{err}");
+    assert!(err.to_string().contains("read_connections"), "{err}");
+}
+
 #[tokio::test]
 async fn window_selects_rows_since_inclusive_until_exclusive() {
     let ctx = TestContext::new().await;

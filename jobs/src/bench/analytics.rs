@@ -105,6 +105,14 @@ async fn bench(
         check(shutdown)?;
         jobs.push(run_job(config, conn, shutdown).await?);
     }
+    // The same job reading on one connection: what the split read gains, side by side.
+    let mut one_connection = config.clone();
+    one_connection.analytics.read_connections = 1;
+    let mut single = Vec::new();
+    for _ in 0..REPEATS {
+        check(shutdown)?;
+        single.push(run_job(&one_connection, conn, shutdown).await?);
+    }
     let mut agg_all = Vec::new();
     let mut agg_loc = Vec::new();
     for _ in 0..REPEATS {
@@ -151,7 +159,11 @@ async fn bench(
     let last = &jobs[jobs.len() - 1].1;
     println!();
     println!("analytics job (median of {REPEATS} runs):");
-    println!("  read   (per-location arrays → design matrix)  {:>9}", ms(read));
+    println!(
+        "  read   (arrays → design matrix, {} connections) {:>9}",
+        config.analytics.read_connections,
+        ms(read)
+    );
     println!(
         "  fit    (all + {} locations, smartcore SVD)     {:>9}",
         last.fits.len().saturating_sub(1),
@@ -163,6 +175,15 @@ async fn bench(
         ms(write)
     );
     println!("  total  (incl. job_runs bookkeeping)           {:>9}", ms(total));
+    let single_read = median(single.iter().map(|j| j.1.timings.read).collect());
+    let single_total = median(single.iter().map(|j| j.0).collect());
+    println!(
+        "  the same job reading on one connection: read {}, total {} (split ÷ one: read {:.2}×, total {:.2}×)",
+        ms(single_read),
+        ms(single_total),
+        read.as_secs_f64() / single_read.as_secs_f64(),
+        total.as_secs_f64() / single_total.as_secs_f64()
+    );
     println!();
     println!("PostgreSQL regr_intercept/regr_slope/regr_r2 over the same rows (median of {REPEATS}):");
     println!("  scope all                                     {:>9}", ms(all));

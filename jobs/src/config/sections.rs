@@ -207,6 +207,10 @@ section! {
         /// now), unless it gives `--since` or `--all-history`; 0 fits every row. The schedule's
         /// `[analytics.args] window_days` overrides it for scheduled runs.
         pub window_days: u32 = 30;
+        /// The read is split into this many consecutive time ranges, each read on a connection of
+        /// its own at the same time, so PostgreSQL builds the per-location arrays on as many cores
+        /// (it cannot run `array_agg` in parallel workers). 1 reads on one connection.
+        pub read_connections: usize = 2;
     }
 }
 

@@ -225,6 +225,9 @@ pub async fn run(
     {
         return Err(AnalyticsError::EmptyWindow { since, until }.into());
     }
+    if config.analytics.read_connections == 0 {
+        return Err(JobError::fatal("analytics.read_connections must be at least 1"));
+    }
     let maintenance = if req.maintenance {
         let policy = Policy {
             months_ahead: config.persist.partition_months_ahead,
@@ -250,7 +253,8 @@ pub async fn run(
     let cancel = shutdown.clone();
     let fitter = tokio::task::spawn_blocking(move || fit::fit_locations(queue, &cancel));
     let pool = db.get_postgres_connection_pool();
-    let samples = read::read(pool, window, min_samples, to_fitter, &shutdown)
+    let connections = config.analytics.read_connections;
+    let samples = read::read(pool, window, connections, min_samples, to_fitter, &shutdown)
         .await
         .map_err(|e| match e.downcast_ref::<AnalyticsError>() {
             Some(AnalyticsError::Interrupted) => JobError::from(AnalyticsError::Interrupted),

@@ -2,11 +2,14 @@
 //! a time into one design matrix, each location handed to the fitter thread as it arrives.
 
 use std::ops::Range;
+use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use sqlx::Row;
+use sqlx::pool::PoolConnection;
+use sqlx::query::Query;
 use tokio_util::sync::CancellationToken;
 
 use super::AnalyticsError;
@@ -46,8 +49,8 @@ pub(crate) struct LocationColumns {
 }
 
 /// One row per location, in key order, each carrying that location's two columns as arrays, and
-/// the window's total row count on every row (so the client sizes its buffers once). [`read_sql`]
-/// adds the window's bounds, only those that are set, then [`READ_GROUP`].
+/// the part's total row count on every row (so the client sizes its buffers once). [`read_sql`]
+/// adds the part's bounds, only those that are set, then [`READ_GROUP`].
 ///
 /// Why arrays rather than one row per observation: on 10⁶ observations interleaved in time (as the
 /// persist job writes them), `ORDER BY location_key` takes PostgreSQL 2.1 s alone (an index scan
@@ -68,67 +71,153 @@ SELECT location_key,
        array_agg(temp_c)             AS temp_c
 FROM observations";
 
-/// The end of the read query.
+/// The end of the read query. Byte order (`COLLATE "C"`) whatever the database's collation: the
+/// parts are merged on the client by comparing keys as Rust compares strings.
 pub(crate) const READ_GROUP: &str = "
 GROUP BY location_key
-ORDER BY location_key";
+ORDER BY location_key COLLATE \"C\"";
 
-/// The read query for a window with these bounds set; parameters are numbered in order (`since`
-/// first).
-pub(crate) fn read_sql(since: bool, until: bool) -> String {
-    let mut sql = READ_SELECT.to_owned();
+/// `work_mem` of a part's query: its final `ORDER BY` sorts the finished arrays (8 MB per 10⁶
+/// values), which at the default 4 MB went to disk, 5–15 % of the query's time.
+const READ_WORK_MEM: &str = "SET LOCAL work_mem = '64MB'";
+
+/// The window's first and last observation times, from the `observed_at` index of each partition.
+const SPAN_SELECT: &str = "SELECT min(observed_at), max(observed_at) FROM observations";
+
+/// A window's bounds: since (inclusive), until (exclusive); unset is unbounded.
+pub(crate) type Window = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+/// `base` followed by a `WHERE` on the bounds that are set; parameters are numbered in order
+/// (`since` first).
+fn with_window(base: &str, (since, until): Window) -> String {
+    let mut sql = base.to_owned();
     let mut param = 0;
-    for (set, cond) in [(since, "observed_at >="), (until, "observed_at <")] {
+    for (set, cond) in [
+        (since.is_some(), "observed_at >="),
+        (until.is_some(), "observed_at <"),
+    ] {
         if set {
             param += 1;
             let joiner = if param == 1 { "\nWHERE" } else { "\n  AND" };
             sql.push_str(&format!("{joiner} {cond} ${param}"));
         }
     }
-    sql.push_str(READ_GROUP);
     sql
 }
 
+/// The read query for a window with these bounds set.
+pub(crate) fn read_sql(window: Window) -> String {
+    with_window(READ_SELECT, window) + READ_GROUP
+}
+
+/// A query on `sql` with the window's set bounds bound in order.
+fn bound(sql: String, (since, until): Window) -> Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    // Built from constant fragments only: no value is spliced into the text.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for b in [since, until].into_iter().flatten() {
+        query = query.bind(b);
+    }
+    query
+}
+
+/// Splits `window` into at most `parts` consecutive windows of equal time span between the first
+/// and last observation in it (`span`), covering the window exactly: each row falls into one part.
+/// Equal spans, not equal row counts: observations arrive on a schedule, so rows are spread
+/// evenly enough in time, and finding equal counts would cost a pass over the rows.
+pub(crate) fn split_window(
+    window: Window,
+    span: (DateTime<Utc>, DateTime<Utc>),
+    parts: usize,
+) -> Vec<Window> {
+    let (first, last) = span;
+    let micros = (last - first).num_microseconds().unwrap_or(i64::MAX);
+    let parts = parts.clamp(1, usize::try_from(micros).unwrap_or(usize::MAX).saturating_add(1));
+    let mut out = Vec::with_capacity(parts);
+    let (mut since, mut previous) = (window.0, 0);
+    for i in 1..parts {
+        let offset = (micros as i128 * i as i128 / parts as i128) as i64;
+        // Strictly increasing and after `first`, so no part is empty by construction.
+        if offset <= previous {
+            continue;
+        }
+        previous = offset;
+        let cut = first + chrono::Duration::microseconds(offset);
+        out.push((since, Some(cut)));
+        since = Some(cut);
+    }
+    out.push((since, window.1));
+    out
+}
+
+/// One location's rows from one part of the window.
+struct PartRows {
+    key: String,
+    /// The part's total rows (the same on each of its locations).
+    total: usize,
+    wind: Vec<f64>,
+    temp: Vec<f64>,
+    non_finite: u64,
+}
+
+/// Locations a part may have decoded ahead of the merge.
+const PART_QUEUE: usize = 2;
+
 /// Streams the window's observations into a design matrix, one location at a time, and hands every
 /// location with at least `min_samples` rows to the fitter as it arrives.
+///
+/// With `connections` > 1 the window is split in time ([`split_window`]) and the parts are read at
+/// once, each on its own connection, then merged by location key (both are in key order), a
+/// location being complete once every part has passed it.
 pub(crate) async fn read(
     pool: &sqlx::PgPool,
-    (since, until): (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+    window: Window,
+    connections: usize,
     min_samples: u64,
     fitter: tokio::sync::mpsc::Sender<LocationColumns>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Samples> {
-    // Built from constant fragments only: no value is spliced into the text.
-    let sql = read_sql(since.is_some(), until.is_some());
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for bound in [since, until].into_iter().flatten() {
-        query = query.bind(bound);
+    let mut conns = interruptible(shutdown, connect(pool, connections)).await??;
+    let parts = if conns.len() > 1 {
+        let mut span = sqlx::query_as::<_, (Option<DateTime<Utc>>, Option<DateTime<Utc>>)>(
+            sqlx::AssertSqlSafe(with_window(SPAN_SELECT, window)),
+        );
+        for b in [window.0, window.1].into_iter().flatten() {
+            span = span.bind(b);
+        }
+        match interruptible(shutdown, span.fetch_one(&mut *conns[0])).await?? {
+            (Some(first), Some(last)) => split_window(window, (first, last), conns.len()),
+            _ => vec![window],
+        }
+    } else {
+        vec![window]
+    };
+    // Aborted when dropped: an early return stops the other parts too.
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut queues = Vec::with_capacity(parts.len());
+    for (part, conn) in parts.into_iter().zip(conns) {
+        let (tx, rx) = tokio::sync::mpsc::channel(PART_QUEUE);
+        tasks.spawn(read_part(conn, part, tx));
+        queues.push(rx);
     }
-    let mut stream = query.fetch(pool);
-    let (mut wind, mut temp) = (Vec::<f64>::new(), Vec::<f64>::new());
+    let mut heads = Vec::with_capacity(queues.len());
+    for queue in &mut queues {
+        heads.push(next(queue, shutdown).await?);
+    }
+    let total: usize = heads.iter().flatten().map(|h| h.total).sum();
+    let (mut wind, mut temp) = (Vec::with_capacity(total), Vec::with_capacity(total));
     let mut locations = Vec::new();
     let mut non_finite = 0u64;
-    loop {
-        let row = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return Err(AnalyticsError::Interrupted.into()),
-            row = stream.try_next() => row?,
-        };
-        let Some(row) = row else { break };
-        if locations.is_empty() {
-            let total: i64 = row.try_get("total_rows")?;
-            let total = usize::try_from(total).context("negative row count")?;
-            wind.reserve_exact(total);
-            temp.reserve_exact(total);
-        }
-        let key: String = row.try_get("location_key")?;
+    while let Some(key) = heads.iter().flatten().map(|h| &h.key).min().cloned() {
         let start = wind.len();
-        let nw = append_float8_array(array_bytes(&row, "wind_kph")?, &mut wind)
-            .with_context(|| format!("location {key}: wind_kph"))?;
-        let nt = append_float8_array(array_bytes(&row, "temp_c")?, &mut temp)
-            .with_context(|| format!("location {key}: temp_c"))?;
-        anyhow::ensure!(nw == nt, "location {key}: {nw} wind values but {nt} temperatures");
-        non_finite += drop_non_finite(&mut wind, &mut temp, start);
+        for (head, queue) in heads.iter_mut().zip(&mut queues) {
+            if head.as_ref().is_some_and(|h| h.key == key) {
+                let rows = head.take().expect("checked above");
+                wind.extend_from_slice(&rows.wind);
+                temp.extend_from_slice(&rows.temp);
+                non_finite += rows.non_finite;
+                *head = next(queue, shutdown).await?;
+            }
+        }
         let index = locations.len();
         let rows = start..wind.len();
         locations.push(LocationRows {
@@ -144,16 +233,121 @@ pub(crate) async fn read(
             wind: wind[rows.clone()].to_vec(),
             temp: temp[rows].to_vec(),
         };
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return Err(AnalyticsError::Interrupted.into()),
-            sent = fitter.send(columns) => sent.map_err(|_| anyhow::anyhow!("the location fitter stopped"))?,
-        }
+        interruptible(shutdown, fitter.send(columns))
+            .await?
+            .map_err(|_| anyhow::anyhow!("the location fitter stopped"))?;
     }
     let matrix = DesignMatrix::new(wind, temp)?;
     Ok(Samples {
         matrix,
         locations,
+        non_finite,
+    })
+}
+
+/// `fut`, unless the shutdown token fires first.
+async fn interruptible<T>(shutdown: &CancellationToken, fut: impl Future<Output = T>) -> anyhow::Result<T> {
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => Err(AnalyticsError::Interrupted.into()),
+        out = fut => Ok(out),
+    }
+}
+
+/// A part's next location; `None` once it has sent its last.
+async fn next(
+    queue: &mut tokio::sync::mpsc::Receiver<anyhow::Result<PartRows>>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<PartRows>> {
+    interruptible(shutdown, queue.recv()).await?.transpose()
+}
+
+/// Reads one part of the window, decoding each location's arrays as they arrive; a failure is sent
+/// as the part's last item. Stops when the merge has gone.
+async fn read_part(
+    mut conn: PoolConnection<sqlx::Postgres>,
+    window: Window,
+    out: tokio::sync::mpsc::Sender<anyhow::Result<PartRows>>,
+) {
+    let mut tx = match begin_read(&mut conn).await {
+        Ok(tx) => tx,
+        Err(e) => {
+            let _ = out.send(Err(e)).await;
+            return;
+        }
+    };
+    let mut stream = bound(read_sql(window), window).fetch(&mut *tx);
+    loop {
+        let item = match stream.try_next().await {
+            Ok(None) => return,
+            Ok(Some(row)) => decode(&row),
+            Err(e) => Err(e.into()),
+        };
+        let failed = item.is_err();
+        if out.send(item).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// A transaction whose sorts may hold [`READ_WORK_MEM`]. It ends with the part (a rollback, as
+/// nothing was written).
+async fn begin_read(
+    conn: &mut PoolConnection<sqlx::Postgres>,
+) -> anyhow::Result<sqlx::Transaction<'_, sqlx::Postgres>> {
+    let mut tx = sqlx::Connection::begin(&mut **conn).await?;
+    sqlx::query(READ_WORK_MEM).execute(&mut *tx).await?;
+    Ok(tx)
+}
+
+/// How long the read waits for each connection after its first: a pool busy with other jobs reads
+/// on fewer connections rather than wait for them.
+const EXTRA_CONNECTION_WAIT: Duration = Duration::from_millis(500);
+
+/// Up to `wanted` connections for the parts, all held before any part starts: a part that waited
+/// for a connection held by another part, which waits for the merge, which waits for the first
+/// part, would never finish. The first is waited for as any query waits; each further one only
+/// for [`EXTRA_CONNECTION_WAIT`], and never more than the pool's size.
+async fn connect(pool: &sqlx::PgPool, wanted: usize) -> anyhow::Result<Vec<PoolConnection<sqlx::Postgres>>> {
+    let wanted = wanted.clamp(1, pool.options().get_max_connections() as usize);
+    let mut conns = Vec::with_capacity(wanted);
+    conns.push(pool.acquire().await?);
+    while conns.len() < wanted {
+        match tokio::time::timeout(EXTRA_CONNECTION_WAIT, pool.acquire()).await {
+            Ok(Ok(conn)) => conns.push(conn),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, parts = conns.len(), "reading on fewer connections");
+                break;
+            }
+            Err(_) => {
+                tracing::debug!(
+                    parts = conns.len(),
+                    "the pool is busy: reading on fewer connections"
+                );
+                break;
+            }
+        }
+    }
+    Ok(conns)
+}
+
+/// One result row of [`READ_SELECT`]: a location's finite rows.
+fn decode(row: &sqlx::postgres::PgRow) -> anyhow::Result<PartRows> {
+    let total: i64 = row.try_get("total_rows")?;
+    let total = usize::try_from(total).context("negative row count")?;
+    let key: String = row.try_get("location_key")?;
+    let (mut wind, mut temp) = (Vec::new(), Vec::new());
+    let nw = append_float8_array(array_bytes(row, "wind_kph")?, &mut wind)
+        .with_context(|| format!("location {key}: wind_kph"))?;
+    let nt = append_float8_array(array_bytes(row, "temp_c")?, &mut temp)
+        .with_context(|| format!("location {key}: temp_c"))?;
+    anyhow::ensure!(nw == nt, "location {key}: {nw} wind values but {nt} temperatures");
+    let non_finite = drop_non_finite(&mut wind, &mut temp, 0);
+    Ok(PartRows {
+        key,
+        total,
+        wind,
+        temp,
         non_finite,
     })
 }
@@ -193,10 +387,30 @@ mod tests {
 
     #[test]
     fn read_sql_numbers_only_the_bounds_that_are_set() {
-        assert!(!read_sql(false, false).contains("WHERE"));
-        assert!(read_sql(true, false).contains("WHERE observed_at >= $1\nGROUP BY"));
-        assert!(read_sql(false, true).contains("WHERE observed_at < $1\nGROUP BY"));
-        assert!(read_sql(true, true).contains("WHERE observed_at >= $1\n  AND observed_at < $2\nGROUP BY"));
+        let t = Some(Utc::now());
+        assert!(!read_sql((None, None)).contains("WHERE"));
+        assert!(read_sql((t, None)).contains("WHERE observed_at >= $1\nGROUP BY"));
+        assert!(read_sql((None, t)).contains("WHERE observed_at < $1\nGROUP BY"));
+        assert!(read_sql((t, t)).contains("WHERE observed_at >= $1\n  AND observed_at < $2\nGROUP BY"));
+    }
+
+    #[test]
+    fn a_split_window_covers_the_window_in_consecutive_parts() {
+        use chrono::TimeZone;
+        let first = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let last = first + chrono::Duration::hours(9);
+        let since = Some(first - chrono::Duration::days(1));
+        let parts = split_window((since, None), (first, last), 3);
+        let cut = |h| Some(first + chrono::Duration::hours(h));
+        assert_eq!(parts, [(since, cut(3)), (cut(3), cut(6)), (cut(6), None)]);
+        // One part, or a window whose rows share one instant: the window itself.
+        assert_eq!(split_window((since, None), (first, last), 1), [(since, None)]);
+        assert_eq!(split_window((None, cut(1)), (first, first), 2), [(None, cut(1))]);
+        // Two microseconds apart: no more parts than instants, each cut after the one before.
+        let close = first + chrono::Duration::microseconds(2);
+        let parts = split_window((None, None), (first, close), 5);
+        let micro = |n| Some(first + chrono::Duration::microseconds(n));
+        assert_eq!(parts, [(None, micro(1)), (micro(1), None)]);
     }
 
     #[test]

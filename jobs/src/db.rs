@@ -207,12 +207,23 @@ impl Drop for ScratchDatabase {
     }
 }
 
-/// `DROP DATABASE IF EXISTS <name> WITH (FORCE)` through the configured database.
+/// `DROP DATABASE IF EXISTS <name> WITH (FORCE)` through the configured database, or without
+/// `FORCE` when that is refused.
+///
+/// `FORCE` terminates the sessions left on the database, and refuses if one of them is a process
+/// our role may not signal: an autovacuum worker, which a benchmark's bulk load starts on the
+/// scratch tables ("must be a member of the role whose process is being terminated"). A plain
+/// `DROP DATABASE` stops autovacuum workers itself and waits a few seconds for other sessions.
 async fn drop_named(admin: &DatabaseConfig, name: &str) -> Result<(), ScratchError> {
     let admin = connect(admin).await?;
-    let dropped = admin
+    let mut dropped = admin
         .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .await;
+    if dropped.is_err() {
+        dropped = admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}"))
+            .await;
+    }
     admin.close().await.ok();
     dropped.map_err(|source| ScratchError::Sql {
         what: format!("dropping database {name}"),

@@ -166,7 +166,7 @@ const PART_QUEUE: usize = 2;
 /// location with at least `min_samples` rows to the fitter as it arrives.
 ///
 /// With `connections` > 1 the window is split in time ([`split_window`]) and the parts are read at
-/// once, each on its own connection, then merged by location key (both are in key order), a
+/// once, each on its own connection, then merged by location key (each part comes in key order), a
 /// location being complete once every part has passed it.
 pub(crate) async fn read(
     pool: &sqlx::PgPool,
@@ -236,6 +236,11 @@ pub(crate) async fn read(
         interruptible(shutdown, fitter.send(columns))
             .await?
             .map_err(|_| anyhow::anyhow!("the location fitter stopped"))?;
+    }
+    // A part that panicked closed its queue early, which the merge took for its end: the rows it
+    // did not send would be missing from the fit.
+    while let Some(part) = tasks.join_next().await {
+        part.context("a part of the read panicked")?;
     }
     let matrix = DesignMatrix::new(wind, temp)?;
     Ok(Samples {

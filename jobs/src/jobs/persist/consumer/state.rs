@@ -64,13 +64,20 @@ pub(super) struct State {
     /// When the latest record arrived.
     pub(super) last_record_at: Option<Instant>,
     pub(super) last_drain_check: Option<Instant>,
+    /// A writer's open batch is sealed at this many bytes: its share of the byte bound.
+    pub(super) seal_bytes: usize,
     pub(super) summary: PersistSummary,
 }
 
 impl State {
     pub(super) fn new(s: Settings, lanes: Vec<Sender<Batch>>, acks: mpsc::Receiver<Ack>) -> Self {
         let now = Instant::now();
+        // Computed once: `accept` runs per record. Sealing at a share of the byte bound too gets
+        // large records to the writers in time instead of waiting for the batch timeout behind a
+        // pause.
+        let seal_bytes = s.max_buffered_bytes / (2 * lanes.len().max(1));
         Self {
+            seal_bytes,
             s,
             lanes: lanes
                 .into_iter()
@@ -120,9 +127,7 @@ impl State {
             RECORD_OVERHEAD + raw.key.as_ref().map_or(0, Vec::len) + raw.value.as_ref().map_or(0, Vec::len);
         let verdict = validate::validate(raw.value.as_deref(), Utc::now(), &self.s.rules);
         let lane_index = self.lane_of(lineage.partition);
-        // A writer's open batch is sealed at its share of the byte bound too, so large records
-        // reach the writers in time instead of waiting for the batch timeout behind a pause.
-        let seal_bytes = self.s.max_buffered_bytes / (2 * self.lanes.len());
+        let seal_bytes = self.seal_bytes;
         let probe = self.s.probe;
         let lane = &mut self.lanes[lane_index];
         if lane.open.is_empty() {

@@ -114,10 +114,12 @@ consumer_stop() { kill -TERM "$CONSUMER_PID"; wait "$CONSUMER_PID" 2>/dev/null |
 consumer_alive() { [ -n "$CONSUMER_PID" ] && kill -0 "$CONSUMER_PID" 2>/dev/null; }
 
 # Milliseconds until mark() passes $1: the consumer stores again. Fails after $2 seconds (default 60),
-# or at once when the consumer died.
+# or at once when the consumer died. Also done when every record is stored: the consumer can store
+# the last in-flight batch between the service's return and the caller's mark (CI saw it once after
+# the PostgreSQL restart, with no record left to store), and the caller's check then proves it.
 until_stored_past() {
   local before=$1 limit=$((${2:-60} * 1000)) t0; t0=$(now_ms)
-  while [ "$(mark)" -le "$before" ]; do
+  while [ "$(mark)" -le "$before" ] && [ "$(accounted)" -lt "$TOTAL" ]; do
     consumer_alive || fail "the consumer exited (see $LOGS/consumer.log)"
     [ $(( $(now_ms) - t0 )) -lt $limit ] || fail "no row stored within $((limit / 1000)) s"
     sleep 0.05
@@ -239,7 +241,11 @@ back=$(( $(now_ms) - t0 ))
 before=$(mark)
 ms=$(until_stored_past "$before") || fail "PostgreSQL immediate restart: no row stored within 60 s"
 check "4. PostgreSQL immediate restart"
-say "4. PostgreSQL immediate restart: $left records not yet stored at the fault; server accepting connections after $back ms; first row stored $ms ms later"
+if [ "$(mark)" -le "$before" ]; then
+  say "4. PostgreSQL immediate restart: $left records not yet stored at the fault; server accepting connections after $back ms; every record was stored by then"
+else
+  say "4. PostgreSQL immediate restart: $left records not yet stored at the fault; server accepting connections after $back ms; first row stored $ms ms later"
+fi
 
 # ------------------------------------------------------------------ the drain
 t0=$(now_ms)

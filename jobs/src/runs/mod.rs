@@ -162,23 +162,29 @@ pub async fn record_skipped(
     Ok(row.id)
 }
 
-/// Closes a run with its outcome. `details` may be given on failure too (e.g. partial summaries).
-pub async fn finish(
-    db: &DatabaseConnection,
-    id: i64,
-    status: RunStatus,
-    records: (Option<i64>, Option<i64>),
-    error: Option<String>,
-    details: Option<Value>,
-) -> Result<(), DbErr> {
+/// How a run ended, as its `job_runs` row records it.
+#[derive(Debug, Clone)]
+pub struct RunEnd {
+    /// The final status.
+    pub status: RunStatus,
+    /// `records_in` and `records_out`, when the job counts them.
+    pub records: (Option<i64>, Option<i64>),
+    /// The error chain of a failed run.
+    pub error: Option<String>,
+    /// The job's report; given on failure too (e.g. partial summaries).
+    pub details: Option<Value>,
+}
+
+/// Closes run `id` with its outcome.
+pub async fn finish(db: &DatabaseConnection, id: i64, end: &RunEnd) -> Result<(), DbErr> {
     job_runs::ActiveModel {
         id: Set(id),
         finished_at: Set(Some(Utc::now())),
-        status: Set(status),
-        records_in: Set(records.0),
-        records_out: Set(records.1),
-        error: Set(error),
-        details: Set(details),
+        status: Set(end.status),
+        records_in: Set(end.records.0),
+        records_out: Set(end.records.1),
+        error: Set(end.error.clone()),
+        details: Set(end.details.clone()),
         ..Default::default()
     }
     .update(db)
@@ -193,17 +199,10 @@ const FINISH_TRIES: u32 = 10;
 const FINISH_PAUSE: Duration = Duration::from_millis(500);
 
 /// [`finish`], tried up to [`FINISH_TRIES`] times.
-async fn finish_patiently(
-    db: &DatabaseConnection,
-    id: i64,
-    status: RunStatus,
-    records: (Option<i64>, Option<i64>),
-    error: Option<String>,
-    details: Option<Value>,
-) -> Result<(), DbErr> {
+async fn finish_patiently(db: &DatabaseConnection, id: i64, end: &RunEnd) -> Result<(), DbErr> {
     let mut tries = 1;
     loop {
-        match finish(db, id, status, records, error.clone(), details.clone()).await {
+        match finish(db, id, end).await {
             Err(e) if tries < FINISH_TRIES => {
                 tracing::warn!(run_id = id, error = %e, "recording the run's outcome failed; trying again");
                 tries += 1;
@@ -243,20 +242,28 @@ where
         "run started"
     );
     let result = with_progress(job, id, body(id)).await;
-    let (status, records, error, details) = match &result {
+    let end = match &result {
         Ok(report) => {
             let stored = StoredReport::of(report);
-            let records = (stored.records_in, stored.records_out);
-            (stored.status(), records, None, Some(stored.details))
+            RunEnd {
+                status: stored.status(),
+                records: (stored.records_in, stored.records_out),
+                error: None,
+                details: Some(stored.details),
+            }
         }
         Err(err) => {
             let partial = err.report();
-            let records = partial.map_or((None, None), |r| (r.records_in, r.records_out));
-            let details = partial.map(|r| r.details.clone());
-            (RunStatus::Failed, records, Some(err.to_string()), details)
+            RunEnd {
+                status: RunStatus::Failed,
+                records: partial.map_or((None, None), |r| (r.records_in, r.records_out)),
+                error: Some(err.to_string()),
+                details: partial.map(|r| r.details.clone()),
+            }
         }
     };
-    let recorded = finish_patiently(db, id, status, records, error, details).await;
+    let status = end.status;
+    let recorded = finish_patiently(db, id, &end).await;
     // The lease goes only once the row is closed: a row is never `running` without a live holder
     // unless its process died.
     lease.release().await;

@@ -184,12 +184,16 @@ async fn one(
         End::Done(status) => status,
         End::Failed | End::GaveUp | End::Cancelled => RunStatus::Failed,
     };
-    let records = outcome
-        .as_ref()
-        .map_or((None, None), |o| (o.records_in, o.records_out));
-    let details = merged(base, outcome.map(|o| o.details));
-    runs::finish(&env.db, id, status, records, error.clone(), Some(details)).await?;
-    match &error {
+    let row = runs::RunEnd {
+        status,
+        records: outcome
+            .as_ref()
+            .map_or((None, None), |o| (o.records_in, o.records_out)),
+        error,
+        details: Some(merged(base, outcome.map(|o| o.details))),
+    };
+    runs::finish(&env.db, id, &row).await?;
+    match &row.error {
         Some(error) => tracing::error!(job = %job.name, run_id = id, attempt, %error, "run failed"),
         None => {
             tracing::info!(job = %job.name, run_id = id, attempt, status = status.as_str(), "run finished")

@@ -84,13 +84,17 @@ fn record(key: &str, at: DateTime<Utc>, offset: i64) -> ValidRecord {
     }
 }
 
-/// Stores `batch` through the persist job's write path, once with the existence check first and
-/// once optimistic (the COPY meets the unique index of a partition and is retried).
+/// Stores `batch` through the persist job's COPY path (these batches are small enough for the
+/// UNNEST statement otherwise), once with the existence check first and once optimistic (the COPY
+/// meets the unique index of a partition and is retried).
 async fn store_twice_both_ways(ctx: &TestContext, batch: &[ValidRecord]) -> [Stored; 2] {
     let pool = ctx.db.get_postgres_connection_pool();
     let mut out = Vec::new();
     for check_first in [true, false] {
-        let mut strategy = CopyStrategy { check_first };
+        let mut strategy = CopyStrategy {
+            check_first,
+            unnest_up_to: 0,
+        };
         out.push(
             store::store_batch(pool, batch, &[], &retry(), &mut strategy)
                 .await

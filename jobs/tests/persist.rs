@@ -618,6 +618,19 @@ async fn a_database_outage_mid_stream_loses_nothing_and_sigterm_exits_cleanly() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_concurrent_insert_of_the_same_observation_falls_back_to_on_conflict() {
+    // The COPY path, whose fallback this is (a batch this small goes through UNNEST otherwise).
+    concurrent_insert_of_the_same_observation(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_batch_meets_a_concurrent_insert_of_the_same_observation_with_on_conflict() {
+    concurrent_insert_of_the_same_observation(weatherflow::jobs::persist::store::SMALL_BATCH_ROWS).await;
+}
+
+/// Another writer holds an uncommitted insert of one of our batch's observations while the batch is
+/// written with the given `store::CopyStrategy::unnest_up_to`: the other writer's copy wins, the rest is
+/// stored, nothing is refused.
+async fn concurrent_insert_of_the_same_observation(unnest_up_to: usize) {
     use sea_orm::TransactionTrait;
     use weatherflow::jobs::persist::store::{self, Lineage, Raw, Retry, ValidRecord};
     let ctx = TestContext::new().await;
@@ -640,7 +653,8 @@ async fn a_concurrent_insert_of_the_same_observation_falls_back_to_on_conflict()
     let batch = [record(&x, 1), record(&y, 2)];
 
     // Another writer has inserted X and not committed yet: our existence check cannot see it, so
-    // the COPY includes X and waits on the unique index until that writer commits, then fails.
+    // the COPY includes X and waits on the unique index until that writer commits, then fails; the
+    // UNNEST statement waits there too, then skips X.
     let other = ctx.db.begin().await.unwrap();
     let x_sql = format!(
         "INSERT INTO observations (location_key, location_name, region, country, lat, lon, observed_at, temp_c, \
@@ -654,7 +668,10 @@ async fn a_concurrent_insert_of_the_same_observation_falls_back_to_on_conflict()
         shutdown: CancellationToken::new(),
     };
     let write = tokio::spawn(async move {
-        let mut strategy = store::CopyStrategy::default();
+        let mut strategy = store::CopyStrategy {
+            unnest_up_to,
+            ..Default::default()
+        };
         store::store_batch(&pool, &batch, &[], &retry, &mut strategy).await
     });
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -663,7 +680,7 @@ async fn a_concurrent_insert_of_the_same_observation_falls_back_to_on_conflict()
     .await
         == 0
     {
-        assert!(Instant::now() < deadline, "the COPY never waited on the other writer");
+        assert!(Instant::now() < deadline, "the write never waited on the other writer");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     other.commit().await.unwrap();

@@ -170,14 +170,16 @@ async fn produce(
     Ok(sent)
 }
 
-/// One stage's share of the budget: p50 and p99 in milliseconds.
-struct Stage {
-    name: &'static str,
-    ms: Vec<f64>,
+/// One stage's share of the budget (or one measured operation): its times in milliseconds, sorted
+/// before [`Stage::pct`] reads them.
+pub(super) struct Stage {
+    pub(super) name: &'static str,
+    pub(super) ms: Vec<f64>,
 }
 
 impl Stage {
-    fn pct(&self, p: f64) -> f64 {
+    /// The `p` quantile (0..=1) of the sorted times.
+    pub(super) fn pct(&self, p: f64) -> f64 {
         if self.ms.is_empty() {
             return f64::NAN;
         }

@@ -23,11 +23,11 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::db::ScratchDatabase;
 use crate::envelope::{Envelope, SCHEMA_VERSION, Source, location_key};
-use crate::jobs::persist::store::ValidRecord;
+use crate::jobs::persist::store::{self, ValidRecord};
 use crate::jobs::persist::{self, PersistRequest};
 use cpu::Cpu;
 use latency::latency;
-use paths::{WritePath, as_record, copy_rows, insert_many_rows, write_path_rows};
+use paths::{WritePath, as_record, copy_rows, insert_many_rows, small_batch_rows, write_path_rows};
 
 /// Distinct places in the generated stream; each gets one observation per 15 minutes.
 pub(super) const PLACES: u64 = 1000;
@@ -224,6 +224,21 @@ async fn measure(
         unnest_rate / copy_rate,
         many_rate / copy_rate
     );
+    for (size, copy, unnest) in small_batch_rows(&s.db, &records, &SMALL_SIZES, 200).await? {
+        println!(
+            "  {size:>2}-row batch, autocommitted   COPY p50 {:.3} ms p99 {:.3} ms, UNNEST p50 {:.3} ms p99 {:.3} ms, UNNEST / COPY p50 {:.2}{}",
+            copy.pct(0.5),
+            copy.pct(0.99),
+            unnest.pct(0.5),
+            unnest.pct(0.99),
+            unnest.pct(0.5) / copy.pct(0.5),
+            if size <= store::SMALL_BATCH_ROWS {
+                " (the job: UNNEST)"
+            } else {
+                " (the job: COPY)"
+            }
+        );
+    }
     drop(rows);
     let first = persist_rate / copy_rate;
     more_rounds(s, &records, rounds, first, shutdown).await?;
@@ -231,6 +246,10 @@ async fn measure(
 
     latency(s, &producer, shutdown).await
 }
+
+/// Batch sizes the small-batch writes are compared at: a steady stream's batches and the
+/// crossover around [`store::SMALL_BATCH_ROWS`].
+const SMALL_SIZES: [usize; 5] = [1, 2, 8, 16, 32];
 
 /// Prints one throughput line; returns the rate per second.
 fn line(what: &str, n: u64, took: Duration, unit: &str) -> f64 {

@@ -14,6 +14,8 @@ use crate::envelope::Source;
 use crate::jobs::persist::store::{self, Lineage, Raw, ValidRecord};
 use crate::jobs::persist::validate::Observation;
 
+use super::latency::Stage;
+
 /// The scratch table [`copy_rows`] copies into.
 const COPY_TABLE: &str = "observations_copy";
 
@@ -138,6 +140,55 @@ pub(super) async fn write_path_rows(
         records.len()
     );
     Ok(took)
+}
+
+/// Small batches, each autocommitted as the job writes a steady stream's: COPY (without the
+/// existence check) against the UNNEST statement, alternating, `rounds` of each at every size of
+/// `sizes`, each on rows of its own. Returns per size the two writes' times.
+pub(super) async fn small_batch_rows(
+    db: &DatabaseConnection,
+    records: &[ValidRecord],
+    sizes: &[usize],
+    rounds: usize,
+) -> anyhow::Result<Vec<(usize, Stage, Stage)>> {
+    db.execute_unprepared("TRUNCATE observations").await?;
+    let pool = db.get_postgres_connection_pool();
+    let mut rows = records.iter();
+    let mut out = Vec::with_capacity(sizes.len());
+    for &size in sizes {
+        let mut copy = Stage {
+            name: "COPY",
+            ms: Vec::with_capacity(rounds),
+        };
+        let mut unnest = Stage {
+            name: "UNNEST",
+            ms: Vec::with_capacity(rounds),
+        };
+        for _ in 0..rounds {
+            for stage in [&mut copy, &mut unnest] {
+                let batch: Vec<&ValidRecord> = rows.by_ref().take(size).collect();
+                anyhow::ensure!(batch.len() == size, "too few rows for the small-batch writes");
+                let mut conn = pool.acquire().await?;
+                store::disable_nagle(pool);
+                let started = Instant::now();
+                let inserted = if stage.name == "COPY" {
+                    store::copy_observations(&mut conn, &store::OBSERVATIONS, &batch, false).await?
+                } else {
+                    store::insert_observations(&mut conn, &store::OBSERVATIONS, &batch).await?
+                };
+                stage.ms.push(started.elapsed().as_secs_f64() * 1e3);
+                anyhow::ensure!(
+                    inserted == size as u64,
+                    "{} stored {inserted} of {size} rows",
+                    stage.name
+                );
+            }
+        }
+        copy.ms.sort_by(f64::total_cmp);
+        unnest.ms.sort_by(f64::total_cmp);
+        out.push((size, copy, unnest));
+    }
+    Ok(out)
 }
 
 /// SeaORM's `insert_many` with `ON CONFLICT DO NOTHING`, one transaction per batch, each statement

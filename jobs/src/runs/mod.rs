@@ -262,7 +262,6 @@ where
             }
         }
     };
-    let status = end.status;
     let recorded = finish_patiently(db, id, &end).await;
     // The lease goes only once the row is closed: a row is never `running` without a live holder
     // unless its process died.
@@ -271,7 +270,7 @@ where
         Ok(_) => tracing::info!(
             job = job.as_str(),
             run_id = id,
-            status = status.as_str(),
+            status = end.status.as_str(),
             "run finished"
         ),
         Err(err) => {

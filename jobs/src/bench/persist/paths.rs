@@ -124,13 +124,7 @@ pub(super) async fn write_path_rows(
         let refs: Vec<&ValidRecord> = chunk.iter().collect();
         let mut tx = pool.begin().await?;
         store::disable_nagle(pool);
-        inserted += match path {
-            WritePath::CheckedCopy => {
-                store::copy_observations(&mut tx, &store::OBSERVATIONS, &refs, true).await?
-            }
-            WritePath::Copy => store::copy_observations(&mut tx, &store::OBSERVATIONS, &refs, false).await?,
-            WritePath::Unnest => store::insert_observations(&mut tx, &store::OBSERVATIONS, &refs).await?,
-        };
+        inserted += write_with(&mut tx, path, &refs).await?;
         tx.commit().await?;
     }
     let took = started.elapsed();
@@ -142,6 +136,20 @@ pub(super) async fn write_path_rows(
     Ok(took)
 }
 
+/// One batch into `observations` through `path`, on the caller's connection or transaction;
+/// returns the rows inserted.
+async fn write_with(
+    conn: &mut sqlx::PgConnection,
+    path: WritePath,
+    refs: &[&ValidRecord],
+) -> Result<u64, sqlx::Error> {
+    match path {
+        WritePath::CheckedCopy => store::copy_observations(conn, &store::OBSERVATIONS, refs, true).await,
+        WritePath::Copy => store::copy_observations(conn, &store::OBSERVATIONS, refs, false).await,
+        WritePath::Unnest => store::insert_observations(conn, &store::OBSERVATIONS, refs).await,
+    }
+}
+
 /// Small batches, each autocommitted as the job writes a steady stream's: COPY (without the
 /// existence check) against the UNNEST statement, alternating, `rounds` of each at every size of
 /// `sizes`, each on rows of its own. Returns per size the two writes' times.
@@ -151,6 +159,7 @@ pub(super) async fn small_batch_rows(
     sizes: &[usize],
     rounds: usize,
 ) -> anyhow::Result<Vec<(usize, Stage, Stage)>> {
+    anyhow::ensure!(rounds > 0, "too few rows for the small-batch writes");
     db.execute_unprepared("TRUNCATE observations").await?;
     let pool = db.get_postgres_connection_pool();
     let mut rows = records.iter();
@@ -165,17 +174,13 @@ pub(super) async fn small_batch_rows(
             ms: Vec::with_capacity(rounds),
         };
         for _ in 0..rounds {
-            for stage in [&mut copy, &mut unnest] {
+            for (path, stage) in [(WritePath::Copy, &mut copy), (WritePath::Unnest, &mut unnest)] {
                 let batch: Vec<&ValidRecord> = rows.by_ref().take(size).collect();
                 anyhow::ensure!(batch.len() == size, "too few rows for the small-batch writes");
                 let mut conn = pool.acquire().await?;
                 store::disable_nagle(pool);
                 let started = Instant::now();
-                let inserted = if stage.name == "COPY" {
-                    store::copy_observations(&mut conn, &store::OBSERVATIONS, &batch, false).await?
-                } else {
-                    store::insert_observations(&mut conn, &store::OBSERVATIONS, &batch).await?
-                };
+                let inserted = write_with(&mut conn, path, &batch).await?;
                 stage.ms.push(started.elapsed().as_secs_f64() * 1e3);
                 anyhow::ensure!(
                     inserted == size as u64,

@@ -283,11 +283,11 @@ async fn write_with_retry(
 /// One transaction: observations, then rejections. Returns the rows inserted into each, and the time
 /// the COMMIT took.
 ///
-/// Up to [`CopyStrategy::unnest_up_to`] observations go through the UNNEST statement, more through the COPY
-/// path. A unique violation means an observation of the batch
-/// is already stored: without the existence check, the batch is written again with it; with it (a
-/// concurrent writer stored the same observation between the check and the COPY), the batch is
-/// written through the UNNEST statement, whose `ON CONFLICT DO NOTHING` cannot collide.
+/// Up to [`CopyStrategy::unnest_up_to`] observations go through the UNNEST statement, more through
+/// the COPY path. A unique violation means an observation of the batch is already stored: without
+/// the existence check, the batch is written again with it; with it (a concurrent writer stored the
+/// same observation between the check and the COPY), the batch is written through the UNNEST
+/// statement, whose `ON CONFLICT DO NOTHING` cannot collide.
 async fn write_once(
     pool: &PgPool,
     rows: &[Row<'_>],

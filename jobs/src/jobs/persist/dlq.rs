@@ -138,10 +138,10 @@ impl Dlq {
         }
         let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(hdrs);
         if let Some(key) = &r.raw.key {
-            record = record.key(key.as_slice());
+            record = record.key(&key[..]);
         }
         if let (Some(value), false) = (&r.raw.value, omit_value) {
-            record = record.payload(value.as_slice());
+            record = record.payload(&value[..]);
         }
         self.producer
             .send(record, Duration::from_secs(5))

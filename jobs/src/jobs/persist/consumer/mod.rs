@@ -11,6 +11,7 @@
 //! everything, and commits synchronously; only then does the rebalance proceed, so the next owner
 //! of a partition starts exactly after the last stored record.
 
+mod arena;
 mod idle;
 mod lane;
 mod offsets;

@@ -12,6 +12,7 @@ use rdkafka::topic_partition_list::TopicPartitionList;
 use tokio::sync::mpsc::Sender;
 use tokio::sync::mpsc::error::TrySendError;
 
+use super::arena::Arena;
 use super::lane::Lane;
 use super::{PersistConsumer, Settings};
 use crate::jobs::persist::PersistSummary;
@@ -66,6 +67,8 @@ pub(super) struct State {
     pub(super) last_drain_check: Option<Instant>,
     /// A writer's open batch is sealed at this many bytes: its share of the byte bound.
     pub(super) seal_bytes: usize,
+    /// Where the records' raw bytes are copied to.
+    pub(super) arena: Arena,
     pub(super) summary: PersistSummary,
 }
 
@@ -78,6 +81,7 @@ impl State {
         let seal_bytes = s.max_buffered_bytes / (2 * lanes.len().max(1));
         Self {
             seal_bytes,
+            arena: Arena::default(),
             s,
             lanes: lanes
                 .into_iter()
@@ -120,11 +124,12 @@ impl State {
             offset: m.offset(),
         };
         let raw = Raw {
-            key: m.key().map(<[u8]>::to_vec),
-            value: m.payload().map(<[u8]>::to_vec),
+            key: m.key().map(|k| self.arena.copy(k)),
+            value: m.payload().map(|v| self.arena.copy(v)),
         };
-        let held =
-            RECORD_OVERHEAD + raw.key.as_ref().map_or(0, Vec::len) + raw.value.as_ref().map_or(0, Vec::len);
+        let held = RECORD_OVERHEAD
+            + raw.key.as_ref().map_or(0, |k| k.len())
+            + raw.value.as_ref().map_or(0, |v| v.len());
         let verdict = validate::validate(raw.value.as_deref(), Utc::now(), &self.s.rules);
         let lane_index = self.lane_of(lineage.partition);
         let seal_bytes = self.seal_bytes;

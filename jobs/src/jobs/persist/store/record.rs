@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use crate::jobs::persist::validate::{Observation, Rejection};
 
 /// Where a record was read from; stored as lineage on both tables.
@@ -16,13 +18,14 @@ pub struct Lineage {
     pub offset: i64,
 }
 
-/// The record as it arrived, kept so that a refusal can be quarantined byte for byte.
+/// The record as it arrived, kept so that a refusal can be quarantined byte for byte. The consumer
+/// copies the bytes into shared chunks (`consumer::arena`), so a clone is a reference count.
 #[derive(Debug, Clone, Default)]
 pub struct Raw {
     /// The message key.
-    pub key: Option<Vec<u8>>,
+    pub key: Option<Bytes>,
     /// The message value.
-    pub value: Option<Vec<u8>>,
+    pub value: Option<Bytes>,
 }
 
 /// A record that passed validation.

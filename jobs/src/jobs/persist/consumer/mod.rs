@@ -12,6 +12,7 @@
 //! of a partition starts exactly after the last stored record.
 
 mod arena;
+mod clock;
 mod idle;
 mod lane;
 mod offsets;

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::mpsc::{self, TryRecvError};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::TopicPartitionList;
@@ -13,6 +13,7 @@ use tokio::sync::mpsc::Sender;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::arena::Arena;
+use super::clock::WallClock;
 use super::lane::Lane;
 use super::{PersistConsumer, Settings};
 use crate::jobs::persist::PersistSummary;
@@ -69,6 +70,9 @@ pub(super) struct State {
     pub(super) seal_bytes: usize,
     /// Where the records' raw bytes are copied to.
     pub(super) arena: Arena,
+    pub(super) clock: WallClock,
+    /// The time of day at the current turn of the loop, to validate its record against.
+    pub(super) wall: DateTime<Utc>,
     pub(super) summary: PersistSummary,
 }
 
@@ -82,6 +86,8 @@ impl State {
         Self {
             seal_bytes,
             arena: Arena::default(),
+            clock: WallClock::new(),
+            wall: Utc::now(),
             s,
             lanes: lanes
                 .into_iter()
@@ -130,7 +136,7 @@ impl State {
         let held = RECORD_OVERHEAD
             + raw.key.as_ref().map_or(0, |k| k.len())
             + raw.value.as_ref().map_or(0, |v| v.len());
-        let verdict = validate::validate(raw.value.as_deref(), Utc::now(), &self.s.rules);
+        let verdict = validate::validate(raw.value.as_deref(), self.wall, &self.s.rules);
         let lane_index = self.lane_of(lineage.partition);
         let seal_bytes = self.seal_bytes;
         let probe = self.s.probe;
@@ -214,6 +220,7 @@ impl State {
     /// the loop, which turns once per record under load: the clock reads per lane were a twentieth
     /// of the consumer thread's time.
     pub(super) fn housekeeping(&mut self, consumer: &PersistConsumer, now: Instant) -> anyhow::Result<()> {
+        self.wall = self.clock.at(now);
         self.drain_acks();
         for lane in &mut self.lanes {
             if !lane.open.is_empty()

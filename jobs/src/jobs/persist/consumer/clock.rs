@@ -1,4 +1,4 @@
-//! The wall clock records are validated against, derived from the loop's monotonic clock read.
+//! The wall clock records are validated against, derived from each record's monotonic clock read.
 //!
 //! Validation needs the time of day for one rule (an observation at most `max_future` ahead), and
 //! reading it per record was a second clock read per message: on a virtual machine whose clock

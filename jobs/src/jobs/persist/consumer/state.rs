@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::mpsc::{self, TryRecvError};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::TopicPartitionList;
@@ -70,9 +70,8 @@ pub(super) struct State {
     pub(super) seal_bytes: usize,
     /// Where the records' raw bytes are copied to.
     pub(super) arena: Arena,
+    /// The time of day records are validated against.
     pub(super) clock: WallClock,
-    /// The time of day at the current turn of the loop, to validate its record against.
-    pub(super) wall: DateTime<Utc>,
     pub(super) summary: PersistSummary,
 }
 
@@ -87,7 +86,6 @@ impl State {
             seal_bytes,
             arena: Arena::default(),
             clock: WallClock::new(),
-            wall: Utc::now(),
             s,
             lanes: lanes
                 .into_iter()
@@ -136,7 +134,7 @@ impl State {
         let held = RECORD_OVERHEAD
             + raw.key.as_ref().map_or(0, |k| k.len())
             + raw.value.as_ref().map_or(0, |v| v.len());
-        let verdict = validate::validate(raw.value.as_deref(), self.wall, &self.s.rules);
+        let verdict = validate::validate(raw.value.as_deref(), self.clock.at(now), &self.s.rules);
         let lane_index = self.lane_of(lineage.partition);
         let seal_bytes = self.seal_bytes;
         let probe = self.s.probe;
@@ -220,7 +218,6 @@ impl State {
     /// the loop, which turns once per record under load: the clock reads per lane were a twentieth
     /// of the consumer thread's time.
     pub(super) fn housekeeping(&mut self, consumer: &PersistConsumer, now: Instant) -> anyhow::Result<()> {
-        self.wall = self.clock.at(now);
         self.drain_acks();
         for lane in &mut self.lanes {
             if !lane.open.is_empty()

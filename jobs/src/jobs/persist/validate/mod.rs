@@ -3,7 +3,8 @@
 //! Pure functions: bytes in, an [`Observation`] or a [`Rejection`] out. Nothing here touches Kafka or
 //! the database, so every rule is unit tested.
 //!
-//! The fast path parses the envelope and the payload once with serde. Only when that fails does
+//! The fast path reads the envelope and the payload in one pass, with a scanner that steps over the
+//! fields it does not keep ([`scan`]), or with serde where the scanner declines. Only when that fails does
 //! [`diagnose`] run a second, slower pass to name the class of the problem and the field: invalid
 //! records are rare, and their diagnosis should be precise rather than fast.
 
@@ -11,6 +12,7 @@ mod check;
 mod diagnose;
 mod observation;
 mod rejection;
+mod scan;
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -78,7 +80,8 @@ pub fn validate(value: Option<&[u8]>, now: DateTime<Utc>, rules: &Rules) -> Resu
     })?;
     // One pass over the message when it is well formed; the envelope, then its payload, otherwise,
     // so that a refusal names the part at fault exactly as before.
-    if let Ok(message) = serde_json::from_str::<Message<'_>>(text) {
+    let message = scan::message(text).or_else(|| serde_json::from_str::<Message<'_>>(text).ok());
+    if let Some(message) = message {
         if message.schema_version != SCHEMA_VERSION {
             return Err(unknown_version(&message.schema_version.to_string()));
         }
@@ -111,7 +114,7 @@ mod tests {
     use serde_json::{Value, json};
 
     /// The London recording of weatherapi.md §4.4, verbatim (aqi=yes, with solar fields as bare `0`).
-    const LONDON: &str = r#"{
+    pub(super) const LONDON: &str = r#"{
   "location": {"name": "London", "region": "City of London, Greater London", "country": "United Kingdom",
     "lat": 51.5171, "lon": -0.1062, "tz_id": "Europe/London", "localtime_epoch": 1767633260,
     "localtime": "2026-01-05 17:14"},
@@ -129,13 +132,13 @@ mod tests {
 }"#;
 
     /// The minimal pre-2024 Roswell recording (weatherapi.md §4.4), verbatim.
-    const ROSWELL: &str = r#"{"location":{"name":"Roswell","region":"Georgia","country":"United States of America","lat":34.02,"lon":-84.36,"tz_id":"America/New_York","localtime_epoch":1697457029,"localtime":"2023-10-16 7:50"},"current":{"last_updated_epoch":1697456700,"last_updated":"2023-10-16 07:45","temp_c":7.2,"temp_f":45.0,"is_day":1,"condition":{"text":"Sunny","icon":"//cdn.weatherapi.com/weather/64x64/day/113.png","code":1000},"wind_mph":8.1,"wind_kph":13.0,"wind_degree":330,"wind_dir":"NNW","pressure_mb":1013.0,"pressure_in":29.91,"precip_mm":0.0,"precip_in":0.0,"humidity":86,"cloud":0,"feelslike_c":5.1,"feelslike_f":41.1,"vis_km":16.0,"vis_miles":9.0,"uv":1.0,"gust_mph":11.8,"gust_kph":18.9}}"#;
+    pub(super) const ROSWELL: &str = r#"{"location":{"name":"Roswell","region":"Georgia","country":"United States of America","lat":34.02,"lon":-84.36,"tz_id":"America/New_York","localtime_epoch":1697457029,"localtime":"2023-10-16 7:50"},"current":{"last_updated_epoch":1697456700,"last_updated":"2023-10-16 07:45","temp_c":7.2,"temp_f":45.0,"is_day":1,"condition":{"text":"Sunny","icon":"//cdn.weatherapi.com/weather/64x64/day/113.png","code":1000},"wind_mph":8.1,"wind_kph":13.0,"wind_degree":330,"wind_dir":"NNW","pressure_mb":1013.0,"pressure_in":29.91,"precip_mm":0.0,"precip_in":0.0,"humidity":86,"cloud":0,"feelslike_c":5.1,"feelslike_f":41.1,"vis_km":16.0,"vis_miles":9.0,"uv":1.0,"gust_mph":11.8,"gust_kph":18.9}}"#;
 
     fn now() -> DateTime<Utc> {
         DateTime::from_timestamp(1_767_633_300, 0).unwrap()
     }
 
-    fn envelope_text(payload: &str) -> String {
+    pub(super) fn envelope_text(payload: &str) -> String {
         format!(
             r#"{{"schema_version":1,"source":"weatherapi","fetched_at":"2026-01-05T17:14:20Z","query":"London","payload":{payload}}}"#
         )

@@ -62,8 +62,8 @@ pub struct Observation {
 /// A whole message in one pass: the [`crate::envelope::Envelope`]'s fields, with its payload read as
 /// a [`CurrentResponse`] straight away instead of kept raw and parsed again: the envelope's payload
 /// is nine tenths of the message, and scanning it twice was a fifth of the consumer thread's time
-/// (`docs/performance.md`, catch-up). Anything this refuses goes through the two-step parse, whose
-/// errors name the part at fault.
+/// (`docs/performance.md`, catch-up). The scanner in `scan` fills it faster for the common message;
+/// what neither reads goes through the two-step parse, whose errors name the part at fault.
 #[derive(Debug, Deserialize)]
 pub(super) struct Message<'a> {
     pub(super) schema_version: u32,
@@ -71,7 +71,7 @@ pub(super) struct Message<'a> {
     pub(super) fetched_at: DateTime<Utc>,
     /// Required like the envelope's, and borrowed: the persist job does not keep it.
     #[serde(rename = "query", borrow)]
-    _query: std::borrow::Cow<'a, str>,
+    pub(super) _query: std::borrow::Cow<'a, str>,
     pub(super) payload: CurrentResponse,
 }
 

@@ -251,7 +251,8 @@ impl Weather {
         let humidity =
             (68.0 - 12.0 * diurnal + 10.0 * cloud_noise + if precip_mm > 0.0 { 15.0 } else { 0.0 })
                 .clamp(8.0, 100.0)
-                .round();
+                .round()
+                .min(humidity_at_dew_point(temp_c, MAX_DEW_POINT_C).floor());
         let pressure_mb = (1013.0 + 9.0 * pressure_anom).clamp(960.0, 1050.0).round();
         let wind_degree = (250.0 + 80.0 * noise.smooth(Channel::WindDir, 6 * 3600)).rem_euclid(360.0) as u32;
         let gust_kph = round_to(wind_kph * (1.3 + 0.2 * noise.white(Channel::Gust).abs()) + 1.5, 1);
@@ -361,6 +362,17 @@ fn heat_index(t: f64, rh: f64) -> f64 {
     (hi - 32.0) * 5.0 / 9.0
 }
 
+/// The highest dew point the simulated air holds (°C). Without it a hot, wet hour reached 100 % at
+/// 36 °C: a dew point beyond the world's record, and a heat index (`feelslike_c`) of 80 °C that
+/// persist refuses as out of range. At 24 °C the heat index stays below 68 °C up to the 55 °C the
+/// temperature is clamped to.
+const MAX_DEW_POINT_C: f64 = 24.0;
+
+/// The relative humidity (%) of air at `t` whose dew point is `dew` (the Magnus formula inverted).
+fn humidity_at_dew_point(t: f64, dew: f64) -> f64 {
+    100.0 * (17.62 * dew / (243.12 + dew) - 17.62 * t / (243.12 + t)).exp()
+}
+
 /// Magnus-formula dew point (°C).
 fn dew_point(t: f64, rh: f64) -> f64 {
     let gamma = (rh.max(1.0) / 100.0).ln() + 17.62 * t / (243.12 + t);
@@ -456,6 +468,46 @@ mod tests {
         let p = payload("Atlantis \"Springs\"", t("2026-06-01T00:00:00Z"), 0);
         let v: Value = serde_json::from_str(&p).unwrap();
         assert_eq!(v["location"]["name"], "Atlantis \"Springs\"");
+    }
+
+    /// Every payload the simulator makes passes persist's validation: the pseudo-locations the fault
+    /// and cluster stages' backlogs use (`bl-001`…), hot and humid ones among them, every hour of
+    /// the day over a year. (`bl-029` at 2026-12-06 02:30 UTC once came out at 36.2 °C and 100 %, a
+    /// `feelslike_c` of 79.6 °C, and failed the cluster stage's exactly-once count.)
+    #[test]
+    fn every_payload_passes_persist_validation() {
+        use crate::envelope::{Envelope, SCHEMA_VERSION, Source};
+        use crate::jobs::persist::validate::{Rules, validate};
+        let start = t("2026-01-01T00:00:00Z");
+        let rules = Rules::default();
+        for k in 1..=100 {
+            let q = format!("bl-{k:03}");
+            // A dense sweep of the quantities that broke, without JSON.
+            let place = place(&q);
+            for step in 0..3000 {
+                let w = Weather::at(&place, start + chrono::Duration::minutes(173 * step), 0);
+                assert!((-100.0..=70.0).contains(&w.feelslike_c), "{q}: {}", w.feelslike_c);
+                assert!(w.dewpoint_c <= MAX_DEW_POINT_C, "{q}: {}", w.dewpoint_c);
+            }
+            for step in 0..60 {
+                let at = start + chrono::Duration::minutes(8761 * step);
+                let envelope = Envelope {
+                    schema_version: SCHEMA_VERSION,
+                    source: Source::Simulated,
+                    fetched_at: at,
+                    query: q.clone(),
+                    payload: serde_json::value::RawValue::from_string(payload(&q, at, 0)).unwrap(),
+                };
+                if let Err(r) = validate(Some(&envelope.to_bytes()), at, &rules) {
+                    panic!("{q} at {at}: {}", r.reason);
+                }
+            }
+        }
+        let hot_and_wet = payload("bl-029", t("2026-12-06T02:30:00Z"), 0);
+        let c = &serde_json::from_str::<Value>(&hot_and_wet).unwrap()["current"];
+        assert_eq!(c["temp_c"].as_f64(), Some(36.2), "the hour that failed: {c}");
+        assert!(c["feelslike_c"].as_f64().unwrap() <= 70.0, "{c}");
+        assert!(c["dewpoint_c"].as_f64().unwrap() <= MAX_DEW_POINT_C, "{c}");
     }
 
     #[test]

@@ -40,7 +40,11 @@ WORK="$STATE/run"
 stage_start=$SECONDS
 
 say() { printf '[cluster %3ds] %s\n' $((SECONDS - stage_start)) "$*"; }
-fail() { say "FAILED: $*"; exit 1; }
+# The reason is said again after the logs when the stage ends, so a reader of the output's tail (CI's
+# excerpt) sees it; a command that failed outside fail() (set -e) is named by the ERR trap.
+FAILURE=""
+fail() { FAILURE="$*"; say "FAILED: $*"; exit 1; }
+trap 'FAILURE="${FAILURE:-line $LINENO: \`$BASH_COMMAND\` exited with status $?}"' ERR
 
 # scripts/services.sh on this stage's ports and state; the ZooKeeper/Kafka override variables of the
 # caller's shell are not this stage's business. A broker restarted after SIGKILL recovers its logs
@@ -79,6 +83,7 @@ cleanup() {
     done
   fi
   svc down kafka >/dev/null 2>&1 || say "warning: scripts/services.sh down did not finish cleanly"
+  [ $rc = 0 ] || say "FAILED: ${FAILURE:-interrupted or killed}"
   for db in "${DATABASES[@]}"; do psql_admin -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" || true; done
   say "stage finished in $((SECONDS - stage_start)) s (rc $rc)"
   exit $rc

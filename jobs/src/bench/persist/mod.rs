@@ -7,6 +7,7 @@
 
 mod cpu;
 mod latency;
+mod parse;
 mod paths;
 
 use std::time::{Duration, Instant};
@@ -139,6 +140,7 @@ async fn measure(
             "release"
         }
     );
+    parse::parse_costs()?;
     crate::kafka::ensure_topic(&c.kafka, &c.kafka.observations_topic, c.kafka.partitions).await?;
     let producer = crate::kafka::producer(&c.kafka)?;
 

@@ -41,9 +41,29 @@ impl Default for Rules {
     }
 }
 
+/// How a well-formed message is read in one pass. The job always uses the scanner; serde alone stays
+/// callable so that `bench persist` can time the two side by side on the same messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnePass {
+    /// [`scan`], falling back to serde where it declines.
+    Scanner,
+    /// serde's derived parse of [`Message`].
+    Serde,
+}
+
 /// Validates one record's value. The message key is not consulted: an observation's identity is the
 /// location in its payload, so a record with a null (or any) key is accepted when its value is valid.
 pub fn validate(value: Option<&[u8]>, now: DateTime<Utc>, rules: &Rules) -> Result<Observation, Rejection> {
+    validate_with(OnePass::Scanner, value, now, rules)
+}
+
+/// [`validate`] with the one-pass parse chosen.
+pub(crate) fn validate_with(
+    one_pass: OnePass,
+    value: Option<&[u8]>,
+    now: DateTime<Utc>,
+    rules: &Rules,
+) -> Result<Observation, Rejection> {
     let bytes = match value {
         None => {
             return Err(Rejection::new(
@@ -80,7 +100,11 @@ pub fn validate(value: Option<&[u8]>, now: DateTime<Utc>, rules: &Rules) -> Resu
     })?;
     // One pass over the message when it is well formed; the envelope, then its payload, otherwise,
     // so that a refusal names the part at fault exactly as before.
-    let message = scan::message(text).or_else(|| serde_json::from_str::<Message<'_>>(text).ok());
+    let by_serde = || serde_json::from_str::<Message<'_>>(text).ok();
+    let message = match one_pass {
+        OnePass::Scanner => scan::message(text).or_else(by_serde),
+        OnePass::Serde => by_serde(),
+    };
     if let Some(message) = message {
         if message.schema_version != SCHEMA_VERSION {
             return Err(unknown_version(&message.schema_version.to_string()));

@@ -295,14 +295,8 @@ impl<'a> Scanner<'a> {
                 let at = s.plain_str()?.parse::<DateTime<FixedOffset>>().ok()?;
                 set(&mut fetched_at, at.with_timezone(&Utc))
             }
-            b"query" => {
-                let q = s.plain_str()?;
-                set(&mut query, q)
-            }
-            b"payload" => {
-                let body = s.response()?;
-                set(&mut payload, body)
-            }
+            b"query" => set(&mut query, s.plain_str()?),
+            b"payload" => set(&mut payload, s.response()?),
             _ => s.skip(MAX_DEPTH),
         })?;
         Some(Message {
@@ -317,14 +311,8 @@ impl<'a> Scanner<'a> {
     fn response(&mut self) -> Option<CurrentResponse> {
         let (mut location, mut current) = (None, None);
         self.object(|s, key| match key {
-            b"location" => {
-                let l = s.location()?;
-                set(&mut location, l)
-            }
-            b"current" => {
-                let c = s.current()?;
-                set(&mut current, c)
-            }
+            b"location" => set(&mut location, s.location()?),
+            b"current" => set(&mut current, s.current()?),
             _ => s.skip(MAX_DEPTH),
         })?;
         Some(CurrentResponse {

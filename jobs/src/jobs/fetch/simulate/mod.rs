@@ -370,12 +370,17 @@ const MAX_DEW_POINT_C: f64 = 24.0;
 
 /// The relative humidity (%) of air at `t` whose dew point is `dew` (the Magnus formula inverted).
 fn humidity_at_dew_point(t: f64, dew: f64) -> f64 {
-    100.0 * (17.62 * dew / (243.12 + dew) - 17.62 * t / (243.12 + t)).exp()
+    100.0 * (magnus(dew) - magnus(t)).exp()
+}
+
+/// The Magnus formula's temperature term, `ln` of the saturation vapour pressure up to a constant.
+fn magnus(t: f64) -> f64 {
+    17.62 * t / (243.12 + t)
 }
 
 /// Magnus-formula dew point (°C).
 fn dew_point(t: f64, rh: f64) -> f64 {
-    let gamma = (rh.max(1.0) / 100.0).ln() + 17.62 * t / (243.12 + t);
+    let gamma = (rh.max(1.0) / 100.0).ln() + magnus(t);
     243.12 * gamma / (17.62 - gamma)
 }
 

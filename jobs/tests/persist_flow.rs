@@ -1,6 +1,7 @@
 //! The persist consumer's flow control and failover on the real broker and database: the pause state
-//! across a rebalance during an outage, memory bounded in bytes with large records, and a restarted
-//! static member taking its partitions back at once.
+//! across a rebalance during an outage, memory bounded in bytes with large records, a restarted
+//! static member taking its partitions back at once, and offset commits paced by
+//! `persist.commit_interval_ms`.
 
 mod common;
 
@@ -9,6 +10,8 @@ use std::time::{Duration, Instant};
 use common::stream::*;
 use common::{TestContext, exit_within, signal};
 use nix::sys::signal::Signal;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use weatherflow::jobs::persist::{self, PersistRequest};
 
@@ -269,4 +272,67 @@ async fn a_restarted_static_member_takes_its_partitions_back_at_once() {
     );
     assert_every_offset_stored_once(&ctx, &deliveries).await;
     let _ = std::fs::remove_file(log);
+}
+
+/// The group's committed offset of partition 0 of the observations topic, read through the
+/// coordinator by a client that does not join the group.
+fn committed_offset(ctx: &TestContext) -> Option<i64> {
+    let k = &ctx.config.kafka;
+    let reader: BaseConsumer = weatherflow::kafka::base_config(k)
+        .set("group.id", &k.consumer_group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&k.observations_topic, 0);
+    let committed = reader.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    match committed.elements()[0].offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_commits_are_paced_while_running_and_complete_at_shutdown() {
+    let ctx = TestContext::new().await;
+    create_topics(&ctx).await;
+    let producer = weatherflow::kafka::producer(&ctx.config.kafka).unwrap();
+    let mut config = ctx.config.clone();
+    config.persist.session_timeout_ms = 6000;
+    config.persist.commit_interval_ms = 600_000;
+    let topic = config.kafka.observations_topic.clone();
+    let stop = CancellationToken::new();
+    let job = persist::run(
+        &config,
+        &ctx.db,
+        PersistRequest { until_idle: false },
+        stop.clone(),
+    );
+
+    // Five records, each sent once the one before is stored, so each is a batch and an
+    // acknowledgement of its own: the first is committed at once, the next four wait for the
+    // interval, which this run never reaches.
+    let drive = async {
+        let epoch0 = base_epoch();
+        let mut offsets = Vec::new();
+        for i in 0..5 {
+            let g = generate(i, 5, epoch0);
+            let (_, offset) = send(&producer, &topic, Some(g.key.as_bytes()), Some(&g.value), Some(0)).await;
+            offsets.push(offset);
+            wait_for_rows(&ctx, i as i64 + 1, Duration::from_secs(60)).await;
+        }
+        let during = committed_offset(&ctx);
+        stop.cancel();
+        (offsets, during)
+    };
+    let (summary, (offsets, during)) = tokio::join!(job, drive);
+    let summary = summary.expect("the persist job stops cleanly");
+    assert_eq!(summary.stored, 5);
+    assert_eq!(
+        during,
+        Some(offsets[0] + 1),
+        "while running, only the first acknowledgement was committed (the interval had not passed)"
+    );
+    // Stopping stores and commits everything read.
+    assert_eq!(committed_offset(&ctx), Some(offsets[4] + 1));
 }

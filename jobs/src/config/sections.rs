@@ -154,6 +154,12 @@ section! {
         /// early when the consumer has nothing more to read and its writer is idle, so a quiet stream
         /// is not delayed.
         pub batch_timeout_ms: u64 = 200;
+        /// Offsets of stored batches are committed to Kafka at most this often, in milliseconds
+        /// (always at once on a rebalance and at shutdown). Each commit is a write on the broker:
+        /// committing after every batch cost the broker a second append per one-record batch at
+        /// steady rates. A crash re-reads at most this much more, which the idempotent writes
+        /// absorb as duplicates.
+        pub commit_interval_ms: u64 = 100;
         /// First backoff delay after a database or broker failure, in milliseconds.
         pub retry_initial_ms: u64 = 200;
         /// Ceiling of the backoff delay, in milliseconds.

@@ -195,6 +195,7 @@ pub async fn run_probed(
         topic: Arc::from(k.observations_topic.as_str()),
         batch_size: p.batch_size,
         batch_timeout: Duration::from_millis(p.batch_timeout_ms),
+        commit_interval: Duration::from_millis(p.commit_interval_ms),
         until_idle: req.until_idle,
         idle: Duration::from_millis(p.idle_ms),
         rules: Rules {

@@ -47,6 +47,8 @@ pub(crate) struct Settings {
     pub(crate) batch_size: usize,
     /// Longest wait of a record in an open batch.
     pub(crate) batch_timeout: Duration,
+    /// Shortest time between two asynchronous offset commits.
+    pub(crate) commit_interval: Duration,
     /// Stop once drained.
     pub(crate) until_idle: bool,
     /// Quiet time before the drained check.

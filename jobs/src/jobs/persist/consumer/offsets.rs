@@ -36,7 +36,9 @@ impl State {
                 self.last_sync_commit = offsets;
                 self.commit_failures = 0;
             }
-            (Ok(()), CommitMode::Async) => {}
+            // The next asynchronous commit waits `commit_interval`: until then, acknowledgements
+            // only move `committable`, and the one commit that follows carries them all.
+            (Ok(()), CommitMode::Async) => self.next_commit_at = Instant::now() + self.s.commit_interval,
             (Err(e), _) => self.on_commit_result(Err(e)),
         }
     }

@@ -53,7 +53,8 @@ pub(super) struct State {
     pub(super) commit_due: bool,
     /// Consecutive commit failures, for backoff.
     pub(super) commit_failures: u32,
-    /// No commit before this instant (backoff after a failure).
+    /// No asynchronous commit before this instant: `commit_interval` after the last one, or the
+    /// backoff after a failure.
     pub(super) next_commit_at: Instant,
     /// Partitions with a batch given up during shutdown: their offsets must not move any more.
     pub(super) frozen: BTreeSet<i32>,
@@ -210,6 +211,9 @@ impl State {
         for lane in self.lanes.iter().filter(|l| !l.open.is_empty()) {
             let due = (lane.open.opened + self.s.batch_timeout).saturating_duration_since(now);
             wait = wait.min(due);
+        }
+        if self.commit_due {
+            wait = wait.min(self.next_commit_at.saturating_duration_since(now));
         }
         wait
     }

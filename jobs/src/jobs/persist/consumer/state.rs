@@ -35,6 +35,11 @@ const RECORD_OVERHEAD: usize = 512;
 const BUSY_POLL: Duration = Duration::from_millis(10);
 /// Poll wait when nothing is in flight.
 const QUIET_POLL: Duration = Duration::from_millis(100);
+/// Poll wait while records wait in an open batch for their writer to finish the batch before. A
+/// writer's acknowledgement does not wake `poll` (librdkafka's queue is not ours to signal, and
+/// the client polls again after a yield), so this bounds how long a finished writer waits for the
+/// records collected meanwhile.
+const HANDOFF_POLL: Duration = Duration::from_millis(1);
 
 /// Everything the loop and the callbacks share.
 pub(super) struct State {
@@ -203,7 +208,9 @@ impl State {
         if self.lanes.iter().any(|l| !l.open.is_empty() && l.idle()) {
             return Duration::ZERO;
         }
-        let mut wait = if self.lanes.iter().any(Lane::busy) || self.commit_due {
+        let mut wait = if self.lanes.iter().any(|l| !l.open.is_empty()) {
+            HANDOFF_POLL
+        } else if self.lanes.iter().any(Lane::busy) || self.commit_due {
             BUSY_POLL
         } else {
             QUIET_POLL

@@ -51,6 +51,12 @@ impl Lane {
         self.in_flight_bytes += bytes;
     }
 
+    /// Records wait in the open batch, and it is the writer's next: the writer has one batch and
+    /// none waits before this one. Its acknowledgement is what hands this batch over.
+    pub(super) fn next_in_line(&self) -> bool {
+        !self.open.is_empty() && self.sealed.is_empty() && self.in_flight == 1
+    }
+
     pub(super) fn busy(&self) -> bool {
         !self.open.is_empty() || !self.idle()
     }

@@ -17,6 +17,8 @@ mod idle;
 mod lane;
 mod offsets;
 mod state;
+#[cfg(test)]
+mod tests;
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};

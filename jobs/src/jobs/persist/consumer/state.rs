@@ -35,10 +35,12 @@ const RECORD_OVERHEAD: usize = 512;
 const BUSY_POLL: Duration = Duration::from_millis(10);
 /// Poll wait when nothing is in flight.
 const QUIET_POLL: Duration = Duration::from_millis(100);
-/// Poll wait while records wait in an open batch for their writer to finish the batch before. A
-/// writer's acknowledgement does not wake `poll` (librdkafka's queue is not ours to signal, and
-/// the client polls again after a yield), so this bounds how long a finished writer waits for the
-/// records collected meanwhile.
+/// Poll wait while an open batch waits for its writer to finish the one batch before it
+/// ([`Lane::next_in_line`]). A writer's acknowledgement does not wake `poll` (librdkafka's queue is
+/// not ours to signal, and the client polls again after a yield), so this bounds how long a
+/// finished writer waits for the records collected meanwhile. It lasts at most `batch_timeout`
+/// per batch: a writer stuck in an outage has its next batch sealed and queued after that, and the
+/// loop is back to [`BUSY_POLL`].
 const HANDOFF_POLL: Duration = Duration::from_millis(1);
 
 /// Everything the loop and the callbacks share.
@@ -208,7 +210,7 @@ impl State {
         if self.lanes.iter().any(|l| !l.open.is_empty() && l.idle()) {
             return Duration::ZERO;
         }
-        let mut wait = if self.lanes.iter().any(|l| !l.open.is_empty()) {
+        let mut wait = if self.lanes.iter().any(Lane::next_in_line) {
             HANDOFF_POLL
         } else if self.lanes.iter().any(Lane::busy) || self.commit_due {
             BUSY_POLL

@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 use common::stream::*;
 use common::{TestContext, exit_within, signal};
 use nix::sys::signal::Signal;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
+use weatherflow::cmd::status::consumer_lag;
 use weatherflow::jobs::persist::{self, PersistRequest};
 
 /// Debug logs of the consumer thread (its pause and resume lines), info for the rest.
@@ -274,22 +273,13 @@ async fn a_restarted_static_member_takes_its_partitions_back_at_once() {
     let _ = std::fs::remove_file(log);
 }
 
-/// The group's committed offset of partition 0 of the observations topic, read through the
-/// coordinator by a client that does not join the group.
+/// The group's committed offset of partition 0 of the observations topic, as `weatherflow status`
+/// reads it.
 fn committed_offset(ctx: &TestContext) -> Option<i64> {
-    let k = &ctx.config.kafka;
-    let reader: BaseConsumer = weatherflow::kafka::base_config(k)
-        .set("group.id", &k.consumer_group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(&k.observations_topic, 0);
-    let committed = reader.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-    match committed.elements()[0].offset() {
-        Offset::Offset(o) => Some(o),
-        _ => None,
-    }
+    let parts = consumer_lag(&ctx.config.kafka)
+        .unwrap()
+        .expect("the observations topic exists");
+    parts.iter().find(|p| p.partition == 0).unwrap().committed
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,8 +10,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use anyhow::Context;
 use chrono::{DateTime, Utc};
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use sea_orm::ConnectionTrait;
 use tokio_util::sync::CancellationToken;
 
@@ -145,25 +146,30 @@ async fn produce(
     }
     let _ = probe.take();
 
+    // Each message is handed to the producer's queue right after its send time is stamped, and its
+    // delivery awaited only at the end: a task per message would put the runtime's scheduling
+    // between the stamp and the queue, on the workers the writers run on.
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
-    let mut sends = tokio::task::JoinSet::new();
+    let mut deliveries = Vec::with_capacity((rate * secs) as usize);
     for i in 0..rate * secs {
         tick.tick().await;
         let (key, body) = payload(i, epoch0);
         let value = envelope_bytes(body, Utc::now())?;
-        let producer = producer.clone();
-        let topic = topic.to_owned();
         let sent_at = Utc::now();
-        sends.spawn(async move {
-            send(&producer, &topic, &key, &value)
-                .await
-                .map(|at| (at, sent_at))
-        });
+        let delivery = producer
+            .send_result(FutureRecord::to(topic).key(&key).payload(&value))
+            .map_err(|(e, _)| e)
+            .context("producing a latency message")?;
+        deliveries.push((delivery, sent_at));
     }
-    let mut sent = HashMap::with_capacity((rate * secs) as usize);
-    while let Some(done) = sends.join_next().await {
-        let (at, sent_at) = done??;
-        sent.insert(at, sent_at);
+    let mut sent = HashMap::with_capacity(deliveries.len());
+    for (delivery, sent_at) in deliveries {
+        let d = delivery
+            .await
+            .context("the producer went away before a latency message was delivered")?
+            .map_err(|(e, _)| e)
+            .context("producing a latency message")?;
+        sent.insert((d.partition, d.offset), sent_at);
     }
     // Let the consumer store the tail.
     tokio::time::sleep(Duration::from_secs(1)).await;

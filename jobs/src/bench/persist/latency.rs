@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::jobs::persist::probe::{Probe, Stamps};
 use crate::jobs::persist::{self, PersistRequest};
 
+use super::cpu::{Cpu, CpuUse};
 use super::{PLACES, Scratch, envelope_bytes, payload, send};
 
 /// The runs: messages per second, and for how long.
@@ -114,8 +115,9 @@ async fn run_at(
     };
     let (summary, sent) = tokio::join!(consumer, measure);
     summary?;
-    let sent = sent?;
+    let (sent, machine) = sent?;
     report(rate, &sent, &probe.take());
+    println!("    {machine}");
     Ok(())
 }
 
@@ -127,7 +129,7 @@ async fn produce(
     probe: &Probe,
     rate: u64,
     secs: u64,
-) -> anyhow::Result<HashMap<(i32, i64), DateTime<Utc>>> {
+) -> anyhow::Result<(HashMap<(i32, i64), DateTime<Utc>>, Meanwhile)> {
     let topic = c.kafka.observations_topic.as_str();
     let epoch0 = Utc::now().timestamp() - 86_400;
     // Warm-up: one message per partition's worth of places, until the consumer has joined the
@@ -145,6 +147,7 @@ async fn produce(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let _ = probe.take();
+    let (cpu0, started) = (Cpu::now(), std::time::Instant::now());
 
     // Each message is handed to the producer's queue right after its send time is stamped, and its
     // delivery awaited only at the end: a task per message would put the runtime's scheduling
@@ -162,6 +165,10 @@ async fn produce(
             .context("producing a latency message")?;
         deliveries.push((delivery, sent_at));
     }
+    let meanwhile = Meanwhile {
+        cpu: Cpu::now().since(&cpu0),
+        wall: started.elapsed(),
+    };
     let mut sent = HashMap::with_capacity(deliveries.len());
     for (delivery, sent_at) in deliveries {
         let d = delivery
@@ -173,7 +180,30 @@ async fn produce(
     }
     // Let the consumer store the tail.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    Ok(sent)
+    Ok((sent, meanwhile))
+}
+
+/// What the machine did while the messages were produced: whose CPU time it was, per second of
+/// wall time, and how much the hypervisor stole. A run whose latency is off reads against it: the
+/// stages stretch alike when other tenants take the CPUs.
+struct Meanwhile {
+    cpu: CpuUse,
+    wall: Duration,
+}
+
+impl std::fmt::Display for Meanwhile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let per_s = |d: Duration| d.as_secs_f64() / self.wall.as_secs_f64().max(1e-9);
+        let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+        write!(
+            f,
+            "CPUs busy meanwhile (of {cpus}): weatherflow {:.2}, PostgreSQL {:.2}, the rest {:.2}; stolen by the hypervisor {:.2}",
+            per_s(self.cpu.own),
+            per_s(self.cpu.postgres),
+            per_s(self.cpu.rest),
+            per_s(self.cpu.steal)
+        )
+    }
 }
 
 /// One stage's share of the budget (or one measured operation): its times in milliseconds, sorted

@@ -27,7 +27,8 @@ pub(crate) struct Deps {
     pub(crate) probe: Option<Probe>,
 }
 
-/// One batch: records of this writer's partitions in offset order, and the offsets they cover.
+/// One batch: records of this writer's partitions in offset order, and the offsets they cover; or,
+/// merged from several writers' small batches, records of their partitions (see `consumer::merge`).
 #[derive(Debug)]
 pub(crate) struct Batch {
     /// Records that passed validation.
@@ -38,10 +39,12 @@ pub(crate) struct Batch {
     pub(crate) last_offsets: BTreeMap<i32, i64>,
     /// Memory the records hold, as counted against `persist.max_buffered_bytes`.
     pub(crate) bytes: usize,
-    /// Stage stamps of the first record, when probing.
-    pub(crate) stamps: Option<Stamps>,
+    /// Stage stamps of the first record, when probing (one per batch merged into this one).
+    pub(crate) stamps: Vec<Stamps>,
     /// When the first record was added (the batch timeout counts from here).
     pub(crate) opened: Instant,
+    /// A merged batch's lanes, each with the bytes it gave; empty for a lane's own batch.
+    pub(crate) members: Vec<(usize, usize)>,
 }
 
 impl Batch {
@@ -57,8 +60,9 @@ impl Batch {
             rejected: Vec::with_capacity(rejected),
             last_offsets: BTreeMap::new(),
             bytes: 0,
-            stamps: None,
+            stamps: Vec::new(),
             opened: Instant::now(),
+            members: Vec::new(),
         }
     }
 
@@ -78,6 +82,8 @@ impl Batch {
 pub(crate) struct Ack {
     /// The writer (its lane index).
     pub(crate) lane: usize,
+    /// The lanes a merged batch held, each with its bytes ([`Batch::members`]).
+    pub(crate) members: Vec<(usize, usize)>,
     /// The offsets the batch covered.
     pub(crate) last_offsets: BTreeMap<i32, i64>,
     /// Records in the batch.
@@ -109,20 +115,25 @@ pub(crate) struct BatchOutcome {
 pub(crate) async fn run(lane: usize, mut batches: Receiver<Batch>, acks: mpsc::Sender<Ack>, deps: Arc<Deps>) {
     let mut strategy = CopyStrategy::default();
     while let Some(mut batch) = batches.recv().await {
-        let writing = batch.stamps.is_some().then(Utc::now);
+        let writing = (!batch.stamps.is_empty()).then(Utc::now);
         let outcome = crate::metrics::persist_write(batch.len(), write(&deps, &batch, &mut strategy)).await;
-        if let (Some(probe), Some(mut stamps), Ok(o)) = (&deps.probe, batch.stamps.take(), &outcome) {
+        if let (Some(probe), Ok(o)) = (&deps.probe, &outcome) {
             let committed = Utc::now();
-            stamps.records = batch.len();
-            stamps.writing = writing;
-            stamps.copied = chrono::Duration::from_std(o.commit_time)
+            let copied = chrono::Duration::from_std(o.commit_time)
                 .ok()
                 .map(|c| committed - c);
-            stamps.committed = Some(committed);
-            probe.push(stamps);
+            let records = batch.len();
+            for mut stamps in std::mem::take(&mut batch.stamps) {
+                stamps.records = records;
+                stamps.writing = writing;
+                stamps.copied = copied;
+                stamps.committed = Some(committed);
+                probe.push(stamps);
+            }
         }
         let ack = Ack {
             lane,
+            members: batch.members,
             last_offsets: batch.last_offsets,
             records: (batch.valid.len() + batch.rejected.len()) as u64,
             bytes: batch.bytes,

@@ -18,6 +18,9 @@ pub(super) struct Lane {
     pub(super) in_flight: usize,
     /// Bytes of the batches handed off and not yet acknowledged.
     pub(super) in_flight_bytes: usize,
+    /// Its records are in the merged batch in flight (`consumer::merge`): its next batches wait for
+    /// that one, which another writer may be storing.
+    pub(super) merged: bool,
 }
 
 impl Lane {
@@ -49,6 +52,12 @@ impl Lane {
     pub(super) fn sent(&mut self, bytes: usize) {
         self.in_flight += 1;
         self.in_flight_bytes += bytes;
+    }
+
+    /// A batch of this lane's was acknowledged.
+    pub(super) fn acknowledged(&mut self, bytes: usize) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.in_flight_bytes = self.in_flight_bytes.saturating_sub(bytes);
     }
 
     /// Records wait in the open batch, and it is the writer's next: the writer has one batch and

@@ -15,6 +15,7 @@ mod arena;
 mod clock;
 mod idle;
 mod lane;
+mod merge;
 mod offsets;
 mod state;
 #[cfg(test)]
@@ -127,7 +128,7 @@ pub(crate) fn run(
                 poll_errors = 0;
                 consumer.context().lock().accept(&message);
             }
-            None => consumer.context().lock().on_quiet(),
+            None => consumer.context().lock().on_quiet()?,
             Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
                 anyhow::bail!("fatal Kafka consumer error: {code}");
             }

@@ -67,6 +67,8 @@ pub(super) struct State {
     pub(super) frozen: BTreeSet<i32>,
     /// Fetching is paused because writers are behind.
     pub(super) paused: bool,
+    /// A merged small batch is in flight (`consumer::merge`).
+    pub(super) small_in_flight: bool,
     /// When the thread started.
     pub(super) started: Instant,
     /// When the first record arrived (the summary's active time counts from here).
@@ -103,6 +105,7 @@ impl State {
                     sealed: VecDeque::new(),
                     in_flight: 0,
                     in_flight_bytes: 0,
+                    merged: false,
                 })
                 .collect(),
             acks,
@@ -115,6 +118,7 @@ impl State {
             next_commit_at: now,
             frozen: BTreeSet::new(),
             paused: false,
+            small_in_flight: false,
             started: now,
             first_record_at: None,
             last_record_at: None,
@@ -150,7 +154,7 @@ impl State {
         if lane.open.is_empty() {
             lane.open.opened = now;
             if probe {
-                lane.open.stamps = Some(Stamps {
+                lane.open.stamps.push(Stamps {
                     partition: lineage.partition,
                     offset: lineage.offset,
                     kafka_ms: m.timestamp().to_millis(),
@@ -195,22 +199,13 @@ impl State {
         self.first_record_at.get_or_insert(now);
     }
 
-    /// Nothing more to read right now: an idle writer gets what there is, without waiting for the
-    /// batch timeout. Under load the writers are busy and batches fill up instead.
-    pub(super) fn on_quiet(&mut self) {
-        for lane in &mut self.lanes {
-            if !lane.open.is_empty() && lane.idle() {
-                lane.seal();
-            }
-        }
-    }
-
     /// How long the next poll may block, from `now`.
     pub(super) fn poll_timeout(&self, now: Instant) -> Duration {
-        if self.lanes.iter().any(|l| !l.open.is_empty() && l.idle()) {
+        let holding = self.holding() || self.lanes.iter().any(|l| l.merged && !l.sealed.is_empty());
+        if !holding && self.lanes.iter().any(|l| !l.open.is_empty() && l.idle()) {
             return Duration::ZERO;
         }
-        let mut wait = if self.lanes.iter().any(Lane::next_in_line) {
+        let mut wait = if holding || self.lanes.iter().any(Lane::next_in_line) {
             HANDOFF_POLL
         } else if self.lanes.iter().any(Lane::busy) || self.commit_due {
             BUSY_POLL
@@ -248,14 +243,16 @@ impl State {
     }
 
     pub(super) fn hand_off(&mut self) -> anyhow::Result<()> {
-        for lane in &mut self.lanes {
+        // A lane in the merged batch in flight sends nothing until it is acknowledged: another
+        // writer may be storing it, and a partition's batches must be stored in order.
+        for lane in self.lanes.iter_mut().filter(|l| !l.merged) {
             // A handle of its own (a reference count), so the lane can be updated while it is used.
             let Some(tx) = lane.tx.clone() else {
                 anyhow::bail!("a database writer stopped unexpectedly");
             };
             while let Some(mut batch) = lane.sealed.pop_front() {
                 let bytes = batch.bytes;
-                if let Some(stamps) = batch.stamps.as_mut() {
+                for stamps in &mut batch.stamps {
                     stamps.handed = Some(Utc::now());
                 }
                 match tx.try_send(batch) {
@@ -346,9 +343,15 @@ impl State {
     }
 
     pub(super) fn on_ack(&mut self, ack: Ack) {
-        let lane = &mut self.lanes[ack.lane];
-        lane.in_flight = lane.in_flight.saturating_sub(1);
-        lane.in_flight_bytes = lane.in_flight_bytes.saturating_sub(ack.bytes);
+        if ack.members.is_empty() {
+            self.lanes[ack.lane].acknowledged(ack.bytes);
+        } else {
+            for &(lane, bytes) in &ack.members {
+                self.lanes[lane].acknowledged(bytes);
+                self.lanes[lane].merged = false;
+            }
+            self.small_in_flight = false;
+        }
         crate::metrics::persist_buffered_bytes(self.buffered_bytes());
         match ack.outcome {
             Ok(outcome) => {
@@ -385,6 +388,13 @@ impl State {
     /// Hands off everything collected and waits until the writers have acknowledged all of it.
     /// Blocks: called from the rebalance callback and at shutdown, never on an async worker.
     pub(super) fn flush_and_wait(&mut self) {
+        // The merged batch holds its lanes' earlier records; their next batches go after it.
+        while self.small_in_flight {
+            match self.acks.recv() {
+                Ok(ack) => self.on_ack(ack),
+                Err(_) => break,
+            }
+        }
         for lane in &mut self.lanes {
             lane.seal();
             while let Some(batch) = lane.sealed.pop_front() {

@@ -1,18 +1,27 @@
-//! How long the consumer loop's `poll` may block, from the lanes' and the commits' state.
+//! How long the consumer loop's `poll` may block, and where batches go, from the lanes' and the
+//! commits' state.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::Receiver;
 
 use super::Settings;
 use super::state::State;
 use crate::backoff::Backoff;
 use crate::jobs::persist::store::{Lineage, Raw, RejectedRecord};
 use crate::jobs::persist::validate::{Rejection, RejectionClass, Rules};
-use crate::jobs::persist::writer::Batch;
+use crate::jobs::persist::writer::{Ack, Batch, BatchOutcome};
 
 const BATCH_TIMEOUT: Duration = Duration::from_millis(200);
 
 fn state() -> State {
+    state_with(1).0
+}
+
+/// A state with `lanes` lanes, and the writers' ends of their queues.
+fn state_with(lanes: usize) -> (State, Vec<Receiver<Batch>>) {
     let settings = Settings {
         topic: Arc::from("observations"),
         batch_size: 100,
@@ -29,31 +38,53 @@ fn state() -> State {
         backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(1)),
         kafka_timeout: Duration::from_secs(5),
     };
-    let (tx, _rx) = tokio::sync::mpsc::channel(1);
+    let (txs, rxs) = (0..lanes).map(|_| tokio::sync::mpsc::channel(4)).unzip();
     let (_acks_tx, acks) = std::sync::mpsc::channel();
-    State::new(settings, vec![tx], acks)
+    (State::new(settings, txs, acks), rxs)
 }
 
 /// A batch of one record, opened at `opened`.
 fn one_record(opened: Instant) -> Batch {
-    let mut batch = Batch::new();
-    batch.rejected.push(RejectedRecord {
-        lineage: Lineage {
-            topic: Arc::from("observations"),
-            partition: 0,
-            offset: 7,
-        },
-        raw: Raw {
-            key: None,
-            value: None,
-        },
-        rejection: Rejection {
-            class: RejectionClass::EmptyValue,
-            reason: "empty".into(),
-        },
-    });
+    let mut batch = records(0, 1);
     batch.opened = opened;
     batch
+}
+
+/// A batch of `n` records of `partition` (offsets 0..n), 100 bytes each.
+fn records(partition: i32, n: i64) -> Batch {
+    let mut batch = Batch::new();
+    for offset in 0..n {
+        batch.rejected.push(RejectedRecord {
+            lineage: Lineage {
+                topic: Arc::from("observations"),
+                partition,
+                offset,
+            },
+            raw: Raw {
+                key: None,
+                value: None,
+            },
+            rejection: Rejection {
+                class: RejectionClass::EmptyValue,
+                reason: "empty".into(),
+            },
+        });
+        batch.last_offsets.insert(partition, offset);
+        batch.bytes += 100;
+    }
+    batch
+}
+
+/// The acknowledgement of a stored `batch`, as its writer sends it.
+fn stored(lane: usize, batch: Batch) -> Ack {
+    Ack {
+        lane,
+        records: batch.len() as u64,
+        bytes: batch.bytes,
+        members: batch.members,
+        last_offsets: batch.last_offsets,
+        outcome: Ok(BatchOutcome::default()),
+    }
 }
 
 #[test]
@@ -100,4 +131,72 @@ fn a_due_commit_bounds_the_wait_and_an_idle_loop_polls_slowly() {
     assert_eq!(st.poll_timeout(now), Duration::from_millis(4));
     st.next_commit_at = now + Duration::from_millis(60);
     assert_eq!(st.poll_timeout(now), Duration::from_millis(10));
+}
+
+#[test]
+fn small_batches_of_idle_lanes_go_as_one_batch_to_one_writer() {
+    let (mut st, mut rx) = state_with(3);
+    st.lanes[0].open = records(0, 1);
+    st.lanes[1].open = records(1, 2);
+    st.on_quiet().unwrap();
+    let merged = rx[0].try_recv().unwrap();
+    assert!(rx[1].try_recv().is_err() && rx[2].try_recv().is_err());
+    assert_eq!(merged.len(), 3);
+    assert_eq!(merged.members, [(0, 100), (1, 200)]);
+    assert_eq!(merged.last_offsets, BTreeMap::from([(0, 0), (1, 1)]));
+    assert!(st.small_in_flight && st.lanes[0].merged && st.lanes[1].merged);
+    assert_eq!((st.lanes[0].in_flight, st.lanes[1].in_flight), (1, 1));
+    assert_eq!(st.lanes[1].in_flight_bytes, 200);
+    assert!(st.lanes[0].open.is_empty() && st.lanes[1].open.is_empty());
+}
+
+#[test]
+fn records_of_an_idle_lane_wait_for_the_small_batch_in_flight_then_go() {
+    let (mut st, mut rx) = state_with(3);
+    let now = Instant::now();
+    st.lanes[0].open = records(0, 1);
+    st.on_quiet().unwrap();
+    let first = rx[0].try_recv().unwrap();
+    // Lane 2's writer is idle, but its record waits for the batch in flight, polling briefly.
+    st.lanes[2].open = records(2, 1);
+    st.on_quiet().unwrap();
+    assert!(rx[2].try_recv().is_err() && rx[0].try_recv().is_err());
+    assert_eq!(st.poll_timeout(now), Duration::from_millis(1));
+    // Stored: both lanes are free, the offsets committable, and the waiting record goes.
+    st.on_ack(stored(0, first));
+    assert!(!st.small_in_flight && !st.lanes[0].merged);
+    assert_eq!((st.lanes[0].in_flight, st.lanes[0].in_flight_bytes), (0, 0));
+    assert_eq!(st.committable.get(&0), Some(&1));
+    assert_eq!(st.poll_timeout(now), Duration::ZERO);
+    st.on_quiet().unwrap();
+    assert_eq!(rx[2].try_recv().unwrap().members, [(2, 100)]);
+}
+
+#[test]
+fn more_records_than_a_small_batch_go_lane_by_lane() {
+    let (mut st, mut rx) = state_with(2);
+    st.lanes[0].open = records(0, 5);
+    st.lanes[1].open = records(1, 4);
+    st.on_quiet().unwrap();
+    st.hand_off().unwrap();
+    let (a, b) = (rx[0].try_recv().unwrap(), rx[1].try_recv().unwrap());
+    assert_eq!((a.len(), b.len()), (5, 4));
+    assert!(a.members.is_empty() && b.members.is_empty() && !st.small_in_flight);
+}
+
+#[test]
+fn a_lane_in_the_merged_batch_sends_nothing_more_until_it_is_stored() {
+    let (mut st, mut rx) = state_with(2);
+    let now = Instant::now();
+    st.lanes[0].open = records(0, 1);
+    st.on_quiet().unwrap();
+    let merged = rx[0].try_recv().unwrap();
+    // Its next batch fills up meanwhile: it must not overtake the merged one on another writer.
+    st.lanes[0].sealed.push_back(records(0, 3));
+    st.hand_off().unwrap();
+    assert!(rx[0].try_recv().is_err());
+    assert_eq!(st.poll_timeout(now), Duration::from_millis(1));
+    st.on_ack(stored(0, merged));
+    st.hand_off().unwrap();
+    assert_eq!(rx[0].try_recv().unwrap().len(), 3);
 }

@@ -1,0 +1,106 @@
+//! Small batches of several writers' lanes, written as one transaction.
+//!
+//! At a steady rate each lane's batches are one or two records, and each would be a transaction of
+//! its own: at 2,000 msg/s three writers commit about 1,400 transactions a second, and on a host
+//! whose cores are nearly busy that CPU lengthens every stage of the latency (one writer against
+//! three: `docs/performance.md`). So at most one small batch is in flight at a time. While it is,
+//! the records of idle lanes wait, and when it is acknowledged they go together, as one batch, to
+//! one of those lanes' writers. A lane still has at most one batch in flight, so each partition's
+//! batches are stored, and its offsets committed, in order. Once more than
+//! [`SMALL_BATCH_ROWS`] records wait, the lanes go to their own writers in parallel, as a backlog
+//! needs.
+
+use tokio::sync::mpsc::error::TrySendError;
+
+use super::state::State;
+use crate::jobs::persist::store::SMALL_BATCH_ROWS;
+use crate::jobs::persist::writer::Batch;
+
+impl State {
+    /// Lanes whose writer is idle and whose open batch holds records, and how many records.
+    fn ready(&self) -> (Vec<usize>, usize) {
+        let mut records = 0;
+        let lanes = (0..self.lanes.len())
+            .filter(|&i| {
+                let lane = &self.lanes[i];
+                let ready = !lane.open.is_empty() && lane.idle();
+                if ready {
+                    records += lane.open.len();
+                }
+                ready
+            })
+            .collect();
+        (lanes, records)
+    }
+
+    /// Records of idle lanes wait for the small batch in flight, to go with it acknowledged.
+    pub(super) fn holding(&self) -> bool {
+        if !self.small_in_flight {
+            return false;
+        }
+        let (lanes, records) = self.ready();
+        !lanes.is_empty() && records <= SMALL_BATCH_ROWS
+    }
+
+    /// Nothing more to read right now: idle writers get what there is, without waiting for the
+    /// batch timeout; a few records as one merged batch, more lane by lane. Under load the
+    /// writers are busy and batches fill up instead.
+    pub(super) fn on_quiet(&mut self) -> anyhow::Result<()> {
+        let (ready, records) = self.ready();
+        if ready.is_empty() || (records <= SMALL_BATCH_ROWS && self.small_in_flight) {
+            return Ok(());
+        }
+        // An idle writer's queue is empty, but it is checked: only this thread sends.
+        let target = ready[0];
+        let has_room = self.lanes[target].tx.as_ref().is_some_and(|tx| tx.capacity() > 0);
+        if records > SMALL_BATCH_ROWS || !has_room {
+            for &i in &ready {
+                self.lanes[i].seal();
+            }
+            return Ok(());
+        }
+        self.send_merged(target, &ready)
+    }
+
+    /// The open batches of `lanes`, as one batch to `target`'s writer.
+    fn send_merged(&mut self, target: usize, lanes: &[usize]) -> anyhow::Result<()> {
+        let mut merged = Batch::new();
+        for &i in lanes {
+            let lane = &mut self.lanes[i];
+            let next = Batch::with_capacity(lane.open.valid.len(), lane.open.rejected.len());
+            let part = std::mem::replace(&mut lane.open, next);
+            merged.opened = merged.opened.min(part.opened);
+            merged.members.push((i, part.bytes));
+            merged.bytes += part.bytes;
+            merged.valid.extend(part.valid);
+            merged.rejected.extend(part.rejected);
+            merged.last_offsets.extend(part.last_offsets);
+            merged.stamps.extend(part.stamps);
+        }
+        let handed = chrono::Utc::now();
+        for stamps in &mut merged.stamps {
+            stamps.handed = Some(handed);
+        }
+        let Some(tx) = self.lanes[target].tx.clone() else {
+            anyhow::bail!("a database writer stopped unexpectedly");
+        };
+        let members = merged.members.clone();
+        match tx.try_send(merged) {
+            Ok(()) => {
+                for (i, bytes) in members {
+                    self.lanes[i].sent(bytes);
+                    self.lanes[i].merged = true;
+                }
+                self.small_in_flight = true;
+                Ok(())
+            }
+            Err(TrySendError::Closed(_)) => {
+                self.lanes[target].tx = None;
+                anyhow::bail!("a database writer stopped unexpectedly")
+            }
+            Err(TrySendError::Full(_)) => {
+                anyhow::bail!("an idle database writer's queue was full")
+            }
+        }
+    }
+}

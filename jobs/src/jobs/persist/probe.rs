@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
-/// When each stage happened to a batch's first record, on this process's wall clock.
+/// When each stage happened to a batch's first record, on this process's wall clock. A merged
+/// batch (`consumer::merge`) has one per lane it holds: each lane's first record.
 #[derive(Debug, Clone)]
 pub struct Stamps {
     /// Partition of the first record.
@@ -15,7 +16,8 @@ pub struct Stamps {
     /// The record's Kafka timestamp in milliseconds: CreateTime, or the broker's append time on a
     /// topic with `message.timestamp.type=LogAppendTime`.
     pub kafka_ms: Option<i64>,
-    /// Records in the batch.
+    /// Records in the batch, on its first stamp; 0 on a merged batch's others, so a sum counts
+    /// each record once.
     pub records: usize,
     /// `poll` returned the record.
     pub polled: DateTime<Utc>,

@@ -123,8 +123,8 @@ pub(crate) async fn run(lane: usize, mut batches: Receiver<Batch>, acks: mpsc::S
                 .ok()
                 .map(|c| committed - c);
             let records = batch.len();
-            for mut stamps in std::mem::take(&mut batch.stamps) {
-                stamps.records = records;
+            for (i, mut stamps) in std::mem::take(&mut batch.stamps).into_iter().enumerate() {
+                stamps.records = if i == 0 { records } else { 0 };
                 stamps.writing = writing;
                 stamps.copied = copied;
                 stamps.committed = Some(committed);

@@ -24,14 +24,25 @@ pub(super) struct Lane {
 }
 
 impl Lane {
-    /// Moves the open batch to the sealed ones. The next batch gets room for as many records as
-    /// this one had, so a backlog's batches are allocated once instead of grown by doubling (each
-    /// doubling a copy of the records so far), and a trickle's stay small.
+    /// Moves the open batch to the sealed ones.
     pub(super) fn seal(&mut self) {
         if !self.open.is_empty() {
-            let next = Batch::with_capacity(self.open.valid.len(), self.open.rejected.len());
-            self.sealed.push_back(std::mem::replace(&mut self.open, next));
+            let batch = self.take_open();
+            self.sealed.push_back(batch);
         }
+    }
+
+    /// Takes the open batch. The next gets room for as many records as this one had, so a
+    /// backlog's batches are allocated once instead of grown by doubling (each doubling a copy of
+    /// the records so far), and a trickle's stay small.
+    pub(super) fn take_open(&mut self) -> Batch {
+        let next = Batch::with_capacity(self.open.valid.len(), self.open.rejected.len());
+        std::mem::replace(&mut self.open, next)
+    }
+
+    /// Records wait in the open batch and the writer has nothing: they can go at once.
+    pub(super) fn ready(&self) -> bool {
+        !self.open.is_empty() && self.idle()
     }
 
     pub(super) fn idle(&self) -> bool {

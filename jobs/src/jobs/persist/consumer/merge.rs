@@ -17,37 +17,38 @@ use crate::jobs::persist::store::SMALL_BATCH_ROWS;
 use crate::jobs::persist::writer::Batch;
 
 impl State {
-    /// Lanes whose writer is idle and whose open batch holds records, and how many records.
-    fn ready(&self) -> (Vec<usize>, usize) {
-        let mut records = 0;
-        let lanes = (0..self.lanes.len())
-            .filter(|&i| {
-                let lane = &self.lanes[i];
-                let ready = !lane.open.is_empty() && lane.idle();
-                if ready {
-                    records += lane.open.len();
-                }
-                ready
-            })
-            .collect();
-        (lanes, records)
+    /// The lanes whose records can go at once (`Lane::ready`).
+    fn ready_lanes(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.lanes.len()).filter(|&i| self.lanes[i].ready())
     }
 
-    /// Records of idle lanes wait for the small batch in flight, to go with it acknowledged.
+    /// Records of ready lanes.
+    fn ready_records(&self) -> usize {
+        self.ready_lanes().map(|i| self.lanes[i].open.len()).sum()
+    }
+
+    /// A merged batch is in flight: some lane's records are in it. There is at most one.
+    pub(super) fn merged_in_flight(&self) -> bool {
+        self.lanes.iter().any(|l| l.merged)
+    }
+
+    /// Records of idle lanes wait for the small batch in flight, to go when it is acknowledged.
+    /// Called on every turn of the loop, so it counts without collecting.
     pub(super) fn holding(&self) -> bool {
-        if !self.small_in_flight {
+        if !self.merged_in_flight() {
             return false;
         }
-        let (lanes, records) = self.ready();
-        !lanes.is_empty() && records <= SMALL_BATCH_ROWS
+        let records = self.ready_records();
+        records > 0 && records <= SMALL_BATCH_ROWS
     }
 
     /// Nothing more to read right now: idle writers get what there is, without waiting for the
     /// batch timeout; a few records as one merged batch, more lane by lane. Under load the
     /// writers are busy and batches fill up instead.
     pub(super) fn on_quiet(&mut self) -> anyhow::Result<()> {
-        let (ready, records) = self.ready();
-        if ready.is_empty() || (records <= SMALL_BATCH_ROWS && self.small_in_flight) {
+        let ready: Vec<usize> = self.ready_lanes().collect();
+        let records: usize = ready.iter().map(|&i| self.lanes[i].open.len()).sum();
+        if ready.is_empty() || (records <= SMALL_BATCH_ROWS && self.merged_in_flight()) {
             return Ok(());
         }
         // An idle writer's queue is empty, but it is checked: only this thread sends.
@@ -66,9 +67,7 @@ impl State {
     fn send_merged(&mut self, target: usize, lanes: &[usize]) -> anyhow::Result<()> {
         let mut merged = Batch::new();
         for &i in lanes {
-            let lane = &mut self.lanes[i];
-            let next = Batch::with_capacity(lane.open.valid.len(), lane.open.rejected.len());
-            let part = std::mem::replace(&mut lane.open, next);
+            let part = self.lanes[i].take_open();
             merged.opened = merged.opened.min(part.opened);
             merged.members.push((i, part.bytes));
             merged.bytes += part.bytes;
@@ -91,7 +90,6 @@ impl State {
                     self.lanes[i].sent(bytes);
                     self.lanes[i].merged = true;
                 }
-                self.small_in_flight = true;
                 Ok(())
             }
             Err(TrySendError::Closed(_)) => {

@@ -67,8 +67,6 @@ pub(super) struct State {
     pub(super) frozen: BTreeSet<i32>,
     /// Fetching is paused because writers are behind.
     pub(super) paused: bool,
-    /// A merged small batch is in flight (`consumer::merge`).
-    pub(super) small_in_flight: bool,
     /// When the thread started.
     pub(super) started: Instant,
     /// When the first record arrived (the summary's active time counts from here).
@@ -118,7 +116,6 @@ impl State {
             next_commit_at: now,
             frozen: BTreeSet::new(),
             paused: false,
-            small_in_flight: false,
             started: now,
             first_record_at: None,
             last_record_at: None,
@@ -202,7 +199,7 @@ impl State {
     /// How long the next poll may block, from `now`.
     pub(super) fn poll_timeout(&self, now: Instant) -> Duration {
         let holding = self.holding() || self.lanes.iter().any(|l| l.merged && !l.sealed.is_empty());
-        if !holding && self.lanes.iter().any(|l| !l.open.is_empty() && l.idle()) {
+        if !holding && self.lanes.iter().any(Lane::ready) {
             return Duration::ZERO;
         }
         let mut wait = if holding || self.lanes.iter().any(Lane::next_in_line) {
@@ -350,7 +347,6 @@ impl State {
                 self.lanes[lane].acknowledged(bytes);
                 self.lanes[lane].merged = false;
             }
-            self.small_in_flight = false;
         }
         crate::metrics::persist_buffered_bytes(self.buffered_bytes());
         match ack.outcome {
@@ -389,7 +385,7 @@ impl State {
     /// Blocks: called from the rebalance callback and at shutdown, never on an async worker.
     pub(super) fn flush_and_wait(&mut self) {
         // The merged batch holds its lanes' earlier records; their next batches go after it.
-        while self.small_in_flight {
+        while self.merged_in_flight() {
             match self.acks.recv() {
                 Ok(ack) => self.on_ack(ack),
                 Err(_) => break,

@@ -144,7 +144,7 @@ fn small_batches_of_idle_lanes_go_as_one_batch_to_one_writer() {
     assert_eq!(merged.len(), 3);
     assert_eq!(merged.members, [(0, 100), (1, 200)]);
     assert_eq!(merged.last_offsets, BTreeMap::from([(0, 0), (1, 1)]));
-    assert!(st.small_in_flight && st.lanes[0].merged && st.lanes[1].merged);
+    assert!(st.merged_in_flight() && st.lanes[0].merged && st.lanes[1].merged);
     assert_eq!((st.lanes[0].in_flight, st.lanes[1].in_flight), (1, 1));
     assert_eq!(st.lanes[1].in_flight_bytes, 200);
     assert!(st.lanes[0].open.is_empty() && st.lanes[1].open.is_empty());
@@ -164,7 +164,7 @@ fn records_of_an_idle_lane_wait_for_the_small_batch_in_flight_then_go() {
     assert_eq!(st.poll_timeout(now), Duration::from_millis(1));
     // Stored: both lanes are free, the offsets committable, and the waiting record goes.
     st.on_ack(stored(0, first));
-    assert!(!st.small_in_flight && !st.lanes[0].merged);
+    assert!(!st.merged_in_flight() && !st.lanes[0].merged);
     assert_eq!((st.lanes[0].in_flight, st.lanes[0].in_flight_bytes), (0, 0));
     assert_eq!(st.committable.get(&0), Some(&1));
     assert_eq!(st.poll_timeout(now), Duration::ZERO);
@@ -181,7 +181,7 @@ fn more_records_than_a_small_batch_go_lane_by_lane() {
     st.hand_off().unwrap();
     let (a, b) = (rx[0].try_recv().unwrap(), rx[1].try_recv().unwrap());
     assert_eq!((a.len(), b.len()), (5, 4));
-    assert!(a.members.is_empty() && b.members.is_empty() && !st.small_in_flight);
+    assert!(a.members.is_empty() && b.members.is_empty() && !st.merged_in_flight());
 }
 
 #[test]

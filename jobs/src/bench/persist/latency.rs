@@ -118,6 +118,9 @@ async fn run_at(
     let (sent, machine) = sent?;
     report(rate, &sent, &probe.take());
     println!("    {machine}");
+    if let Some(caution) = machine.caution() {
+        println!("    {caution}");
+    }
     Ok(())
 }
 
@@ -191,9 +194,43 @@ struct Meanwhile {
     wall: Duration,
 }
 
+/// Above this, "the rest" (the broker, mostly) used half again its warm share at 2,000 msg/s
+/// (0.57–0.69 CPUs on the 2-core machine F of `docs/performance.md`, 1.0–1.3 in the first two runs
+/// after a broker start): a broker still compiling its code, or other load.
+const REST_CPUS_BUSY: f64 = 0.9;
+/// Above this, the hypervisor took enough of the CPUs to stretch every stage.
+const STOLEN_CPUS_BUSY: f64 = 0.1;
+
+impl Meanwhile {
+    /// CPU-seconds per second of the window.
+    fn per_s(&self, d: Duration) -> f64 {
+        d.as_secs_f64() / self.wall.as_secs_f64().max(1e-9)
+    }
+
+    /// A line for the reader when the window's figures are more the machine's than the pipeline's.
+    fn caution(&self) -> Option<String> {
+        let (rest, stolen) = (self.per_s(self.cpu.rest), self.per_s(self.cpu.steal));
+        let mut causes = Vec::new();
+        if rest > REST_CPUS_BUSY {
+            causes.push(format!(
+                "the rest of the machine took {rest:.2} CPUs (a broker started in the last minutes is still compiling its code; run again)"
+            ));
+        }
+        if stolen > STOLEN_CPUS_BUSY {
+            causes.push(format!("the hypervisor stole {stolen:.2} CPUs"));
+        }
+        (!causes.is_empty()).then(|| {
+            format!(
+                "caution: {}; these figures are the machine's more than the pipeline's",
+                causes.join(", and ")
+            )
+        })
+    }
+}
+
 impl std::fmt::Display for Meanwhile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let per_s = |d: Duration| d.as_secs_f64() / self.wall.as_secs_f64().max(1e-9);
+        let per_s = |d: Duration| self.per_s(d);
         let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
         write!(
             f,
@@ -279,5 +316,51 @@ fn report(rate: u64, sent: &HashMap<(i32, i64), DateTime<Utc>>, stamps: &[Stamps
             stage.pct(0.50),
             stage.pct(0.99)
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(rest_ms: u64, steal_ms: u64) -> Meanwhile {
+        let ms = Duration::from_millis;
+        Meanwhile {
+            cpu: CpuUse {
+                own: ms(580),
+                postgres: ms(350),
+                rest: ms(rest_ms),
+                steal: ms(steal_ms),
+            },
+            wall: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn a_warm_quiet_window_has_no_caution() {
+        assert_eq!(window(650, 0).caution(), None);
+        assert_eq!(window(900, 100).caution(), None);
+    }
+
+    #[test]
+    fn a_busy_rest_or_a_steal_is_named_with_its_figure() {
+        let cold = window(1330, 0)
+            .caution()
+            .expect("a cold broker's window is flagged");
+        assert!(cold.contains("took 1.33 CPUs"), "{cold}");
+        assert!(!cold.contains("hypervisor"), "{cold}");
+        let stolen = window(600, 190).caution().expect("a stolen window is flagged");
+        assert!(stolen.contains("stole 0.19 CPUs"), "{stolen}");
+        assert!(!stolen.contains("rest of the machine"), "{stolen}");
+        let both = window(1200, 500).caution().expect("both are flagged");
+        assert!(both.contains("1.20") && both.contains("0.50"), "{both}");
+    }
+
+    #[test]
+    fn the_figures_are_per_second_of_the_window() {
+        let mut w = window(2600, 0);
+        w.wall = Duration::from_secs(2);
+        assert!(w.to_string().contains("the rest 1.30"), "{w}");
+        assert!(w.caution().is_some());
     }
 }

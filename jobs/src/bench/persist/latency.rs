@@ -196,7 +196,8 @@ struct Meanwhile {
 
 /// Above this, "the rest" (the broker, mostly) used half again its warm share at 2,000 msg/s
 /// (0.57–0.69 CPUs on the 2-core machine F of `docs/performance.md`, 1.0–1.3 in the first two runs
-/// after a broker start): a broker still compiling its code, or other load.
+/// after a broker start, 1.0 in the first after a test run): a broker still compiling its code or
+/// finishing other clients' work, or other load.
 const REST_CPUS_BUSY: f64 = 0.9;
 /// Above this, the hypervisor took enough of the CPUs to stretch every stage.
 const STOLEN_CPUS_BUSY: f64 = 0.1;
@@ -213,7 +214,7 @@ impl Meanwhile {
         let mut causes = Vec::new();
         if rest > REST_CPUS_BUSY {
             causes.push(format!(
-                "the rest of the machine took {rest:.2} CPUs (a broker started in the last minutes is still compiling its code; run again)"
+                "the rest of the machine took {rest:.2} CPUs (a broker that started, or served a test run, in the last minutes is still busy with it; run again)"
             ));
         }
         if stolen > STOLEN_CPUS_BUSY {

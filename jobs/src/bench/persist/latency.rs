@@ -231,15 +231,14 @@ impl Meanwhile {
 
 impl std::fmt::Display for Meanwhile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let per_s = |d: Duration| self.per_s(d);
         let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
         write!(
             f,
             "CPUs busy meanwhile (of {cpus}): weatherflow {:.2}, PostgreSQL {:.2}, the rest {:.2}; stolen by the hypervisor {:.2}",
-            per_s(self.cpu.own),
-            per_s(self.cpu.postgres),
-            per_s(self.cpu.rest),
-            per_s(self.cpu.steal)
+            self.per_s(self.cpu.own),
+            self.per_s(self.cpu.postgres),
+            self.per_s(self.cpu.rest),
+            self.per_s(self.cpu.steal)
         )
     }
 }

@@ -87,6 +87,16 @@ fn stored(lane: usize, batch: Batch) -> Ack {
     }
 }
 
+/// A state with `lanes` lanes whose lane 0 has one record in flight, as a small batch through
+/// `on_quiet`; the writers' ends of the queues, and that batch as its writer received it.
+fn one_record_in_flight(lanes: usize) -> (State, Vec<Receiver<Batch>>, Batch) {
+    let (mut st, mut rx) = state_with(lanes);
+    st.lanes[0].open = records(0, 1);
+    st.on_quiet().unwrap();
+    let batch = rx[0].try_recv().unwrap();
+    (st, rx, batch)
+}
+
 #[test]
 fn records_for_an_idle_writer_are_handed_over_without_blocking() {
     let mut st = state();
@@ -152,11 +162,8 @@ fn small_batches_of_idle_lanes_go_as_one_batch_to_one_writer() {
 
 #[test]
 fn records_of_an_idle_lane_wait_for_the_small_batch_in_flight_then_go() {
-    let (mut st, mut rx) = state_with(3);
+    let (mut st, mut rx, first) = one_record_in_flight(3);
     let now = Instant::now();
-    st.lanes[0].open = records(0, 1);
-    st.on_quiet().unwrap();
-    let first = rx[0].try_recv().unwrap();
     // Lane 2's writer is idle, but its record waits for the batch in flight, polling briefly.
     st.lanes[2].open = records(2, 1);
     st.on_quiet().unwrap();
@@ -186,11 +193,8 @@ fn more_records_than_a_small_batch_go_lane_by_lane() {
 
 #[test]
 fn a_lane_in_the_merged_batch_sends_nothing_more_until_it_is_stored() {
-    let (mut st, mut rx) = state_with(2);
+    let (mut st, mut rx, merged) = one_record_in_flight(2);
     let now = Instant::now();
-    st.lanes[0].open = records(0, 1);
-    st.on_quiet().unwrap();
-    let merged = rx[0].try_recv().unwrap();
     // Its next batch fills up meanwhile: it must not overtake the merged one on another writer.
     st.lanes[0].sealed.push_back(records(0, 3));
     st.hand_off().unwrap();

@@ -43,6 +43,13 @@ pub enum JobName {
     /// The regression of temperature on wind speed.
     #[sea_orm(string_value = "analytics")]
     Analytics,
+    /// Quarantined records run again through validation and the store (`weatherflow rejects
+    /// redrive`).
+    #[sea_orm(string_value = "redrive")]
+    Redrive,
+    /// A range of the observations topic read again and stored where missing (`weatherflow replay`).
+    #[sea_orm(string_value = "replay")]
+    Replay,
 }
 
 /// Why a run started (`job_runs.trigger`).
@@ -113,7 +120,13 @@ macro_rules! stored_text {
     };
 }
 
-stored_text!(JobName { Fetch => "fetch", Persist => "persist", Analytics => "analytics" });
+stored_text!(JobName {
+    Fetch => "fetch",
+    Persist => "persist",
+    Analytics => "analytics",
+    Redrive => "redrive",
+    Replay => "replay",
+});
 stored_text!(Trigger { Schedule => "schedule", Manual => "manual" });
 stored_text!(RunStatus {
     Running => "running",

@@ -88,6 +88,7 @@ async fn jobs_table(
             let last = latest.iter().find(|r| r.job == job);
             let next = match (job, schedules) {
                 (JobName::Persist, _) => "continuous (consumer)".to_owned(),
+                (JobName::Redrive | JobName::Replay, _) => "on demand".to_owned(),
                 (JobName::Fetch, Some(s)) => next_fire(&s.fetch.timing, now),
                 (JobName::Analytics, Some(s)) => next_fire(&s.analytics.timing, now),
                 (_, None) => "-".to_owned(),

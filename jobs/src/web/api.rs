@@ -116,7 +116,7 @@ pub async fn status_value(state: &AppState) -> Result<Value, ApiError> {
             let timing = schedules.as_ref().and_then(|s| match job {
                 JobName::Fetch => Some(&s.fetch.timing),
                 JobName::Analytics => Some(&s.analytics.timing),
-                JobName::Persist => None,
+                JobName::Persist | JobName::Redrive | JobName::Replay => None,
             });
             let next_fire = match timing {
                 Some(t) if t.enabled => {

@@ -185,18 +185,34 @@ mod tests {
         // The registry is process-wide: this is the only test that registers outages.
         assert!(not_ready().is_empty());
         let db = begin(Target::Database, cause("25"), Duration::ZERO, "see runbook");
-        let dlq = begin(Target::DeadLetterTopic, cause("kafka"), Duration::from_secs(3600), "kafka.dlq_topic");
+        let dlq = begin(
+            Target::DeadLetterTopic,
+            cause("kafka"),
+            Duration::from_secs(3600),
+            "kafka.dlq_topic",
+        );
         let lines = not_ready();
         assert_eq!(lines.len(), 1, "{lines:?}");
-        assert!(lines[0].starts_with("database unavailable for 0 s (1 writer waiting): detail 25;"), "{}", lines[0]);
+        assert!(
+            lines[0].starts_with("database unavailable for 0 s (1 writer waiting): detail 25;"),
+            "{}",
+            lines[0]
+        );
         assert!(lines[0].ends_with("see runbook"), "{}", lines[0]);
         db.update(cause("42"));
         assert!(not_ready()[0].contains("detail 42"));
         let second = begin(Target::Database, cause("57"), Duration::ZERO, "see runbook");
-        assert!(not_ready()[0].contains("(2 writers waiting): detail 57"), "{:?}", not_ready());
+        assert!(
+            not_ready()[0].contains("(2 writers waiting): detail 57"),
+            "{:?}",
+            not_ready()
+        );
         drop(db);
         drop(second);
-        assert!(not_ready().is_empty(), "the dead-letter outage is within its grace");
+        assert!(
+            not_ready().is_empty(),
+            "the dead-letter outage is within its grace"
+        );
         drop(dlq);
         assert!(entries().is_empty());
     }

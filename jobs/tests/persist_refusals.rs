@@ -24,7 +24,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use weatherflow::backoff::Backoff;
-use weatherflow::jobs::persist::store::{self, CopyStrategy, Interrupted, Raw, RejectedRecord, Retry, Stored, ValidRecord};
+use weatherflow::jobs::persist::store::{
+    self, CopyStrategy, Interrupted, Raw, RejectedRecord, Retry, Stored, ValidRecord,
+};
 use weatherflow::jobs::persist::validate::{Rejection, RejectionClass};
 
 // ---------------------------------------------------------------- harness
@@ -72,11 +74,15 @@ async fn pool_named(ctx: &TestContext, app: &str) -> DatabaseConnection {
     let mut url = url::Url::parse(cfg.url.expose_secret()).unwrap();
     url.query_pairs_mut().append_pair("application_name", app);
     cfg.url = SecretString::from(url.to_string());
-    weatherflow::db::connect(&cfg).await.expect("a pool on the test database")
+    weatherflow::db::connect(&cfg)
+        .await
+        .expect("a pool on the test database")
 }
 
 async fn exec(db: &DatabaseConnection, sql: &str) {
-    db.execute_unprepared(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    db.execute_unprepared(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 /// Stores `valid` and `rejected` on `pool` in a task, as a writer does.
@@ -99,7 +105,10 @@ fn spawn_store(
 async fn outage_reported(needle: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Some(line) = weatherflow::outages::not_ready().into_iter().find(|l| l.contains(needle)) {
+        if let Some(line) = weatherflow::outages::not_ready()
+            .into_iter()
+            .find(|l| l.contains(needle))
+        {
             return line;
         }
         assert!(
@@ -132,9 +141,21 @@ async fn finished(task: tokio::task::JoinHandle<Result<Stored, Interrupted>>) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_to_a_read_only_node_is_an_outage_and_nothing_is_quarantined() {
     let ctx = TestContext::new().await;
-    exec(&ctx.db, &format!("ALTER DATABASE {} SET default_transaction_read_only = on", ctx.db_name)).await;
+    exec(
+        &ctx.db,
+        &format!(
+            "ALTER DATABASE {} SET default_transaction_read_only = on",
+            ctx.db_name
+        ),
+    )
+    .await;
     let db = pool_named(&ctx, "wf_read_only").await;
-    let task = spawn_store(&db, batch(40, |_| 10.0), vec![invalid(1000), invalid(1001)], retry());
+    let task = spawn_store(
+        &db,
+        batch(40, |_| 10.0),
+        vec![invalid(1000), invalid(1001)],
+        retry(),
+    );
 
     let line = outage_reported("SQLSTATE 25006").await;
     assert!(line.starts_with("database unavailable"), "{line}");
@@ -142,23 +163,37 @@ async fn a_failover_to_a_read_only_node_is_an_outage_and_nothing_is_quarantined(
     still_waiting(&ctx, &task).await;
 
     // The failover: the old primary's sessions end, new ones reach a writable node.
-    exec(&ctx.db, &format!("ALTER DATABASE {} RESET default_transaction_read_only", ctx.db_name)).await;
+    exec(
+        &ctx.db,
+        &format!(
+            "ALTER DATABASE {} RESET default_transaction_read_only",
+            ctx.db_name
+        ),
+    )
+    .await;
     exec(
         &ctx.db,
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'wf_read_only'",
     )
     .await;
     let stored = finished(task).await;
-    assert_eq!((stored.inserted, stored.rejections_inserted), (40, 2), "{stored:?}");
+    assert_eq!(
+        (stored.inserted, stored.rejections_inserted),
+        (40, 2),
+        "{stored:?}"
+    );
     assert!(stored.db_rejected.is_empty(), "{stored:?}");
     assert!(stored.retries > 0, "{stored:?}");
     assert_eq!(ctx.scalar_i64("SELECT count(*) FROM observations").await, 40);
     assert_eq!(
-        ctx.scalar_i64("SELECT count(*) FROM rejected_records WHERE error_class = 'invalid_json'").await,
+        ctx.scalar_i64("SELECT count(*) FROM rejected_records WHERE error_class = 'invalid_json'")
+            .await,
         2
     );
     assert!(
-        !weatherflow::outages::not_ready().iter().any(|l| l.contains("25006")),
+        !weatherflow::outages::not_ready()
+            .iter()
+            .any(|l| l.contains("25006")),
         "the outage ended with the batch"
     );
 }
@@ -196,15 +231,35 @@ async fn a_revoked_insert_grant_is_an_outage_for_observations_and_for_the_quaran
 
     // Even a row-level refusal of a rejection row (an operator's CHECK on rejected_records) is
     // waited out: the quarantine has no quarantine of its own.
-    exec(&ctx.db, "ALTER TABLE rejected_records ADD CONSTRAINT ops_no_json CHECK (error_class <> 'invalid_json')").await;
-    let task = spawn_store(&db, batch(35, |_| 10.0).split_off(33), vec![invalid(2000)], retry());
+    exec(
+        &ctx.db,
+        "ALTER TABLE rejected_records ADD CONSTRAINT ops_no_json CHECK (error_class <> 'invalid_json')",
+    )
+    .await;
+    let task = spawn_store(
+        &db,
+        batch(35, |_| 10.0).split_off(33),
+        vec![invalid(2000)],
+        retry(),
+    );
     let line = outage_reported("rejected_records refused a quarantined record").await;
-    assert!(line.contains("SQLSTATE 23514") && line.contains("ops_no_json"), "{line}");
+    assert!(
+        line.contains("SQLSTATE 23514") && line.contains("ops_no_json"),
+        "{line}"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!task.is_finished());
-    exec(&ctx.db, "ALTER TABLE rejected_records DROP CONSTRAINT ops_no_json").await;
+    exec(
+        &ctx.db,
+        "ALTER TABLE rejected_records DROP CONSTRAINT ops_no_json",
+    )
+    .await;
     let stored = finished(task).await;
-    assert_eq!((stored.inserted, stored.rejections_inserted), (2, 1), "{stored:?}");
+    assert_eq!(
+        (stored.inserted, stored.rejections_inserted),
+        (2, 1),
+        "{stored:?}"
+    );
     assert_eq!(ctx.scalar_i64("SELECT count(*) FROM observations").await, 34);
     assert_eq!(ctx.scalar_i64("SELECT count(*) FROM rejected_records").await, 2);
 }
@@ -212,7 +267,11 @@ async fn a_revoked_insert_grant_is_an_outage_for_observations_and_for_the_quaran
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statement_timeout_behind_a_lock_is_an_outage() {
     let ctx = TestContext::new().await;
-    exec(&ctx.db, &format!("ALTER DATABASE {} SET statement_timeout = '150ms'", ctx.db_name)).await;
+    exec(
+        &ctx.db,
+        &format!("ALTER DATABASE {} SET statement_timeout = '150ms'", ctx.db_name),
+    )
+    .await;
     let db = pool_named(&ctx, "wf_timeout").await;
     let blocker = ctx.db.begin().await.unwrap();
     blocker
@@ -236,16 +295,26 @@ async fn a_statement_timeout_behind_a_lock_is_an_outage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operators_check_constraint_quarantines_the_rows_it_refuses_unless_it_refuses_them_all() {
     let ctx = TestContext::new().await;
-    exec(&ctx.db, "ALTER TABLE observations ADD CONSTRAINT ops_cold CHECK (temp_c < 30)").await;
+    exec(
+        &ctx.db,
+        "ALTER TABLE observations ADD CONSTRAINT ops_cold CHECK (temp_c < 30)",
+    )
+    .await;
     let retry = retry();
 
     // Mixed: the three hot rows are quarantined with the server's reason, the rest is stored, and
     // nothing waits.
     let mixed = batch(10, |i| if i % 3 == 1 { 35.0 } else { 10.0 });
     let stored = finished(spawn_store(&ctx.db, mixed, vec![], retry.clone())).await;
-    assert_eq!((stored.inserted, stored.db_rejected.len(), stored.retries), (7, 3, 0));
+    assert_eq!(
+        (stored.inserted, stored.db_rejected.len(), stored.retries),
+        (7, 3, 0)
+    );
     let reason = &stored.db_rejected[0].rejection.reason;
-    assert!(reason.starts_with("SQLSTATE 23514") && reason.contains("ops_cold"), "{reason}");
+    assert!(
+        reason.starts_with("SQLSTATE 23514") && reason.contains("ops_cold"),
+        "{reason}"
+    );
 
     // Every row refused the same way: the database refuses everything, so the batch waits.
     let hot: Vec<ValidRecord> = batch(16, |_| 40.0).split_off(10);
@@ -264,7 +333,11 @@ async fn an_operators_check_constraint_quarantines_the_rows_it_refuses_unless_it
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_uniform_refusal_is_quarantined_after_the_patience_and_a_lone_refusal_at_once() {
     let ctx = TestContext::new().await;
-    exec(&ctx.db, "ALTER TABLE observations ADD CONSTRAINT ops_cold CHECK (temp_c < 30)").await;
+    exec(
+        &ctx.db,
+        "ALTER TABLE observations ADD CONSTRAINT ops_cold CHECK (temp_c < 30)",
+    )
+    .await;
     let retry = Retry {
         uniform_patience: Duration::from_secs(1),
         ..retry()
@@ -279,11 +352,18 @@ async fn a_uniform_refusal_is_quarantined_after_the_patience_and_a_lone_refusal_
     let started = Instant::now();
     let rows = batch(4, |_| 50.0).split_off(1);
     let stored = finished(spawn_store(&ctx.db, rows, vec![], retry)).await;
-    assert!(started.elapsed() >= Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(stored.db_rejected.len(), 3);
     assert!(stored.retries > 0);
     let reason = &stored.db_rejected[0].rejection.reason;
-    assert!(reason.starts_with("refused the same way past persist.uniform_refusal_patience_secs: SQLSTATE 23514"), "{reason}");
+    assert!(
+        reason.starts_with("refused the same way past persist.uniform_refusal_patience_secs: SQLSTATE 23514"),
+        "{reason}"
+    );
     assert_eq!(ctx.scalar_i64("SELECT count(*) FROM rejected_records").await, 4);
 }
 
@@ -306,7 +386,9 @@ impl Proxy {
             while let Ok((client, _)) = listener.accept().await {
                 let (upstream, flag) = (upstream.clone(), flag.clone());
                 tokio::spawn(async move {
-                    let Ok(server) = TcpStream::connect(&upstream).await else { return };
+                    let Ok(server) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
                     let (cr, cw) = client.into_split();
                     let (sr, sw) = server.into_split();
                     tokio::select! {
@@ -321,7 +403,11 @@ impl Proxy {
 }
 
 /// Copies `from` to `to`, holding each chunk while the proxy is silent.
-async fn pipe(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, silent: Arc<AtomicBool>) {
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    silent: Arc<AtomicBool>,
+) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match from.read(&mut buf).await {
@@ -355,7 +441,12 @@ async fn a_silent_connection_times_out_and_the_batch_is_stored_when_it_answers_a
     };
     // A first batch opens the connection the second one gets from the pool.
     let first = batch(10, |_| 10.0);
-    assert_eq!(finished(spawn_store(&db, first, vec![], retry.clone())).await.inserted, 10);
+    assert_eq!(
+        finished(spawn_store(&db, first, vec![], retry.clone()))
+            .await
+            .inserted,
+        10
+    );
 
     proxy.silent.store(true, Ordering::SeqCst);
     let rows = batch(30, |_| 10.0).split_off(10);
@@ -363,11 +454,18 @@ async fn a_silent_connection_times_out_and_the_batch_is_stored_when_it_answers_a
     let line = outage_reported("within persist.write_timeout_secs").await;
     assert!(line.starts_with("database unavailable"), "{line}");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(!task.is_finished(), "the batch waits while the connection is silent");
+    assert!(
+        !task.is_finished(),
+        "the batch waits while the connection is silent"
+    );
     proxy.silent.store(false, Ordering::SeqCst);
     let resumed = Instant::now();
     finished(task).await;
-    assert!(resumed.elapsed() < Duration::from_secs(5), "stored {:?} after the connection answered", resumed.elapsed());
+    assert!(
+        resumed.elapsed() < Duration::from_secs(5),
+        "stored {:?} after the connection answered",
+        resumed.elapsed()
+    );
     assert_eq!(ctx.scalar_i64("SELECT count(*) FROM observations").await, 30);
     assert_eq!(ctx.scalar_i64("SELECT count(*) FROM rejected_records").await, 0);
 }

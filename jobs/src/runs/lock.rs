@@ -106,7 +106,10 @@ impl JobLock {
                 Ok(held) => held,
                 Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
-                    format!("the lock check got no answer within {} s", CHECK_TIMEOUT.as_secs()),
+                    format!(
+                        "the lock check got no answer within {} s",
+                        CHECK_TIMEOUT.as_secs()
+                    ),
                 ))),
             };
             match held {

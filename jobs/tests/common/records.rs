@@ -42,4 +42,3 @@ pub fn record(key: &str, at: DateTime<Utc>, offset: i64) -> ValidRecord {
         },
     }
 }
-

@@ -11,8 +11,8 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::{KafkaConfig, PersistConfig};
 use crate::jobs::persist::store::{Interrupted, Outage, RejectedRecord, Retry};
-use crate::outages::Cause;
 use crate::kafka::{self, KafkaSetupError};
+use crate::outages::Cause;
 
 /// Header names on dead-letter messages.
 pub(crate) mod headers {

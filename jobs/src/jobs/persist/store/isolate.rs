@@ -14,6 +14,7 @@
 //!   them back once the cause is gone;
 //! - any other refused observation is quarantined as `db_rejected`.
 
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use super::retry::{Failure, Outage, Retry, cause_of, classify, describe};
@@ -64,7 +65,11 @@ enum Verdict<'a> {
     /// Quarantine these observations (the rest is stored).
     Quarantine(Vec<(Row<'a>, String)>),
     /// Wait, then write these rows again.
-    Outage { rows: Vec<Row<'a>>, cause: Cause, uniform: Option<String> },
+    Outage {
+        rows: Vec<Row<'a>>,
+        cause: Cause,
+        uniform: Option<String>,
+    },
 }
 
 /// Writes `rows` (one transaction's worth): stores what PostgreSQL takes, waits out outages, and
@@ -184,7 +189,8 @@ async fn search<'a>(
         stored_any: false,
     };
     // Ranges still to write; the left half is popped first so rows are written in offset order.
-    let mut pending = vec![0..rows.len()];
+    let mut pending: Vec<Range<usize>> = Vec::with_capacity(16);
+    pending.push(0..rows.len());
     let mut first = true;
     while let Some(range) = pending.pop() {
         if range.is_empty() {

@@ -33,11 +33,11 @@ use sqlx::PgPool;
 use crate::jobs::persist::validate::{Rejection, RejectionClass};
 
 pub(crate) use copy::{copy_header, copy_observations, copy_trailer, encode_copy_row};
+pub use isolate::Streak;
 pub use record::{Lineage, Raw, RejectedRecord, ValidRecord};
 use rejections::insert_rejections;
 pub(crate) use retry::Outage;
 use retry::cause_of;
-pub use isolate::Streak;
 pub(crate) use retry::{Failure, classify};
 pub use retry::{Interrupted, Retry};
 pub(crate) use table::{OBSERVATIONS, ObservationTable};

@@ -10,18 +10,15 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{TimeZone, Utc};
 use common::TestContext;
+use common::proxy::Proxy;
 use common::records::record;
 use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
 use secrecy::{ExposeSecret, SecretString};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use weatherflow::backoff::Backoff;
 use weatherflow::jobs::persist::store::{
@@ -369,70 +366,11 @@ async fn a_uniform_refusal_is_quarantined_after_the_patience_and_a_lone_refusal_
 
 // ---------------------------------------------------------------- a silent connection
 
-/// A TCP proxy to PostgreSQL that can go silent: bytes are held, not forwarded, and sockets stay
-/// open, as behind a dead peer or a network partition.
-struct Proxy {
-    port: u16,
-    silent: Arc<AtomicBool>,
-}
-
-impl Proxy {
-    async fn start(upstream: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let silent = Arc::new(AtomicBool::new(false));
-        let flag = silent.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let (upstream, flag) = (upstream.clone(), flag.clone());
-                tokio::spawn(async move {
-                    let Ok(server) = TcpStream::connect(&upstream).await else {
-                        return;
-                    };
-                    let (cr, cw) = client.into_split();
-                    let (sr, sw) = server.into_split();
-                    tokio::select! {
-                        _ = pipe(cr, sw, flag.clone()) => {}
-                        _ = pipe(sr, cw, flag) => {}
-                    }
-                });
-            }
-        });
-        Proxy { port, silent }
-    }
-}
-
-/// Copies `from` to `to`, holding each chunk while the proxy is silent.
-async fn pipe(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    silent: Arc<AtomicBool>,
-) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        while silent.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_connection_times_out_and_the_batch_is_stored_when_it_answers_again() {
     let ctx = TestContext::new().await;
-    let url = url::Url::parse(ctx.config.database.url.expose_secret()).unwrap();
-    let upstream = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
-    let proxy = Proxy::start(upstream).await;
-    let mut cfg = ctx.config.database.clone();
-    let mut through = url.clone();
-    through.set_port(Some(proxy.port)).unwrap();
-    cfg.url = SecretString::from(through.to_string());
+    let proxy = Proxy::to_database(&ctx.config.database).await;
+    let mut cfg = proxy.database_config(&ctx.config.database);
     cfg.connect_timeout_secs = 1;
     let db = weatherflow::db::connect(&cfg).await.unwrap();
     let retry = Retry {
@@ -448,7 +386,10 @@ async fn a_silent_connection_times_out_and_the_batch_is_stored_when_it_answers_a
         10
     );
 
-    proxy.silent.store(true, Ordering::SeqCst);
+    // The pool pings a connection when it is given back; once that is done, the connection waits in
+    // the pool, and the next batch takes it without a ping (used less than a second ago).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.go_silent(true);
     let rows = batch(30, |_| 10.0).split_off(10);
     let task = spawn_store(&db, rows, vec![], retry);
     let line = outage_reported("within persist.write_timeout_secs").await;
@@ -458,7 +399,7 @@ async fn a_silent_connection_times_out_and_the_batch_is_stored_when_it_answers_a
         !task.is_finished(),
         "the batch waits while the connection is silent"
     );
-    proxy.silent.store(false, Ordering::SeqCst);
+    proxy.go_silent(false);
     let resumed = Instant::now();
     finished(task).await;
     assert!(

@@ -164,10 +164,7 @@ mod tests {
             "2",
         ])
         .unwrap();
-        assert_eq!(
-            r.from,
-            ReplayFrom::Time("2026-12-06T18:00:00Z".parse().unwrap())
-        );
+        assert_eq!(r.from, ReplayFrom::Time("2026-12-06T18:00:00Z".parse().unwrap()));
         assert_eq!(r.to_time.unwrap().to_rfc3339(), "2026-12-06T19:30:00+00:00");
         assert_eq!(r.partitions, [2].into());
         assert!(request(&["--from-time", "2026-12-06T18:00:00Z", "--from-offset", "0:1"]).is_err());

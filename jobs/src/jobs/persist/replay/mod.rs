@@ -253,7 +253,11 @@ enum Next {
 
 impl Replay<'_> {
     /// Reads until every partition reached its end, or `shutdown`; stores what was read.
-    async fn read(&mut self, consumer: &StreamConsumer, shutdown: &CancellationToken) -> Result<ReplayStop, JobError> {
+    async fn read(
+        &mut self,
+        consumer: &StreamConsumer,
+        shutdown: &CancellationToken,
+    ) -> Result<ReplayStop, JobError> {
         let mut errors = 0u32;
         while !self.open.is_empty() {
             let next = tokio::select! {

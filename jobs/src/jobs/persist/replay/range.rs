@@ -90,7 +90,11 @@ enum Found {
 
 /// The ranges `req` asks for on `topic`, one per selected partition, in partition order. Blocking
 /// (metadata, watermarks, time index): run it on a blocking thread.
-pub(crate) fn plan(cfg: &KafkaConfig, topic: &str, req: &ReplayRequest) -> Result<Vec<PartitionRange>, RangeError> {
+pub(crate) fn plan(
+    cfg: &KafkaConfig,
+    topic: &str,
+    req: &ReplayRequest,
+) -> Result<Vec<PartitionRange>, RangeError> {
     if let (ReplayFrom::Time(from), Some(to)) = (&req.from, req.to_time)
         && to <= *from
     {
@@ -215,15 +219,25 @@ mod tests {
     use super::*;
 
     fn range(from: i64, to: i64) -> PartitionRange {
-        PartitionRange { partition: 0, from, to }
+        PartitionRange {
+            partition: 0,
+            from,
+            to,
+        }
     }
 
     #[test]
     fn the_end_is_the_high_watermark_unless_to_time_comes_first() {
         assert_eq!(resolve(0, 0, 100, Found::At(40), None), range(40, 100));
-        assert_eq!(resolve(0, 0, 100, Found::At(40), Some(Found::At(70))), range(40, 70));
+        assert_eq!(
+            resolve(0, 0, 100, Found::At(40), Some(Found::At(70))),
+            range(40, 70)
+        );
         // No record at or after --to-time: up to the end captured at start.
-        assert_eq!(resolve(0, 0, 100, Found::At(40), Some(Found::End)), range(40, 100));
+        assert_eq!(
+            resolve(0, 0, 100, Found::At(40), Some(Found::End)),
+            range(40, 100)
+        );
     }
 
     #[test]
@@ -233,7 +247,10 @@ mod tests {
         assert_eq!(r, range(100, 100));
         assert!(r.is_empty());
         // --to-time lands before --from-time's offset (timestamps out of order in the log).
-        assert_eq!(resolve(0, 0, 100, Found::At(60), Some(Found::At(50))), range(60, 60));
+        assert_eq!(
+            resolve(0, 0, 100, Found::At(60), Some(Found::At(50))),
+            range(60, 60)
+        );
         // An empty partition.
         assert!(resolve(0, 0, 0, Found::At(0), None).is_empty());
     }

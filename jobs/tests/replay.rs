@@ -368,6 +368,61 @@ async fn partitions_times_and_offsets_bound_what_is_read() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replay_beside_the_running_consumer_stores_each_record_once() {
+    let mut t = Topic::new().await;
+    let mut config = t.ctx.config.clone();
+    config.persist.session_timeout_ms = 6000;
+    let (db, stop) = (t.ctx.db.clone(), CancellationToken::new());
+    let token = stop.clone();
+    let live =
+        tokio::spawn(
+            async move { persist::run(&config, &db, PersistRequest { until_idle: false }, token).await },
+        );
+    let first = t.produce(300).await;
+    wait_for_rows(&t.ctx, 300, Duration::from_secs(60)).await;
+    let cut = t.observed_at(150);
+    t.ctx
+        .db
+        .execute_unprepared(&format!(
+            "DELETE FROM observations WHERE observed_at >= to_timestamp({cut})"
+        ))
+        .await
+        .unwrap();
+
+    // The replay reads from the start while new records arrive for the live consumer: both may
+    // write the same records.
+    let more: Vec<Generated> = (300..600).map(|i| generate(i, PLACES, t.epoch0)).collect();
+    let topic = t.ctx.config.kafka.observations_topic.clone();
+    let from = [
+        "--from-offset",
+        "0:0",
+        "--from-offset",
+        "1:0",
+        "--from-offset",
+        "2:0",
+    ];
+    let (run, second) = tokio::join!(t.replay_ok(&from), send_all(&t.producer, &topic, &more));
+    wait_for_rows(&t.ctx, 600, Duration::from_secs(60)).await;
+    stop.cancel();
+    live.await.unwrap().expect("the live consumer stops cleanly");
+
+    let everything: Vec<(i32, i64)> = first.iter().chain(&second).copied().collect();
+    assert_every_offset_stored_once(&t.ctx, &everything).await;
+    let d = details(&run);
+    let (read, stored, present) = (
+        d["read"].as_u64().unwrap(),
+        d["stored"].as_u64().unwrap(),
+        d["already_present"].as_u64().unwrap(),
+    );
+    assert!((300..=600).contains(&read), "{d}");
+    assert_eq!(stored + present, read, "{d}");
+    assert!(stored >= 150, "the replay brought back the deleted half: {d}");
+    // The live group went on by itself: it committed up to the end of every partition.
+    let lag = consumer_lag(&t.ctx.config.kafka).unwrap().unwrap();
+    assert!(lag.iter().all(|p| p.committed == Some(p.high)), "{lag:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_replay_runs_at_a_time() {
     let t = Topic::new().await;
     let held = JobLock::try_acquire(&t.ctx.db, JobName::Replay)

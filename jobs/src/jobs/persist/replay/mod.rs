@@ -104,7 +104,8 @@ pub async fn run(
         rules: Rules::of(p),
         batch_size: p.batch_size,
         retry: super::retry(p, &shutdown),
-        // A replay's ranges are mostly stored already: check before the COPY from the start.
+        // A replay's range is partly stored already, often mostly: check before the COPY from the
+        // first batch (the write goes back to COPY without a check after a batch with none).
         strategy: CopyStrategy {
             check_first: true,
             ..CopyStrategy::default()
@@ -141,8 +142,9 @@ pub async fn run(
         .assign(&tpl)
         .job(JobErrorKind::Retryable, "assigning the replay's partitions")?;
 
-    let stop = replay.read(&consumer, &shutdown).await?;
-    drop(consumer);
+    let stop = replay.read(&consumer, &shutdown).await;
+    crate::kafka::close_off_task(consumer);
+    let stop = stop?;
     let mut summary = replay.summary;
     summary.elapsed = started.elapsed();
     summary.stop = Some(stop);

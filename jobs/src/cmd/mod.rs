@@ -5,6 +5,7 @@ pub mod bench;
 pub mod check;
 pub mod config;
 pub mod migrate;
+pub mod replay;
 pub mod results;
 pub mod run;
 pub mod runs;
@@ -60,6 +61,9 @@ pub enum Command {
         #[command(subcommand)]
         job: run::RunJob,
     },
+    /// Read a range of the observations topic again and store what the database is missing
+    /// (after a restore from an older backup), with a consumer group of its own.
+    Replay(replay::ReplayFlags),
     /// Show the run history.
     Runs {
         /// Only this job.
@@ -126,6 +130,7 @@ pub async fn execute() -> anyhow::Result<()> {
         Command::Check => check::run(&config).await,
         Command::Schedules { file } => schedules::print(&config, file.as_deref()),
         Command::Run { job } => run::run(&config, job, shutdown).await,
+        Command::Replay(flags) => replay::run(&config, flags, shutdown).await,
         Command::Runs { job, last } => runs::run(&config, job, last).await,
         Command::Results { scope, last } => results::run(&config, scope.as_deref(), last).await,
         Command::Status => status::run(&config).await,

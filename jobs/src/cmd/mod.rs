@@ -5,6 +5,7 @@ pub mod bench;
 pub mod check;
 pub mod config;
 pub mod migrate;
+pub mod rejects;
 pub mod results;
 pub mod run;
 pub mod runs;
@@ -69,6 +70,8 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         last: u64,
     },
+    /// List, count, show and re-drive quarantined records (rejected_records).
+    Rejects(rejects::RejectsArgs),
     /// Show the latest regression results.
     Results {
         /// Only this scope (`all` or a location key).
@@ -127,6 +130,7 @@ pub async fn execute() -> anyhow::Result<()> {
         Command::Schedules { file } => schedules::print(&config, file.as_deref()),
         Command::Run { job } => run::run(&config, job, shutdown).await,
         Command::Runs { job, last } => runs::run(&config, job, last).await,
+        Command::Rejects(args) => rejects::run(&config, args, shutdown).await,
         Command::Results { scope, last } => results::run(&config, scope.as_deref(), last).await,
         Command::Status => status::run(&config).await,
         Command::Scheduler { no_consumer, http } => {

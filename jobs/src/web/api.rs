@@ -244,3 +244,17 @@ pub async fn rejections(
     )
     .await
 }
+
+/// `GET /api/v1/rejects`: quarantined records per class, still quarantined and re-driven (the
+/// counts of `weatherflow rejects counts`).
+pub async fn rejects(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    Params::parse(raw.as_deref(), &[])?;
+    let db = state.db.clone();
+    cached(&state, "rejects".into(), stream_ttl(&state), || async move {
+        let classes = crate::jobs::persist::redrive::quarantine::counts(&db).await?;
+        let quarantined: i64 = classes.iter().map(|c| c.quarantined).sum();
+        let redriven: i64 = classes.iter().map(|c| c.redriven).sum();
+        Ok(json!({ "quarantined": quarantined, "redriven": redriven, "classes": classes }))
+    })
+    .await
+}

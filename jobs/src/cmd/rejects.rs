@@ -164,7 +164,7 @@ async fn list(conn: &sea_orm::DatabaseConnection, f: &ListFlags) -> anyhow::Resu
                 r.payload_bytes.map_or_else(|| "-".into(), |n| n.to_string()),
                 r.redrive_attempts.to_string(),
                 state,
-                r.reason.chars().take(70).collect(),
+                brief(&r.reason),
             ]
         })
         .collect();
@@ -187,6 +187,19 @@ async fn list(conn: &sea_orm::DatabaseConnection, f: &ListFlags) -> anyhow::Resu
     println!();
     print!("{}", counts_table(&quarantine::counts(conn).await?));
     Ok(())
+}
+
+/// A reason cut for the listing (`show` prints it whole), without sqlx's prefix to the server's
+/// message, which would leave little room for the message itself.
+fn brief(reason: &str) -> String {
+    let reason = reason
+        .strip_prefix("error returned from database: ")
+        .unwrap_or(reason);
+    let mut out: String = reason.chars().take(100).collect();
+    if reason.chars().nth(100).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 fn counts_table(counts: &[quarantine::ClassCount]) -> String {

@@ -217,7 +217,7 @@ async fn drive(
             Mode::Dry => dry_page(pool, &checked, &mut summary).await,
             Mode::Write { run_id } => {
                 let retry = Retry {
-                    backoff: backoff.clone(),
+                    backoff,
                     shutdown: shutdown.child_token(),
                 };
                 let page_work = PageWork {

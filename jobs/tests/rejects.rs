@@ -157,8 +157,14 @@ async fn records_a_check_constraint_refused_are_redriven_once_it_is_dropped() {
     let untouched = snapshot(&ctx).await;
     let dry = cli(&ctx, &dir, &["rejects", "redrive", "--dry-run"]).await;
     assert!(dry.contains("dry run (nothing written): 17 of 17"), "{dry}");
-    assert!(dry.contains("15 would be stored"), "{dry}");
-    assert!(dry.contains("2 refused again"), "{dry}");
+    assert!(
+        dry.contains("would be re-driven: 15 (new observations: 15, already stored: 0)"),
+        "{dry}"
+    );
+    assert!(
+        dry.contains("would stay quarantined: 2, refused again (invalid_json 2)"),
+        "{dry}"
+    );
     assert_eq!(snapshot(&ctx).await, untouched);
 
     // The cause is fixed, but a second rule now refuses the windy hot records.
@@ -174,7 +180,7 @@ async fn records_a_check_constraint_refused_are_redriven_once_it_is_dropped() {
     let out = cli(&ctx, &dir, &["rejects", "redrive", "--class", "invalid_json"]).await;
     assert!(out.contains("2 of 2 selected"), "{out}");
     assert!(
-        out.contains("2 refused again, still quarantined (invalid_json 2)"),
+        out.contains("still quarantined: 2, refused again (invalid_json 2)"),
         "{out}"
     );
     assert_eq!(
@@ -198,7 +204,10 @@ async fn records_a_check_constraint_refused_are_redriven_once_it_is_dropped() {
         .clone();
     let out = cli(&ctx, &dir, &["rejects", "redrive", "--id", &one_id.to_string()]).await;
     assert!(out.contains("1 of 1 selected"), "{out}");
-    assert!(out.contains("1 were stored as new observations"), "{out}");
+    assert!(
+        out.contains("re-driven: 1 (new observations: 1, already stored: 0)"),
+        "{out}"
+    );
     assert_eq!(
         ctx.scalar_i64("SELECT count(*) FROM observations").await,
         valid_cold + 1
@@ -226,9 +235,12 @@ async fn records_a_check_constraint_refused_are_redriven_once_it_is_dropped() {
         out.contains("16 of 16 selected records examined in 4 pages"),
         "{out}"
     );
-    assert!(out.contains("11 were stored as new observations"), "{out}");
     assert!(
-        out.contains("5 refused again, still quarantined (db_rejected 3, invalid_json 2)"),
+        out.contains("re-driven: 11 (new observations: 11, already stored: 0)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("still quarantined: 5, refused again (db_rejected 3, invalid_json 2)"),
         "{out}"
     );
     let run_id: i64 = out
@@ -288,7 +300,7 @@ async fn records_a_check_constraint_refused_are_redriven_once_it_is_dropped() {
     // Re-driven twice: nothing is stored again, the re-driven rows are not even read.
     let again = cli(&ctx, &dir, &["rejects", "redrive"]).await;
     assert!(again.contains("5 of 5 selected"), "{again}");
-    assert!(again.contains("0 were stored"), "{again}");
+    assert!(again.contains("re-driven: 0 (new observations: 0"), "{again}");
     let out = cli(&ctx, &dir, &["rejects", "redrive", "--id", &one_id.to_string()]).await;
     assert!(out.contains("0 of 0 selected"), "{out}");
     assert_eq!(

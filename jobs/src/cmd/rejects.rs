@@ -278,39 +278,39 @@ async fn redrive(
 
 /// The closing report of a re-drive.
 fn report(s: &RedriveSummary, run_id: Option<i64>) -> String {
-    let mut out = String::new();
     let head = match run_id {
         Some(id) => format!("redrive run {id}"),
         None => "redrive dry run (nothing written)".to_owned(),
     };
-    let verb = if s.dry_run { "would be" } else { "were" };
-    out.push_str(&format!(
-        "{head}: {} of {} selected records examined in {} pages\n",
-        s.examined, s.selected, s.batches
-    ));
-    out.push_str(&format!(
-        "  {} {verb} stored as new observations, {} {verb} already stored: {} re-driven\n",
-        s.stored,
-        s.duplicates,
-        s.redriven()
-    ));
+    let (redriven, quarantined) = if s.dry_run {
+        ("would be re-driven", "would stay quarantined")
+    } else {
+        ("re-driven", "still quarantined")
+    };
     let refused: Vec<String> = s.refused.iter().map(|(c, n)| format!("{c} {n}")).collect();
+    let mut out = format!(
+        "{head}: {} of {} selected records examined in {} page{}\n",
+        s.examined,
+        s.selected,
+        s.batches,
+        if s.batches == 1 { "" } else { "s" }
+    );
     out.push_str(&format!(
-        "  {} refused again, still quarantined{}{}\n",
-        s.refused_total(),
-        if refused.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", refused.join(", "))
-        },
-        if s.reclassified > 0 {
-            format!("; {} with a new class", s.reclassified)
-        } else {
-            String::new()
-        }
+        "  {redriven}: {} (new observations: {}, already stored: {})\n",
+        s.redriven(),
+        s.stored,
+        s.duplicates
     ));
+    out.push_str(&format!("  {quarantined}: {}", s.refused_total()));
+    if !refused.is_empty() {
+        out.push_str(&format!(", refused again ({})", refused.join(", ")));
+    }
+    if s.reclassified > 0 {
+        out.push_str(&format!("; {} with a new class", s.reclassified));
+    }
+    out.push('\n');
     if s.dry_run && s.stored > 0 {
-        out.push_str("  (a dry run cannot see database refusals; those show only in a real run)\n");
+        out.push_str("  a dry run cannot foresee database refusals: they show in a real run\n");
     }
     out
 }

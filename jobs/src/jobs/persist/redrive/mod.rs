@@ -338,8 +338,10 @@ async fn write_page(
             JobError::interrupted("stopped while waiting for the database; the page was not stored")
         } else {
             JobError::retryable(format!(
-                "the database was unavailable for more than {} s (or refused a whole page alike, \
-                 which the store treats as an outage); this page's rows are unchanged",
+                "the store retried a page for more than {} s as a database outage: the database is \
+                 unavailable, or it refuses every record of the page with the same error (a constraint \
+                 still in place?), which the store takes for an outage; the log has the database's \
+                 error; this page's rows are unchanged",
                 work.patience.as_secs()
             ))
         }

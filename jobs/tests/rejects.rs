@@ -217,6 +217,13 @@ async fn records_a_check_constraint_refused_are_redriven_once_it_is_dropped() {
     let future = (Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
     let out = cli(&ctx, &dir, &["rejects", "redrive", "--since", &future]).await;
     assert!(out.contains("0 of 0 selected"), "{out}");
+    // Beside a running consumer, which is storing copies of the same hot records (the same
+    // observations at new offsets) at the same time: whoever comes second finds them stored.
+    let (mut consumer, consumer_log) = spawn_persist(&ctx, false, &[]);
+    let passing: Vec<&Generated> = hot.iter().copied().filter(|g| g.wind_kph < 50.0).collect();
+    for g in &passing {
+        send(&producer, &topic, Some(g.key.as_bytes()), Some(&g.value), None).await;
+    }
     // One page: every page the store writes mixes records that pass and records that fail.
     let since = before.to_rfc3339();
     let out = cli(&ctx, &dir, &["rejects", "redrive", "--since", &since]).await;
@@ -225,30 +232,53 @@ async fn records_a_check_constraint_refused_are_redriven_once_it_is_dropped() {
         out.contains("16 of 16 selected records examined in 1 page"),
         "{out}"
     );
-    assert!(
-        out.contains("re-driven: 11 (new observations: 11, already stored: 0)"),
-        "{out}"
-    );
+    assert!(out.contains("re-driven: 11 (new observations: "), "{out}");
     assert!(
         out.contains("still quarantined: 5, refused again (db_rejected 3, invalid_json 2)"),
         "{out}"
     );
+    let new: i64 = out
+        .split("new observations: ")
+        .nth(1)
+        .and_then(|t| t.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count of new observations in {out}"));
+    let settled = common::eventually(Duration::from_secs(60), || async {
+        ctx.scalar_i64("SELECT count(*) FROM observations").await == valid_cold + 12
+    })
+    .await;
+    common::signal(&consumer, nix::sys::signal::Signal::SIGTERM);
+    let status = exit_within(&mut consumer, Duration::from_secs(30)).await;
+    let consumer_text = std::fs::read_to_string(&consumer_log).unwrap_or_default();
+    assert!(
+        settled,
+        "the consumer's copies were not all read: {consumer_text}"
+    );
+    assert!(status.is_some_and(|s| s.success()), "{consumer_text}");
     let run_id: i64 = out
         .split_whitespace()
         .nth(2)
         .and_then(|id| id.trim_end_matches(':').parse().ok())
         .unwrap_or_else(|| panic!("no run id in {out}"));
 
-    // Each hot record that passes is stored exactly once, with its original lineage, and its row
-    // is kept, marked re-driven by the run.
+    // Each hot record that passes is stored exactly once; those the re-drive stored carry their
+    // original lineage; every row is kept, marked re-driven by the run.
     let stored_hot = pairs(
         &ctx,
-        "SELECT o.kafka_offset, o.location_key || '|' || extract(epoch FROM o.observed_at)::int8 \
-         FROM observations o JOIN rejected_records r ON (r.kafka_topic, r.kafka_partition, r.kafka_offset) \
-         = (o.kafka_topic, o.kafka_partition, o.kafka_offset) WHERE o.temp_c >= 30",
+        "SELECT kafka_offset, location_key || '|' || extract(epoch FROM observed_at)::int8          FROM observations WHERE temp_c >= 30",
     )
     .await;
     assert_eq!(stored_hot.len(), 12);
+    let with_lineage = ctx
+        .scalar_i64(
+            "SELECT count(*) FROM observations o JOIN rejected_records r              ON (r.kafka_topic, r.kafka_partition, r.kafka_offset) = (o.kafka_topic, o.kafka_partition, o.kafka_offset)",
+        )
+        .await;
+    assert_eq!(
+        with_lineage,
+        1 + new,
+        "the --id record and this run's new observations"
+    );
     assert_eq!(
         ctx.scalar_i64("SELECT count(*) FROM observations").await,
         valid_cold + 12
@@ -285,7 +315,7 @@ async fn records_a_check_constraint_refused_are_redriven_once_it_is_dropped() {
         ),
     )
     .await;
-    assert_eq!(run, [(16, "succeeded 11 11 3".to_owned())]);
+    assert_eq!(run, [(16, format!("succeeded 11 {new} 3"))]);
 
     // Re-driven twice: a re-driven row is not read again.
     let one = one_id.to_string();
@@ -431,6 +461,25 @@ async fn a_record_that_is_not_utf8_is_shown_in_hex_and_stays_quarantined() {
     assert!(
         !ok && err.contains("no quarantined record with id 999999"),
         "{err}"
+    );
+
+    // One re-drive at a time: while another holds the lock, a re-drive fails at once and writes
+    // nothing; a dry run takes no lock.
+    let held = weatherflow::runs::lock::JobLock::try_acquire(&ctx.db, weatherflow::runs::JobName::Redrive)
+        .await
+        .unwrap()
+        .expect("the redrive lock is free");
+    let (ok, _, err) = run_cli(&dir, &["rejects", "redrive"], &ctx.child_env()).await;
+    assert!(!ok && err.contains("another re-drive is in progress"), "{err}");
+    let dry = cli(&ctx, &dir, &["rejects", "redrive", "--dry-run"]).await;
+    assert!(dry.contains("2 of 2 selected"), "{dry}");
+    held.release().await.unwrap();
+    assert_eq!(
+        ctx.scalar_i64("SELECT count(*) FROM job_runs").await
+            + ctx
+                .scalar_i64("SELECT sum(redrive_attempts)::int8 FROM rejected_records")
+                .await,
+        0
     );
 
     // The library entry point, in pages of one: both refused again by validation, rows kept.

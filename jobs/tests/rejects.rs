@@ -521,3 +521,69 @@ async fn a_record_that_is_not_utf8_is_shown_in_hex_and_stays_quarantined() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twins_of_one_observation_are_written_one_after_the_other() {
+    let ctx = TestContext::new().await;
+    ctx.db
+        .execute_unprepared("ALTER TABLE observations ADD CONSTRAINT ops_temp CHECK (temp_c < 30)")
+        .await
+        .unwrap();
+    // Two records of one observation (a refetch with another temperature), the first of which the
+    // constraint refuses, and a record of another place.
+    let epoch = base_epoch();
+    let (place, other) = (Place::numbered(1), Place::numbered(2));
+    let records = [
+        envelope(&payload(&place, epoch, 31.0, 50, 10.0), fetched_at()),
+        envelope(&payload(&other, epoch, 12.0, 50, 10.0), fetched_at()),
+        envelope(&payload(&place, epoch, 29.0, 50, 10.0), fetched_at()),
+    ];
+    for (offset, value) in records.iter().enumerate() {
+        ctx.db
+            .execute_raw(Statement::from_sql_and_values(
+                ctx.db.get_database_backend(),
+                "INSERT INTO rejected_records (kafka_topic, kafka_partition, kafka_offset, payload, error_class, reason) \
+                 VALUES ('t', 0, $1, $2, 'db_rejected', 'earlier')",
+                [(offset as i64).into(), value.clone().into()],
+            ))
+            .await
+            .unwrap();
+    }
+    let run_id = weatherflow::runs::start(
+        &ctx.db,
+        weatherflow::runs::JobName::Redrive,
+        weatherflow::runs::Trigger::Manual,
+    )
+    .await
+    .unwrap();
+    let summary = redrive::run(
+        &ctx.config,
+        &ctx.db,
+        run_id,
+        RedriveRequest::default(),
+        CancellationToken::new(),
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+    // The refused twin does not take the other down with it: the 29 °C copy is stored.
+    assert_eq!((summary.stored, summary.duplicates), (2, 0), "{summary:?}");
+    assert_eq!(summary.refused.get("db_rejected"), Some(&1));
+    let temps = pairs(
+        &ctx,
+        "SELECT (temp_c * 10)::int8, location_key FROM observations ORDER BY 1",
+    )
+    .await;
+    assert_eq!(temps.iter().map(|t| t.0).collect::<Vec<_>>(), [120, 290]);
+    let marks = pairs(
+        &ctx,
+        "SELECT kafka_offset, (redriven_at IS NOT NULL)::text || ' ' || reason FROM rejected_records ORDER BY 1",
+    )
+    .await;
+    assert_eq!(marks[1].1, "true earlier");
+    assert_eq!(marks[2].1, "true earlier");
+    assert!(
+        marks[0].1.starts_with("false ") && marks[0].1.contains("ops_temp"),
+        "{marks:?}"
+    );
+}

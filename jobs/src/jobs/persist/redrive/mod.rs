@@ -19,7 +19,7 @@
 
 pub mod quarantine;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -30,7 +30,9 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::job_error::{JobError, JobErrorKind, JobResultExt};
-use crate::jobs::persist::store::{CopyStrategy, RejectedRecord, Retry, ValidRecord, store_batch};
+use crate::jobs::persist::store::{
+    CopyStrategy, Lineage, RejectedRecord, Retry, Stored, ValidRecord, store_batch,
+};
 use crate::jobs::persist::validate::{Rules, validate};
 use crate::runs::Report;
 use quarantine::{Outcome, Quarantined, Selection, State};
@@ -216,18 +218,15 @@ async fn drive(
         match mode {
             Mode::Dry => dry_page(pool, &checked, &mut summary).await,
             Mode::Write { run_id } => {
-                let retry = Retry {
-                    backoff,
-                    shutdown: shutdown.child_token(),
-                };
-                let page_work = PageWork {
+                let work = PageWork {
                     pool,
-                    retry,
+                    backoff,
                     patience: req.patience,
                     strategy: &mut strategy,
                     run_id,
+                    shutdown: &shutdown,
                 };
-                write_page(page_work, &checked, &shutdown, &mut summary).await
+                write_page(work, &checked, &mut summary).await
             }
         }
         .map_err(|e| e.with_report(&summary))?;
@@ -238,8 +237,12 @@ async fn drive(
 
 /// A page after validation: the valid records, and the refused ones with the row each came from.
 struct Checked<'a> {
-    /// Valid records (their lineage names their row, see [`Checked::ids`]).
-    valid: Vec<ValidRecord>,
+    /// Valid records (their lineage names their row, see [`Checked::ids`]), in rounds without two
+    /// records of one observation `(location_key, observed_at)`: the store keeps the first of such
+    /// twins and counts the others as duplicates, which would mark them re-driven even when the
+    /// database refused the first. A later round is written once the earlier is stored, so a twin
+    /// finds its observation stored, or is refused itself. Nearly always one round.
+    valid: Vec<Vec<ValidRecord>>,
     /// Refused rows: the row, its new class and reason.
     refused: Vec<(&'a Quarantined, String, String)>,
     /// Row ids by original Kafka coordinates, unique in `rejected_records`.
@@ -250,21 +253,31 @@ struct Checked<'a> {
 fn check<'a>(page: &'a [Quarantined], rules: &Rules) -> Checked<'a> {
     let now = Utc::now();
     let mut checked = Checked {
-        valid: Vec::with_capacity(page.len()),
+        valid: Vec::new(),
         refused: Vec::new(),
         ids: HashMap::with_capacity(page.len()),
     };
+    let mut twins: HashMap<(String, chrono::DateTime<Utc>), usize> = HashMap::new();
     for row in page {
         let l = &row.lineage;
         checked
             .ids
             .insert((l.topic.to_string(), l.partition, l.offset), row);
         match validate(row.raw.value.as_deref(), now, rules) {
-            Ok(observation) => checked.valid.push(ValidRecord {
-                lineage: row.lineage.clone(),
-                raw: row.raw.clone(),
-                observation,
-            }),
+            Ok(observation) => {
+                let seen = twins
+                    .entry((observation.location_key.clone(), observation.observed_at))
+                    .or_insert(0);
+                if checked.valid.len() <= *seen {
+                    checked.valid.push(Vec::new());
+                }
+                checked.valid[*seen].push(ValidRecord {
+                    lineage: row.lineage.clone(),
+                    raw: row.raw.clone(),
+                    observation,
+                });
+                *seen += 1;
+            }
             Err(rejection) => {
                 checked
                     .refused
@@ -284,6 +297,7 @@ async fn dry_page(
     let keys: Vec<_> = checked
         .valid
         .iter()
+        .flatten()
         .map(|v| (v.observation.location_key.as_str(), v.observation.observed_at))
         .collect();
     let already = quarantine::already_stored(pool, &keys)
@@ -301,81 +315,93 @@ async fn dry_page(
 /// What writing one page needs besides the page.
 struct PageWork<'a> {
     pool: &'a sqlx::PgPool,
-    /// The page's retry policy; its token is cancelled on shutdown or when `patience` runs out.
-    retry: Retry,
+    /// The retry delays of the consumer's settings.
+    backoff: Backoff,
+    /// How long one write may spend retrying an outage.
     patience: Duration,
     strategy: &'a mut CopyStrategy,
     run_id: i64,
+    /// The run's token: a retry wait ends when it is cancelled.
+    shutdown: &'a CancellationToken,
 }
 
-/// Stores a page's valid records, then records every row's outcome.
+impl PageWork<'_> {
+    /// [`store_batch`] of `valid`, its retry waits ended by the run's shutdown or, after
+    /// `patience`, by the run itself. The patience only ends retry waits: a write in progress
+    /// finishes.
+    async fn store(&mut self, valid: &[ValidRecord]) -> Result<Stored, JobError> {
+        let retry = Retry {
+            backoff: self.backoff,
+            shutdown: self.shutdown.child_token(),
+        };
+        let no_rejections: &[RejectedRecord] = &[];
+        let store = store_batch(self.pool, valid, no_rejections, &retry, self.strategy);
+        tokio::pin!(store);
+        let stored = tokio::select! {
+            stored = &mut store => stored,
+            () = tokio::time::sleep(self.patience) => {
+                retry.shutdown.cancel();
+                store.await
+            }
+        };
+        stored.map_err(|_| {
+            if self.shutdown.is_cancelled() {
+                JobError::interrupted("stopped while waiting for the database; the page was not stored")
+            } else {
+                JobError::retryable(format!(
+                    "the store retried a page for more than {} s as a database outage: the database is \
+                     unavailable, or it refuses every record of the page with the same error (a \
+                     constraint still in place?), which the store takes for an outage; the log has the \
+                     database's error; this page's rows are unchanged",
+                    self.patience.as_secs()
+                ))
+            }
+        })
+    }
+}
+
+/// Stores a page's valid records, round by round, then records every row's outcome.
 async fn write_page(
-    work: PageWork<'_>,
+    mut work: PageWork<'_>,
     checked: &Checked<'_>,
-    shutdown: &CancellationToken,
     summary: &mut RedriveSummary,
 ) -> Result<(), JobError> {
-    let no_rejections: &[RejectedRecord] = &[];
-    let stopper = work.retry.shutdown.clone();
-    let store = store_batch(
-        work.pool,
-        &checked.valid,
-        no_rejections,
-        &work.retry,
-        work.strategy,
-    );
-    tokio::pin!(store);
-    // The patience only ends retry waits: a write in progress finishes.
-    let stored = tokio::select! {
-        stored = &mut store => stored,
-        () = tokio::time::sleep(work.patience) => {
-            stopper.cancel();
-            store.await
-        }
+    let row_of = |l: &Lineage| {
+        checked
+            .ids
+            .get(&(l.topic.to_string(), l.partition, l.offset))
+            .copied()
     };
-    let stored = stored.map_err(|_| {
-        if shutdown.is_cancelled() {
-            JobError::interrupted("stopped while waiting for the database; the page was not stored")
-        } else {
-            JobError::retryable(format!(
-                "the store retried a page for more than {} s as a database outage: the database is \
-                 unavailable, or it refuses every record of the page with the same error (a constraint \
-                 still in place?), which the store takes for an outage; the log has the database's \
-                 error; this page's rows are unchanged",
-                work.patience.as_secs()
-            ))
-        }
-    })?;
-    summary.retries += stored.retries;
-    summary.stored += stored.inserted;
-    summary.duplicates += stored.duplicates;
-
     let mut outcome = Outcome::default();
     let mut reclassified = 0;
-    let mut refused_again = std::collections::HashSet::new();
-    for r in &stored.db_rejected {
-        let l = &r.lineage;
-        let Some(row) = checked.ids.get(&(l.topic.to_string(), l.partition, l.offset)) else {
-            continue;
-        };
-        refused_again.insert(row.id);
-        let class = r.rejection.class.as_str();
-        reclassified += u64::from(row.class != class);
-        outcome
-            .refused
-            .push((row.id, class.to_owned(), r.rejection.reason.clone()));
+    for round in &checked.valid {
+        let stored = work.store(round).await?;
+        summary.retries += stored.retries;
+        summary.stored += stored.inserted;
+        summary.duplicates += stored.duplicates;
+        let mut refused_again = HashSet::new();
+        for r in &stored.db_rejected {
+            let Some(row) = row_of(&r.lineage) else {
+                continue;
+            };
+            refused_again.insert(row.id);
+            let class = r.rejection.class.as_str();
+            reclassified += u64::from(row.class != class);
+            outcome
+                .refused
+                .push((row.id, class.to_owned(), r.rejection.reason.clone()));
+        }
+        outcome.stored.extend(
+            round
+                .iter()
+                .filter_map(|v| row_of(&v.lineage))
+                .map(|row| row.id)
+                .filter(|id| !refused_again.contains(id)),
+        );
     }
     for (row, class, reason) in &checked.refused {
         reclassified += u64::from(row.class != *class);
         outcome.refused.push((row.id, class.clone(), reason.clone()));
-    }
-    for v in &checked.valid {
-        let l = &v.lineage;
-        if let Some(row) = checked.ids.get(&(l.topic.to_string(), l.partition, l.offset))
-            && !refused_again.contains(&row.id)
-        {
-            outcome.stored.push(row.id);
-        }
     }
     let by_class = quarantine::record(work.pool, &outcome, work.run_id).await.job(
         JobErrorKind::Retryable,

@@ -587,3 +587,54 @@ async fn twins_of_one_observation_are_written_one_after_the_other() {
         "{marks:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_the_database_still_refuses_alike_stay_quarantined_with_the_new_reason() {
+    let ctx = TestContext::new().await;
+    // The cause is not fixed: the constraint refuses every record of the page the same way, which
+    // the store waits out as a refusal of everything, then leaves quarantined.
+    ctx.db
+        .execute_unprepared("ALTER TABLE observations ADD CONSTRAINT ops_temp CHECK (temp_c < 30)")
+        .await
+        .unwrap();
+    let epoch = base_epoch();
+    for i in 0..3 {
+        let value = envelope(&payload(&Place::numbered(i), epoch, 31.0, 50, 10.0), fetched_at());
+        ctx.db
+            .execute_raw(Statement::from_sql_and_values(
+                ctx.db.get_database_backend(),
+                "INSERT INTO rejected_records (kafka_topic, kafka_partition, kafka_offset, payload, error_class, reason) \
+                 VALUES ('t', 0, $1, $2, 'out_of_range', 'earlier')",
+                [(i as i64).into(), value.into()],
+            ))
+            .await
+            .unwrap();
+    }
+    let dir = common::scratch_dir("rejects");
+    let started = std::time::Instant::now();
+    let out = cli(&ctx, &dir, &["rejects", "redrive"]).await;
+    let took = started.elapsed();
+    assert!(out.contains("re-driven: 0 (new observations: 0"), "{out}");
+    assert!(
+        out.contains("still quarantined: 3, refused again (db_rejected 3); 3 with a new class"),
+        "{out}"
+    );
+    assert!(
+        took < Duration::from_secs(55),
+        "took {took:?}, past the default patience"
+    );
+    let rows = pairs(
+        &ctx,
+        "SELECT redrive_attempts::int8, error_class || ' ' || reason FROM rejected_records \
+         WHERE redriven_at IS NULL ORDER BY id",
+    )
+    .await;
+    assert_eq!(rows.len(), 3);
+    assert!(
+        rows.iter()
+            .all(|(n, r)| *n == 1 && r.starts_with("db_rejected ") && r.contains("ops_temp")),
+        "{rows:?}"
+    );
+    assert_eq!(ctx.scalar_i64("SELECT count(*) FROM observations").await, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}

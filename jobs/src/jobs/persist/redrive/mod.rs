@@ -182,10 +182,17 @@ async fn drive(
     let pool = db.get_postgres_connection_pool();
     let rules = Rules::from_config(&config.persist);
     let p = &config.persist;
-    let backoff = Backoff::new(
-        Duration::from_millis(p.retry_initial_ms),
-        Duration::from_millis(p.retry_max_ms),
-    );
+    let retry = Retry {
+        write_timeout: Duration::from_secs(p.write_timeout_secs.max(1)),
+        uniform_patience: UNIFORM_PATIENCE,
+        ..Retry::new(
+            Backoff::new(
+                Duration::from_millis(p.retry_initial_ms),
+                Duration::from_millis(p.retry_max_ms),
+            ),
+            shutdown.clone(),
+        )
+    };
     let mut strategy = CopyStrategy::default();
     let mut summary = RedriveSummary {
         dry_run: matches!(mode, Mode::Dry),
@@ -220,7 +227,7 @@ async fn drive(
             Mode::Write { run_id } => {
                 let work = PageWork {
                     pool,
-                    backoff,
+                    retry: &retry,
                     patience: req.patience,
                     strategy: &mut strategy,
                     run_id,
@@ -312,11 +319,19 @@ async fn dry_page(
     Ok(())
 }
 
+/// How long a re-drive waits out a page whose every record the database refuses the same way
+/// before they stay quarantined with the new reason. The consumer waits
+/// `persist.uniform_refusal_patience_secs` (300 s), since a stream of records all refused alike is
+/// more likely a database refusing everything than bad data; a re-drive's records are quarantined
+/// already, and a uniform refusal says the cause is still there.
+pub const UNIFORM_PATIENCE: Duration = Duration::from_secs(5);
+
 /// What writing one page needs besides the page.
 struct PageWork<'a> {
     pool: &'a sqlx::PgPool,
-    /// The retry delays of the consumer's settings.
-    backoff: Backoff,
+    /// The run's retry policy: the consumer's settings, with [`UNIFORM_PATIENCE`]. Its streak of
+    /// uniform refusals is the run's.
+    retry: &'a Retry,
     /// How long one write may spend retrying an outage.
     patience: Duration,
     strategy: &'a mut CopyStrategy,
@@ -331,8 +346,8 @@ impl PageWork<'_> {
     /// finishes.
     async fn store(&mut self, valid: &[ValidRecord]) -> Result<Stored, JobError> {
         let retry = Retry {
-            backoff: self.backoff,
             shutdown: self.shutdown.child_token(),
+            ..self.retry.clone()
         };
         let no_rejections: &[RejectedRecord] = &[];
         let store = store_batch(self.pool, valid, no_rejections, &retry, self.strategy);
@@ -349,10 +364,8 @@ impl PageWork<'_> {
                 JobError::interrupted("stopped while waiting for the database; the page was not stored")
             } else {
                 JobError::retryable(format!(
-                    "the store retried a page for more than {} s as a database outage: the database is \
-                     unavailable, or it refuses every record of the page with the same error (a \
-                     constraint still in place?), which the store takes for an outage; the log has the \
-                     database's error; this page's rows are unchanged",
+                    "the database was unavailable for more than {} s (the log has its error); this \
+                     page's rows are unchanged",
                     self.patience.as_secs()
                 ))
             }

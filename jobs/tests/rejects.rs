@@ -429,6 +429,26 @@ async fn web_counts(ctx: &TestContext) -> Value {
         .text()
         .await
         .unwrap();
+    // The re-drives are in the run history, filtered by their job.
+    let runs: Value = serde_json::from_str(
+        &reqwest::get(format!("http://{addr}/api/v1/runs?job=redrive&last=50"))
+            .await
+            .expect("GET /api/v1/runs?job=redrive")
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let runs = runs["runs"].as_array().expect("a run list");
+    let expected = ctx
+        .scalar_i64("SELECT count(*) FROM job_runs WHERE job = 'redrive'")
+        .await;
+    assert!(expected > 0);
+    assert_eq!(runs.len() as i64, expected);
+    assert!(
+        runs.iter()
+            .all(|r| r["job"] == "redrive" && r["status"] == "succeeded")
+    );
     let bad = reqwest::get(format!("http://{addr}/api/v1/rejects?x=1"))
         .await
         .unwrap();

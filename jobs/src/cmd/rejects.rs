@@ -231,7 +231,8 @@ fn progress_printer() -> impl FnMut(&RedriveSummary) + Send {
         if last.elapsed() >= PROGRESS_EVERY {
             last = Instant::now();
             eprintln!(
-                "redrive: {} of {} examined, {} stored, {} already stored, {} refused again",
+                "redrive{}: {} of {} examined, {} new observations, {} already stored, {} refused again",
+                if s.dry_run { " (dry run)" } else { "" },
                 s.examined,
                 s.selected,
                 s.stored,

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod check;
 pub mod config;
 pub mod migrate;
+pub mod rejects;
 pub mod replay;
 pub mod results;
 pub mod run;
@@ -73,6 +74,8 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         last: u64,
     },
+    /// List, count, show and re-drive quarantined records (rejected_records).
+    Rejects(rejects::RejectsArgs),
     /// Show the latest regression results.
     Results {
         /// Only this scope (`all` or a location key).
@@ -132,6 +135,7 @@ pub async fn execute() -> anyhow::Result<()> {
         Command::Run { job } => run::run(&config, job, shutdown).await,
         Command::Replay(flags) => replay::run(&config, flags, shutdown).await,
         Command::Runs { job, last } => runs::run(&config, job, last).await,
+        Command::Rejects(args) => rejects::run(&config, args, shutdown).await,
         Command::Results { scope, last } => results::run(&config, scope.as_deref(), last).await,
         Command::Status => status::run(&config).await,
         Command::Scheduler { no_consumer, http } => {

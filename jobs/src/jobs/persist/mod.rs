@@ -21,6 +21,7 @@ mod consumer;
 mod dlq;
 pub mod probe;
 pub mod replay;
+pub mod redrive;
 pub mod store;
 pub mod validate;
 pub(crate) mod writer;
@@ -209,7 +210,7 @@ pub async fn run_probed(
         commit_interval: Duration::from_millis(p.commit_interval_ms),
         until_idle: req.until_idle,
         idle: Duration::from_millis(p.idle_ms),
-        rules: Rules::of(p),
+        rules: Rules::from_config(p),
         max_buffered_bytes: p.max_buffered_bytes,
         probe: probe.is_some(),
         backoff: retry.backoff,

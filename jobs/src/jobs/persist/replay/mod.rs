@@ -101,7 +101,7 @@ pub async fn run(
     let mut replay = Replay {
         pool: db.get_postgres_connection_pool().clone(),
         topic: topic.clone(),
-        rules: Rules::of(p),
+        rules: Rules::from_config(p),
         batch_size: p.batch_size,
         retry: super::retry(p, &shutdown),
         // A replay's range is partly stored already, often mostly: check before the COPY from the

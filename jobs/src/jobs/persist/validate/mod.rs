@@ -33,8 +33,8 @@ pub struct Rules {
 }
 
 impl Rules {
-    /// The limits `persist` settings set.
-    pub fn of(p: &crate::config::PersistConfig) -> Self {
+    /// The rules `persist` settings configure: the consumer and a re-drive check records alike.
+    pub fn from_config(p: &crate::config::PersistConfig) -> Self {
         Self {
             max_value_bytes: p.max_value_bytes,
             max_future: Duration::seconds(p.max_future_secs as i64),

@@ -20,8 +20,8 @@
 mod consumer;
 mod dlq;
 pub mod probe;
-pub mod replay;
 pub mod redrive;
+pub mod replay;
 pub mod store;
 pub mod validate;
 pub(crate) mod writer;

@@ -418,7 +418,7 @@ async fn records_a_check_constraint_refused_are_redriven_once_it_is_dropped() {
 async fn web_counts(ctx: &TestContext) -> Value {
     let shutdown = CancellationToken::new();
     let state =
-        weatherflow::web::AppState::start(Arc::new(ctx.config.clone()), ctx.db.clone(), shutdown.clone())
+        weatherflow::web::AppState::start(Arc::new(ctx.config.clone()), ctx.db.clone(), shutdown.clone(), None)
             .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

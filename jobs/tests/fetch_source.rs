@@ -147,22 +147,44 @@ async fn an_http_fetch_without_a_key_beside_real_rows_is_refused_409_and_runs_wi
 
     // No key, `auto`: the process says at start that it fetches simulated weather, and the trigger
     // refuses with the reason and the opt-in instead of answering 202.
-    let serve = Serve::start(&dir, "nokey", &env(&ctx, &dir, &schedules_text("0 0 3 * * *", "auto"), &[])).await;
+    let serve = Serve::start(
+        &dir,
+        "nokey",
+        &env(&ctx, &dir, &schedules_text("0 0 3 * * *", "auto"), &[]),
+    )
+    .await;
     let (status, body) = serve.post_fetch().await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "simulated_beside_real", "{body}");
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.starts_with(REFUSED), "{message}");
-    assert!(message.contains("WEATHERAPI_KEY is not set in this process"), "{message}");
-    assert!(message.contains("fetch.allow_simulated_beside_real = true"), "{message}");
+    assert!(
+        message.contains("WEATHERAPI_KEY is not set in this process"),
+        "{message}"
+    );
+    assert!(
+        message.contains("fetch.allow_simulated_beside_real = true"),
+        "{message}"
+    );
     let runs = runs_of(&ctx.db, JobName::Fetch).await;
     assert_eq!(runs.len(), 1, "{runs:#?}");
     assert_eq!(runs[0].status, RunStatus::Failed);
     assert_eq!(runs[0].trigger, Trigger::Manual);
-    assert!(runs[0].error.as_deref().unwrap_or("").starts_with(REFUSED), "{:?}", runs[0]);
+    assert!(
+        runs[0].error.as_deref().unwrap_or("").starts_with(REFUSED),
+        "{:?}",
+        runs[0]
+    );
     let log = serve.stop().await;
-    assert_eq!(log.matches(NO_KEY_LINE).count(), 1, "logged once, at start:\n{log}");
-    assert!(log.contains(" INFO ") || log.contains("\"level\":\"INFO\""), "{log}");
+    assert_eq!(
+        log.matches(NO_KEY_LINE).count(),
+        1,
+        "logged once, at start:\n{log}"
+    );
+    assert!(
+        log.contains(" INFO ") || log.contains("\"level\":\"INFO\""),
+        "{log}"
+    );
     assert!(log.contains("manual fetch over HTTP refused"), "{log}");
     assert_eq!(
         ctx.scalar_i64("SELECT count(*) FROM observations").await,
@@ -196,7 +218,11 @@ async fn an_http_fetch_without_a_key_beside_real_rows_is_refused_409_and_runs_wi
         }
     })
     .await;
-    let run = runs_of(&ctx.db, JobName::Fetch).await.into_iter().find(|r| r.id == id).unwrap();
+    let run = runs_of(&ctx.db, JobName::Fetch)
+        .await
+        .into_iter()
+        .find(|r| r.id == id)
+        .unwrap();
     assert!(done && run.status == RunStatus::Succeeded, "{run:?}");
     assert_eq!(run.records_out, Some(2));
     assert_eq!(run.details.as_ref().unwrap()["source"], "simulated", "{run:?}");
@@ -277,9 +303,16 @@ async fn a_scheduled_simulated_fetch_beside_real_rows_fails_once_per_tick_and_ru
         assert_eq!(r.status, RunStatus::Failed, "{r:?}");
         assert!(r.error.as_deref().unwrap_or("").starts_with(REFUSED), "{r:?}");
     }
-    let mut ticks: Vec<_> = refused.iter().map(|r| r.details.as_ref().unwrap()["tick"].to_string()).collect();
+    let mut ticks: Vec<_> = refused
+        .iter()
+        .map(|r| r.details.as_ref().unwrap()["tick"].to_string())
+        .collect();
     ticks.dedup();
-    assert_eq!(ticks.len(), refused.len(), "fatal: one attempt per tick, no retry: {refused:#?}");
+    assert_eq!(
+        ticks.len(),
+        refused.len(),
+        "fatal: one attempt per tick, no retry: {refused:#?}"
+    );
     assert_eq!(ctx.scalar_i64("SELECT count(*) FROM observations").await, 1);
 
     // Opted in: the next runs succeed.
@@ -324,13 +357,27 @@ async fn a_scheduler_process_logs_its_source_once_and_its_runs_say_why_they_are_
     let log = log_of(&dir, "sched");
     assert!(two, "{log}");
     assert!(status.is_some_and(|s| s.success()), "{status:?}\n{log}");
-    assert_eq!(log.matches(NO_KEY_LINE).count(), 1, "once, at start, whatever the runs:\n{log}");
+    assert_eq!(
+        log.matches(NO_KEY_LINE).count(),
+        1,
+        "once, at start, whatever the runs:\n{log}"
+    );
     let first = log.lines().position(|l| l.contains(NO_KEY_LINE)).unwrap();
     let first_run = log.lines().position(|l| l.contains("run started"));
-    assert!(first_run.is_none_or(|r| first < r), "before the first run:\n{log}");
-    for r in runs_of(&ctx.db, JobName::Fetch).await.iter().filter(|r| r.status == RunStatus::Failed) {
+    assert!(
+        first_run.is_none_or(|r| first < r),
+        "before the first run:\n{log}"
+    );
+    for r in runs_of(&ctx.db, JobName::Fetch)
+        .await
+        .iter()
+        .filter(|r| r.status == RunStatus::Failed)
+    {
         let error = r.error.as_deref().unwrap_or("");
-        assert!(error.starts_with(REFUSED) && error.contains("WEATHERAPI_KEY is not set"), "{r:?}");
+        assert!(
+            error.starts_with(REFUSED) && error.contains("WEATHERAPI_KEY is not set"),
+            "{r:?}"
+        );
     }
     std::fs::remove_dir_all(dir).ok();
 }
@@ -350,7 +397,10 @@ async fn a_manual_fetch_beside_real_rows_is_refused_unless_the_flag_opts_in() {
     store_real_row(&ctx).await;
     let (ok, _, stderr) = run_cli(&dir, &fetch, &env).await;
     assert!(!ok, "refused beside a real row");
-    assert!(stderr.contains(REFUSED) && stderr.contains("--allow-simulated-beside-real"), "{stderr}");
+    assert!(
+        stderr.contains(REFUSED) && stderr.contains("--allow-simulated-beside-real"),
+        "{stderr}"
+    );
 
     let mut flagged = fetch.to_vec();
     flagged.push("--allow-simulated-beside-real");

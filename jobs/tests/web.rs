@@ -573,7 +573,9 @@ async fn chromium_renders_the_dashboard_with_results_and_plot() {
     let rows = section.matches("<tr>").count() - 1;
     assert_eq!(rows, 4, "London, Paris, Tokyo and the hostile name: {section}");
     assert_eq!(
-        section.matches(r#"class="badge-simulated" title="made up by the built-in simulator"#).count(),
+        section
+            .matches(r#"class="badge-simulated" title="made up by the built-in simulator"#)
+            .count(),
         rows,
         "one badge per row: {section}"
     );

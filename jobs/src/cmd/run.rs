@@ -166,7 +166,11 @@ pub(super) async fn lock(conn: &sea_orm::DatabaseConnection, job: JobName) -> an
 
 /// One manual fetch: `auto` decided (and logged) as at any process start, refused like a scheduled
 /// run when simulated beside real data.
-async fn fetch_once(config: &Config, mut req: FetchRequest, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn fetch_once(
+    config: &Config,
+    mut req: FetchRequest,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     req.source = AutoSource::at_start(config)?.apply(req.source);
     let conn = db::connect(&config.database).await?;
     let mut lock = lock(&conn, JobName::Fetch).await?;

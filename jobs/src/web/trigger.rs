@@ -187,7 +187,11 @@ async fn refuse_simulated_beside_real(
     release(lock, JobName::Fetch).await;
     state.cache.invalidate();
     tracing::warn!(error = %refusal, "manual fetch over HTTP refused");
-    Err(ApiError::new(StatusCode::CONFLICT, "simulated_beside_real", refusal))
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "simulated_beside_real",
+        refusal,
+    ))
 }
 
 /// Releases `lock`, logging a failure (its session was closed, which frees it anyway).

@@ -107,8 +107,8 @@ pub(super) fn resolve_source(config: &Config, choice: SourceChoice) -> Result<Re
         )),
         _ => {
             tracing::warn!(
-                "no WeatherAPI key configured (WEATHERAPI_KEY / weatherapi.key_file): source \"auto\" uses \
-                 the SIMULATED source; messages are marked \"source\":\"simulated\" and are not real weather"
+                "no WeatherAPI key configured (WEATHERAPI_KEY / weatherapi.key_file): source \"auto\" is \
+                 using the SIMULATED source; messages are marked \"source\":\"simulated\" and are not real weather"
             );
             Ok(Resolved::Simulated)
         }
@@ -208,8 +208,14 @@ mod tests {
         let no_key = refusal(false);
         assert!(no_key.contains("WEATHERAPI_KEY is not set"), "{no_key}");
         for text in [no_key, refusal(true)] {
-            assert!(text.contains("fetch.allow_simulated_beside_real = true"), "{text}");
-            assert!(text.contains("WEATHERFLOW_FETCH_ALLOW_SIMULATED_BESIDE_REAL"), "{text}");
+            assert!(
+                text.contains("fetch.allow_simulated_beside_real = true"),
+                "{text}"
+            );
+            assert!(
+                text.contains("WEATHERFLOW_FETCH_ALLOW_SIMULATED_BESIDE_REAL"),
+                "{text}"
+            );
             assert!(text.contains("--allow-simulated-beside-real"), "{text}");
         }
         assert!(refusal(true).contains("asks for source \"simulated\""));

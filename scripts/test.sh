@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README "Quick start", command 2; `.ci/run` calls it).
 # Installs and starts the services when needed, then: rustfmt, the notebook-outputs check, clippy
-# -D warnings, cargo deny (bans, licenses, sources), the compose files' validation, the whole test
+# -D warnings, cargo deny (bans, licenses, sources), the compose files' validation (and their shared
+# fetch settings: scripts/check-compose-fetch-env.py), the whole test
 # suite against the real Kafka broker and PostgreSQL, then the stages that need services or data of
 # their own (the analysis notebook on the demo's data: scripts/test-notebook.sh; the secured broker and
 # PostgreSQL: scripts/test-secure.sh; the Kafka clusters: scripts/test-cluster.sh; the fault stage,
@@ -55,6 +56,8 @@ fi
 for file in docker-compose*.yml; do
   docker-compose --env-file .env.example -f "$file" config -q
   echo "$file is valid"
+  # Every service that can start a fetch sees the same key and fetch settings (docs/operations.md).
+  docker-compose --env-file .env.example -f "$file" config | scripts/check-compose-fetch-env.py "$file"
 done
 
 step "web tools (prometheus, chromium, nginx, wrk) and nginx -t on deploy/nginx"

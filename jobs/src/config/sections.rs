@@ -141,6 +141,11 @@ section! {
         /// failed, from 0 (any failed location fails the run) to 1 (only a run with nothing produced
         /// fails).
         pub max_failed_ratio: f64 = 0.5;
+        /// Lets a fetch whose source is simulated (`auto` in a process without a WeatherAPI key, or
+        /// `simulated`) run against a database that already holds WeatherAPI observations. Off, such a
+        /// scheduled, HTTP-triggered or manual run fails and says why, so made-up weather never joins
+        /// real data silently. `weatherflow run fetch --allow-simulated-beside-real` opts in for one run.
+        pub allow_simulated_beside_real: bool = false;
     }
 }
 

@@ -57,7 +57,8 @@ for file in docker-compose*.yml; do
   docker-compose --env-file .env.example -f "$file" config -q
   echo "$file is valid"
   # Every service that can start a fetch sees the same key and fetch settings (docs/operations.md).
-  docker-compose --env-file .env.example -f "$file" config | scripts/check-compose-fetch-env.py "$file"
+  # Debian's python3 has PyYAML: docker-compose depends on python3-yaml.
+  docker-compose --env-file .env.example -f "$file" config | /usr/bin/python3 scripts/check-compose-fetch-env.py "$file"
 done
 
 step "web tools (prometheus, chromium, nginx, wrk) and nginx -t on deploy/nginx"

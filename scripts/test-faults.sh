@@ -56,7 +56,7 @@ REFUSAL_SECS="${FAULTS_REFUSAL_SECS:-5}"
 SCENARIOS=" ${FAULTS_SCENARIOS:-1 2 3 4 5 6 7 8 9 10} "
 want() { [[ $SCENARIOS == *" $1 "* ]]; }
 # The stream outlasts a slice and the refusal; the silence outlasts the write timeout.
-STREAM_SECS=$((REFUSAL_SECS + 5)) WRITE_TIMEOUT=5 SILENT_SECS=12 DLQ_UNAVAILABLE=5
+STREAM_SECS=$((REFUSAL_SECS + 5)) WRITE_TIMEOUT=5 SILENT_SECS=15 DLQ_UNAVAILABLE=5
 [ "$REFUSAL_SECS" -ge 3 ] || { echo "FAULTS_REFUSAL_SECS must be at least 3" >&2; exit 2; }
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weatherflow/target}"
 BIN="${FAULTS_BIN:-$CARGO_TARGET_DIR/debug/weatherflow}"

@@ -137,36 +137,74 @@ dlq_deleted() {
   [ "${ready%% *}" = 200 ] || fail "$name: /readyz still ${ready%% *} after the topic came back: ${ready#* }"
 }
 
-# 9. The database connection goes silent: a proxy of ours between the consumer and PostgreSQL stops
-# forwarding bytes both ways and ignores new connections, for longer than persist.write_timeout_secs.
-# The consumer must notice (the timeout, in its log and its outage gauge), keep answering /healthz,
-# and store again soon after the proxy resumes.
+# 9. The database connection goes silent: a proxy of ours between weatherflow and PostgreSQL stops
+# forwarding bytes both ways and ignores new connections, for longer than persist.write_timeout_secs
+# and the job lock's check timeout (10 s). The consumer must notice (its outage gauge and log show the
+# timeout), keep answering /healthz, and store again soon after the proxy resumes. A manual analytics
+# run through the proxy, inside a query when the silence begins, must find its job lock's session
+# lost while the silence lasts, and end recorded failed "lock lost" once it is over.
 silent_connection() {
-  local name="9. silent database connection" from left t0 healthz resumed before ms drained timeouts
+  local name="9. silent database connection" via from left t0 healthz resumed before ms drained timeouts
+  local run_pid run="" holder="" lost_ms="" ended status
+  via="postgres://weatherflow:weatherflow@127.0.0.1:$PROXY_PORT/faults"
   python3 scripts/lib/faults_proxy.py "$PROXY_PORT" 127.0.0.1 "$PG_PORT" 2>>"$LOGS/proxy.log" &
   PROXY_PID=$!
   from=$(log_lines)
-  loaded "$name" $((STREAM_SECS + SILENT_SECS - REFUSAL_SECS)) \
-    DATABASE_URL="postgres://weatherflow:weatherflow@127.0.0.1:$PROXY_PORT/faults"
+  loaded "$name" $((STREAM_SECS + SILENT_SECS - REFUSAL_SECS)) DATABASE_URL="$via"
   left=$LEFT
+  # The run's first statement waits on a lock of ours, so it is inside a query on an open
+  # connection when the silence begins; the lock goes as soon as the silence has begun.
+  PGPASSWORD=weatherflow psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U weatherflow -d faults \
+    -c "BEGIN; LOCK TABLE observations IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(120); COMMIT" >/dev/null 2>&1 &
+  SCHED_PIDS+=($!)
+  for _ in $(seq 1 100); do
+    holder=$(psql_q "SELECT pid FROM pg_locks WHERE relation = 'observations'::regclass AND mode = 'AccessExclusiveLock' AND granted")
+    [ -n "$holder" ] && break
+    sleep 0.05
+  done
+  [ -n "$holder" ] || fail "$name: could not lock observations"
+  DATABASE_URL="$via" "$BIN" run analytics >"$LOGS/analytics-silent.log" 2>&1 &
+  run_pid=$!
+  SCHED_PIDS+=("$run_pid")
+  for _ in $(seq 1 300); do
+    run=$(psql_q "SELECT id FROM job_runs WHERE job = 'analytics' AND status = 'running' ORDER BY id DESC LIMIT 1")
+    [ -n "$run" ] && break
+    sleep 0.1
+  done
+  [ -n "$run" ] || fail "$name: the analytics run did not start within 30 s"
+  sleep 1
   t0=$(now_ms)
   kill -USR1 "$PROXY_PID"
-  sleep "$((WRITE_TIMEOUT + 2))"
-  during_outage database 'class="timeout"'
-  healthz=$(curl -s -m 3 -o /dev/null -w '%{http_code}' "http://$HTTP/healthz" || true)
-  sleep "$((SILENT_SECS - WRITE_TIMEOUT - 3))"
+  psql_su "SELECT pg_terminate_backend($holder)" >/dev/null
+  while [ $(( $(now_ms) - t0 )) -lt $((SILENT_SECS * 1000)) ]; do
+    if [ -z "$SAMPLER" ] && [ $(( $(now_ms) - t0 )) -ge $(( (WRITE_TIMEOUT + 2) * 1000 )) ]; then
+      during_outage database 'class="timeout"'
+      healthz=$(curl -s -m 3 -o /dev/null -w '%{http_code}' "http://$HTTP/healthz" || true)
+    fi
+    if [ -z "$lost_ms" ] && grep -q "advisory lock's session is lost" "$LOGS/analytics-silent.log"; then
+      lost_ms=$(( $(now_ms) - t0 ))
+    fi
+    sleep 0.2
+  done
   kill -USR2 "$PROXY_PID"
   resumed=$(now_ms) before=$(mark)
   outage_seen
+  SAMPLER=""
   ms=$(until_stored_past "$before" 30) || fail "$name: no row stored within 30 s of the proxy's resumption: hung"
+  # The run was cancelled when its lock was lost; it closes its row once the database answers again.
+  for _ in $(seq 1 300); do kill -0 "$run_pid" 2>/dev/null || break; sleep 0.1; done
+  ended=$(( $(now_ms) - resumed ))
+  status=$(psql_q "SELECT status || ':' || coalesce(error, '') FROM job_runs WHERE id = $run")
   stream_wait
   until_drained "$name" 120 >/dev/null
   drained=$(( $(now_ms) - resumed ))
   sleep 1
   timeouts=$(log_since "$from" | grep "database outage" | grep -ciE "timed? ?out" || true)
-  say "$name: $left records not yet stored at the fault, $STREAM_LINES more streamed at $STREAM_RATE/s; silent for $(( resumed - t0 )) ms (persist.write_timeout_secs=$WRITE_TIMEOUT); /healthz $healthz while silent; first row $ms ms after the resumption, all (the stream's too) $drained ms after it; $timeouts \"database outage\" log lines on a timeout"
+  say "$name: $left records not yet stored at the fault, $STREAM_LINES more streamed at $STREAM_RATE/s; silent for $(( resumed - t0 )) ms (persist.write_timeout_secs=$WRITE_TIMEOUT); /healthz $healthz while silent; first row $ms ms after the resumption, all (the stream's too) $drained ms after it; $timeouts \"database outage\" log lines on a timeout; analytics run $run: lock lost ${lost_ms:-never} ms into the silence, recorded '$status' $ended ms after it"
   check "$name"
   [ "$healthz" = 200 ] || fail "$name: /healthz answered $healthz while the connection was silent"
-  [ "$timeouts" -gt 0 ] || fail "$name: the consumer logged no timeout while its connection was silent for $(( resumed - t0 )) ms"
+  [ -n "$lost_ms" ] || fail "$name: the analytics run's lock check did not give up during $(( resumed - t0 )) ms of silence (see $LOGS/analytics-silent.log)"
+  [ "$status" = "failed:lock lost" ] || fail "$name: analytics run $run ended '$status', not 'failed:lock lost'"
+  [ "$timeouts" -gt 0 ] || fail "$name: the consumer logged no \"database outage\" line on a timeout while its connection was silent for $(( resumed - t0 )) ms"
   assert_outage_shown "$name" timeout "$from"
 }

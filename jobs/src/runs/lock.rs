@@ -29,13 +29,6 @@ use tokio_util::sync::CancellationToken;
 /// How often a running job checks that its lock is still held: a one-row query on the lock's session.
 pub const CHECK_EVERY: Duration = Duration::from_secs(2);
 
-/// How long the check's one-row query may take before the session counts as lost. It answers in
-/// milliseconds; a session silent for this long (a network partition, a proxy that stopped forwarding)
-/// cannot show that it still holds the lock, and a run that cannot show it must stop rather than risk
-/// running beside the replica that may take it. Without a bound the check would wait as long as the
-/// silence lasts, and the run with it.
-pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The error recorded for a run stopped because its lock was lost.
 pub const LOCK_LOST: &str = "lock lost";
 
@@ -93,30 +86,18 @@ impl JobLock {
         }
     }
 
-    /// Resolves when the lock is lost: its session failed the check, did not answer it within
-    /// [`CHECK_TIMEOUT`], or no longer holds the lock. Checks every [`CHECK_EVERY`] on the lock's own
-    /// session; pending for as long as the lock holds.
+    /// Resolves when the lock is lost: its session failed the check, or no longer holds the lock.
+    /// Checks every [`CHECK_EVERY`] on the lock's own session; pending for as long as the lock holds.
     pub async fn lost(&mut self) {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
         loop {
             tokio::time::sleep(CHECK_EVERY).await;
-            let query = sqlx::query_scalar::<_, bool>(HELD)
+            let held = sqlx::query_scalar::<_, bool>(HELD)
                 .bind(self.key)
-                .fetch_one(&mut **conn);
-            let Ok(held) = tokio::time::timeout(CHECK_TIMEOUT, query).await else {
-                tracing::error!(
-                    key = self.key,
-                    timeout_secs = CHECK_TIMEOUT.as_secs(),
-                    "the advisory lock's session is lost: the lock check timed out"
-                );
-                // Closed without a word on it: an unlock sent on a silent session would wait as long.
-                if let Some(mut conn) = self.conn.take() {
-                    conn.close_on_drop();
-                }
-                return;
-            };
+                .fetch_one(&mut **conn)
+                .await;
             match held {
                 Ok(true) => {}
                 Ok(false) => {

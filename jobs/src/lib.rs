@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod kafka;
 pub mod kafka_security;
 pub mod metrics;
+pub mod outages;
 pub mod partitions;
 pub mod runs;
 pub mod scheduler;

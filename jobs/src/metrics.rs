@@ -49,6 +49,7 @@ pub fn install() -> &'static PrometheusHandle {
 pub fn render() -> String {
     match HANDLE.get() {
         Some(handle) => {
+            crate::outages::refresh_gauges();
             // Without the exporter's own runtime task, histograms are drained here.
             handle.run_upkeep();
             handle.render()
@@ -90,6 +91,11 @@ fn describe() {
         "Time to write one batch to PostgreSQL."
     );
     describe_histogram!(BATCH_ROWS, "Records per written batch.");
+    describe_gauge!(
+        "weatherflow_persist_outage_seconds",
+        Unit::Seconds,
+        "How long the writers have been retrying batches the database or the dead-letter topic will not take (0: no outage), by target and cause class."
+    );
     describe_gauge!(
         "weatherflow_persist_paused_partitions",
         "Partitions the consumer has paused for backpressure."
@@ -215,6 +221,13 @@ pub fn persist_paused_partitions(n: i32) {
 /// persist: bytes of records read and not yet stored.
 pub(crate) fn persist_buffered_bytes(bytes: usize) {
     gauge!("weatherflow_persist_buffered_bytes").set(bytes as f64);
+}
+
+/// persist: how long the writers have waited out the current outage of `target` ("database",
+/// "dead_letter_topic") for `class` (a SQLSTATE class, `io`, `timeout`...); 0 once it ended.
+pub(crate) fn persist_outage(target: &'static str, class: &str, age: Duration) {
+    gauge!("weatherflow_persist_outage_seconds", "target" => target, "class" => class.to_owned())
+        .set(age.as_secs_f64());
 }
 
 /// HTTP: one request answered.

@@ -7,11 +7,10 @@ mod common;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use common::TestContext;
+use common::records::record;
 use migration::{Migrator, MigratorTrait};
 use tokio_util::sync::CancellationToken;
-use weatherflow::envelope::Source;
-use weatherflow::jobs::persist::store::{self, CopyStrategy, Lineage, Raw, Retry, Stored, ValidRecord};
-use weatherflow::jobs::persist::validate::Observation;
+use weatherflow::jobs::persist::store::{self, CopyStrategy, Retry, Stored, ValidRecord};
 use weatherflow::partitions::{self, Maintenance, Policy, month_of, partition_name};
 
 /// Rows every 5 days over 200 days ending `end`, for 3 locations, every column set, so the move has
@@ -37,51 +36,13 @@ fn now() -> DateTime<Utc> {
 }
 
 fn retry() -> Retry {
-    Retry {
-        backoff: weatherflow::backoff::Backoff::new(
+    Retry::new(
+        weatherflow::backoff::Backoff::new(
             std::time::Duration::from_millis(50),
             std::time::Duration::from_millis(200),
         ),
-        shutdown: CancellationToken::new(),
-    }
-}
-
-/// An observation of `key` at `at`, as the persist job would store it.
-fn record(key: &str, at: DateTime<Utc>, offset: i64) -> ValidRecord {
-    ValidRecord {
-        lineage: Lineage {
-            topic: "weather.observations".into(),
-            partition: 0,
-            offset,
-        },
-        raw: Raw::default(),
-        observation: Observation {
-            location_key: key.into(),
-            location_name: key.into(),
-            region: String::new(),
-            country: "land".into(),
-            lat: 0.0,
-            lon: 0.0,
-            observed_at: at,
-            temp_c: 99.0,
-            feelslike_c: None,
-            wind_kph: 1.0,
-            gust_kph: None,
-            pressure_mb: None,
-            precip_mm: None,
-            vis_km: None,
-            uv: None,
-            wind_degree: None,
-            humidity: None,
-            cloud: None,
-            wind_dir: None,
-            condition_text: None,
-            condition_code: None,
-            is_day: None,
-            source: Source::Simulated,
-            fetched_at: at,
-        },
-    }
+        CancellationToken::new(),
+    )
 }
 
 /// Stores `batch` through the persist job's COPY path (these batches are small enough for the

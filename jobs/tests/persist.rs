@@ -588,7 +588,7 @@ async fn a_database_outage_mid_stream_loses_nothing_and_sigterm_exits_cleanly() 
         "SIGTERM ends the consumer with exit 0: {stderr}"
     );
     assert!(
-        stderr.contains("database unavailable"),
+        stderr.contains("database outage"),
         "the outage is logged: {stderr}"
     );
     assert!(
@@ -663,10 +663,10 @@ async fn concurrent_insert_of_the_same_observation(unnest_up_to: usize) {
     );
     other.execute_unprepared(&x_sql).await.unwrap();
     let pool = ctx.db.get_postgres_connection_pool().clone();
-    let retry = Retry {
-        backoff: weatherflow::backoff::Backoff::new(Duration::from_millis(50), Duration::from_millis(200)),
-        shutdown: CancellationToken::new(),
-    };
+    let retry = Retry::new(
+        weatherflow::backoff::Backoff::new(Duration::from_millis(50), Duration::from_millis(200)),
+        CancellationToken::new(),
+    );
     let write = tokio::spawn(async move {
         let mut strategy = store::CopyStrategy {
             unnest_up_to,

@@ -230,3 +230,36 @@ async fn a_failing_scheduler_half_stops_the_consumer_and_exits_non_zero() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[tokio::test]
+async fn a_lock_whose_session_goes_silent_is_lost_within_the_check_timeout() {
+    let ctx = TestContext::new().await;
+    let proxy = common::proxy::Proxy::to_database(&ctx.config.database).await;
+    let db = weatherflow::db::connect(&proxy.database_config(&ctx.config.database))
+        .await
+        .unwrap();
+    let mut lock = weatherflow::runs::lock::JobLock::try_acquire(&db, JobName::Analytics)
+        .await
+        .unwrap()
+        .expect("the lock is free");
+    // The session answers: the lock holds through a few checks.
+    let held = tokio::time::timeout(weatherflow::runs::lock::CHECK_EVERY * 2, lock.lost()).await;
+    assert!(held.is_err(), "the lock holds while its session answers");
+
+    // The session goes silent without closing (a partition, a dead proxy): TCP would take hours to
+    // say so; the check gives up after its timeout and the run loses its lock.
+    proxy.go_silent(true);
+    let silent = Instant::now();
+    let bound = weatherflow::runs::lock::CHECK_EVERY
+        + weatherflow::runs::lock::CHECK_TIMEOUT
+        + Duration::from_secs(3);
+    tokio::time::timeout(bound, lock.lost())
+        .await
+        .expect("a silent lock session is taken as lost within the check's timeout");
+    let took = silent.elapsed();
+    assert!(
+        took >= weatherflow::runs::lock::CHECK_TIMEOUT,
+        "lost only after the timeout: {took:?}"
+    );
+    proxy.go_silent(false);
+}

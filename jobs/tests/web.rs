@@ -286,7 +286,7 @@ async fn every_endpoint_answers_and_refuses_bad_input() {
         .iter()
         .map(|j| j["job"].as_str().unwrap())
         .collect();
-    assert_eq!(jobs, ["fetch", "persist", "analytics"]);
+    assert_eq!(jobs, ["fetch", "persist", "analytics", "redrive", "replay"]);
     assert!(
         status["jobs"][0]["next_fire"].is_string(),
         "schedules.toml gives fetch a next fire: {status}"

@@ -164,6 +164,21 @@ section! {
         pub retry_initial_ms: u64 = 200;
         /// Ceiling of the backoff delay, in milliseconds.
         pub retry_max_ms: u64 = 10_000;
+        /// Client-side bound, in seconds, on one write transaction (connection in hand). A
+        /// connection that goes silent without closing fails the attempt as an outage, is closed,
+        /// and the batch is retried, instead of hanging its writer until TCP gives up (hours).
+        /// Larger than any healthy batch write (5,000 rows: 20–60 ms).
+        pub write_timeout_secs: u64 = 30;
+        /// When rows are refused for a row-level reason (SQLSTATE 22, 23, 54000) all in the same
+        /// way with nothing stored in between, the database is refusing everything (an operator's
+        /// CHECK, a trigger) and the rows wait as in an outage. After this many seconds of it they
+        /// are quarantined after all (`db_rejected`, re-drivable), so that records which really are
+        /// alike and wrong cannot hold their partitions for ever.
+        pub uniform_refusal_patience_secs: u64 = 300;
+        /// Readiness fails, naming the topic, once the dead-letter topic has refused writes for
+        /// this many seconds (a deleted topic with auto-create off, an ACL). The records waiting for
+        /// it are not committed meanwhile, however long it lasts.
+        pub dlq_unavailable_secs: u64 = 30;
         /// Database writers working in parallel, each on its own connection and its own share of the
         /// partitions (partition modulo writers), so per-partition order is kept. On a 2-core machine
         /// (`weatherflow bench persist`): 1 writer 71 k rows/s, 2 writers 123–131 k, 3 writers

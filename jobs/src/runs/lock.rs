@@ -29,6 +29,11 @@ use tokio_util::sync::CancellationToken;
 /// How often a running job checks that its lock is still held: a one-row query on the lock's session.
 pub const CHECK_EVERY: Duration = Duration::from_secs(2);
 
+/// How long the liveness check may wait for its answer. A session that goes silent without closing
+/// (a partition, a dead proxy) cannot vouch for its lock, and TCP would take hours to say so: past
+/// this bound the lock is taken as lost, the run stops and the session is closed.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The error recorded for a run stopped because its lock was lost.
 pub const LOCK_LOST: &str = "lock lost";
 
@@ -94,10 +99,19 @@ impl JobLock {
         };
         loop {
             tokio::time::sleep(CHECK_EVERY).await;
-            let held = sqlx::query_scalar::<_, bool>(HELD)
+            let query = sqlx::query_scalar::<_, bool>(HELD)
                 .bind(self.key)
-                .fetch_one(&mut **conn)
-                .await;
+                .fetch_one(&mut **conn);
+            let held = match tokio::time::timeout(CHECK_TIMEOUT, query).await {
+                Ok(held) => held,
+                Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "the lock check got no answer within {} s",
+                        CHECK_TIMEOUT.as_secs()
+                    ),
+                ))),
+            };
             match held {
                 Ok(true) => {}
                 Ok(false) => {

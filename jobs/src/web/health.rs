@@ -1,4 +1,5 @@
-//! `/healthz` (the process answers), `/readyz` (Kafka, PostgreSQL and the schema answer) and
+//! `/healthz` (the process answers), `/readyz` (Kafka, PostgreSQL and the schema answer, and no
+//! persist writer of this process is waiting out an outage) and
 //! `/metrics` (the Prometheus text format).
 
 use std::time::Duration;
@@ -21,12 +22,21 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: 200 when every check passes, else 503 naming each failing check.
+/// `GET /readyz`: 200 when every check passes, else 503 naming each failing check. `persist` fails
+/// while a writer of this process retries a batch the database or the dead-letter topic will not take.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let (kafka, postgres) = tokio::join!(check_kafka(&state), check_postgres(&state));
     let migrations = match &postgres {
         Ok(()) => check_migrations(&state).await,
         Err(_) => Err("not checked: PostgreSQL does not answer".to_owned()),
+    };
+    // A database that answers SELECT 1 can still refuse every write (a read-only node, a revoked
+    // grant): the writers of this process say so while they wait it out.
+    let outages = crate::outages::not_ready();
+    let persist = if outages.is_empty() {
+        Ok(())
+    } else {
+        Err(outages.join("; "))
     };
     let mut checks = Map::new();
     let mut failing = Vec::new();
@@ -34,6 +44,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         ("kafka", kafka),
         ("postgres", postgres),
         ("migrations", migrations),
+        ("persist", persist),
     ] {
         match result {
             Ok(()) => checks.insert(name.into(), json!("ok")),

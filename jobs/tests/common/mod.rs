@@ -11,6 +11,8 @@
 //! [`next_messages`] read what landed on a topic.
 #![allow(dead_code)]
 
+pub mod proxy;
+pub mod records;
 pub mod stream;
 pub mod weatherapi_stub;
 

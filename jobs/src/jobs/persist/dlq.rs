@@ -10,8 +10,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::{KafkaConfig, PersistConfig};
-use crate::jobs::persist::store::{Interrupted, RejectedRecord, Retry};
+use crate::jobs::persist::store::{Interrupted, Outage, RejectedRecord, Retry};
 use crate::kafka::{self, KafkaSetupError};
+use crate::outages::Cause;
 
 /// Header names on dead-letter messages.
 pub(crate) mod headers {
@@ -67,8 +68,7 @@ impl Dlq {
         retry: &Retry,
     ) -> Result<u64, Interrupted> {
         let mut todo: Vec<(&RejectedRecord, bool)> = records.iter().map(|r| (r, false)).collect();
-        let mut attempt = 0u32;
-        let mut retries = 0;
+        let mut outage = Outage::dead_letter(retry, &self.topic);
         while !todo.is_empty() {
             let results = join_all(todo.iter().map(|(r, omit)| self.send(r, *omit))).await;
             let mut failed = Vec::new();
@@ -91,18 +91,15 @@ impl Dlq {
             }
             todo = failed;
             if let Some(e) = last_error {
-                let delay = retry.backoff.delay(attempt);
-                tracing::warn!(
-                    error = %e,
-                    pending = todo.len(),
-                    retry_in_ms = delay.as_millis() as u64,
-                    "dead-letter send failed; retrying (offsets are not committed)"
-                );
-                attempt = attempt.saturating_add(1);
-                retries += 1;
-                retry.wait(delay).await?;
+                let cause = Cause {
+                    class: "kafka".into(),
+                    detail: format!("dead-letter topic {}: {e}", self.topic),
+                };
+                outage.wait(cause, todo.len()).await?;
             }
         }
+        let retries = u64::from(outage.attempts());
+        outage.end();
         Ok(retries)
     }
 

@@ -167,11 +167,16 @@ pub async fn run_probed(
     )?;
 
     let retry = Retry {
-        backoff: Backoff::new(
-            Duration::from_millis(p.retry_initial_ms),
-            Duration::from_millis(p.retry_max_ms),
-        ),
-        shutdown: shutdown.clone(),
+        write_timeout: Duration::from_secs(p.write_timeout_secs.max(1)),
+        uniform_patience: Duration::from_secs(p.uniform_refusal_patience_secs),
+        dlq_grace: Duration::from_secs(p.dlq_unavailable_secs),
+        ..Retry::new(
+            Backoff::new(
+                Duration::from_millis(p.retry_initial_ms),
+                Duration::from_millis(p.retry_max_ms),
+            ),
+            shutdown.clone(),
+        )
     };
     let deps = Arc::new(writer::Deps {
         pool: db.get_postgres_connection_pool().clone(),

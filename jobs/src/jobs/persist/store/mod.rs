@@ -1,18 +1,22 @@
 //! Batched, idempotent writes of observations and rejections (owned by the persist job).
 //!
 //! One batch is one transaction: the observations upsert and the rejected_records insert together.
-//! An outage is decided by the state of the connection and the server (see [`classify`]): the
-//! connection cannot be opened, is refused or reset, or the server is shutting down, starting up or
-//! out of resources. Then the whole batch is retried with backoff, never split, until it succeeds or
-//! the job is stopped. Any other failure is taken to be caused by some rows: the batch is split in
-//! halves until the refusing rows are isolated; those are quarantined as `db_rejected` with the
-//! server's message and the rest is stored.
+//! Only an error that depends on a row's content is about the rows: SQLSTATE class 22 (a data
+//! exception), class 23 (an integrity constraint) and 54000 (an index row too large), the closed list
+//! in [`retry::ROW_LEVEL`]. Then the batch is split in halves until the refusing rows are isolated;
+//! those are quarantined as `db_rejected` with the server's message and the rest is stored
+//! ([`isolate`], which also tells rows refused for their content from a database that refuses every
+//! row the same way). Every other failure is an outage, whatever it is: the rows are retried with
+//! backoff, never split, never quarantined, until they are stored or the job is stopped, and the
+//! outage is reported (`/readyz`, the `weatherflow_persist_outage_seconds` gauge, the log). A
+//! rejection row is never dropped: if rejected_records refuses it, that is an outage too.
 //!
 //! A batch is also cut, before it is written, into transactions of at most [`MAX_TX_BYTES`] of
 //! observation and rejection data, so that neither the COPY buffer nor the rejected_records
 //! statement comes near PostgreSQL's 1 GB limits.
 
 mod copy;
+mod isolate;
 mod nodelay;
 mod record;
 mod rejections;
@@ -29,8 +33,11 @@ use sqlx::PgPool;
 use crate::jobs::persist::validate::{Rejection, RejectionClass};
 
 pub(crate) use copy::{copy_header, copy_observations, copy_trailer, encode_copy_row};
+pub use isolate::Streak;
 pub use record::{Lineage, Raw, RejectedRecord, ValidRecord};
 use rejections::insert_rejections;
+pub(crate) use retry::Outage;
+use retry::cause_of;
 pub(crate) use retry::{Failure, classify};
 pub use retry::{Interrupted, Retry};
 pub(crate) use table::{OBSERVATIONS, ObservationTable};
@@ -106,30 +113,23 @@ pub async fn store_batch(
     let mut stored = Stored::default();
     let refused = write_isolating(pool, rows, retry, strategy, &mut stored).await?;
 
-    let mut quarantine = Vec::new();
-    for (row, reason) in refused {
-        match row {
-            Row::Valid(record) => quarantine.push(RejectedRecord {
+    let quarantine: Vec<RejectedRecord> = refused
+        .into_iter()
+        .filter_map(|(row, reason)| match row {
+            Row::Valid(record) => Some(RejectedRecord {
                 lineage: record.lineage.clone(),
                 raw: record.raw.clone(),
                 rejection: Rejection::new(RejectionClass::DbRejected, reason),
             }),
-            // rejected_records holds bytes and sanitized text, so this is not expected; the record
-            // is already on its way to the dead-letter topic, so say so loudly rather than stall.
-            Row::Rejected(record) => tracing::error!(
-                topic = %record.lineage.topic,
-                partition = record.lineage.partition,
-                offset = record.lineage.offset,
-                %reason,
-                "rejected_records refused a rejection row; it is kept in the dead-letter topic only"
-            ),
-        }
-    }
+            // isolate::judge never quarantines a rejection: its refusal is an outage.
+            Row::Rejected(_) => None,
+        })
+        .collect();
     if !quarantine.is_empty() {
+        // Only rejection rows: whatever rejected_records refuses is waited out, never dropped.
         let rows = quarantine.iter().map(Row::Rejected).collect();
-        for (_, reason) in write_isolating(pool, rows, retry, strategy, &mut stored).await? {
-            tracing::error!(%reason, "rejected_records refused a db_rejected row");
-        }
+        let again = write_isolating(pool, rows, retry, strategy, &mut stored).await?;
+        debug_assert!(again.is_empty(), "rejections are never quarantined");
     }
     stored.duplicates += in_batch_duplicates;
     stored.db_rejected = quarantine;
@@ -207,8 +207,8 @@ fn chunks(rows: &[Row<'_>], max_bytes: usize) -> Vec<Range<usize>> {
     out
 }
 
-/// Writes `rows`, splitting on row-level errors: returns the rows PostgreSQL refused one by one, with
-/// its error. Outages are retried with backoff on the same rows.
+/// Writes `rows` in transactions of at most [`MAX_TX_BYTES`], splitting on row-level errors: returns
+/// the observation rows to quarantine, with the server's reason. Outages are waited out.
 async fn write_isolating<'a>(
     pool: &PgPool,
     rows: Vec<Row<'a>>,
@@ -217,24 +217,8 @@ async fn write_isolating<'a>(
     stored: &mut Stored,
 ) -> Result<Vec<(Row<'a>, String)>, Interrupted> {
     let mut refused = Vec::new();
-    // Ranges still to write; the left half is popped first so rows are written in offset order.
-    let mut pending = chunks(&rows, MAX_TX_BYTES);
-    pending.reverse();
-    while let Some(range) = pending.pop() {
-        if range.is_empty() {
-            continue;
-        }
-        let slice = &rows[range.clone()];
-        match write_with_retry(pool, slice, retry, strategy, stored).await? {
-            Ok(()) => {}
-            Err(err) if slice.len() == 1 => refused.push((slice[0], err.to_string())),
-            Err(err) => {
-                tracing::debug!(rows = slice.len(), error = %err, "batch refused for row-level reasons; splitting");
-                let mid = range.start + slice.len() / 2;
-                pending.push(mid..range.end);
-                pending.push(range.start..mid);
-            }
-        }
+    for range in chunks(&rows, MAX_TX_BYTES) {
+        refused.extend(isolate::write_chunk(pool, &rows[range], retry, strategy, stored).await?);
     }
     Ok(refused)
 }
@@ -248,14 +232,13 @@ async fn write_with_retry(
     strategy: &mut CopyStrategy,
     stored: &mut Stored,
 ) -> Result<Result<(), sqlx::Error>, Interrupted> {
-    let mut attempt = 0u32;
+    let mut outage = Outage::database(retry);
     loop {
-        match write_once(pool, rows, strategy).await {
+        match write_once(pool, rows, strategy, retry.write_timeout).await {
             Ok((inserted, rejections, commit_time)) => {
                 stored.commit_time = commit_time;
-                if attempt > 0 {
-                    tracing::info!(retries = attempt, "database is back; batch stored");
-                }
+                stored.retries += u64::from(outage.attempts());
+                outage.end();
                 stored.inserted += inserted;
                 stored.transactions += 1;
                 let valid = rows.iter().filter(|r| matches!(r, Row::Valid(_))).count() as u64;
@@ -263,20 +246,11 @@ async fn write_with_retry(
                 stored.rejections_inserted += rejections;
                 return Ok(Ok(()));
             }
-            Err(err) if classify(&err) == Failure::RowLevel => return Ok(Err(err)),
-            Err(err) => {
-                let delay = retry.backoff.delay(attempt);
-                tracing::warn!(
-                    error = %err,
-                    attempt = attempt + 1,
-                    retry_in_ms = delay.as_millis() as u64,
-                    rows = rows.len(),
-                    "database unavailable; retrying the whole batch (offsets are not committed)"
-                );
-                attempt = attempt.saturating_add(1);
-                stored.retries += 1;
-                retry.wait(delay).await?;
+            Err(err) if classify(&err) == Failure::RowLevel => {
+                stored.retries += u64::from(outage.attempts());
+                return Ok(Err(err));
             }
+            Err(err) => outage.wait(cause_of(&err), rows.len()).await?,
         }
     }
 }
@@ -293,6 +267,7 @@ async fn write_once(
     pool: &PgPool,
     rows: &[Row<'_>],
     strategy: &mut CopyStrategy,
+    timeout: Duration,
 ) -> Result<(u64, u64, Duration), sqlx::Error> {
     let (mut valid, mut rejected) = (Vec::new(), Vec::new());
     for row in rows {
@@ -309,7 +284,7 @@ async fn write_once(
         }
     };
     loop {
-        match write_tx(pool, &valid, &rejected, method).await {
+        match write_tx(pool, &valid, &rejected, method, timeout).await {
             Err(e) if is_observation_conflict(&e) => {
                 method = match method {
                     Method::Copy { check_first: false } => Method::Copy { check_first: true },
@@ -360,20 +335,46 @@ enum Method {
 /// the COPY (0.3–0.4 ms p50 at 100 msg/s, `docs/performance.md`). The existence check before it
 /// needs no transaction: a row stored between the check and the COPY makes the COPY fail whole,
 /// and the batch is written again (see [`write_once`]).
+///
+/// The whole exchange is bounded by `timeout` (`persist.write_timeout_secs`): a connection that goes
+/// silent without closing (a dead peer behind a proxy, a partition) fails the attempt as an outage
+/// instead of hanging the writer, and the connection is closed, not pooled, since its state is
+/// unknown. Getting a connection is bounded by the pool's `database.connect_timeout_secs`.
 async fn write_tx(
     pool: &PgPool,
     valid: &[&ValidRecord],
     rejected: &[&RejectedRecord],
     method: Method,
+    timeout: Duration,
+) -> Result<(u64, u64, Duration), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    disable_nagle(pool);
+    match tokio::time::timeout(timeout, write_on(&mut conn, valid, rejected, method)).await {
+        Ok(result) => result,
+        Err(_) => {
+            conn.close_on_drop();
+            Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "no answer from PostgreSQL within persist.write_timeout_secs ({} s); the connection is closed",
+                    timeout.as_secs_f64()
+                ),
+            )))
+        }
+    }
+}
+
+async fn write_on(
+    conn: &mut sqlx::PgConnection,
+    valid: &[&ValidRecord],
+    rejected: &[&RejectedRecord],
+    method: Method,
 ) -> Result<(u64, u64, Duration), sqlx::Error> {
     if rejected.is_empty() {
-        let mut conn = pool.acquire().await.map_err(not_connected)?;
-        disable_nagle(pool);
-        let inserted = write_observations(&mut conn, valid, method).await?;
+        let inserted = write_observations(conn, valid, method).await?;
         return Ok((inserted, 0, Duration::ZERO));
     }
-    let mut tx = pool.begin().await.map_err(not_connected)?;
-    disable_nagle(pool);
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     let inserted = write_observations(&mut tx, valid, method).await?;
     let rejections = insert_rejections(&mut tx, rejected).await?;
     let commit = Instant::now();
@@ -389,18 +390,6 @@ async fn write_observations(
     match method {
         Method::Copy { check_first } => copy_observations(conn, &OBSERVATIONS, valid, check_first).await,
         Method::Unnest => insert_observations(conn, &OBSERVATIONS, valid).await,
-    }
-}
-
-/// A failure to open a connection or a transaction is about the connection, never about the rows
-/// (a wrong password, a missing database): it is made an I/O error, so that [`classify`] retries it
-/// as an outage instead of quarantining the batch.
-fn not_connected(err: sqlx::Error) -> sqlx::Error {
-    match err {
-        sqlx::Error::Database(_) | sqlx::Error::Configuration(_) => {
-            sqlx::Error::Io(std::io::Error::other(format!("cannot open a transaction: {err}")))
-        }
-        other => other,
     }
 }
 

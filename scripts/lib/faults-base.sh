@@ -91,7 +91,7 @@ outage_gauge() {
   local line
   { curl -s -m 6 "http://$HTTP/metrics" || true; } | { grep '^weatherflow_persist_outage_seconds{' || true; } | while read -r line; do
     local ok=1 l; for l in "$@"; do [[ $line == *"$l"* ]] || ok=0; done
-    [ $ok = 1 ] && echo "$line"
+    if [ $ok = 1 ]; then echo "$line"; fi
   done
 }
 

@@ -15,7 +15,7 @@
 # TOTAL counts the records on the observations topic whose producer has finished, INVALID the
 # malformed ones among them; `inflight` adds what a running producer has been handed so far.
 
-TOTAL=0 INVALID=0 LEFT=0 SLICES=0
+TOTAL=0 INVALID=0 LEFT=0 SLICES=0 PRODUCERS=0 PRODUCER_LOG=""
 STREAM_PID="" STREAM_LINES=0 STREAM_NEXT=1
 
 # Makes $1 valid records to replay, on the staging topic, and dumps them.
@@ -34,7 +34,7 @@ stream_prepare() {
   kafka_tool org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" \
     --topic "$TOPIC.staging" --from-beginning --max-messages "$n" --timeout-ms 60000 \
     --formatter-property print.key=true --formatter-property key.separator=$'\t' \
-    >"$STATE/stream.tsv" 2>>"$LOGS/stream.log" || true
+    >"$STATE/stream.tsv" 2>"$LOGS/stream-dump.log" || true
   [ "$(wc -l <"$STATE/stream.tsv")" -eq "$n" ] || fail "dumping the records to replay: $(wc -l <"$STATE/stream.tsv") of $n"
   say "records to replay: $n made and dumped in $(( $(now_ms) - t0 )) ms"
 }
@@ -44,10 +44,11 @@ stream_prepare() {
 produce_file() {
   local file=$1 burst=$2 rate=$3
   STREAM_LINES=$(wc -l <"$file")
+  PRODUCERS=$((PRODUCERS + 1)) PRODUCER_LOG="$LOGS/producer-$PRODUCERS.log"
   python3 scripts/lib/faults_pace.py "$burst" "$rate" "$STATE/stream.count" <"$file" \
     | kafka_tool org.apache.kafka.tools.ConsoleProducer --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" \
       --topic "$TOPIC" --reader-property parse.key=true --reader-property key.separator=$'\t' \
-      --timeout 5 --request-required-acks all >>"$LOGS/stream.log" 2>&1 &
+      --timeout 5 --request-required-acks all >"$PRODUCER_LOG" 2>&1 &
   STREAM_PID=$!
   SCHED_PIDS+=("$STREAM_PID")
 }
@@ -67,9 +68,9 @@ streaming() { if [ -n "$STREAM_PID" ]; then cat "$STATE/stream.count"; else echo
 
 # Waits for the producer to end (every record delivered) and counts its records into TOTAL.
 stream_wait() {
-  wait "$STREAM_PID" || fail "the console producer failed (see $LOGS/stream.log)"
+  wait "$STREAM_PID" || fail "the console producer failed (see $PRODUCER_LOG)"
   SCHED_PIDS=("${SCHED_PIDS[@]/$STREAM_PID}")
-  ! grep -q "ERROR" "$LOGS/stream.log" || fail "the console producer reported errors (see $LOGS/stream.log)"
+  ! grep -q "ERROR" "$PRODUCER_LOG" || fail "the console producer reported errors (see $PRODUCER_LOG)"
   TOTAL=$((TOTAL + STREAM_LINES))
   STREAM_PID=""
 }

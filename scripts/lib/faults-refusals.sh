@@ -20,6 +20,7 @@ during_outage() {
 outage_seen() {
   local body
   wait "$SAMPLER" || true
+  SAMPLER=""
   body=$(cat "$STATE/during.ready")
   SEEN_READY="${body%% *} $(python3 -c 'import json, sys
 try: print(json.loads(sys.argv[1]).get("checks", {}).get("persist", "no persist check"))
@@ -147,7 +148,8 @@ dlq_deleted() {
 # lost while the silence lasts, and end recorded failed "lock lost" once it is over.
 silent_connection() {
   local name="9. silent database connection" via from left t0 healthz resumed before ms drained timeouts
-  local run_pid run="" holder="" lost_ms="" ended status
+  local run_pid run="" holder="" lost_ms="" ended status healthz="not asked"
+  SAMPLER=""
   via="postgres://weatherflow:weatherflow@127.0.0.1:$PROXY_PORT/faults"
   python3 scripts/lib/faults_proxy.py "$PROXY_PORT" 127.0.0.1 "$PG_PORT" 2>>"$LOGS/proxy.log" &
   PROXY_PID=$!
@@ -191,7 +193,6 @@ silent_connection() {
   kill -USR2 "$PROXY_PID"
   resumed=$(now_ms) before=$(mark)
   outage_seen
-  SAMPLER=""
   ms=$(until_stored_past "$before" 30) || fail "$name: no row stored within 30 s of the proxy's resumption: hung"
   # The run was cancelled when its lock was lost; it closes its row once the database answers again.
   for _ in $(seq 1 300); do kill -0 "$run_pid" 2>/dev/null || break; sleep 0.1; done

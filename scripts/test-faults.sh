@@ -11,8 +11,10 @@
 #      times out after 200 ms (57014);   each for FAULTS_REFUSAL_SECS (5) while a paced stream of
 #      FAULTS_STREAM_RATE (1,500) records a second keeps arriving;
 #   8. the dead-letter topic is deleted and malformed records arrive; it is created again;
-#   9. the consumer's database connection goes silent (scripts/lib/faults_proxy.py stops forwarding
-#      without closing) for longer than persist.write_timeout_secs, then resumes;
+#   9. the database connection of the consumer and of a manual analytics run goes silent
+#      (scripts/lib/faults_proxy.py stops forwarding without closing) for longer than
+#      persist.write_timeout_secs and the job lock's check timeout, then resumes: the run's lock check
+#      must give up while it lasts;
 # then the topic is drained and checked whole, and, on the stored rows,
 #  10. the session holding a scheduled analytics run's advisory lock is terminated: the run must stop
 #      as failed "lock lost", and no two analytics runs may overlap.

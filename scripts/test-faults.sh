@@ -153,15 +153,15 @@ done
 
 # ------------------------------------------------------------------ 4. PostgreSQL immediate restart
 if want 4; then
-loaded "4. PostgreSQL immediate restart" 0
-t0=$(now_ms)
-as_root pg_ctlcluster "$PG_VER" "$PG_NAME" restart -m immediate
-until pg_isready -q -h 127.0.0.1 -p "$PG_PORT"; do sleep 0.05; done
-back=$(( $(now_ms) - t0 ))
-before=$(mark)
-ms=$(until_stored_past "$before") || fail "PostgreSQL immediate restart: no row stored within 60 s"
-check "4. PostgreSQL immediate restart"
-say "4. PostgreSQL immediate restart: $LEFT records not yet stored at the fault; server accepting connections after $back ms; first row stored $ms ms later"
+  loaded "4. PostgreSQL immediate restart" 0
+  t0=$(now_ms)
+  as_root pg_ctlcluster "$PG_VER" "$PG_NAME" restart -m immediate
+  until pg_isready -q -h 127.0.0.1 -p "$PG_PORT"; do sleep 0.05; done
+  back=$(( $(now_ms) - t0 ))
+  before=$(mark)
+  ms=$(until_stored_past "$before") || fail "PostgreSQL immediate restart: no row stored within 60 s"
+  check "4. PostgreSQL immediate restart"
+  say "4. PostgreSQL immediate restart: $LEFT records not yet stored at the fault; server accepting connections after $back ms; first row stored $ms ms later"
 fi
 
 # ------------------------------------------------------------------ 5-9. refusals, dead letters, silence
@@ -185,11 +185,11 @@ consumer_stop
 
 # ------------------------------------------------------------------ 10. lock-session kill, scheduled run
 if want 10; then
-# Two scheduler replicas, analytics every 5 s over all stored rows. A session of ours holds an ACCESS
-# EXCLUSIVE lock on observations, so the run that starts waits on it (a long run, on any machine);
-# its advisory lock's session is terminated: it must stop as "lock lost". Then our lock goes, the
-# other replica must run only once the loser has stopped, and no two analytics runs may overlap.
-cat >"$STATE/schedules.toml" <<TOML
+  # Two scheduler replicas, analytics every 5 s over all stored rows. A session of ours holds an ACCESS
+  # EXCLUSIVE lock on observations, so the run that starts waits on it (a long run, on any machine);
+  # its advisory lock's session is terminated: it must stop as "lock lost". Then our lock goes, the
+  # other replica must run only once the loser has stopped, and no two analytics runs may overlap.
+  cat >"$STATE/schedules.toml" <<TOML
 [fetch]
 cron = "0 0 0 1 1 *"
 enabled = false
@@ -200,60 +200,60 @@ cron = "*/5 * * * * *"
 timeout_secs = 120
 retries = 0
 TOML
-PGPASSWORD=weatherflow psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U weatherflow -d faults \
-  -c "BEGIN; LOCK TABLE observations IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(120); COMMIT" >/dev/null 2>&1 &
-SCHED_PIDS+=($!)
-blocker=""
-for _ in $(seq 1 100); do
-  blocker=$(psql_q "SELECT pid FROM pg_locks WHERE relation = 'observations'::regclass AND mode = 'AccessExclusiveLock' AND granted")
-  [ -n "$blocker" ] && break
-  sleep 0.1
-done
-[ -n "$blocker" ] || fail "lock-session kill: could not lock observations"
-for r in a b; do
-  WEATHERFLOW_SCHEDULER_SCHEDULES_PATH="$STATE/schedules.toml" WEATHERFLOW_SCHEDULER_REPLICA="faults-$r" \
-    "$BIN" scheduler --no-consumer >"$LOGS/scheduler-$r.log" 2>&1 &
+  PGPASSWORD=weatherflow psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U weatherflow -d faults \
+    -c "BEGIN; LOCK TABLE observations IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(120); COMMIT" >/dev/null 2>&1 &
   SCHED_PIDS+=($!)
-done
-pid="" running=""
-for _ in $(seq 1 300); do
-  pid=$(psql_q "SELECT l.pid FROM pg_locks l JOIN pg_database d ON d.oid = l.database
-                WHERE l.locktype = 'advisory' AND l.granted AND d.datname = 'faults' LIMIT 1")
-  running=$(psql_q "SELECT id FROM job_runs WHERE job = 'analytics' AND status = 'running' ORDER BY id DESC LIMIT 1")
-  [ -n "$pid" ] && [ -n "$running" ] && break
-  sleep 0.1
-done
-[ -n "$pid" ] && [ -n "$running" ] || fail "no scheduled analytics run took its lock within 30 s"
-t0=$(now_ms)
-psql_q "SELECT pg_terminate_backend($pid)" >/dev/null
-status=""
-for _ in $(seq 1 300); do
-  status=$(psql_q "SELECT status || ':' || coalesce(error, '') FROM job_runs WHERE id = $running")
-  [ "${status%%:*}" != running ] && break
-  sleep 0.05
-done
-stopped=$(( $(now_ms) - t0 ))
-case "$status" in
-  "failed:lock lost") ;;
-  *) fail "lock-session kill: run $running ended '$status', not 'failed:lock lost'" ;;
-esac
-psql_q "SELECT pg_terminate_backend($blocker)" >/dev/null
-# The other replica takes the lock at a following tick; it must wait for the loser before it runs.
-for _ in $(seq 1 300); do
-  [ "$(psql_q "SELECT count(*) FROM job_runs WHERE job = 'analytics' AND id > $running AND status IN ('succeeded', 'failed')")" -ge 1 ] && break
-  sleep 0.1
-done
-for p in "${SCHED_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-SCHED_PIDS=()
-overlaps=$(psql_q "SELECT count(*) FROM job_runs a JOIN job_runs b ON a.id < b.id
-  WHERE a.job = 'analytics' AND b.job = 'analytics' AND a.status <> 'skipped' AND b.status <> 'skipped'
-    AND tstzrange(a.started_at, coalesce(a.finished_at, now())) && tstzrange(b.started_at, coalesce(b.finished_at, now()))")
-runs=$(psql_q "SELECT string_agg(format('%s %s', id, status), ', ' ORDER BY id) FROM job_runs WHERE job = 'analytics' AND status <> 'skipped'")
-[ "$overlaps" -eq 0 ] || fail "lock-session kill: $overlaps overlapping analytics runs ($runs)"
-after=$(psql_q "SELECT count(*) FROM job_runs WHERE job = 'analytics' AND id > $running AND status = 'succeeded'")
-[ "$after" -ge 1 ] || fail "lock-session kill: no analytics run succeeded after the lost one ($runs)"
-took=$(psql_q "SELECT round(extract(epoch FROM min(finished_at - started_at)) * 1000) FROM job_runs WHERE job = 'analytics' AND status = 'succeeded'")
-say "10. lock-session kill: run $running recorded failed 'lock lost' $stopped ms after its session was terminated; analytics runs $runs (a whole run, unblocked, $took ms); 0 overlapping"
+  blocker=""
+  for _ in $(seq 1 100); do
+    blocker=$(psql_q "SELECT pid FROM pg_locks WHERE relation = 'observations'::regclass AND mode = 'AccessExclusiveLock' AND granted")
+    [ -n "$blocker" ] && break
+    sleep 0.1
+  done
+  [ -n "$blocker" ] || fail "lock-session kill: could not lock observations"
+  for r in a b; do
+    WEATHERFLOW_SCHEDULER_SCHEDULES_PATH="$STATE/schedules.toml" WEATHERFLOW_SCHEDULER_REPLICA="faults-$r" \
+      "$BIN" scheduler --no-consumer >"$LOGS/scheduler-$r.log" 2>&1 &
+    SCHED_PIDS+=($!)
+  done
+  pid="" running=""
+  for _ in $(seq 1 300); do
+    pid=$(psql_q "SELECT l.pid FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+                  WHERE l.locktype = 'advisory' AND l.granted AND d.datname = 'faults' LIMIT 1")
+    running=$(psql_q "SELECT id FROM job_runs WHERE job = 'analytics' AND status = 'running' ORDER BY id DESC LIMIT 1")
+    [ -n "$pid" ] && [ -n "$running" ] && break
+    sleep 0.1
+  done
+  [ -n "$pid" ] && [ -n "$running" ] || fail "no scheduled analytics run took its lock within 30 s"
+  t0=$(now_ms)
+  psql_q "SELECT pg_terminate_backend($pid)" >/dev/null
+  status=""
+  for _ in $(seq 1 300); do
+    status=$(psql_q "SELECT status || ':' || coalesce(error, '') FROM job_runs WHERE id = $running")
+    [ "${status%%:*}" != running ] && break
+    sleep 0.05
+  done
+  stopped=$(( $(now_ms) - t0 ))
+  case "$status" in
+    "failed:lock lost") ;;
+    *) fail "lock-session kill: run $running ended '$status', not 'failed:lock lost'" ;;
+  esac
+  psql_q "SELECT pg_terminate_backend($blocker)" >/dev/null
+  # The other replica takes the lock at a following tick; it must wait for the loser before it runs.
+  for _ in $(seq 1 300); do
+    [ "$(psql_q "SELECT count(*) FROM job_runs WHERE job = 'analytics' AND id > $running AND status IN ('succeeded', 'failed')")" -ge 1 ] && break
+    sleep 0.1
+  done
+  for p in "${SCHED_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  SCHED_PIDS=()
+  overlaps=$(psql_q "SELECT count(*) FROM job_runs a JOIN job_runs b ON a.id < b.id
+    WHERE a.job = 'analytics' AND b.job = 'analytics' AND a.status <> 'skipped' AND b.status <> 'skipped'
+      AND tstzrange(a.started_at, coalesce(a.finished_at, now())) && tstzrange(b.started_at, coalesce(b.finished_at, now()))")
+  runs=$(psql_q "SELECT string_agg(format('%s %s', id, status), ', ' ORDER BY id) FROM job_runs WHERE job = 'analytics' AND status <> 'skipped'")
+  [ "$overlaps" -eq 0 ] || fail "lock-session kill: $overlaps overlapping analytics runs ($runs)"
+  after=$(psql_q "SELECT count(*) FROM job_runs WHERE job = 'analytics' AND id > $running AND status = 'succeeded'")
+  [ "$after" -ge 1 ] || fail "lock-session kill: no analytics run succeeded after the lost one ($runs)"
+  took=$(psql_q "SELECT round(extract(epoch FROM min(finished_at - started_at)) * 1000) FROM job_runs WHERE job = 'analytics' AND status = 'succeeded'")
+  say "10. lock-session kill: run $running recorded failed 'lock lost' $stopped ms after its session was terminated; analytics runs $runs (a whole run, unblocked, $took ms); 0 overlapping"
 
 
 fi

@@ -3,7 +3,8 @@
 use sea_orm::entity::prelude::*;
 
 /// A record the persist job refused, with the complete raw message. Unique on
-/// `(kafka_topic, kafka_partition, kafka_offset)`, so a replayed rejection is stored once.
+/// `(kafka_topic, kafka_partition, kafka_offset)`, so a replayed rejection is stored once. The
+/// `redrive*` columns record what `weatherflow rejects redrive` made of it.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "rejected_records")]
 pub struct Model {
@@ -24,8 +25,19 @@ pub struct Model {
     pub payload: Option<Vec<u8>>,
     /// Machine-readable class, e.g. `invalid_json`, `out_of_range`.
     pub error_class: String,
-    /// Human-readable reason.
+    /// Human-readable reason. A re-drive that refuses the record again replaces class and reason with
+    /// the new ones; one that stores it leaves them, saying why it was quarantined.
     pub reason: String,
+    /// How many re-drives tried this record (`weatherflow rejects redrive`).
+    pub redrive_attempts: i32,
+    /// When a re-drive last tried it.
+    pub last_redrive_at: Option<DateTimeUtc>,
+    /// When a re-drive stored it (it passed validation and its observation is in `observations`);
+    /// `None` while it is still quarantined. A re-driven row is kept, not deleted.
+    pub redriven_at: Option<DateTimeUtc>,
+    /// The `job_runs` row of the re-drive that last tried it (that stored it, once `redriven_at` is
+    /// set); cleared when that row is deleted.
+    pub redrive_run_id: Option<i64>,
 }
 
 /// No relations.

@@ -5,6 +5,8 @@ pub mod bench;
 pub mod check;
 pub mod config;
 pub mod migrate;
+pub mod rejects;
+pub mod replay;
 pub mod results;
 pub mod run;
 pub mod runs;
@@ -60,6 +62,9 @@ pub enum Command {
         #[command(subcommand)]
         job: run::RunJob,
     },
+    /// Read a range of the observations topic again and store what the database is missing
+    /// (after a restore from an older backup), with a consumer group of its own.
+    Replay(replay::ReplayFlags),
     /// Show the run history.
     Runs {
         /// Only this job.
@@ -69,6 +74,8 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         last: u64,
     },
+    /// List, count, show and re-drive quarantined records (rejected_records).
+    Rejects(rejects::RejectsArgs),
     /// Show the latest regression results.
     Results {
         /// Only this scope (`all` or a location key).
@@ -126,7 +133,9 @@ pub async fn execute() -> anyhow::Result<()> {
         Command::Check => check::run(&config).await,
         Command::Schedules { file } => schedules::print(&config, file.as_deref()),
         Command::Run { job } => run::run(&config, job, shutdown).await,
+        Command::Replay(flags) => replay::run(&config, flags, shutdown).await,
         Command::Runs { job, last } => runs::run(&config, job, last).await,
+        Command::Rejects(args) => rejects::run(&config, args, shutdown).await,
         Command::Results { scope, last } => results::run(&config, scope.as_deref(), last).await,
         Command::Status => status::run(&config).await,
         Command::Scheduler { no_consumer, http } => {

@@ -150,7 +150,7 @@ pub async fn consumer(config: &Config, shutdown: CancellationToken) -> anyhow::R
 }
 
 /// Takes `job`'s advisory lock or fails with a message saying another run holds it.
-async fn lock(conn: &sea_orm::DatabaseConnection, job: JobName) -> anyhow::Result<JobLock> {
+pub(super) async fn lock(conn: &sea_orm::DatabaseConnection, job: JobName) -> anyhow::Result<JobLock> {
     JobLock::try_acquire(conn, job).await?.ok_or_else(|| {
         anyhow::anyhow!(
             "another {job} run (scheduled or manual) is in progress; try again when it has finished"

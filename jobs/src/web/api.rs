@@ -18,8 +18,6 @@ use super::params::{DEFAULT_LAST, DEFAULT_LIMIT, MAX_LAST, MAX_LIMIT, Params};
 use super::queries::{self, ResultRow};
 use crate::runs::JobName;
 
-/// The jobs a run filter accepts.
-pub const JOBS: [&str; 3] = ["fetch", "persist", "analytics"];
 /// The statuses a run filter accepts.
 pub const STATUSES: [&str; 4] = ["running", "succeeded", "failed", "skipped"];
 
@@ -80,7 +78,9 @@ pub async fn results(State(state): State<AppState>, RawQuery(raw): RawQuery) -> 
 /// `GET /api/v1/runs?job=&status=&last=`: the run history, newest first.
 pub async fn runs(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let p = Params::parse(raw.as_deref(), &["job", "status", "last"])?;
-    let job = p.choice("job", &JOBS)?;
+    // Every job, the on-demand ones (redrive, replay) included.
+    let jobs: Vec<&'static str> = JobName::ALL.iter().map(|j| j.as_str()).collect();
+    let job = p.choice("job", &jobs)?;
     let status = p.choice("status", &STATUSES)?;
     let last = p.count("last", DEFAULT_LAST, MAX_LAST)?;
     let db = state.db.clone();
@@ -242,5 +242,19 @@ pub async fn rejections(
             Ok(json!({ "summary": summary, "rejections": rows }))
         },
     )
+    .await
+}
+
+/// `GET /api/v1/rejects`: quarantined records per class, still quarantined and re-driven (the
+/// counts of `weatherflow rejects counts`).
+pub async fn rejects(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    Params::parse(raw.as_deref(), &[])?;
+    let db = state.db.clone();
+    cached(&state, "rejects".into(), stream_ttl(&state), || async move {
+        let classes = crate::jobs::persist::redrive::quarantine::counts(&db).await?;
+        let quarantined: i64 = classes.iter().map(|c| c.quarantined).sum();
+        let redriven: i64 = classes.iter().map(|c| c.redriven).sum();
+        Ok(json!({ "quarantined": quarantined, "redriven": redriven, "classes": classes }))
+    })
     .await
 }

@@ -114,6 +114,7 @@ pub fn app(state: AppState) -> Router {
         .route("/observations/latest", get(api::latest_observations))
         .route("/observations", get(api::observations))
         .route("/rejections", get(api::rejections))
+        .route("/rejects", get(api::rejects))
         .fallback(error::not_found);
     ops_routes()
         .route("/", get(dashboard::page))

@@ -20,6 +20,8 @@
 mod consumer;
 mod dlq;
 pub mod probe;
+pub mod redrive;
+pub mod replay;
 pub mod store;
 pub mod validate;
 pub(crate) mod writer;
@@ -33,7 +35,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::config::Config;
+use crate::config::{Config, PersistConfig};
 use crate::job_error::{JobError, JobErrorKind, JobResultExt};
 use crate::jobs::persist::store::Retry;
 use crate::jobs::persist::validate::Rules;
@@ -47,6 +49,22 @@ const MIN_BUFFERED_BYTES: usize = 1 << 20;
 /// pauses, so it adds to the bound only while records flow.
 fn prefetch_kbytes(max_buffered_bytes: usize) -> usize {
     (max_buffered_bytes / 4 / 1024).clamp(1024, 64 * 1024)
+}
+
+/// How the job's database writes retry an outage (`persist.retry_*`), until `shutdown`.
+fn retry(p: &PersistConfig, shutdown: &CancellationToken) -> Retry {
+    Retry {
+        write_timeout: Duration::from_secs(p.write_timeout_secs.max(1)),
+        uniform_patience: Duration::from_secs(p.uniform_refusal_patience_secs),
+        dlq_grace: Duration::from_secs(p.dlq_unavailable_secs),
+        ..Retry::new(
+            Backoff::new(
+                Duration::from_millis(p.retry_initial_ms),
+                Duration::from_millis(p.retry_max_ms),
+            ),
+            shutdown.clone(),
+        )
+    }
 }
 
 /// How long to run.
@@ -166,18 +184,7 @@ pub async fn run_probed(
         format!("creating dead-letter topic {}", k.dlq_topic),
     )?;
 
-    let retry = Retry {
-        write_timeout: Duration::from_secs(p.write_timeout_secs.max(1)),
-        uniform_patience: Duration::from_secs(p.uniform_refusal_patience_secs),
-        dlq_grace: Duration::from_secs(p.dlq_unavailable_secs),
-        ..Retry::new(
-            Backoff::new(
-                Duration::from_millis(p.retry_initial_ms),
-                Duration::from_millis(p.retry_max_ms),
-            ),
-            shutdown.clone(),
-        )
-    };
+    let retry = retry(p, &shutdown);
     let deps = Arc::new(writer::Deps {
         pool: db.get_postgres_connection_pool().clone(),
         dlq: dlq::Dlq::new(k, p).job(JobErrorKind::Fatal, "creating the dead-letter producer")?,
@@ -203,10 +210,7 @@ pub async fn run_probed(
         commit_interval: Duration::from_millis(p.commit_interval_ms),
         until_idle: req.until_idle,
         idle: Duration::from_millis(p.idle_ms),
-        rules: Rules {
-            max_value_bytes: p.max_value_bytes,
-            max_future: chrono::Duration::seconds(p.max_future_secs as i64),
-        },
+        rules: Rules::from_config(p),
         max_buffered_bytes: p.max_buffered_bytes,
         probe: probe.is_some(),
         backoff: retry.backoff,

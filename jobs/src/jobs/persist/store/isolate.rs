@@ -221,13 +221,18 @@ async fn search<'a>(
 /// only what [`signature`], [`cause_of`] and [`describe`] read is needed.
 fn clone_refusal(err: &sqlx::Error) -> sqlx::Error {
     match err {
-        sqlx::Error::Database(db) => sqlx::Error::Database(Box::new(Refusal {
-            code: db.code().map(|c| c.into_owned()),
-            constraint: db.constraint().map(str::to_owned),
-            message: db.message().to_owned(),
-        })),
+        sqlx::Error::Database(db) => refusal(db.code().as_deref(), db.constraint(), db.message()),
         other => sqlx::Error::Protocol(other.to_string()),
     }
+}
+
+/// A server error with this SQLSTATE, constraint and message.
+pub(super) fn refusal(code: Option<&str>, constraint: Option<&str>, message: &str) -> sqlx::Error {
+    sqlx::Error::Database(Box::new(Refusal {
+        code: code.map(str::to_owned),
+        constraint: constraint.map(str::to_owned),
+        message: message.to_owned(),
+    }))
 }
 
 /// A copy of a server refusal (see [`clone_refusal`]).
@@ -267,5 +272,119 @@ impl sqlx::error::DatabaseError for Refusal {
     }
     fn kind(&self) -> sqlx::error::ErrorKind {
         sqlx::error::ErrorKind::Other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::record::sample::record;
+    use super::super::{RejectedRecord, ValidRecord};
+    use super::*;
+    use crate::jobs::persist::validate::{Rejection, RejectionClass};
+
+    fn check(constraint: &str) -> sqlx::Error {
+        refusal(
+            Some("23514"),
+            Some(constraint),
+            "new row violates check constraint",
+        )
+    }
+
+    fn found<'a>(rows: &[&'a ValidRecord], err: impl Fn() -> sqlx::Error, stored_any: bool) -> Found<'a> {
+        Found {
+            refused: rows.iter().map(|r| (Row::Valid(r), err())).collect(),
+            stored_any,
+        }
+    }
+
+    fn reasons(v: Verdict<'_>) -> Vec<String> {
+        match v {
+            Verdict::Quarantine(rows) => rows.into_iter().map(|(_, reason)| reason).collect(),
+            Verdict::Outage { cause, .. } => panic!("an outage: {cause:?}"),
+        }
+    }
+
+    fn outage(v: Verdict<'_>) -> (usize, Cause, Option<String>) {
+        match v {
+            Verdict::Outage { rows, cause, uniform } => (rows.len(), cause, uniform),
+            Verdict::Quarantine(rows) => panic!("quarantined {} rows", rows.len()),
+        }
+    }
+
+    #[test]
+    fn rows_refused_beside_stored_ones_are_quarantined_with_the_servers_reason() {
+        let (a, b) = (record("a", 1, 1), record("b", 2, 2));
+        let streak = Streak::default();
+        let v = judge(found(&[&a, &b], || check("c"), true), &streak, false);
+        assert_eq!(
+            reasons(v),
+            ["SQLSTATE 23514: new row violates check constraint"; 2]
+        );
+    }
+
+    #[test]
+    fn rows_all_refused_alike_with_nothing_stored_are_an_outage_from_the_second_row() {
+        let (a, b, c) = (record("a", 1, 1), record("b", 2, 2), record("c", 3, 3));
+        // One row: quarantined at once, but it starts the streak.
+        let streak = Streak::default();
+        assert_eq!(
+            reasons(judge(found(&[&a], || check("c"), false), &streak, false)).len(),
+            1
+        );
+        let (rows, cause, uniform) = outage(judge(found(&[&b], || check("c"), false), &streak, false));
+        assert_eq!((rows, cause.class.as_str()), (1, "23"));
+        assert!(
+            cause.detail.starts_with("2 rows in a row refused the same way"),
+            "{cause:?}"
+        );
+        assert!(uniform.is_some());
+        // A batch of two alike is an outage by itself.
+        let fresh = Streak::default();
+        assert_eq!(
+            outage(judge(found(&[&b, &c], || check("c"), false), &fresh, false)).0,
+            2
+        );
+        // Different refusals, or a stored row in between, break the streak.
+        let fresh = Streak::default();
+        reasons(judge(found(&[&a], || check("c"), false), &fresh, false));
+        reasons(judge(found(&[&b], || check("other"), false), &fresh, false));
+        fresh.reset();
+        reasons(judge(found(&[&c], || check("other"), false), &fresh, false));
+    }
+
+    #[test]
+    fn past_the_patience_a_uniform_refusal_is_quarantined_saying_so() {
+        let (a, b) = (record("a", 1, 1), record("b", 2, 2));
+        let v = judge(found(&[&a, &b], || check("c"), false), &Streak::default(), true);
+        let reasons = reasons(v);
+        assert!(
+            reasons[0].starts_with(
+                "refused the same way past persist.uniform_refusal_patience_secs: SQLSTATE 23514"
+            ),
+            "{reasons:?}"
+        );
+    }
+
+    #[test]
+    fn a_refused_rejection_row_is_an_outage_for_every_refused_row() {
+        let a = record("a", 1, 1);
+        let r = RejectedRecord {
+            lineage: a.lineage.clone(),
+            raw: a.raw.clone(),
+            rejection: Rejection::new(RejectionClass::InvalidJson, "x"),
+        };
+        let f = Found {
+            refused: vec![(Row::Valid(&a), check("c")), (Row::Rejected(&r), check("r"))],
+            stored_any: true,
+        };
+        let (rows, cause, uniform) = outage(judge(f, &Streak::default(), true));
+        assert_eq!(rows, 2);
+        assert!(
+            cause
+                .detail
+                .starts_with("rejected_records refused a quarantined record"),
+            "{cause:?}"
+        );
+        assert!(uniform.is_none());
     }
 }

@@ -239,35 +239,7 @@ mod tests {
     use super::*;
 
     fn db_error(code: &str) -> sqlx::Error {
-        #[derive(Debug)]
-        struct Fake(String);
-        impl std::fmt::Display for Fake {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                write!(f, "fake {}", self.0)
-            }
-        }
-        impl std::error::Error for Fake {}
-        impl sqlx::error::DatabaseError for Fake {
-            fn message(&self) -> &str {
-                "fake"
-            }
-            fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
-                Some(self.0.as_str().into())
-            }
-            fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
-                self
-            }
-            fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
-                self
-            }
-            fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
-                self
-            }
-            fn kind(&self) -> sqlx::error::ErrorKind {
-                sqlx::error::ErrorKind::Other
-            }
-        }
-        sqlx::Error::Database(Box::new(Fake(code.to_owned())))
+        super::super::isolate::refusal(Some(code), None, "fake")
     }
 
     #[test]

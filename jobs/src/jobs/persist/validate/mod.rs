@@ -32,6 +32,16 @@ pub struct Rules {
     pub max_future: Duration,
 }
 
+impl Rules {
+    /// The rules `persist` settings configure: the consumer and a re-drive check records alike.
+    pub fn from_config(p: &crate::config::PersistConfig) -> Self {
+        Self {
+            max_value_bytes: p.max_value_bytes,
+            max_future: Duration::seconds(p.max_future_secs as i64),
+        }
+    }
+}
+
 impl Default for Rules {
     fn default() -> Self {
         Self {

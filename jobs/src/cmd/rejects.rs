@@ -1,0 +1,317 @@
+//! `weatherflow rejects`: the quarantine (`rejected_records`) listed, counted, shown one record at a
+//! time, and re-driven through today's validation and store (docs/recovery.md).
+//!
+//! The re-drive takes the `redrive` job lock, so two never run at once, and is a `job_runs` row
+//! (trigger `manual`) like any manual run. A dry run takes no lock and writes no row.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use clap::{Args, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use super::table;
+use crate::config::Config;
+use crate::db;
+use crate::jobs::persist::redrive::quarantine::{self, Selection, State};
+use crate::jobs::persist::redrive::{self, RedriveRequest, RedriveSummary};
+use crate::runs::lock::JobLock;
+use crate::runs::{self, JobName, Trigger};
+
+mod show;
+
+/// `weatherflow rejects [list flags] | list | counts | show ID | redrive`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RejectsArgs {
+    /// What to do (default: list).
+    #[command(subcommand)]
+    pub action: Option<RejectsAction>,
+    /// The listing's flags, when no subcommand is given.
+    #[command(flatten)]
+    pub list: ListFlags,
+}
+
+/// The subcommands of `weatherflow rejects`.
+#[derive(Debug, Subcommand)]
+pub enum RejectsAction {
+    /// List quarantined records, newest first, then the counts per class.
+    List(ListFlags),
+    /// Records per class: still quarantined, and re-driven.
+    Counts,
+    /// One record: lineage, class, reason, times, the key and the raw payload.
+    Show {
+        /// The record's id (the first column of the listing).
+        id: i64,
+    },
+    /// Run quarantined records through today's validation and store again.
+    Redrive(RedriveFlags),
+}
+
+/// Flags of the listing.
+#[derive(Debug, Args, Default)]
+pub struct ListFlags {
+    /// Only this class (e.g. `db_rejected`, `invalid_json`).
+    #[arg(long)]
+    pub class: Option<String>,
+    /// Only records quarantined at or after this time (RFC 3339).
+    #[arg(long)]
+    pub since: Option<DateTime<Utc>>,
+    /// Only records quarantined before this time (RFC 3339).
+    #[arg(long)]
+    pub until: Option<DateTime<Utc>>,
+    /// How many records (newest first).
+    #[arg(long, default_value_t = 20)]
+    pub last: u64,
+    /// Only records a re-drive stored.
+    #[arg(long, conflicts_with = "pending")]
+    pub redriven: bool,
+    /// Only records still quarantined.
+    #[arg(long)]
+    pub pending: bool,
+}
+
+/// Flags of `weatherflow rejects redrive`. Only records still quarantined are re-driven.
+#[derive(Debug, Args)]
+pub struct RedriveFlags {
+    /// Only this class.
+    #[arg(long)]
+    pub class: Option<String>,
+    /// Only records quarantined at or after this time (RFC 3339).
+    #[arg(long)]
+    pub since: Option<DateTime<Utc>>,
+    /// Only records quarantined before this time (RFC 3339).
+    #[arg(long)]
+    pub until: Option<DateTime<Utc>>,
+    /// Only these records (repeatable, or several after one flag).
+    #[arg(long = "id", num_args = 1..)]
+    pub ids: Vec<i64>,
+    /// Validate and report what would happen; write nothing (no run row either).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Records per page: one store transaction and one update each.
+    #[arg(long, default_value_t = redrive::DEFAULT_BATCH)]
+    pub batch: usize,
+    /// Seconds a page may wait on an unavailable database before the run gives up.
+    #[arg(long, default_value_t = redrive::DEFAULT_PATIENCE.as_secs())]
+    pub patience: u64,
+}
+
+impl From<&RedriveFlags> for RedriveRequest {
+    fn from(f: &RedriveFlags) -> Self {
+        RedriveRequest {
+            selection: Selection {
+                class: f.class.clone(),
+                since: f.since,
+                until: f.until,
+                ids: f.ids.clone(),
+                state: State::Pending,
+            },
+            dry_run: f.dry_run,
+            batch_size: f.batch,
+            patience: Duration::from_secs(f.patience),
+        }
+    }
+}
+
+/// Runs `weatherflow rejects …`.
+pub async fn run(config: &Config, args: RejectsArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let conn = db::connect(&config.database).await?;
+    match args.action {
+        None => list(&conn, &args.list).await,
+        Some(RejectsAction::List(flags)) => list(&conn, &flags).await,
+        Some(RejectsAction::Counts) => {
+            print!("{}", counts_table(&quarantine::counts(&conn).await?));
+            Ok(())
+        }
+        Some(RejectsAction::Show { id }) => {
+            let row = quarantine::get(&conn, id)
+                .await?
+                .with_context(|| format!("no quarantined record with id {id}"))?;
+            print!("{}", show::render(&row));
+            Ok(())
+        }
+        Some(RejectsAction::Redrive(flags)) => redrive(config, &conn, &flags, shutdown).await,
+    }
+}
+
+async fn list(conn: &sea_orm::DatabaseConnection, f: &ListFlags) -> anyhow::Result<()> {
+    let sel = Selection {
+        class: f.class.clone(),
+        since: f.since,
+        until: f.until,
+        ids: Vec::new(),
+        state: match (f.redriven, f.pending) {
+            (true, _) => State::Redriven,
+            (_, true) => State::Pending,
+            _ => State::Any,
+        },
+    };
+    let rows = quarantine::list(conn, &sel, f.last).await?;
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let state = match r.redriven_at {
+                Some(at) => format!("re-driven {}", at.format("%Y-%m-%d %H:%M:%S")),
+                None => "quarantined".to_owned(),
+            };
+            vec![
+                r.id.to_string(),
+                r.received_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                r.error_class.clone(),
+                format!("{}/{}/{}", r.kafka_topic, r.kafka_partition, r.kafka_offset),
+                r.payload_bytes.map_or_else(|| "-".into(), |n| n.to_string()),
+                r.redrive_attempts.to_string(),
+                state,
+                brief(&r.reason),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table::render(
+            &[
+                "id",
+                "received (UTC)",
+                "class",
+                "topic/partition/offset",
+                "bytes",
+                "tries",
+                "state",
+                "reason"
+            ],
+            &cells
+        )
+    );
+    println!();
+    print!("{}", counts_table(&quarantine::counts(conn).await?));
+    Ok(())
+}
+
+/// A reason cut for the listing (`show` prints it whole), without sqlx's prefix to the server's
+/// message, which would leave little room for the message itself.
+fn brief(reason: &str) -> String {
+    let reason = reason
+        .strip_prefix("error returned from database: ")
+        .unwrap_or(reason);
+    let mut out: String = reason.chars().take(100).collect();
+    if reason.chars().nth(100).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+fn counts_table(counts: &[quarantine::ClassCount]) -> String {
+    let mut cells: Vec<Vec<String>> = counts
+        .iter()
+        .map(|c| {
+            vec![
+                c.error_class.clone(),
+                c.quarantined.to_string(),
+                c.redriven.to_string(),
+                c.latest.format("%Y-%m-%d %H:%M:%S").to_string(),
+            ]
+        })
+        .collect();
+    let (q, r): (i64, i64) = counts
+        .iter()
+        .fold((0, 0), |(q, r), c| (q + c.quarantined, r + c.redriven));
+    cells.push(vec!["total".into(), q.to_string(), r.to_string(), String::new()]);
+    table::render(&["class", "quarantined", "re-driven", "latest (UTC)"], &cells)
+}
+
+/// How often a long re-drive prints its progress to stderr.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Prints a progress line at most every [`PROGRESS_EVERY`].
+fn progress_printer() -> impl FnMut(&RedriveSummary) + Send {
+    let mut last = Instant::now();
+    move |s: &RedriveSummary| {
+        if last.elapsed() >= PROGRESS_EVERY {
+            last = Instant::now();
+            eprintln!(
+                "redrive{}: {} of {} examined, {} new observations, {} already stored, {} refused again",
+                if s.dry_run { " (dry run)" } else { "" },
+                s.examined,
+                s.selected,
+                s.stored,
+                s.duplicates,
+                s.refused_total()
+            );
+        }
+    }
+}
+
+async fn redrive(
+    config: &Config,
+    conn: &sea_orm::DatabaseConnection,
+    flags: &RedriveFlags,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let req = RedriveRequest::from(flags);
+    let mut progress = progress_printer();
+    if req.dry_run {
+        let summary = redrive::dry_run(config, conn, req, shutdown, &mut progress).await?;
+        print!("{}", report(&summary, None));
+        return Ok(());
+    }
+    let mut lock = JobLock::try_acquire(conn, JobName::Redrive)
+        .await?
+        .context("another re-drive is in progress; try again when it has finished")?;
+    // Re-drives run only under this lock: a `running` row now is one whose process died.
+    runs::close_dead(conn, JobName::Redrive).await?;
+    let cancel = shutdown.child_token();
+    let mut run_id = None;
+    let result = runs::recorded(conn, JobName::Redrive, Trigger::Manual, |id| {
+        run_id = Some(id);
+        lock.guard(
+            &cancel,
+            redrive::run(config, conn, id, req, cancel.clone(), &mut progress),
+        )
+    })
+    .await;
+    let released = lock.release().await;
+    let summary = result?;
+    print!("{}", report(&summary, run_id));
+    Ok(released?)
+}
+
+/// The closing report of a re-drive.
+fn report(s: &RedriveSummary, run_id: Option<i64>) -> String {
+    let head = match run_id {
+        Some(id) => format!("redrive run {id}"),
+        None => "redrive dry run (nothing written)".to_owned(),
+    };
+    let (redriven, quarantined) = if s.dry_run {
+        ("would be re-driven", "would stay quarantined")
+    } else {
+        ("re-driven", "still quarantined")
+    };
+    let refused: Vec<String> = s.refused.iter().map(|(c, n)| format!("{c} {n}")).collect();
+    let mut out = format!(
+        "{head}: {} of {} selected records examined in {} page{}\n",
+        s.examined,
+        s.selected,
+        s.batches,
+        if s.batches == 1 { "" } else { "s" }
+    );
+    out.push_str(&format!(
+        "  {redriven}: {} (new observations: {}, already stored: {})\n",
+        s.redriven(),
+        s.stored,
+        s.duplicates
+    ));
+    out.push_str(&format!("  {quarantined}: {}", s.refused_total()));
+    if !refused.is_empty() {
+        out.push_str(&format!(", refused again ({})", refused.join(", ")));
+    }
+    if s.reclassified > 0 {
+        out.push_str(&format!("; {} with a new class", s.reclassified));
+    }
+    out.push('\n');
+    if s.dry_run && s.stored > 0 {
+        out.push_str("  a dry run cannot foresee database refusals: they show in a real run\n");
+    }
+    out
+}

@@ -22,7 +22,7 @@ cleanup() {
   wait 2>/dev/null || true
   kn_kill || true
   as_root pg_dropcluster "$PG_VER" "$PG_NAME" --stop >/dev/null 2>&1 || true
-  # The broker's data (the backlog, ~500 MB) and the records to replay (~70 MB) go on success; on
+  # The broker's data (the backlog) and the records to replay (~70 MB) go on success; on
   # failure they stay with the logs.
   if [ $rc -eq 0 ]; then rm -rf "$KN_STATE/data" "$STATE"/stream.* "$STATE/malformed.tsv"; else
     say "logs kept in $LOGS (consumer.log, proxy.log, scheduler-*.log) and $KN_STATE/broker.log"

@@ -72,9 +72,14 @@ revoke_on() { psql_su "REVOKE INSERT ON observations FROM weatherflow" >/dev/nul
 revoke_off() { psql_su "GRANT INSERT ON observations TO weatherflow" >/dev/null; }
 
 # Inserts wait on a lock held by a session of ours, and every statement is cancelled after 200 ms:
-# the writers get 57014 on every attempt. Our session sets its own timeout, so it keeps the lock.
+# the writers get 57014 on every attempt. The timeout comes first: a statement keeps the timeout it
+# started with, so an insert already waiting on the lock when the server reloads would wait on until
+# the client's own write timeout. Our session sets its own timeout, so it keeps the lock.
 LOCKER=""
 timeout_on() {
+  psql_su "ALTER SYSTEM SET statement_timeout = '200ms'" >/dev/null; psql_su "SELECT pg_reload_conf()" >/dev/null
+  # A session reads the reloaded file before its next statement; the one running now finishes first.
+  sleep 0.3
   as_postgres psql -X -q -p "$PG_PORT" -d faults -c "SET statement_timeout = 0" -c "BEGIN" \
     -c "LOCK TABLE observations IN SHARE ROW EXCLUSIVE MODE" -c "SELECT pg_sleep(120)" >/dev/null 2>&1 &
   SCHED_PIDS+=($!)
@@ -85,7 +90,6 @@ timeout_on() {
     sleep 0.05
   done
   [ -n "$LOCKER" ] || fail "statement timeout: could not lock observations"
-  psql_su "ALTER SYSTEM SET statement_timeout = '200ms'" >/dev/null; psql_su "SELECT pg_reload_conf()" >/dev/null
 }
 timeout_off() {
   psql_su "ALTER SYSTEM RESET statement_timeout" >/dev/null; psql_su "SELECT pg_reload_conf()" >/dev/null

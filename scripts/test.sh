@@ -6,7 +6,8 @@
 # suite against the real Kafka broker and PostgreSQL, then the stages that need services or data of
 # their own (the analysis notebook on the demo's data: scripts/test-notebook.sh; the secured broker and
 # PostgreSQL: scripts/test-secure.sh; the Kafka clusters: scripts/test-cluster.sh; the fault stage,
-# consumer, broker and PostgreSQL kills under a 500,000-record backlog: scripts/test-faults.sh).
+# consumer, broker and PostgreSQL kills, database refusals, a deleted dead-letter topic and a silent
+# database connection, each striking records in flight: scripts/test-faults.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -79,7 +80,7 @@ scripts/test-secure.sh
 step "cluster stage: a 3-node KRaft cluster and ZooKeeper-mode Kafka 3.9.2 of its own (scripts/test-cluster.sh)"
 scripts/test-cluster.sh
 
-step "fault stage: kills and restarts under a 500,000-record backlog, on a broker and PostgreSQL of its own (scripts/test-faults.sh)"
+step "fault stage: kills, restarts, refusals, a deleted dead-letter topic and a silent connection, with records in flight, on a broker and PostgreSQL of its own (scripts/test-faults.sh)"
 FAULTS_BIN="$CARGO_TARGET_DIR/debug/weatherflow" scripts/test-faults.sh
 
 echo

@@ -7,7 +7,7 @@
 
 use serde::Deserialize;
 
-use super::read::{Window, filtered};
+use super::read::{Window, any_of_sql};
 use crate::envelope::Source;
 
 /// The source a run fits: `--source`, or `source` in `[analytics.args]` of `schedules.toml`.
@@ -34,14 +34,6 @@ impl FitSource {
     }
 }
 
-/// Whether the window holds a WeatherAPI row.
-fn any_weatherapi_sql(window: Window) -> String {
-    format!(
-        "SELECT EXISTS ({})",
-        filtered("SELECT 1 FROM observations", window, Source::Weatherapi)
-    )
-}
-
 /// The source to fit, and why it was chosen (for the log and the run's details).
 pub(crate) async fn resolve(
     pool: &sqlx::PgPool,
@@ -52,7 +44,8 @@ pub(crate) async fn resolve(
         FitSource::Weatherapi => Ok((Source::Weatherapi, "chosen: --source weatherapi")),
         FitSource::Simulated => Ok((Source::Simulated, "chosen: --source simulated")),
         FitSource::Auto => {
-            let mut query = sqlx::query_scalar::<_, bool>(sqlx::AssertSqlSafe(any_weatherapi_sql(window)));
+            let mut query =
+                sqlx::query_scalar::<_, bool>(sqlx::AssertSqlSafe(any_of_sql(window, Source::Weatherapi)));
             for b in [window.0, window.1].into_iter().flatten() {
                 query = query.bind(b);
             }
@@ -78,12 +71,12 @@ mod tests {
     #[test]
     fn the_probe_asks_for_weatherapi_rows_in_the_window() {
         let t = Some(chrono::Utc::now());
-        let sql = any_weatherapi_sql((t, None));
+        let sql = any_of_sql((t, None), Source::Weatherapi);
         assert_eq!(
             sql,
             "SELECT EXISTS (SELECT 1 FROM observations\nWHERE observed_at >= $1\n  AND source = 'weatherapi')"
         );
-        assert!(any_weatherapi_sql((None, None)).ends_with("WHERE source = 'weatherapi')"));
+        assert!(any_of_sql((None, None), Source::Weatherapi).ends_with("WHERE source = 'weatherapi')"));
     }
 
     #[test]

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The project's test command (README "Quick start", command 2; `.ci/run` calls it).
 # Installs and starts the services when needed, then: rustfmt, the notebook-outputs check, clippy
-# -D warnings, cargo deny (bans, licenses, sources), the compose files' validation, the whole test
+# -D warnings, cargo deny (bans, licenses, sources), the compose files' validation (and their shared
+# fetch settings: scripts/check-compose-fetch-env.py), the whole test
 # suite against the real Kafka broker and PostgreSQL, then the stages that need services or data of
 # their own (the analysis notebook on the demo's data: scripts/test-notebook.sh; the secured broker and
 # PostgreSQL: scripts/test-secure.sh; the Kafka clusters: scripts/test-cluster.sh; the fault stage,
-# consumer, broker and PostgreSQL kills under a 500,000-record backlog: scripts/test-faults.sh).
+# consumer, broker and PostgreSQL kills, database refusals, a deleted dead-letter topic and a silent
+# database connection, each striking records in flight: scripts/test-faults.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -55,6 +57,9 @@ fi
 for file in docker-compose*.yml; do
   docker-compose --env-file .env.example -f "$file" config -q
   echo "$file is valid"
+  # Every service that can start a fetch sees the same key and fetch settings (docs/operations.md).
+  # Debian's python3 has PyYAML: docker-compose depends on python3-yaml.
+  docker-compose --env-file .env.example -f "$file" config | /usr/bin/python3 scripts/check-compose-fetch-env.py "$file"
 done
 
 step "web tools (prometheus, chromium, nginx, wrk) and nginx -t on deploy/nginx"
@@ -75,7 +80,7 @@ scripts/test-secure.sh
 step "cluster stage: a 3-node KRaft cluster and ZooKeeper-mode Kafka 3.9.2 of its own (scripts/test-cluster.sh)"
 scripts/test-cluster.sh
 
-step "fault stage: kills and restarts under a 500,000-record backlog, on a broker and PostgreSQL of its own (scripts/test-faults.sh)"
+step "fault stage: kills, restarts, refusals, a deleted dead-letter topic and a silent connection, with records in flight, on a broker and PostgreSQL of its own (scripts/test-faults.sh)"
 FAULTS_BIN="$CARGO_TARGET_DIR/debug/weatherflow" scripts/test-faults.sh
 
 echo

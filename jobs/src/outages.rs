@@ -61,13 +61,20 @@ pub struct Guard {
     target: Target,
 }
 
-/// Registers an outage of `target`, readiness failing once it lasted `grace`.
-pub fn begin(target: Target, cause: Cause, grace: Duration, hint: impl Into<String>) -> Guard {
+/// Registers an outage of `target` that began at `since` (the first attempt that failed was sent
+/// then), readiness failing once it lasted `grace`.
+pub fn begin(
+    target: Target,
+    since: Instant,
+    cause: Cause,
+    grace: Duration,
+    hint: impl Into<String>,
+) -> Guard {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let entry = Entry {
         id,
         target,
-        since: Instant::now(),
+        since,
         cause,
         grace,
         hint: hint.into(),
@@ -184,9 +191,16 @@ mod tests {
     fn readiness_names_the_outage_until_its_guard_drops_and_honours_the_grace() {
         // The registry is process-wide: this is the only test that registers outages.
         assert!(not_ready().is_empty());
-        let db = begin(Target::Database, cause("25"), Duration::ZERO, "see runbook");
+        let db = begin(
+            Target::Database,
+            Instant::now(),
+            cause("25"),
+            Duration::ZERO,
+            "see runbook",
+        );
         let dlq = begin(
             Target::DeadLetterTopic,
+            Instant::now(),
             cause("kafka"),
             Duration::from_secs(3600),
             "kafka.dlq_topic",
@@ -201,7 +215,13 @@ mod tests {
         assert!(lines[0].ends_with("see runbook"), "{}", lines[0]);
         db.update(cause("42"));
         assert!(not_ready()[0].contains("detail 42"));
-        let second = begin(Target::Database, cause("57"), Duration::ZERO, "see runbook");
+        let second = begin(
+            Target::Database,
+            Instant::now(),
+            cause("57"),
+            Duration::ZERO,
+            "see runbook",
+        );
         assert!(
             not_ready()[0].contains("(2 writers waiting): detail 57"),
             "{:?}",
@@ -214,6 +234,21 @@ mod tests {
             "the dead-letter outage is within its grace"
         );
         drop(dlq);
+        // The grace counts from the first attempt, not from its failure (a send to a deleted topic
+        // fails only at the producer's message timeout).
+        let late = begin(
+            Target::DeadLetterTopic,
+            Instant::now() - Duration::from_secs(2),
+            cause("kafka"),
+            Duration::from_secs(1),
+            "kafka.dlq_topic",
+        );
+        let lines = not_ready();
+        assert!(
+            lines[0].starts_with("dead letter topic unavailable for 2 s"),
+            "{lines:?}"
+        );
+        drop(late);
         assert!(entries().is_empty());
     }
 }

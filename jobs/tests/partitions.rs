@@ -76,13 +76,6 @@ async fn partition_names(ctx: &TestContext) -> Vec<String> {
     .unwrap()
 }
 
-/// How many migrations `Migrator::down` undoes to reach the state before `name`.
-fn steps_back_to(name: &str) -> u32 {
-    let all = Migrator::migrations();
-    let at = all.iter().position(|m| m.name() == name).expect(name);
-    (all.len() - at) as u32
-}
-
 async fn relkind(ctx: &TestContext) -> String {
     ctx.scalar_text("SELECT relkind::text FROM pg_class WHERE oid = 'observations'::regclass")
         .await
@@ -163,9 +156,8 @@ async fn the_migration_moves_every_row_into_month_partitions_and_down_restores_t
     );
     let checksum = ctx.scalar_text(CHECKSUM).await;
 
-    // The later migrations and the partitioning one.
-    let back = steps_back_to("m20261202_073000_partition_observations");
-    Migrator::down(&ctx.db, Some(back)).await.unwrap();
+    let steps = common::migrations_after("m20261202_073000_partition_observations") + 1;
+    Migrator::down(&ctx.db, Some(steps)).await.unwrap();
     assert_eq!(relkind(&ctx).await, "r", "down makes it a plain table again");
     assert_eq!(
         ctx.scalar_text(CHECKSUM).await,

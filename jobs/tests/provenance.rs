@@ -381,13 +381,6 @@ async fn the_analysis_views_return_weatherapi_rows_when_there_are_any() {
     assert_eq!(ctx.scalar_i64("SELECT count(*) FROM observations").await, 42);
 }
 
-/// How many migrations `Migrator::down` undoes to reach the state before `name`.
-fn steps_back_to(name: &str) -> u32 {
-    let all = Migrator::migrations();
-    let at = all.iter().position(|m| m.name() == name).expect(name);
-    (all.len() - at) as u32
-}
-
 const SOURCE_MIGRATION: &str = "m20261207_100000_observation_source_identity";
 
 /// Every observation row, whole, in id order.
@@ -422,7 +415,8 @@ async fn has_the_new_indexes(ctx: &TestContext, table: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_migration_keeps_every_row_up_down_and_up_and_down_refuses_twins() {
     let ctx = TestContext::unmigrated().await;
-    let back = steps_back_to(SOURCE_MIGRATION);
+    // This migration and any after it.
+    let back = common::migrations_after(SOURCE_MIGRATION) + 1;
     Migrator::up(&ctx.db, None).await.unwrap();
     Migrator::down(&ctx.db, Some(back)).await.unwrap();
     // Rows of both sources on different slots, over two months, under the old key.

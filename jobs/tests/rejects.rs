@@ -417,9 +417,13 @@ async fn records_a_check_constraint_refused_are_redriven_once_it_is_dropped() {
 /// `GET /api/v1/rejects` from the web application in this process.
 async fn web_counts(ctx: &TestContext) -> Value {
     let shutdown = CancellationToken::new();
-    let state =
-        weatherflow::web::AppState::start(Arc::new(ctx.config.clone()), ctx.db.clone(), shutdown.clone())
-            .unwrap();
+    let state = weatherflow::web::AppState::start(
+        Arc::new(ctx.config.clone()),
+        ctx.db.clone(),
+        shutdown.clone(),
+        None,
+    )
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(axum::serve(listener, weatherflow::web::app(state)).into_future());

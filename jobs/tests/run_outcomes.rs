@@ -329,7 +329,7 @@ async fn a_persist_run_stopped_during_an_outage_with_records_abandoned_is_record
         .unwrap();
     produce(&ctx, 6).await;
     let waiting = eventually(Duration::from_secs(60), || async {
-        log_of(&dir, "consumer").contains("database unavailable")
+        log_of(&dir, "consumer").contains("database outage")
     })
     .await;
     assert!(waiting, "{}", log_of(&dir, "consumer"));

@@ -569,6 +569,27 @@ async fn chromium_renders_the_dashboard_with_results_and_plot() {
     );
     assert!(dom.contains("&lt;script&gt;"), "the hostile name is text");
     assert!(!dom.to_lowercase().contains("loading"));
+    // Every latest observation of `fill` is simulated: each row carries the badge, and the note
+    // above the table says how many of them are made up.
+    let section = dom
+        .split(r#"<section id="observations">"#)
+        .nth(1)
+        .and_then(|rest| rest.split("</section>").next())
+        .expect("the observations section");
+    let rows = section.matches("<tr>").count() - 1;
+    assert_eq!(rows, 4, "London, Paris, Tokyo and the hostile name: {section}");
+    assert_eq!(
+        section
+            .matches(r#"class="badge-simulated" title="made up by the built-in simulator"#)
+            .count(),
+        rows,
+        "one badge per row: {section}"
+    );
+    assert!(
+        section.contains(r#"id="observations-simulated""#)
+            && section.contains("4 of these 4 readings are made up by the built-in simulator"),
+        "{section}"
+    );
     let shot = artifacts_dir().join("dashboard.png");
     std::fs::remove_file(&shot).ok();
     chromium(

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::db;
 use crate::jobs::analytics::{self, AnalyticsRequest, FitSource};
-use crate::jobs::fetch::{self, FetchRequest, SourceChoice};
+use crate::jobs::fetch::{self, AutoSource, FetchRequest, SourceChoice};
 use crate::jobs::persist::{self, PersistRequest};
 use crate::runs::lock::JobLock;
 use crate::runs::{self, JobName, Trigger};
@@ -47,6 +47,10 @@ pub struct FetchFlags {
     /// Simulated source only: also produce every 15-minute observation of the last N hours.
     #[arg(long)]
     pub backfill_hours: Option<u32>,
+    /// Fetch simulated weather even into a database that holds WeatherAPI observations (this run's
+    /// `fetch.allow_simulated_beside_real = true`).
+    #[arg(long)]
+    pub allow_simulated_beside_real: bool,
 }
 
 impl FetchFlags {
@@ -137,7 +141,9 @@ pub async fn run(config: &Config, job: RunJob, shutdown: CancellationToken) -> a
             } else {
                 None
             };
-            fetch_once(config, flags.into_request(schedule.as_ref()), shutdown).await
+            let mut config = config.clone();
+            config.fetch.allow_simulated_beside_real |= flags.allow_simulated_beside_real;
+            fetch_once(&config, flags.into_request(schedule.as_ref()), shutdown).await
         }
         RunJob::Persist(flags) => {
             let req = PersistRequest {
@@ -163,12 +169,19 @@ pub(super) async fn lock(conn: &sea_orm::DatabaseConnection, job: JobName) -> an
     })
 }
 
-async fn fetch_once(config: &Config, req: FetchRequest, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// One manual fetch: `auto` decided (and logged) as at any process start, refused like a scheduled
+/// run when simulated beside real data.
+async fn fetch_once(
+    config: &Config,
+    mut req: FetchRequest,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    req.source = AutoSource::at_start(config)?.apply(req.source);
     let conn = db::connect(&config.database).await?;
     let mut lock = lock(&conn, JobName::Fetch).await?;
     let cancel = shutdown.child_token();
     let result = runs::recorded(&conn, JobName::Fetch, Trigger::Manual, |_| {
-        lock.guard(&cancel, fetch::run(config, req, cancel.clone()))
+        lock.guard(&cancel, fetch::run_checked(config, &conn, req, cancel.clone()))
     })
     .await;
     let released = lock.release().await;

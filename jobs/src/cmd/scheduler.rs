@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::db;
+use crate::jobs::fetch::AutoSource;
 use crate::jobs::persist::{self, PersistRequest};
 use crate::runs::{self, JobName, Trigger};
 use crate::scheduler::{Scheduler, SchedulerOptions, catalog};
@@ -17,7 +18,9 @@ use crate::scheduler::{Scheduler, SchedulerOptions, catalog};
 /// by signal exits cleanly.
 pub async fn run(config: &Config, with_consumer: bool, shutdown: CancellationToken) -> anyhow::Result<()> {
     // Validated before anything starts: a bad schedules file names the job and field and stops here.
-    let schedules = super::schedules::load(config, None)?;
+    let mut schedules = super::schedules::load(config, None)?;
+    let auto = AutoSource::at_start(config)?;
+    schedules.fetch.args.source = auto.apply(schedules.fetch.args.source);
     let conn = db::connect(&config.database).await?;
     let replica = config.scheduler.replica.clone().unwrap_or_else(default_replica);
     tracing::info!(%replica, consumer = with_consumer, "scheduler starting");

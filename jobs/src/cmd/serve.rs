@@ -6,13 +6,16 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::jobs::fetch::AutoSource;
 use crate::{db, web};
 
 /// Serves the dashboard, the API, health and metrics on `listen` (default: `web.listen`).
 pub async fn run(config: &Config, listen: Option<&str>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let conn = db::connect(&config.database).await?;
     let addr = listen.unwrap_or(&config.web.listen).to_owned();
-    let state = web::AppState::start(Arc::new(config.clone()), conn, shutdown)?;
+    // `auto` of the fetches POST /api/v1/runs/fetch starts, decided (and logged) once.
+    let fetch_source = AutoSource::at_start(config)?;
+    let state = web::AppState::start(Arc::new(config.clone()), conn, shutdown, Some(fetch_source))?;
     if state.token.is_none() {
         tracing::info!("web.token is not set: POST /api/v1/runs/{{job}} answers 403");
     }

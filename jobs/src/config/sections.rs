@@ -141,6 +141,11 @@ section! {
         /// failed, from 0 (any failed location fails the run) to 1 (only a run with nothing produced
         /// fails).
         pub max_failed_ratio: f64 = 0.5;
+        /// Lets a fetch whose source is simulated (`auto` in a process without a WeatherAPI key, or
+        /// `simulated`) run against a database that already holds WeatherAPI observations. Off, such a
+        /// scheduled, HTTP-triggered or manual run fails and says why, so made-up weather never joins
+        /// real data silently. `weatherflow run fetch --allow-simulated-beside-real` opts in for one run.
+        pub allow_simulated_beside_real: bool = false;
     }
 }
 
@@ -176,8 +181,9 @@ section! {
         /// alike and wrong cannot hold their partitions for ever.
         pub uniform_refusal_patience_secs: u64 = 300;
         /// Readiness fails, naming the topic, once the dead-letter topic has refused writes for
-        /// this many seconds (a deleted topic with auto-create off, an ACL). The records waiting for
-        /// it are not committed meanwhile, however long it lasts.
+        /// this many seconds since the first send (a deleted topic with auto-create off, an ACL).
+        /// The dead-letter producer's message timeout is this, at most 30 s. The records waiting
+        /// for it are not committed meanwhile, however long it lasts.
         pub dlq_unavailable_secs: u64 = 30;
         /// Database writers working in parallel, each on its own connection and its own share of the
         /// partitions (partition modulo writers), so per-partition order is kept. On a 2-core machine

@@ -34,6 +34,8 @@ pub fn analytics_request(args: &schedules::AnalyticsArgs, now: DateTime<Utc>) ->
 }
 
 /// fetch and analytics as scheduled jobs, disabled ones included (the scheduler leaves those out).
+/// The fetch source's `auto` should already be decided for the process ([`fetch::AutoSource`]);
+/// a scheduled fetch is refused like any other when simulated beside real data.
 pub fn pipeline_jobs(
     config: Arc<Config>,
     db: DatabaseConnection,
@@ -41,14 +43,16 @@ pub fn pipeline_jobs(
 ) -> Vec<ScheduledJob> {
     let fetch_job = {
         let config = config.clone();
+        let db = db.clone();
         let req = schedules.fetch.args.clone();
         ScheduledJob::new(
             JobName::Fetch,
             schedules.fetch.timing.clone(),
             move |ctx: RunContext| {
                 let config = config.clone();
+                let db = db.clone();
                 let req = req.clone();
-                async move { fetch::run(&config, req, ctx.cancel).await }
+                async move { fetch::run_checked(&config, &db, req, ctx.cancel).await }
             },
         )
     };

@@ -85,7 +85,7 @@ async fn bench(
     .await?;
     println!("analytics over them in {:.1} s", started.elapsed().as_secs_f64());
 
-    let state = super::AppState::start(Arc::new(config.clone()), db.clone(), shutdown.clone())?;
+    let state = super::AppState::start(Arc::new(config.clone()), db.clone(), shutdown.clone(), None)?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
     let server = tokio::spawn(super::server::serve(

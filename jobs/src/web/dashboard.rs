@@ -62,6 +62,12 @@ async fn context(state: &AppState) -> Result<Value, ApiError> {
     let plot = plot_svg(state, results.iter().find(|r| r.scope == SCOPE_ALL)).await?;
     let status = super::api::status_value(state).await?;
     let observations = queries::latest_observations(db).await?;
+    // The table's note says how many of the latest readings are made up, so a person sees it before
+    // reading any number.
+    let simulated_observations = observations
+        .iter()
+        .filter(|o| o.source == Source::Simulated.as_str())
+        .count();
     let runs = queries::runs(db, None, None, 25).await?;
     let rejections = queries::rejection_summary(db).await?;
     Ok(json!({
@@ -73,6 +79,7 @@ async fn context(state: &AppState) -> Result<Value, ApiError> {
         "lag": status["consumer_lag"],
         "tables": status["tables"],
         "observations": observations,
+        "simulated_observations": simulated_observations,
         "runs": runs,
         "rejections": rejections,
     }))

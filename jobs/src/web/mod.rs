@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::jobs::fetch::AutoSource;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -51,6 +52,9 @@ pub struct Inner {
     pub lag: Arc<lag::LagSampler>,
     /// Manual runs started over HTTP; shutdown waits for them.
     pub runs: TaskTracker,
+    /// What `auto` means for the fetches `POST /api/v1/runs/fetch` starts, decided when `serve`
+    /// started; `None` where the trigger is not served (`--http`, benchmarks).
+    pub fetch_source: Option<AutoSource>,
     /// Cancelled on SIGTERM; manual runs get it as their shutdown token.
     pub shutdown: CancellationToken,
     /// The dashboard's compiled templates.
@@ -71,6 +75,7 @@ impl AppState {
         config: Arc<Config>,
         db: DatabaseConnection,
         shutdown: CancellationToken,
+        fetch_source: Option<AutoSource>,
     ) -> anyhow::Result<Self> {
         crate::metrics::install();
         let token = config.web.resolve_token()?;
@@ -85,6 +90,7 @@ impl AppState {
             cache,
             lag,
             runs: TaskTracker::new(),
+            fetch_source,
             shutdown,
             templates: dashboard::templates()?,
         })))
@@ -163,7 +169,7 @@ pub async fn spawn_ops(
     db: DatabaseConnection,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let state = AppState::start(config, db, shutdown.clone())?;
+    let state = AppState::start(config, db, shutdown.clone(), None)?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (--http): {e}"))?;

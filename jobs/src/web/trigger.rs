@@ -5,6 +5,11 @@
 //!
 //! Allowed only with `Authorization: Bearer <web.token>`, compared in constant time. With no token
 //! configured the endpoint answers 403 and says how to enable it.
+//!
+//! A fetch whose source is simulated (`auto` in a `serve` without a WeatherAPI key) against a database
+//! that already holds WeatherAPI observations is refused before it starts: the refusal is recorded as
+//! a failed run and answered 409 `simulated_beside_real` with the reason and the opt-in, not 202
+//! (see [`crate::jobs::fetch::check_source`]).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -16,9 +21,11 @@ use tokio::sync::oneshot;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::job_error::JobError;
 use crate::jobs::analytics::AnalyticsRequest;
+use crate::jobs::fetch::{self, SourceCheckError, SourceChoice};
 use crate::runs::lock::JobLock;
-use crate::runs::{JobName, Trigger};
+use crate::runs::{JobName, StoredReport, Trigger};
 
 /// What the 403 says when no token is configured.
 pub const DISABLED: &str = "manual runs over HTTP are disabled: set WEATHERFLOW_WEB_TOKEN (or \
@@ -75,14 +82,18 @@ pub async fn start_run(
     let name = parse_job(&job)?;
     let fetch_req = match name {
         // Read before the lock, so a bad schedules file is a 500 that names it, with no run row.
-        JobName::Fetch => Some(
-            crate::cmd::schedules::load(&state.config, None)
+        JobName::Fetch => {
+            let mut req = crate::cmd::schedules::load(&state.config, None)
                 .map_err(|e| {
                     ApiError::internal("reading schedules.toml for the fetch run", format!("{e:#}"))
                 })?
                 .fetch
-                .args,
-        ),
+                .args;
+            if let Some(auto) = state.fetch_source {
+                req.source = auto.apply(req.source);
+            }
+            Some(req)
+        }
         _ => None,
     };
     let lock = JobLock::try_acquire(&state.db, name)
@@ -97,6 +108,10 @@ pub async fn start_run(
                 ),
             )
         })?;
+    let lock = match &fetch_req {
+        Some(req) => refuse_simulated_beside_real(&state, req.source, lock).await?,
+        None => lock,
+    };
     let (id_tx, id_rx) = oneshot::channel();
     let s = state.clone();
     state.runs.spawn(async move {
@@ -108,7 +123,7 @@ pub async fn start_run(
             let _ = id_tx.send(id);
             async move {
                 match fetch_req {
-                    Some(req) => crate::jobs::fetch::run(&config, req, shutdown)
+                    Some(req) => fetch::run_checked(&config, &job_db, req, shutdown)
                         .await
                         .map(|r| crate::runs::StoredReport::of(&r)),
                     None => crate::jobs::analytics::run(
@@ -124,9 +139,7 @@ pub async fn start_run(
             }
         })
         .await;
-        if let Err(e) = lock.release().await {
-            tracing::warn!(job = name.as_str(), error = %e, "releasing the job lock failed (its session was closed)");
-        }
+        release(lock, name).await;
         // The run wrote (or recorded its failure): drop answers that predate it.
         s.cache.invalidate();
         if let Err(e) = result {
@@ -146,4 +159,44 @@ pub async fn start_run(
             "history": format!("/api/v1/runs?job={name}&last=5"),
         })),
     ))
+}
+
+/// Answers a fetch that [`fetch::check_source`] refuses with 409 and the reason, after recording it
+/// as a failed run (so the run history shows the refusal) and releasing the job lock; hands the lock
+/// back when the fetch may go on. The fetch checks again when it starts; this answers the caller now
+/// instead of after a 202.
+async fn refuse_simulated_beside_real(
+    state: &AppState,
+    source: SourceChoice,
+    lock: JobLock,
+) -> Result<JobLock, ApiError> {
+    let refusal = match fetch::check_source(&state.config, &state.db, source).await {
+        Ok(()) => return Ok(lock),
+        Err(SourceCheckError::SimulatedBesideReal(message)) => message,
+        Err(e) => {
+            release(lock, JobName::Fetch).await;
+            return Err(ApiError::internal("checking the fetch source", e));
+        }
+    };
+    let failure = JobError::from(SourceCheckError::SimulatedBesideReal(refusal.clone()));
+    // The result is the refusal itself; failing to record it changes nothing for the caller.
+    let _ = crate::runs::recorded(&state.db, JobName::Fetch, Trigger::Manual, |_| async move {
+        Err::<StoredReport, _>(failure)
+    })
+    .await;
+    release(lock, JobName::Fetch).await;
+    state.cache.invalidate();
+    tracing::warn!(error = %refusal, "manual fetch over HTTP refused");
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "simulated_beside_real",
+        refusal,
+    ))
+}
+
+/// Releases `lock`, logging a failure (its session was closed, which frees it anyway).
+async fn release(lock: JobLock, name: JobName) {
+    if let Err(e) = lock.release().await {
+        tracing::warn!(job = name.as_str(), error = %e, "releasing the job lock failed (its session was closed)");
+    }
 }

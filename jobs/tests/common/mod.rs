@@ -277,3 +277,18 @@ impl Drop for TestContext {
         let _ = cleanup.join();
     }
 }
+
+/// How many migrations come after the one named `name` (e.g. `m20261202_073000_partition_observations`):
+/// the steps `Migrator::down` takes to revert everything after it, whatever later migrations are added.
+pub fn migrations_after(name: &str) -> u32 {
+    use migration::MigratorTrait as _;
+    let names: Vec<String> = migration::Migrator::migrations()
+        .iter()
+        .map(|m| m.name().to_owned())
+        .collect();
+    let at = names
+        .iter()
+        .position(|n| n == name)
+        .unwrap_or_else(|| panic!("no migration {name} in {names:?}"));
+    (names.len() - at - 1) as u32
+}

@@ -20,19 +20,22 @@ mod plan;
 pub mod ratelimit;
 pub mod simulate;
 mod sink;
+mod source;
 mod summary;
 pub mod weatherapi;
 
 use std::sync::Arc;
 
 use chrono::Utc;
-use secrecy::SecretString;
+use sea_orm::DatabaseConnection;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use self::plan::Plan;
 use self::ratelimit::TokenBucket;
 use self::sink::Sink;
+pub use self::source::{AutoSource, SourceCheckError, SourceChoice, check_source};
+use self::source::{Resolved, resolve_source};
 pub use self::summary::{FetchSummary, LocationOutcome, LocationStatus};
 use self::weatherapi::{ApiErrorAction, BULK_MAX, WeatherApi};
 use crate::config::Config;
@@ -60,49 +63,6 @@ pub struct FetchRequest {
     /// schedule setting: a backfill is a one-off.
     #[serde(skip)]
     pub backfill_hours: Option<u32>,
-}
-
-/// Where fetch takes its data from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum SourceChoice {
-    /// WeatherAPI.com when a key is configured, else the simulator (with a loud warning).
-    #[default]
-    Auto,
-    /// WeatherAPI.com; fails without a key.
-    Weatherapi,
-    /// The built-in simulator.
-    Simulated,
-}
-
-/// Where this run's data comes from, once `auto` is decided.
-enum Resolved {
-    Api(SecretString),
-    Simulated,
-}
-
-fn resolve_source(config: &Config, choice: SourceChoice) -> Result<Resolved, JobError> {
-    if choice == SourceChoice::Simulated {
-        return Ok(Resolved::Simulated);
-    }
-    let key = config
-        .weatherapi
-        .resolve_key()
-        .job(JobErrorKind::Fatal, "reading the WeatherAPI key")?;
-    match (choice, key) {
-        (_, Some(key)) => Ok(Resolved::Api(key)),
-        (SourceChoice::Weatherapi, None) => Err(JobError::fatal(
-            "the weatherapi source needs an API key: set WEATHERAPI_KEY or weatherapi.key_file \
-             (or use --source simulated)",
-        )),
-        _ => {
-            tracing::warn!(
-                "NO WEATHERAPI KEY CONFIGURED (WEATHERAPI_KEY / weatherapi.key_file): using the SIMULATED \
-                 source; messages are marked \"source\":\"simulated\" and are not real weather"
-            );
-            Ok(Resolved::Simulated)
-        }
-    }
 }
 
 /// Trimmed, non-empty, first occurrence of each.
@@ -198,7 +158,21 @@ async fn produce_all(
     }
 }
 
-/// Runs the fetch job.
+/// Runs the fetch job as every process starts it (scheduled, over HTTP, by hand): refused first when
+/// its source is simulated and the database already holds WeatherAPI observations (see
+/// [`check_source`]). The source should already have `auto` decided ([`AutoSource::apply`]).
+pub async fn run_checked(
+    config: &Config,
+    db: &DatabaseConnection,
+    req: FetchRequest,
+    shutdown: CancellationToken,
+) -> Result<FetchSummary, JobError> {
+    check_source(config, db, req.source).await?;
+    run(config, req, shutdown).await
+}
+
+/// Runs the fetch job without the database check: Kafka only (benchmarks, tests, and
+/// [`run_checked`] after its check).
 pub async fn run(
     config: &Config,
     req: FetchRequest,

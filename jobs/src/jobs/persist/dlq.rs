@@ -38,6 +38,11 @@ pub(crate) async fn ensure_topic(k: &KafkaConfig, p: &PersistConfig) -> Result<(
     kafka::ensure_topic_with(k, &k.dlq_topic, k.partitions, &[("max.message.bytes", &max)]).await
 }
 
+/// The dead-letter producer's `message.timeout.ms`: `persist.dlq_unavailable_secs`, between 1 and 30 s.
+fn message_timeout_ms(dlq_unavailable_secs: u64) -> u64 {
+    dlq_unavailable_secs.clamp(1, 30) * 1000
+}
+
 /// The dead-letter producer.
 pub(crate) struct Dlq {
     producer: FutureProducer,
@@ -50,8 +55,13 @@ impl Dlq {
     pub(crate) fn new(k: &KafkaConfig, p: &PersistConfig) -> Result<Self, KafkaSetupError> {
         let producer = kafka::producer_config(k)
             .set("message.max.bytes", p.dlq_max_message_bytes.to_string())
-            // Bounded, so that an outage surfaces as an error we log and retry with our backoff.
-            .set("message.timeout.ms", "30000")
+            // Bounded, so that an outage surfaces as an error we log and retry with our backoff; no
+            // longer than persist.dlq_unavailable_secs, since a send to a deleted topic fails only
+            // at this timeout and readiness cannot say so before.
+            .set(
+                "message.timeout.ms",
+                message_timeout_ms(p.dlq_unavailable_secs).to_string(),
+            )
             .create()
             .map_err(KafkaSetupError::Client)?;
         Ok(Self {
@@ -145,5 +155,16 @@ impl Dlq {
             .await
             .map(|_| ())
             .map_err(|(e, _)| e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_send_fails_no_later_than_readiness_should_say_so() {
+        assert_eq!(super::message_timeout_ms(5), 5_000);
+        assert_eq!(super::message_timeout_ms(30), 30_000);
+        assert_eq!(super::message_timeout_ms(600), 30_000);
+        assert_eq!(super::message_timeout_ms(0), 1_000);
     }
 }

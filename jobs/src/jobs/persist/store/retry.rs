@@ -149,12 +149,16 @@ pub(crate) struct Outage<'a> {
     target: Target,
     hint: String,
     attempt: u32,
+    /// When the first attempt was sent: an outage counts from there, since a send to a deleted
+    /// dead-letter topic fails only at the producer's message timeout (30 s).
+    created: Instant,
     started: Option<Instant>,
     guard: Option<outages::Guard>,
 }
 
 impl<'a> Outage<'a> {
-    /// Nothing wrong yet: the first [`Outage::wait`] starts the outage.
+    /// Nothing wrong yet: the first [`Outage::wait`] starts the outage, counted from now (make it
+    /// just before the first attempt).
     pub(crate) fn database(retry: &'a Retry) -> Self {
         Self::of(retry, Target::Database, DATABASE_HINT.to_owned())
     }
@@ -174,6 +178,7 @@ impl<'a> Outage<'a> {
             target,
             hint,
             attempt: 0,
+            created: Instant::now(),
             started: None,
             guard: None,
         }
@@ -192,7 +197,7 @@ impl<'a> Outage<'a> {
     /// Records one failed attempt for `cause`, then waits the backoff delay.
     pub(crate) async fn wait(&mut self, cause: Cause, rows: usize) -> Result<(), Interrupted> {
         let delay = self.retry.backoff.delay(self.attempt);
-        let started = *self.started.get_or_insert_with(Instant::now);
+        let started = *self.started.get_or_insert(self.created);
         let grace = match self.target {
             Target::Database => Duration::ZERO,
             Target::DeadLetterTopic => self.retry.dlq_grace,
@@ -200,7 +205,10 @@ impl<'a> Outage<'a> {
         let (class, detail) = (cause.class.clone(), cause.detail.clone());
         match &self.guard {
             Some(guard) => guard.update(cause),
-            None => self.guard = Some(outages::begin(self.target, cause, grace, self.hint.clone())),
+            None => {
+                let guard = outages::begin(self.target, started, cause, grace, self.hint.clone());
+                self.guard = Some(guard);
+            }
         }
         self.attempt = self.attempt.saturating_add(1);
         let lasted = started.elapsed();

@@ -560,8 +560,9 @@ async fn chromium_renders_the_dashboard_with_results_and_plot() {
     let dom = String::from_utf8(chromium(&["--dump-dom"], &svc.url("/")).stdout).unwrap();
     assert!(dom.contains(r#"id="results-table""#), "{dom}");
     assert!(
-        dom.contains(r#"<th>source</th>"#) && dom.contains(r#"<td class="source">simulated</td>"#),
-        "the regression table names each fit's source: {dom}"
+        dom.contains(r#"<th>source</th>"#)
+            && dom.contains(r#"<td class="source"><span class="badge-simulated""#),
+        "the regression table marks each fit on simulated rows: {dom}"
     );
     assert!(
         dom.contains("<svg") && dom.contains("<circle"),

@@ -292,7 +292,7 @@ backlog_rows="$(sql "$DB" "SELECT count(*) FROM observations WHERE location_name
 lost_ticks="$(sql "$DB" "WITH got AS (SELECT split_part(location_name, '-', 2)::int AS n, count(*) AS c
   FROM observations WHERE location_name LIKE 'tick-%' GROUP BY 1)
   SELECT coalesce(sum($TICK_LOCATIONS - coalesce(c, 0)), 0) FROM acknowledged_ticks LEFT JOIN got USING (n)")"
-dup_rows="$(sql "$DB" "SELECT count(*) FROM (SELECT 1 FROM observations GROUP BY location_key, observed_at HAVING count(*) > 1) d")"
+dup_rows="$(sql "$DB" "SELECT count(*) FROM (SELECT 1 FROM observations GROUP BY location_key, observed_at, source HAVING count(*) > 1) d")"
 rejected="$(sql "$DB" "SELECT count(*) FROM rejected_records")"
 on_topic="$(group_rows | awk '{ s += $2 } END { print s }')"
 lost=$((BACKLOG - backlog_rows + lost_ticks))

@@ -1,9 +1,9 @@
-//! `observations`: one row per (location, observation time); written by the persist job.
+//! `observations`: one row per (location, observation time, source); written by the persist job.
 
 use sea_orm::entity::prelude::*;
 
-/// A stored observation. `(location_key, observed_at)` is unique: the same observation fetched twice
-/// is one row.
+/// A stored observation. `(location_key, observed_at, source)` is unique: the same observation
+/// fetched twice is one row, and a WeatherAPI and a simulated observation of one slot are two.
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
 #[sea_orm(table_name = "observations")]
 pub struct Model {

@@ -35,6 +35,9 @@ pub struct Model {
     pub rmse: f64,
     /// Standard error of the slope (absent with fewer than 3 samples).
     pub slope_stderr: Option<f64>,
+    /// The observations' source the fit used (`weatherapi` or `simulated`); `None` on fits made
+    /// before sources were told apart, which used every row.
+    pub source: Option<String>,
 }
 
 /// Each result belongs to a run.

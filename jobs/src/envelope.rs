@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Where an observation came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     /// The WeatherAPI.com service.

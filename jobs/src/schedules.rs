@@ -20,6 +20,7 @@
 //! window_days = 30             # omit for analytics.window_days (30)
 //! all_history = false          # true (without window_days): fit every row
 //! min_samples = 30
+//! source = "auto"              # auto | weatherapi | simulated: which observations to fit
 //! ```
 //!
 //! Every problem is reported with the job and field it is in.
@@ -33,6 +34,7 @@ use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 use serde::Deserialize;
 
+use crate::jobs::analytics::FitSource;
 use crate::jobs::fetch::FetchRequest;
 use crate::runs::JobName;
 
@@ -125,6 +127,10 @@ pub struct AnalyticsArgs {
     pub all_history: bool,
     /// Minimum samples for a per-location fit; `None` uses the configuration's value.
     pub min_samples: Option<u64>,
+    /// Which observations to fit: `auto` (WeatherAPI's when the window has any, else the
+    /// simulated), `weatherapi` or `simulated`.
+    #[serde(default)]
+    pub source: FitSource,
 }
 
 /// One scheduled job: its timing and its typed arguments.
@@ -345,6 +351,7 @@ missed = "run-once"
         assert_eq!(s.fetch.timing.missed, MissedPolicy::Skip);
         assert_eq!(s.analytics.timing.missed, MissedPolicy::RunOnce);
         assert_eq!(s.analytics.args.window_days, None);
+        assert_eq!(s.analytics.args.source, FitSource::Auto);
         let start = DateTime::parse_from_rfc3339("2026-01-01T00:05:00Z")
             .unwrap()
             .with_timezone(&Utc);
@@ -452,6 +459,10 @@ missed = "run-once"
                 "job 'analytics', field 'args.window'",
             ),
             (
+                format!("{GOOD}[analytics.args]\nsource = \"mixed\"\n"),
+                "job 'analytics', field 'args.source'",
+            ),
+            (
                 GOOD.replace(
                     "[analytics]\ncron = \"0 0 2 * * *\"\ntimezone = \"Europe/Paris\"\nmissed = \"run-once\"",
                     "",
@@ -487,6 +498,7 @@ cron = "0 15 3 * * SUN"
 [analytics.args]
 window_days = 7
 min_samples = 10
+source = "weatherapi"
 "#;
         let s = Schedules::parse(text, "t.toml").unwrap();
         let f = &s.fetch.timing;
@@ -498,6 +510,7 @@ min_samples = 10
         assert_eq!((s.fetch.args.concurrency, s.fetch.args.seed), (Some(3), Some(42)));
         assert_eq!(s.analytics.args.window_days, Some(7));
         assert_eq!(s.analytics.args.min_samples, Some(10));
+        assert_eq!(s.analytics.args.source, FitSource::Weatherapi);
         // Defaults of the fields left out.
         let a = &s.analytics.timing;
         assert_eq!(

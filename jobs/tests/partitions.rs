@@ -168,10 +168,12 @@ async fn the_migration_moves_every_row_into_month_partitions_and_down_restores_t
         ctx.scalar_i64("SELECT count(*) FROM weather_data").await,
         count + 1
     );
-    let [again, _] = store_twice_both_ways(&ctx, &batch).await;
-    assert_eq!((again.inserted, again.duplicates), (0, 3), "{again:?}");
     Migrator::up(&ctx.db, None).await.unwrap();
     assert_eq!(ctx.scalar_text(CHECKSUM).await, checksum, "and forward again");
+    // This build's write path names the current key (with `source`), so it writes after the way
+    // back and forth, not in between.
+    let [again, _] = store_twice_both_ways(&ctx, &batch).await;
+    assert_eq!((again.inserted, again.duplicates), (0, 3), "{again:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -253,6 +253,8 @@ async fn every_endpoint_answers_and_refuses_bad_input() {
     );
     assert_eq!(rows[0]["scope"], "all");
     assert_eq!(rows[0]["n_samples"], observations);
+    // The fit names its source: the fixture's rows are all simulated.
+    assert!(rows.iter().all(|r| r["source"] == "simulated"), "{results}");
     let one = get_json(
         &http,
         &svc.url("/api/v1/results?scope=script%7C%7Cnowhere&last=1"),
@@ -557,6 +559,11 @@ async fn chromium_renders_the_dashboard_with_results_and_plot() {
     wait_for_lag(&reqwest::Client::new(), &svc).await;
     let dom = String::from_utf8(chromium(&["--dump-dom"], &svc.url("/")).stdout).unwrap();
     assert!(dom.contains(r#"id="results-table""#), "{dom}");
+    assert!(
+        dom.contains(r#"<th>source</th>"#)
+            && dom.contains(r#"<td class="source"><span class="badge-simulated""#),
+        "the regression table marks each fit on simulated rows: {dom}"
+    );
     assert!(
         dom.contains("<svg") && dom.contains("<circle"),
         "the plot with its points"

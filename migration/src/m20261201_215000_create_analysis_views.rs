@@ -54,8 +54,9 @@ FROM observations o
 ORDER BY o.location_key, o.observed_at DESC;
 "#;
 
-/// The views over the other tables.
-const OTHER_VIEWS: &str = r#"
+/// `latest_regression`: the newest published fit of each scope (replaced by the provenance
+/// migration, which adds the fit's source).
+pub(crate) const LATEST_REGRESSION: &str = r#"
 -- The newest fit of each scope among the runs that succeeded (a failed or still running run's rows
 -- are not the answer). The stored line is temp_c = intercept + slope · wind_kph; in kelvin and m/s
 -- it is T = (intercept + 273.15) + (slope · 3.6) · v, since temp_c = T − 273.15 and wind_kph = 3.6 v.
@@ -83,7 +84,10 @@ WHERE j.status = 'succeeded'
   AND r.target = 'temp_c'
   AND r.feature = 'wind_kph'
 ORDER BY r.scope, r.fitted_at DESC, r.id DESC;
+"#;
 
+/// The views over the other tables.
+const OTHER_VIEWS: &str = r#"
 -- job_runs with its duration and a one-line outcome.
 CREATE VIEW run_history AS
 SELECT j.id,
@@ -129,7 +133,7 @@ DROP VIEW weather_data;
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let conn = manager.get_connection();
-        for sql in [WEATHER_DATA, LATEST_OBSERVATIONS, OTHER_VIEWS] {
+        for sql in [WEATHER_DATA, LATEST_OBSERVATIONS, LATEST_REGRESSION, OTHER_VIEWS] {
             conn.execute_unprepared(sql).await?;
         }
         Ok(())

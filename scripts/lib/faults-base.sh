@@ -161,7 +161,7 @@ check() {
     FROM (SELECT c.p, c.upto, count(DISTINCT s.o) n FROM c LEFT JOIN s ON s.p = c.p AND s.o < c.upto
           GROUP BY c.p, c.upto) x WHERE n <> upto")
   [ -z "$bad" ] || fail "$name: committed offsets ahead of the database, records lost: $bad"
-  # (location_key, observed_at) is UNIQUE in the schema; a record stored twice would show as two rows
+  # (location_key, observed_at, source) is UNIQUE in the schema; a record stored twice would show as two rows
   # of one Kafka offset.
   dups=$(psql_q "SELECT (SELECT count(*) - count(DISTINCT (kafka_partition, kafka_offset)) FROM observations)
                       + (SELECT count(*) - count(DISTINCT (kafka_partition, kafka_offset)) FROM rejected_records)

@@ -6,6 +6,9 @@
 //! Only the results of runs that `succeeded` are shown ([`PUBLISHED`]): a run that timed out, was
 //! cancelled or failed may have committed its rows before it was stopped, and a run still going has
 //! not been judged yet. The views (`latest_regression`) apply the same rule.
+//!
+//! Every fit names the observations' source it used (`weatherapi` or `simulated`); a fit made before
+//! sources were told apart has none and shows `any`: it used every row.
 
 use chrono::{DateTime, Utc};
 use entity::regression_results;
@@ -24,6 +27,7 @@ pub const PUBLISHED: &str = "job_run_id IN (SELECT id FROM job_runs WHERE status
 pub const LATEST_PER_SCOPE_SQL: &str = "\
 SELECT scope,
        fitted_at,
+       coalesce(source, 'any')         AS source,
        n_samples,
        round(intercept::numeric, 4)    AS intercept,
        round(slope::numeric, 5)        AS slope,
@@ -40,6 +44,7 @@ ORDER BY scope <> 'all', scope";
 /// location).
 pub const SLOPE_HISTORY_SQL: &str = "\
 SELECT fitted_at,
+       coalesce(source, 'any')                              AS source,
        n_samples,
        round(slope::numeric, 5)                             AS slope,
        round(slope_stderr::numeric, 5)                      AS stderr,
@@ -137,6 +142,7 @@ pub fn render(rows: &[regression_results::Model]) -> String {
             vec![
                 r.scope.clone(),
                 r.fitted_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                source_label(r.source.as_deref()).to_owned(),
                 r.n_samples.to_string(),
                 format!("{:.4}", r.intercept),
                 format!("{:.5}", r.slope),
@@ -152,6 +158,7 @@ pub fn render(rows: &[regression_results::Model]) -> String {
         &[
             "scope",
             "fitted (UTC)",
+            "source",
             "n",
             "intercept °C",
             "slope °C/(km/h)",
@@ -163,6 +170,12 @@ pub fn render(rows: &[regression_results::Model]) -> String {
         ],
         &cells,
     )
+}
+
+/// The source a fit used, as shown: `weatherapi`, `simulated`, or `any` for a fit made before
+/// sources were told apart (it used every row).
+pub fn source_label(source: Option<&str>) -> &str {
+    source.unwrap_or("any")
 }
 
 fn window(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> String {
@@ -195,6 +208,7 @@ mod tests {
             r_squared: 0.61,
             rmse: 1.73,
             slope_stderr: stderr,
+            source: Some("weatherapi".into()),
         }
     }
 
@@ -204,7 +218,7 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 4);
         assert!(
-            lines[2].starts_with("all            2026-11-25 02:00:00  1234"),
+            lines[2].starts_with("all            2026-11-25 02:00:00  weatherapi  1234"),
             "{t}"
         );
         assert!(lines[3].contains("-0.25000  -        0.6100"), "{t}");
@@ -216,6 +230,12 @@ mod tests {
             .unwrap();
         assert_eq!(row[col..col + 15].iter().collect::<String>(), "       -0.25000");
         assert!(lines[2].contains("all rows"), "{t}");
+        // A fit from before sources were told apart used every row.
+        let old = regression_results::Model {
+            source: None,
+            ..model("all", None)
+        };
+        assert!(render(&[old]).lines().nth(2).unwrap().contains("  any  "), "{t}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::db;
-use crate::jobs::analytics::{self, AnalyticsRequest};
+use crate::jobs::analytics::{self, AnalyticsRequest, FitSource};
 use crate::jobs::fetch::{self, AutoSource, FetchRequest, SourceChoice};
 use crate::jobs::persist::{self, PersistRequest};
 use crate::runs::lock::JobLock;
@@ -109,6 +109,10 @@ pub struct AnalyticsFlags {
     /// Plot every fitted location, one file each next to `--plot`.
     #[arg(long, requires = "plot")]
     pub plot_all_scopes: bool,
+    /// Which observations to fit: auto fits WeatherAPI's when the window has any, and the
+    /// simulated ones only when it has nothing else.
+    #[arg(long, value_enum, default_value_t = FitSource::Auto)]
+    pub source: FitSource,
 }
 
 impl From<AnalyticsFlags> for AnalyticsRequest {
@@ -123,6 +127,7 @@ impl From<AnalyticsFlags> for AnalyticsRequest {
             plot: f.plot,
             plot_scopes: f.plot_scopes,
             plot_all_scopes: f.plot_all_scopes,
+            source: f.source,
         }
     }
 }
@@ -240,5 +245,9 @@ mod tests {
         assert!(default.maintenance && !default.all_history && default.since.is_none());
         assert!(analytics(&["--all-history"]).unwrap().all_history);
         assert!(analytics(&["--all-history", "--since", "2026-11-01T00:00:00Z"]).is_err());
+        assert_eq!(default.source, FitSource::Auto);
+        let real = analytics(&["--source", "weatherapi"]).unwrap();
+        assert_eq!(real.source, FitSource::Weatherapi);
+        assert!(analytics(&["--source", "mixed"]).is_err());
     }
 }

@@ -1,4 +1,5 @@
-//! `weatherflow status`: last runs, next fire times, consumer lag, row counts.
+//! `weatherflow status`: last runs, next fire times, consumer lag, row counts (observations per
+//! source too).
 
 use std::time::Duration;
 
@@ -73,6 +74,8 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
 
     println!("\ntables (exact count below {EXACT_BELOW} rows, ~estimate above):");
     print!("{}", counts_table(&conn).await?);
+    println!("\nobservations per source (never mixed: docs/schema.md, Provenance):");
+    print!("{}", sources_table(&conn).await?);
 
     println!("\ndatabase writes (as this user):");
     match write_refusals(&conn).await {
@@ -302,6 +305,67 @@ async fn counts_table(conn: &DatabaseConnection) -> Result<String, DbErr> {
         cells.push(vec![t.to_owned(), count]);
     }
     Ok(table::render(&["table", "rows"], &cells))
+}
+
+/// The sources `observations` can hold, as stored.
+const SOURCES: [crate::envelope::Source; 2] = [
+    crate::envelope::Source::Weatherapi,
+    crate::envelope::Source::Simulated,
+];
+
+/// Rows of each source per the planner: each month partition's row estimate times the source's
+/// frequency in that partition's statistics (a partitioned parent has no statistics of its own
+/// unless analysed by hand; autovacuum analyses the partitions).
+const SOURCE_ESTIMATES: &str = "\
+SELECT s.source, sum(c.reltuples * s.freq)::int8
+FROM pg_inherits i
+JOIN pg_class c ON c.oid = i.inhrelid
+JOIN pg_stats st ON st.schemaname = current_schema() AND st.tablename = c.relname
+                AND st.attname = 'source' AND NOT st.inherited
+CROSS JOIN LATERAL unnest(st.most_common_vals::text::text[], st.most_common_freqs) AS s(source, freq)
+WHERE i.inhparent = to_regclass('observations') AND c.reltuples > 0
+GROUP BY s.source";
+
+/// The rows of each source in `observations` and its newest observation time: exact counts below
+/// [`EXACT_BELOW`] rows (an index-only scan of `(source, observed_at)`), the planner's estimate
+/// above; the newest time is one probe of that index per partition.
+async fn sources_table(conn: &DatabaseConnection) -> Result<String, DbErr> {
+    let large = estimate(conn, "observations")
+        .await?
+        .is_some_and(|n| n >= EXACT_BELOW);
+    let mut estimates = std::collections::HashMap::new();
+    if large {
+        for row in conn
+            .query_all_raw(Statement::from_string(DbBackend::Postgres, SOURCE_ESTIMATES))
+            .await?
+        {
+            estimates.insert(
+                row.try_get_by_index::<String>(0)?,
+                row.try_get_by_index::<i64>(1)?,
+            );
+        }
+    }
+    let mut cells = Vec::new();
+    for source in SOURCES {
+        let row = conn
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT CASE WHEN $2 THEN NULL ELSE (SELECT count(*) FROM observations WHERE source = $1) END, \
+                 (SELECT max(observed_at) FROM observations WHERE source = $1)",
+                [source.as_str().into(), large.into()],
+            ))
+            .await?
+            .ok_or_else(|| DbErr::Custom("the per-source count returned no row".into()))?;
+        let rows = match row.try_get_by_index::<Option<i64>>(0)? {
+            Some(n) => n.to_string(),
+            None => format!("~{}", estimates.get(source.as_str()).copied().unwrap_or(0)),
+        };
+        let newest = row
+            .try_get_by_index::<Option<DateTime<Utc>>>(1)?
+            .map_or_else(|| "-".to_owned(), |t| t.format("%Y-%m-%d %H:%M UTC").to_string());
+        cells.push(vec![source.as_str().to_owned(), rows, newest]);
+    }
+    Ok(table::render(&["source", "rows", "newest observation"], &cells))
 }
 
 /// The planner's row estimate; `None` when the table was never analysed.

@@ -27,6 +27,7 @@ pub fn analytics_request(args: &schedules::AnalyticsArgs, now: DateTime<Utc>) ->
         // The nightly run is the pipeline's daily step, so it also keeps the partitions.
         maintenance: true,
         min_samples: args.min_samples,
+        source: args.source,
         // No window end, and no plots: a scheduled fit only stores its results.
         ..AnalyticsRequest::default()
     }

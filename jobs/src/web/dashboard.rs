@@ -99,7 +99,12 @@ async fn plot_svg(state: &AppState, all: Option<&ResultRow>) -> Result<Option<St
 }
 
 async fn draw(state: &AppState, all: &ResultRow) -> Result<Bytes, ApiError> {
-    let (wind, temp) = queries::plot_samples(&state.db, PLOT_POINTS).await?;
+    let source = match all.source.as_str() {
+        "weatherapi" => Some(Source::Weatherapi),
+        "simulated" => Some(Source::Simulated),
+        _ => None,
+    };
+    let (wind, temp) = queries::plot_samples(&state.db, PLOT_POINTS, source).await?;
     let fit = LineFit {
         n: usize::try_from(all.n_samples).unwrap_or(0),
         intercept: all.intercept,

@@ -29,6 +29,9 @@ pub struct ResultRow {
     pub rmse: f64,
     /// The run that wrote it.
     pub run_id: i64,
+    /// The observations' source the fit used: `weatherapi`, `simulated`, or `any` for a fit made
+    /// before sources were told apart (it used every row).
+    pub source: String,
 }
 
 impl From<regression_results::Model> for ResultRow {
@@ -43,6 +46,7 @@ impl From<regression_results::Model> for ResultRow {
             r_squared: r.r_squared,
             rmse: r.rmse,
             run_id: r.job_run_id,
+            source: crate::cmd::results::source_label(r.source.as_deref()).to_owned(),
         }
     }
 }
@@ -271,11 +275,20 @@ pub async fn table_counts(db: &DatabaseConnection) -> Result<Vec<(String, i64, b
 
 /// Up to `max` (wind, temperature) samples spread over the whole table, for the dashboard's plot:
 /// a block sample when the table is large, so the plot costs a few pages read, not a full scan.
-pub async fn plot_samples(db: &DatabaseConnection, max: usize) -> Result<(Vec<f64>, Vec<f64>), DbErr> {
+/// With `source`, only that source's rows (the fit's), so the points are the data the line was
+/// fitted to; `None` (a fit from before sources were told apart) samples every row.
+pub async fn plot_samples(
+    db: &DatabaseConnection,
+    max: usize,
+    source: Option<crate::envelope::Source>,
+) -> Result<(Vec<f64>, Vec<f64>), DbErr> {
+    // A constant from Source::as_str, never input.
+    let only = source.map_or_else(String::new, |s| format!("WHERE source = '{}'", s.as_str()));
     let sql = format!(
         "SELECT wind_kph, temp_c FROM observations TABLESAMPLE SYSTEM (
              least(100, greatest(0.1, 100.0 * {max} * 4 /
                  greatest(1, (SELECT reltuples FROM pg_class WHERE oid = 'observations'::regclass)))))
+         {only}
          LIMIT {max}"
     );
     let rows = db

@@ -1,6 +1,8 @@
 //! The analytics job: a linear regression of temp_c on wind_kph, stored in regression_results.
 //!
-//! [`read`] → [`fit`] → [`draw`] → [`write`]. The observations of the window are streamed into one
+//! Every fit uses the observations of one source ([`source`]): WeatherAPI's when the window has
+//! any, the simulated ones only when it has nothing else, or the one `--source` names; the source
+//! is stored with the fit. [`read`] → [`fit`] → [`draw`] → [`write`]. The observations of the window are streamed into one
 //! design matrix, ordered by location; scope `all` is fitted on the whole matrix and every
 //! location with enough samples on its own rows. All results of a run are written in one
 //! transaction, linked to the run's `job_runs` row, or none are (a failure or a cancellation before
@@ -13,6 +15,7 @@ pub mod draw;
 pub mod fit;
 mod pg_array;
 mod read;
+pub mod source;
 mod write;
 
 use std::path::PathBuf;
@@ -27,7 +30,9 @@ use tokio_util::sync::CancellationToken;
 use self::draw::PlotPlan;
 use self::fit::{FITTER_QUEUE, LineFit};
 use self::read::Samples;
+pub use self::source::FitSource;
 use crate::config::Config;
+use crate::envelope::Source;
 use crate::job_error::{JobError, JobErrorKind, JobResultExt};
 use crate::partitions::{self, Maintenance, Policy};
 use crate::runs::{Completion, Report};
@@ -55,6 +60,8 @@ pub struct AnalyticsRequest {
     pub plot_scopes: Vec<String>,
     /// Plot every fitted location, each to a file named after the location next to `plot`.
     pub plot_all_scopes: bool,
+    /// Which observations to fit (default `auto`: WeatherAPI's when the window has any).
+    pub source: FitSource,
 }
 
 /// Failures a caller may want to tell apart from plain errors.
@@ -128,6 +135,10 @@ pub struct AnalyticsSummary {
     pub until: Option<DateTime<Utc>>,
     /// The per-location threshold in force.
     pub min_samples: u64,
+    /// The observations' source every fit of the run used.
+    pub source: Source,
+    /// Why that source: the choice, and for `auto` what the window held.
+    pub source_reason: &'static str,
     /// Observations read into the fit (finite wind and temperature).
     pub rows_read: u64,
     /// Observations left out because a value was NaN or infinite.
@@ -189,6 +200,8 @@ impl Report for AnalyticsSummary {
         let mut details = json!({
             "window": { "since": self.since, "until": self.until },
             "min_samples": self.min_samples,
+            "source": self.source.as_str(),
+            "source_reason": self.source_reason,
             "rows_read": self.rows_read,
             "non_finite_rows": self.non_finite_rows,
             "locations": self.locations,
@@ -244,6 +257,16 @@ pub async fn run(
     );
     let min_samples = req.min_samples.unwrap_or(config.analytics.min_samples);
     let mut timings = Timings::default();
+    let pool = db.get_postgres_connection_pool();
+
+    let (source, source_reason) = interruptible(&shutdown, source::resolve(pool, window, req.source))
+        .await?
+        .job(JobErrorKind::Retryable, "finding the source to fit")?;
+    tracing::info!(
+        source = source.as_str(),
+        reason = source_reason,
+        "fitting one source"
+    );
 
     // Fitting and drawing are CPU-bound: they run on blocking threads, off the async workers (the
     // scheduler runs the consumer on the same runtime). Locations are fitted on one thread while
@@ -252,15 +275,22 @@ pub async fn run(
     let (to_fitter, queue) = tokio::sync::mpsc::channel(FITTER_QUEUE);
     let cancel = shutdown.clone();
     let fitter = tokio::task::spawn_blocking(move || fit::fit_locations(queue, &cancel));
-    let pool = db.get_postgres_connection_pool();
     let connections = config.analytics.read_connections;
-    let samples = read::read(pool, window, connections, min_samples, to_fitter, &shutdown)
-        .await
-        .map_err(|e| match e.downcast_ref::<AnalyticsError>() {
-            Some(AnalyticsError::Interrupted) => JobError::from(AnalyticsError::Interrupted),
-            // The database (or the connection to it) failed: worth another attempt.
-            _ => JobError::retryable(e).context("reading observations"),
-        })?;
+    let samples = read::read(
+        pool,
+        window,
+        source,
+        connections,
+        min_samples,
+        to_fitter,
+        &shutdown,
+    )
+    .await
+    .map_err(|e| match e.downcast_ref::<AnalyticsError>() {
+        Some(AnalyticsError::Interrupted) => JobError::from(AnalyticsError::Interrupted),
+        // The database (or the connection to it) failed: worth another attempt.
+        _ => JobError::retryable(e).context("reading observations"),
+    })?;
     timings.read = started.elapsed();
     log_read(&samples, timings.read);
     let samples = Arc::new(samples);
@@ -288,13 +318,15 @@ pub async fn run(
     interrupted(&shutdown)?;
 
     let started = Instant::now();
-    let results_written = write::write(db, run_id, window, &fitted.fits, &shutdown).await?;
+    let results_written = write::write(db, run_id, window, source, &fitted.fits, &shutdown).await?;
     timings.write = started.elapsed();
 
     let summary = AnalyticsSummary {
         since: window.0,
         until: window.1,
         min_samples,
+        source,
+        source_reason,
         rows_read: fitted.rows as u64,
         non_finite_rows: fitted.non_finite,
         locations: fitted.locations,
@@ -318,6 +350,18 @@ fn default_since(req: &AnalyticsRequest, window_days: u32, now: DateTime<Utc>) -
         return req.since;
     }
     Some(req.until.unwrap_or(now) - chrono::Duration::days(i64::from(window_days)))
+}
+
+/// `fut`, unless the shutdown token fires first.
+async fn interruptible<T>(
+    shutdown: &CancellationToken,
+    fut: impl Future<Output = T>,
+) -> Result<T, AnalyticsError> {
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => Err(AnalyticsError::Interrupted),
+        out = fut => Ok(out),
+    }
 }
 
 fn interrupted(shutdown: &CancellationToken) -> Result<(), AnalyticsError> {

@@ -7,6 +7,7 @@ use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait, TransactionTrai
 use tokio_util::sync::CancellationToken;
 
 use super::{AnalyticsError, ScopeFit};
+use crate::envelope::Source;
 use crate::job_error::{JobError, JobErrorKind, JobResultExt};
 
 /// The stored `target` and `feature` columns.
@@ -16,12 +17,13 @@ const FEATURE: &str = "wind_kph";
 /// What a failed statement of the write was doing.
 const WRITING: &str = "writing regression_results";
 
-/// Inserts one row per fit in a single transaction, which commits only if `cancel` has not fired by
+/// Inserts one row per fit, each naming the `source` it used, in a single transaction, which commits only if `cancel` has not fired by
 /// then. Returns the rows written.
 pub(crate) async fn write(
     db: &DatabaseConnection,
     run_id: i64,
     (since, until): (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+    source: Source,
     fits: &[ScopeFit],
     cancel: &CancellationToken,
 ) -> Result<u64, JobError> {
@@ -31,7 +33,7 @@ pub(crate) async fn write(
     let fitted_at = Utc::now();
     let txn = db.begin().await.job(JobErrorKind::Retryable, WRITING)?;
     let mut written = 0;
-    // 14 bind parameters per row; 1000 rows stay far below PostgreSQL's 65535-parameter limit.
+    // 15 bind parameters per row; 1000 rows stay far below PostgreSQL's 65535-parameter limit.
     for chunk in fits.chunks(1000) {
         let rows = chunk.iter().map(|f| regression_results::ActiveModel {
             job_run_id: Set(run_id),
@@ -47,6 +49,7 @@ pub(crate) async fn write(
             r_squared: Set(f.fit.r_squared),
             rmse: Set(f.fit.rmse),
             slope_stderr: Set(f.fit.slope_stderr),
+            source: Set(Some(source.as_str().to_owned())),
             ..Default::default()
         });
         written += regression_results::Entity::insert_many(rows)

@@ -10,7 +10,7 @@
 //! (`redriven_at`, `redrive_run_id`), and its row is kept; a record refused again, by validation or
 //! by the database, keeps its row with the new class and reason. Both count an attempt. Re-driven
 //! rows are never selected again, so a second re-drive stores nothing twice; and the observations'
-//! unique key `(location_key, observed_at)` makes the write idempotent anyway, which is also what
+//! unique key `(location_key, observed_at, source)` makes the write idempotent anyway, which is also what
 //! makes a re-drive safe beside a running consumer. A re-drive does not send to the dead-letter
 //! topic: the records are there since they were first refused.
 //!
@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::Config;
+use crate::envelope::Source;
 use crate::job_error::{JobError, JobErrorKind, JobResultExt};
 use crate::jobs::persist::store::{
     CopyStrategy, Lineage, RejectedRecord, Retry, Stored, ValidRecord, store_batch,
@@ -245,7 +246,7 @@ async fn drive(
 /// A page after validation: the valid records, and the refused ones with the row each came from.
 struct Checked<'a> {
     /// Valid records (their lineage names their row, see [`Checked::ids`]), in rounds without two
-    /// records of one observation `(location_key, observed_at)`: the store keeps the first of such
+    /// records of one observation `(location_key, observed_at, source)`: the store keeps the first of such
     /// twins and counts the others as duplicates, which would mark them re-driven even when the
     /// database refused the first. A later round is written once the earlier is stored, so a twin
     /// finds its observation stored, or is refused itself. Nearly always one round.
@@ -264,7 +265,7 @@ fn check<'a>(page: &'a [Quarantined], rules: &Rules) -> Checked<'a> {
         refused: Vec::new(),
         ids: HashMap::with_capacity(page.len()),
     };
-    let mut twins: HashMap<(String, chrono::DateTime<Utc>), usize> = HashMap::new();
+    let mut twins: HashMap<(String, chrono::DateTime<Utc>, Source), usize> = HashMap::new();
     for row in page {
         let l = &row.lineage;
         checked
@@ -273,7 +274,11 @@ fn check<'a>(page: &'a [Quarantined], rules: &Rules) -> Checked<'a> {
         match validate(row.raw.value.as_deref(), now, rules) {
             Ok(observation) => {
                 let seen = twins
-                    .entry((observation.location_key.clone(), observation.observed_at))
+                    .entry((
+                        observation.location_key.clone(),
+                        observation.observed_at,
+                        observation.source,
+                    ))
                     .or_insert(0);
                 if checked.valid.len() <= *seen {
                     checked.valid.push(Vec::new());
@@ -305,7 +310,10 @@ async fn dry_page(
         .valid
         .iter()
         .flatten()
-        .map(|v| (v.observation.location_key.as_str(), v.observation.observed_at))
+        .map(|v| {
+            let o = &v.observation;
+            (o.location_key.as_str(), o.observed_at, o.source.as_str())
+        })
         .collect();
     let already = quarantine::already_stored(pool, &keys)
         .await

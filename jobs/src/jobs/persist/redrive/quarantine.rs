@@ -299,24 +299,26 @@ pub(crate) async fn record(
     Ok(by_class)
 }
 
-/// How many of `keys` (location key, observation time) are already in `observations`: a dry run's
-/// guess of the duplicates, without writing.
+/// How many of `keys` (location key, observation time, source) are already in `observations`: a dry
+/// run's guess of the duplicates, without writing.
 pub(crate) async fn already_stored(
     pool: &PgPool,
-    keys: &[(&str, DateTime<Utc>)],
+    keys: &[(&str, DateTime<Utc>, &str)],
 ) -> Result<u64, sqlx::Error> {
     if keys.is_empty() {
         return Ok(0);
     }
     let locations: Vec<&str> = keys.iter().map(|k| k.0).collect();
     let times: Vec<DateTime<Utc>> = keys.iter().map(|k| k.1).collect();
+    let sources: Vec<&str> = keys.iter().map(|k| k.2).collect();
     let n: i64 = sqlx::query_scalar(
         "SELECT count(*)::int8 FROM observations o
-         JOIN (SELECT DISTINCT * FROM UNNEST($1::text[], $2::timestamptz[])) AS u(k, t)
-           ON o.location_key = u.k AND o.observed_at = u.t",
+         JOIN (SELECT DISTINCT * FROM UNNEST($1::text[], $2::timestamptz[], $3::text[])) AS u(k, t, s)
+           ON o.location_key = u.k AND o.observed_at = u.t AND o.source = u.s",
     )
     .bind(&locations)
     .bind(&times)
+    .bind(&sources)
     .fetch_one(pool)
     .await?;
     Ok(n as u64)

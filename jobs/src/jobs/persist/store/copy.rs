@@ -14,10 +14,10 @@ use crate::jobs::persist::validate::Observation;
 
 /// The persist job's observations write, inside the caller's transaction: binary-COPY the batch
 /// straight into `table` (`observations` for the job). With `check_first`, one indexed query first finds which
-/// `(location_key, observed_at)` are already stored and leaves them out. Returns how many rows are
-/// new.
+/// `(location_key, observed_at, source)` are already stored and leaves them out. Returns how many
+/// rows are new.
 ///
-/// The effect is `INSERT ... ON CONFLICT (location_key, observed_at) DO NOTHING`: the first stored
+/// The effect is `INSERT ... ON CONFLICT (location_key, observed_at, source) DO NOTHING`: the first stored
 /// copy of an observation wins and keeps its lineage, a replay writes nothing. Without the check,
 /// or when a concurrent writer stores the same observation between the check and the COPY, the
 /// COPY fails with a unique violation and the caller writes the batch again (see
@@ -44,10 +44,13 @@ pub(crate) async fn copy_observations(
     } else {
         Vec::new()
     };
-    let existing: HashSet<(&str, DateTime<Utc>)> = existing.iter().map(|(k, t)| (k.as_str(), *t)).collect();
+    let existing: HashSet<(&str, DateTime<Utc>, &str)> = existing
+        .iter()
+        .map(|(k, t, s)| (k.as_str(), *t, s.as_str()))
+        .collect();
     let is_new = |r: &&&ValidRecord| {
         let o = &r.observation;
-        !existing.contains(&(o.location_key.as_str(), o.observed_at))
+        !existing.contains(&(o.location_key.as_str(), o.observed_at, o.source.as_str()))
     };
     if !records.iter().any(|r| is_new(&r)) {
         return Ok(0);
@@ -74,20 +77,22 @@ pub(crate) async fn copy_observations(
 /// Bytes of COPY data sent at a time.
 const COPY_CHUNK_BYTES: usize = 128 * 1024;
 
-/// The batch's observations that are already stored.
+/// The batch's observations that are already stored: `(location_key, observed_at, source)`.
 async fn stored_already(
     conn: &mut sqlx::PgConnection,
     table: &ObservationTable,
     records: &[&ValidRecord],
-) -> Result<Vec<(String, DateTime<Utc>)>, sqlx::Error> {
+) -> Result<Vec<(String, DateTime<Utc>, String)>, sqlx::Error> {
     let keys: Vec<&str> = records
         .iter()
         .map(|r| r.observation.location_key.as_str())
         .collect();
     let times: Vec<DateTime<Utc>> = records.iter().map(|r| r.observation.observed_at).collect();
+    let sources: Vec<&str> = records.iter().map(|r| r.observation.source.as_str()).collect();
     sqlx::query_as(AssertSqlSafe(Arc::clone(table.existing_statement())))
         .bind(keys)
         .bind(times)
+        .bind(sources)
         .fetch_all(conn)
         .await
 }

@@ -81,8 +81,8 @@ impl Default for CopyStrategy {
 pub struct Stored {
     /// New observation rows.
     pub inserted: u64,
-    /// Valid records that were already stored (same location and observation time), in the database
-    /// or earlier in the same batch.
+    /// Valid records that were already stored (same location, observation time and source), in the
+    /// database or earlier in the same batch.
     pub duplicates: u64,
     /// New rejected_records rows (a replayed rejection is not counted twice).
     pub rejections_inserted: u64,
@@ -97,7 +97,8 @@ pub struct Stored {
     pub commit_time: Duration,
 }
 
-/// Stores one batch: the valid records (deduplicated by `(location_key, observed_at)`, first wins)
+/// Stores one batch: the valid records (deduplicated by `(location_key, observed_at, source)`, first
+/// wins)
 /// and the rejections, in one transaction when nothing goes wrong. Returns only once everything is
 /// durably committed, or [`Interrupted`] when stopped during an outage.
 pub async fn store_batch(
@@ -136,15 +137,15 @@ pub async fn store_batch(
     Ok(stored)
 }
 
-/// Valid records with later duplicates of the same `(location_key, observed_at)` removed, and how
-/// many were removed. `ON CONFLICT DO NOTHING` would cope with the duplicates itself; removing them
+/// Valid records with later duplicates of the same `(location_key, observed_at, source)` removed, and
+/// how many were removed: a WeatherAPI and a simulated record of one slot are two observations. `ON CONFLICT DO NOTHING` would cope with the duplicates itself; removing them
 /// here keeps the statement small and the counts exact.
 fn dedupe(valid: &[ValidRecord]) -> (Vec<&ValidRecord>, u64) {
     let mut seen = HashSet::with_capacity_and_hasher(valid.len(), foldhash::fast::RandomState::default());
     let mut unique = Vec::with_capacity(valid.len());
     for record in valid {
         let o = &record.observation;
-        if seen.insert((o.location_key.as_str(), o.observed_at)) {
+        if seen.insert((o.location_key.as_str(), o.observed_at, o.source)) {
             unique.push(record);
         }
     }
@@ -393,8 +394,13 @@ async fn write_observations(
     }
 }
 
-/// A unique violation on `(location_key, observed_at)`. `observations` is partitioned by month, and
-/// PostgreSQL names the partition's index in the error (`observations_y2026m12_location_key_…`,
+/// How the name of every index of the observations' unique key ends, the parent's constraint and
+/// each partition's index alike.
+const OBSERVATION_KEY_SUFFIX: &str = "_location_key_observed_at_source_key";
+
+/// A unique violation on `(location_key, observed_at, source)`. `observations` is partitioned by
+/// month, and PostgreSQL names the partition's index in the error
+/// (`observations_y2026m12_location_key_observed_at_source_key`,
 /// `observations_default_location_key_…`), so the check is on the name's shape. The key holds the
 /// partition key, so one observation has exactly one partition and the partition's unique index is
 /// the table-wide dedup.
@@ -402,9 +408,9 @@ fn is_observation_conflict(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Database(db) => {
             db.code().as_deref() == Some("23505")
-                && db.constraint().is_some_and(|c| {
-                    c.starts_with("observations_") && c.ends_with("_location_key_observed_at_key")
-                })
+                && db
+                    .constraint()
+                    .is_some_and(|c| c.starts_with("observations_") && c.ends_with(OBSERVATION_KEY_SUFFIX))
         }
         _ => false,
     }
@@ -441,6 +447,19 @@ mod tests {
         let (unique, removed) = dedupe(&batch);
         let offsets: Vec<i64> = unique.iter().map(|r| r.lineage.offset).collect();
         assert_eq!(offsets, [0, 1, 3]);
+        assert_eq!(removed, 1);
+    }
+
+    #[test]
+    fn a_real_and_a_simulated_record_of_one_slot_are_not_duplicates() {
+        let mut real = record("a", 1, 0);
+        real.observation.source = crate::envelope::Source::Weatherapi;
+        let simulated = record("a", 1, 1);
+        assert_eq!(simulated.observation.source, crate::envelope::Source::Simulated);
+        let batch = [real, simulated, record("a", 1, 2)];
+        let (unique, removed) = dedupe(&batch);
+        let offsets: Vec<i64> = unique.iter().map(|r| r.lineage.offset).collect();
+        assert_eq!(offsets, [0, 1]);
         assert_eq!(removed, 1);
     }
 }

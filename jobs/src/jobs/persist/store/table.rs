@@ -51,7 +51,7 @@ pub(crate) struct ObservationTable {
     copy: Arc<str>,
     /// `INSERT INTO <table> (columns) SELECT * FROM UNNEST(...) ON CONFLICT ... DO NOTHING`.
     unnest: Arc<str>,
-    /// Which `(location_key, observed_at)` of a batch `<table>` holds already.
+    /// Which `(location_key, observed_at, source)` of a batch `<table>` holds already.
     existing: Arc<str>,
 }
 
@@ -76,15 +76,16 @@ impl ObservationTable {
             copy: format!("COPY {name} ({columns}) FROM STDIN (FORMAT binary)").into(),
             unnest: format!(
                 "INSERT INTO {name} ({columns}) SELECT * FROM UNNEST({}) \
-                 ON CONFLICT (location_key, observed_at) DO NOTHING",
+                 ON CONFLICT (location_key, observed_at, source) DO NOTHING",
                 arrays.join(", ")
             )
             .into(),
             existing: format!(
-                "SELECT b.location_key, b.observed_at \
-                 FROM UNNEST($1::text[], $2::timestamptz[]) AS b(location_key, observed_at) \
+                "SELECT b.location_key, b.observed_at, b.source \
+                 FROM UNNEST($1::text[], $2::timestamptz[], $3::text[]) AS b(location_key, observed_at, source) \
                  WHERE EXISTS (SELECT 1 FROM {name} o \
-                 WHERE o.location_key = b.location_key AND o.observed_at = b.observed_at)"
+                 WHERE o.location_key = b.location_key AND o.observed_at = b.observed_at \
+                 AND o.source = b.source)"
             )
             .into(),
         }

@@ -9,7 +9,7 @@ use super::{Lineage, ObservationTable, ValidRecord};
 use crate::jobs::persist::validate::Observation;
 
 /// Inserts observations into `table` with its UNNEST statement, `ON CONFLICT (location_key,
-/// observed_at) DO NOTHING` (see [`super::copy_observations`] for the figures and why COPY comes
+/// observed_at, source) DO NOTHING` (see [`super::copy_observations`] for the figures and why COPY comes
 /// first); returns how many rows are new.
 pub(crate) async fn insert_observations(
     conn: &mut sqlx::PgConnection,

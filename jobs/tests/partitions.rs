@@ -7,10 +7,9 @@ mod common;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use common::TestContext;
-use common::records::record;
+use common::records::{record, retry};
 use migration::{Migrator, MigratorTrait};
-use tokio_util::sync::CancellationToken;
-use weatherflow::jobs::persist::store::{self, CopyStrategy, Retry, Stored, ValidRecord};
+use weatherflow::jobs::persist::store::{self, CopyStrategy, Stored, ValidRecord};
 use weatherflow::partitions::{self, Maintenance, Policy, month_of, partition_name};
 
 /// Rows every 5 days over 200 days ending `end`, for 3 locations, every column set, so the move has
@@ -33,16 +32,6 @@ const CHECKSUM: &str = "SELECT md5(string_agg(o::text, E'\\n' ORDER BY o.id)) FR
 
 fn now() -> DateTime<Utc> {
     Utc::now()
-}
-
-fn retry() -> Retry {
-    Retry::new(
-        weatherflow::backoff::Backoff::new(
-            std::time::Duration::from_millis(50),
-            std::time::Duration::from_millis(200),
-        ),
-        CancellationToken::new(),
-    )
 }
 
 /// Stores `batch` through the persist job's COPY path (these batches are small enough for the

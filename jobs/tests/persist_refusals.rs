@@ -16,11 +16,9 @@ use bytes::Bytes;
 use chrono::{TimeZone, Utc};
 use common::TestContext;
 use common::proxy::Proxy;
-use common::records::record;
+use common::records::{record, retry};
 use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
 use secrecy::{ExposeSecret, SecretString};
-use tokio_util::sync::CancellationToken;
-use weatherflow::backoff::Backoff;
 use weatherflow::jobs::persist::store::{
     self, CopyStrategy, Interrupted, Raw, RejectedRecord, Retry, Stored, ValidRecord,
 };
@@ -54,14 +52,6 @@ fn invalid(offset: i64) -> RejectedRecord {
         },
         rejection: Rejection::new(RejectionClass::InvalidJson, "expected a value"),
     }
-}
-
-/// A fast retry policy: outages retried every 50–200 ms.
-fn retry() -> Retry {
-    Retry::new(
-        Backoff::new(Duration::from_millis(50), Duration::from_millis(200)),
-        CancellationToken::new(),
-    )
 }
 
 /// A pool of its own on the test's database, its sessions named `app` (so the test can end just

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use common::records::record;
+use common::records::{record, retry};
 use common::stream::{Place, create_topics, payload, send_all};
 use common::{TestContext, run_cli, scratch_dir};
 use migration::{Migrator, MigratorTrait};
@@ -20,7 +20,7 @@ use weatherflow::config::Config;
 use weatherflow::envelope::{Envelope, SCHEMA_VERSION, Source};
 use weatherflow::job_error::JobError;
 use weatherflow::jobs::analytics::{self, AnalyticsRequest, AnalyticsSummary, FitSource};
-use weatherflow::jobs::persist::store::{self, CopyStrategy, Retry, ValidRecord};
+use weatherflow::jobs::persist::store::{self, CopyStrategy, ValidRecord};
 use weatherflow::jobs::persist::{self, PersistRequest, PersistSummary};
 use weatherflow::partitions::{self, Policy};
 use weatherflow::runs::{self, JobName, Trigger};
@@ -36,16 +36,6 @@ fn config(ctx: &TestContext) -> Config {
     c.persist.retry_initial_ms = 100;
     c.persist.retry_max_ms = 1000;
     c
-}
-
-fn retry() -> Retry {
-    Retry::new(
-        weatherflow::backoff::Backoff::new(
-            std::time::Duration::from_millis(50),
-            std::time::Duration::from_millis(200),
-        ),
-        CancellationToken::new(),
-    )
 }
 
 /// One message per place and 15-minute slot, from `source`, on the same places and slots whatever

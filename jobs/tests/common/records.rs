@@ -1,8 +1,11 @@
-//! Records as the persist job hands them to its store, for tests that call the store directly.
+//! Records as the persist job hands them to its store, and a fast retry policy, for tests that call
+//! the store directly.
 
 use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+use weatherflow::backoff::Backoff;
 use weatherflow::envelope::Source;
-use weatherflow::jobs::persist::store::{Lineage, Raw, ValidRecord};
+use weatherflow::jobs::persist::store::{Lineage, Raw, Retry, ValidRecord};
 use weatherflow::jobs::persist::validate::Observation;
 
 /// An observation of `key` at `at`, as the persist job would store it.
@@ -41,4 +44,15 @@ pub fn record(key: &str, at: DateTime<Utc>, offset: i64) -> ValidRecord {
             fetched_at: at,
         },
     }
+}
+
+/// A retry policy for tests: outages retried every 50–200 ms, never stopped.
+pub fn retry() -> Retry {
+    Retry::new(
+        Backoff::new(
+            std::time::Duration::from_millis(50),
+            std::time::Duration::from_millis(200),
+        ),
+        CancellationToken::new(),
+    )
 }

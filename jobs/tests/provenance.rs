@@ -480,3 +480,72 @@ async fn the_migration_keeps_every_row_up_down_and_up_and_down_refuses_twins() {
     Migrator::down(&ctx.db, Some(back)).await.unwrap();
     assert_eq!(ctx.scalar_i64("SELECT count(*) FROM observations").await, 180);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_fetch_and_a_simulated_fetch_of_the_same_city_and_slot_both_store() {
+    use common::weatherapi_stub::{self, WeatherApiStub};
+    use secrecy::SecretString;
+    use weatherflow::jobs::fetch::{self, FetchRequest, SourceChoice};
+
+    let ctx = TestContext::new().await;
+    let stub = WeatherApiStub::start().await;
+    let mut cfg = ctx.config.clone();
+    cfg.weatherapi.base_url = stub.base_url.clone();
+    cfg.weatherapi.api_key = Some(SecretString::from(weatherapi_stub::KEY));
+    cfg.weatherapi.key_file = None;
+    cfg.weatherapi.bulk = false;
+    cfg.weatherapi.aqi = false;
+    cfg.fetch.rate_per_sec = 0.0;
+    // The stub's London reading was last updated at 2026-01-05 17:00 UTC, a 15-minute slot of the
+    // simulator's grid. The simulated run comes first (the order that used to displace the real
+    // reading), backfilling every slot from then to now.
+    let slot = Utc.with_ymd_and_hms(2026, 1, 5, 17, 0, 0).unwrap();
+    let hours = ((Utc::now() - slot).num_hours() + 1) as u32;
+    let fetch = |source, backfill_hours| FetchRequest {
+        locations: vec!["London".to_owned()],
+        source,
+        seed: None,
+        concurrency: None,
+        backfill_hours,
+    };
+    let simulated = fetch::run(
+        &cfg,
+        fetch(SourceChoice::Simulated, Some(hours)),
+        CancellationToken::new(),
+    )
+    .await
+    .expect("the simulated fetch");
+    let real = fetch::run(
+        &cfg,
+        fetch(SourceChoice::Weatherapi, None),
+        CancellationToken::new(),
+    )
+    .await
+    .expect("the real fetch, from the WeatherAPI stub");
+    assert_eq!(stub.requests_for("London").len(), 1);
+    let summary = persist_until_idle(&ctx).await;
+    assert_eq!(summary.rejected_total(), 0, "{summary:?}");
+    assert_eq!(summary.duplicates, 0, "neither displaces the other: {summary:?}");
+    assert_eq!(summary.stored, summary.consumed);
+    drop((simulated, real));
+
+    let at_slot = format!(
+        "SELECT string_agg(source || ':' || temp_c, ',' ORDER BY source) FROM observations \
+         WHERE location_name = 'London' AND observed_at = '{}'",
+        slot.to_rfc3339()
+    );
+    let rows = ctx.scalar_text(&at_slot).await;
+    let (sim, real) = rows
+        .split_once(',')
+        .unwrap_or_else(|| panic!("two rows at the slot: {rows}"));
+    assert!(sim.starts_with("simulated:"), "{rows}");
+    assert_eq!(
+        real, "weatherapi:0.1",
+        "the stub's reading, as WeatherAPI gave it"
+    );
+    assert_eq!(
+        ctx.scalar_i64("SELECT count(*) FROM observations WHERE source = 'weatherapi'")
+            .await,
+        1
+    );
+}

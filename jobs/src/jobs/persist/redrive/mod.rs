@@ -27,7 +27,6 @@ use sea_orm::DatabaseConnection;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::envelope::Source;
 use crate::job_error::{JobError, JobErrorKind, JobResultExt};
@@ -182,17 +181,9 @@ async fn drive(
     req.selection.state = State::Pending;
     let pool = db.get_postgres_connection_pool();
     let rules = Rules::from_config(&config.persist);
-    let p = &config.persist;
     let retry = Retry {
-        write_timeout: Duration::from_secs(p.write_timeout_secs.max(1)),
         uniform_patience: UNIFORM_PATIENCE,
-        ..Retry::new(
-            Backoff::new(
-                Duration::from_millis(p.retry_initial_ms),
-                Duration::from_millis(p.retry_max_ms),
-            ),
-            shutdown.clone(),
-        )
+        ..super::retry(&config.persist, &shutdown)
     };
     let mut strategy = CopyStrategy::default();
     let mut summary = RedriveSummary {

@@ -338,7 +338,7 @@ async fn a_uniform_refusal_is_quarantined_after_the_patience_and_a_lone_refusal_
     // quarantined after all, saying why.
     let started = Instant::now();
     let rows = batch(4, |_| 50.0).split_off(1);
-    let stored = finished(spawn_store(&ctx.db, rows, vec![], retry)).await;
+    let stored = finished(spawn_store(&ctx.db, rows, vec![], retry.clone())).await;
     assert!(
         started.elapsed() >= Duration::from_secs(1),
         "{:?}",
@@ -352,6 +352,32 @@ async fn a_uniform_refusal_is_quarantined_after_the_patience_and_a_lone_refusal_
         "{reason}"
     );
     assert_eq!(ctx.scalar_i64("SELECT count(*) FROM rejected_records").await, 4);
+
+    // Storing the quarantined rows is not an observation stored: the streak goes on, so one more row
+    // refused the same way waits out the patience too instead of being quarantined at once.
+    let started = Instant::now();
+    let stored = finished(spawn_store(
+        &ctx.db,
+        batch(5, |_| 50.0).split_off(4),
+        vec![],
+        retry,
+    ))
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(stored.db_rejected.len(), 1);
+    assert!(
+        stored.db_rejected[0]
+            .rejection
+            .reason
+            .starts_with("refused the same way past"),
+        "{:?}",
+        stored.db_rejected[0].rejection.reason
+    );
+    assert_eq!(ctx.scalar_i64("SELECT count(*) FROM rejected_records").await, 5);
 }
 
 // ---------------------------------------------------------------- a silent connection

@@ -22,7 +22,7 @@ use super::{CopyStrategy, Row, Stored, write_with_retry};
 use crate::jobs::persist::store::Interrupted;
 use crate::outages::Cause;
 
-/// Rows refused the same way in a row, across batches and writers; any stored row resets it.
+/// Rows refused the same way in a row, across batches and writers; any stored observation resets it.
 #[derive(Debug, Clone, Default)]
 pub struct Streak(Arc<Mutex<Option<(String, usize)>>>);
 
@@ -56,7 +56,7 @@ const UNIFORM_ROWS: usize = 2;
 struct Found<'a> {
     /// Rows refused one by one, with their error.
     refused: Vec<(Row<'a>, sqlx::Error)>,
-    /// Whether any row was stored.
+    /// Whether any observation row was stored.
     stored_any: bool,
 }
 
@@ -198,7 +198,9 @@ async fn search<'a>(
         }
         let slice = &rows[range.clone()];
         match write_with_retry(pool, slice, retry, strategy, stored).await? {
-            Ok(()) => found.stored_any = true,
+            // Only an observation stored says the database takes rows: a rejection row stored
+            // after a refusal (the quarantine write) is the refusal's own consequence.
+            Ok(()) => found.stored_any |= slice.iter().any(|r| matches!(r, Row::Valid(_))),
             Err(err) if first && expect.is_some_and(|e| e == signature(&err)) => {
                 found.refused = rows.iter().map(|r| (*r, clone_refusal(&err))).collect();
                 return Ok(found);

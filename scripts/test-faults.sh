@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The fault stage (scripts/test.sh runs it after the main suite; docs/operations.md, "Fault stage"):
+# The fault stage (scripts/test.sh runs it after the main suite; docs/testing.md, "Fault stage"):
 # weatherflow against a broker and a PostgreSQL cluster of its own, which it breaks while records are
 # in flight. A backlog of FAULTS_BACKLOG (default 500,000) simulated observations is produced first;
 # while `weatherflow consumer` drains it, serially:

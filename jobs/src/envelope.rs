@@ -49,6 +49,17 @@ pub struct Envelope {
 }
 
 impl Envelope {
+    /// The envelope of the current [`SCHEMA_VERSION`]: the one way the fetch job wraps a payload.
+    pub fn new(source: Source, fetched_at: DateTime<Utc>, query: &str, payload: Box<RawValue>) -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            source,
+            fetched_at,
+            query: query.to_owned(),
+            payload,
+        }
+    }
+
     /// Serialises the envelope to the bytes produced to Kafka.
     pub fn to_bytes(&self) -> Vec<u8> {
         // Serialising owned strings, a timestamp and a RawValue cannot fail.

@@ -9,7 +9,7 @@ use super::simulate;
 use super::sink::Sink;
 use super::summary::LocationOutcome;
 use super::weatherapi::{ApiError, ApiErrorAction, Current, WeatherApi};
-use crate::envelope::{self, Envelope, SCHEMA_VERSION, Source};
+use crate::envelope::{self, Envelope, Source};
 
 /// One run's plan for the API source.
 pub(crate) struct Plan<'a> {
@@ -158,13 +158,7 @@ async fn simulate_one(
     let key = envelope::location_key(&place.name, &place.region, &place.country);
     let body = simulate::payload(q, at, seed);
     let envelope = match serde_json::value::RawValue::from_string(body) {
-        Ok(payload) => Envelope {
-            schema_version: SCHEMA_VERSION,
-            source: Source::Simulated,
-            fetched_at: now,
-            query: q.to_owned(),
-            payload,
-        },
+        Ok(payload) => Envelope::new(Source::Simulated, now, q, payload),
         Err(e) => {
             outcomes[i].failed(format!("simulator produced invalid JSON: {e}"), 0);
             return;

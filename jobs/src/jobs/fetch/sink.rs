@@ -10,7 +10,7 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use super::summary::{LocationOutcome, LocationStatus};
 use super::weatherapi::Current;
-use crate::envelope::{self, Envelope, SCHEMA_VERSION, Source};
+use crate::envelope::{self, Envelope, Source};
 
 /// The producer side of a run: enqueues messages and keeps their delivery futures.
 pub(crate) struct Sink {
@@ -39,13 +39,7 @@ impl Sink {
     ) {
         let loc = &current.location;
         let key = envelope::location_key(&loc.name, &loc.region, &loc.country);
-        let envelope = Envelope {
-            schema_version: SCHEMA_VERSION,
-            source: Source::Weatherapi,
-            fetched_at: Utc::now(),
-            query: query.to_owned(),
-            payload: current.payload,
-        };
+        let envelope = Envelope::new(Source::Weatherapi, Utc::now(), query, current.payload);
         self.send(i, key, &envelope, attempts, outcomes).await;
     }
 

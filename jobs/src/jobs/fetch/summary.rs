@@ -8,6 +8,31 @@ use serde::Serialize;
 use crate::envelope::Source;
 use crate::runs::Report;
 
+/// Locations named one by one in a summary line; the rest are counted (`… and 12 more`).
+pub const LINE_ENTRIES: usize = 20;
+
+/// Appends `entries` to `line`, `; `-separated, the first [`LINE_ENTRIES`] written by `write`.
+fn bounded<'a>(
+    line: &mut String,
+    entries: impl Iterator<Item = &'a LocationOutcome>,
+    write: impl Fn(&mut String, &LocationOutcome),
+) {
+    let mut more = 0usize;
+    for (i, l) in entries.enumerate() {
+        if i >= LINE_ENTRIES {
+            more += 1;
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str("; ");
+        }
+        write(line, l);
+    }
+    if more > 0 {
+        let _ = write!(line, "; … and {more} more");
+    }
+}
+
 /// How one location's fetch ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -81,39 +106,54 @@ impl FetchSummary {
         self.locations.iter().filter(|l| l.status == status).count()
     }
 
-    /// The per-location summary on one line: `London=ok/1 Atlantis=failed/1 (no matching location …)`.
+    /// The run on one bounded line: how many locations came at their first request, then each
+    /// other one (retried, failed or skipped) with its reason, at most [`LINE_ENTRIES`] of them:
+    /// `998 ok at first request; London=ok/3; Atlantis=failed/1 (no matching location)`. Every
+    /// location is in the run's details; the log line and the run's error stay short at 1,000
+    /// locations.
     pub fn line(&self) -> String {
+        let plain = self
+            .locations
+            .iter()
+            .filter(|l| l.status == LocationStatus::Ok && l.attempts <= 1)
+            .count();
         let mut line = String::new();
-        for (i, l) in self.locations.iter().enumerate() {
-            let sep = if i == 0 { "" } else { "; " };
+        if plain > 0 {
+            let _ = write!(line, "{plain} ok at first request");
+        }
+        let notable = self
+            .locations
+            .iter()
+            .filter(|l| !(l.status == LocationStatus::Ok && l.attempts <= 1));
+        bounded(&mut line, notable, |line, l| {
             let status = match l.status {
                 LocationStatus::Ok => "ok",
                 LocationStatus::Failed => "failed",
                 LocationStatus::Skipped => "skipped",
             };
             // Writing into a String cannot fail.
-            let _ = write!(line, "{sep}{}={status}/{}", l.query, l.attempts);
+            let _ = write!(line, "{}={status}/{}", l.query, l.attempts);
             if let Some(reason) = &l.reason {
                 let _ = write!(line, " ({reason})");
             }
-        }
+        });
         line
     }
 
-    /// The failed locations only, each with its reason: `Atlantis (no matching location …); …`.
+    /// The failed locations only, each with its reason, at most [`LINE_ENTRIES`]:
+    /// `Atlantis (no matching location …); …`.
     pub fn failed_line(&self) -> String {
         let mut line = String::new();
-        for l in self
+        let failed = self
             .locations
             .iter()
-            .filter(|l| l.status == LocationStatus::Failed)
-        {
-            let sep = if line.is_empty() { "" } else { "; " };
-            let _ = write!(line, "{sep}{}", l.query);
+            .filter(|l| l.status == LocationStatus::Failed);
+        bounded(&mut line, failed, |line, l| {
+            let _ = write!(line, "{}", l.query);
             if let Some(reason) = &l.reason {
                 let _ = write!(line, " ({reason})");
             }
-        }
+        });
         line
     }
 
@@ -184,6 +224,34 @@ mod tests {
         assert_eq!(
             summary.line(),
             "London=ok/3; Atlantis=failed/1 (no matching location)"
+        );
+        let mut big = summary.clone();
+        for i in 0..1000 {
+            big.locations.push(LocationOutcome {
+                query: format!("City {i}"),
+                status: if i % 40 == 0 {
+                    LocationStatus::Failed
+                } else {
+                    LocationStatus::Ok
+                },
+                key: None,
+                reason: (i % 40 == 0).then(|| "HTTP 400".into()),
+                attempts: 1,
+            });
+        }
+        // 975 plain, 2 + 25 notable: 20 named, 7 counted; the line stays short.
+        assert!(
+            big.line()
+                .starts_with("975 ok at first request; London=ok/3; Atlantis=failed/1"),
+            "{}",
+            big.line()
+        );
+        assert!(big.line().ends_with("; … and 7 more"), "{}", big.line());
+        assert!(big.line().len() < 1_000, "{}", big.line().len());
+        assert!(
+            big.failed_line().ends_with("; … and 6 more"),
+            "{}",
+            big.failed_line()
         );
         assert_eq!(summary.failed_line(), "Atlantis (no matching location)");
         assert_eq!(summary.records_in(), Some(2));

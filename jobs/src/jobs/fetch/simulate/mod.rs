@@ -481,7 +481,7 @@ mod tests {
     /// `feelslike_c` of 79.6 °C, and failed the cluster stage's exactly-once count.)
     #[test]
     fn every_payload_passes_persist_validation() {
-        use crate::envelope::{Envelope, SCHEMA_VERSION, Source};
+        use crate::envelope::{Envelope, Source};
         use crate::jobs::persist::validate::{Rules, validate};
         let start = t("2026-01-01T00:00:00Z");
         let rules = Rules::default();
@@ -496,13 +496,8 @@ mod tests {
             }
             for step in 0..60 {
                 let at = start + chrono::Duration::minutes(8761 * step);
-                let envelope = Envelope {
-                    schema_version: SCHEMA_VERSION,
-                    source: Source::Simulated,
-                    fetched_at: at,
-                    query: q.clone(),
-                    payload: serde_json::value::RawValue::from_string(payload(&q, at, 0)).unwrap(),
-                };
+                let body = serde_json::value::RawValue::from_string(payload(&q, at, 0)).unwrap();
+                let envelope = Envelope::new(Source::Simulated, at, &q, body);
                 if let Err(r) = validate(Some(&envelope.to_bytes()), at, &rules) {
                     panic!("{q} at {at}: {}", r.reason);
                 }

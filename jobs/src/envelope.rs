@@ -10,6 +10,11 @@ use serde_json::value::RawValue;
 /// The only envelope version this build writes and accepts.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// The envelope's JSON Schema (draft 2020-12) for [`SCHEMA_VERSION`], as published in
+/// `docs/schema/envelope.v1.json` and served at `/api/v1/schema/envelope`. The integration test
+/// `envelope_schema` checks it against what the fetch job produces and what persist refuses.
+pub const JSON_SCHEMA: &str = include_str!("../../docs/schema/envelope.v1.json");
+
 /// Where an observation came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use common::TestContext;
 use common::weatherapi_stub::{self, Failure, WeatherApiStub};
-use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 use weatherflow::config::Config;
@@ -54,31 +52,6 @@ async fn fetch_ok(config: &Config, req: FetchRequest) -> FetchSummary {
         .unwrap_or_else(|e| panic!("fetch failed: {e:#}"))
 }
 
-/// Every message on the test's topic as (key, envelope bytes). The count is taken from the high
-/// watermarks first, so an extra message fails the test instead of going unseen.
-async fn topic_messages(config: &Config) -> Vec<(String, Vec<u8>)> {
-    let k = &config.kafka;
-    let probe: BaseConsumer = weatherflow::kafka::base_config(k).create().unwrap();
-    let mut total = 0;
-    for p in 0..k.partitions {
-        let (low, high) = probe
-            .fetch_watermarks(&k.observations_topic, p, Duration::from_secs(10))
-            .unwrap();
-        total += high - low;
-    }
-    let group = format!("{}-reader", k.consumer_group);
-    let consumer = common::topic_reader(k, &k.observations_topic, &group);
-    let total = usize::try_from(total).expect("a message count");
-    common::next_messages(&consumer, total)
-        .await
-        .into_iter()
-        .map(|msg| {
-            let key = String::from_utf8(msg.key().unwrap().to_vec()).unwrap();
-            (key, msg.payload().unwrap().to_vec())
-        })
-        .collect()
-}
-
 fn envelope(bytes: &[u8]) -> Envelope {
     serde_json::from_slice(bytes).expect("an envelope")
 }
@@ -110,7 +83,7 @@ async fn produces_one_message_per_location_with_the_served_body_verbatim() {
             .all(|o| o.status == LocationStatus::Ok && o.attempts == 1)
     );
     assert_eq!(summary.details()["locations"].as_array().unwrap().len(), 3);
-    let messages = topic_messages(&config).await;
+    let messages = common::topic_messages(&config).await;
     assert_eq!(messages.len(), 3);
     for q in ["London", "Roswell", "New Delhi"] {
         let (key, bytes) = messages
@@ -186,7 +159,7 @@ async fn throttling_and_server_errors_are_retried_with_retry_after_honoured() {
     );
     assert_eq!(stub.requests_for("Roswell").len(), 3, "bounded attempts");
     assert_eq!(summary.produced, 2);
-    assert_eq!(topic_messages(&config).await.len(), 2);
+    assert_eq!(common::topic_messages(&config).await.len(), 2);
 }
 
 #[tokio::test]
@@ -236,7 +209,7 @@ async fn key_and_account_errors_fail_fast_without_retry() {
         .unwrap_err();
     assert!(format!("{err:#}").contains("WEATHERAPI_KEY"), "{err:#}");
     assert!(stub.requests().is_empty());
-    assert!(topic_messages(&config).await.is_empty());
+    assert!(common::topic_messages(&config).await.is_empty());
 }
 
 #[tokio::test]
@@ -265,7 +238,7 @@ async fn an_unknown_location_or_a_bad_body_fails_alone() {
     assert_eq!(outcome(&summary, "London").status, LocationStatus::Ok);
     assert_eq!((summary.records_in(), summary.records_out()), (Some(3), Some(1)));
     assert_eq!(summary.details()["failed"], 2);
-    let messages = topic_messages(&config).await;
+    let messages = common::topic_messages(&config).await;
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0].0, stub_key(&stub, "London"));
 
@@ -349,7 +322,7 @@ async fn a_timeout_is_retried() {
     let london = outcome(&summary, "London");
     assert_eq!((london.status, london.attempts), (LocationStatus::Ok, 2));
     assert_eq!(stub.requests_for("London").len(), 2);
-    let messages = topic_messages(&config).await;
+    let messages = common::topic_messages(&config).await;
     assert_eq!(
         envelope(&messages[0].1).payload.get(),
         stub.fixture("London").body(false)
@@ -388,7 +361,7 @@ async fn bulk_mode_batches_locations_and_slices_payloads_byte_exact() {
     assert_eq!(summary.produced, 4);
     assert_eq!(summary.details()["mode"], "bulk");
 
-    let messages = topic_messages(&config).await;
+    let messages = common::topic_messages(&config).await;
     assert_eq!(messages.len(), 4);
     for q in ["London", "Roswell", "New Delhi", "53,-0.12"] {
         let (key, bytes) = messages.iter().find(|(_, b)| envelope(b).query == q).unwrap();
@@ -536,7 +509,7 @@ async fn simulated_source_is_deterministic_and_marked() {
         logs.text()
     );
 
-    let messages = topic_messages(&config).await;
+    let messages = common::topic_messages(&config).await;
     assert_eq!(messages.len(), 6);
     for (key, bytes) in &messages {
         let env = envelope(bytes);
@@ -597,7 +570,7 @@ async fn shutdown_finishes_the_request_in_flight_then_stops() {
         "London's request was finished"
     );
     assert_eq!(stub.requests().len(), 1, "nothing new started after the signal");
-    let messages = topic_messages(&config).await;
+    let messages = common::topic_messages(&config).await;
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0].0, stub_key(&stub, "London"));
 }
@@ -725,7 +698,7 @@ async fn simulated_backfill_produces_every_interval_and_refuses_the_api_source()
     let summary = fetch_ok(&ctx.config, req.clone()).await;
     // 2 hours at one observation per 15 minutes, plus the current one: 9 per location.
     assert_eq!(summary.produced, 18);
-    let messages = topic_messages(&ctx.config).await;
+    let messages = common::topic_messages(&ctx.config).await;
     assert_eq!(messages.len(), 18);
     let mut times: Vec<(String, i64)> = messages
         .iter()

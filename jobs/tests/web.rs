@@ -244,6 +244,16 @@ async fn every_endpoint_answers_and_refuses_bad_input() {
     assert_eq!(ready["checks"]["kafka"], "ok", "{ready}");
     assert_eq!(ready["checks"]["migrations"], "ok", "{ready}");
 
+    // The topic's published contract, byte for byte the committed file.
+    let schema = http.get(svc.url("/api/v1/schema/envelope")).send().await.unwrap();
+    assert_eq!(schema.status(), 200);
+    assert_eq!(schema.headers()["content-type"], "application/schema+json");
+    let committed = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/schema/envelope.v1.json");
+    assert_eq!(
+        schema.text().await.unwrap(),
+        std::fs::read_to_string(committed).unwrap()
+    );
+
     let results = get_json(&http, &svc.url("/api/v1/results")).await;
     let rows = results["results"].as_array().expect("results");
     assert_eq!(

@@ -258,3 +258,13 @@ pub async fn rejects(State(state): State<AppState>, RawQuery(raw): RawQuery) -> 
     })
     .await
 }
+
+/// `GET /api/v1/schema/envelope`: the JSON Schema of the observations topic's messages
+/// (`docs/schema/envelope.v1.json`, compiled in), for consumers of the topic.
+pub async fn envelope_schema() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/schema+json")],
+        crate::envelope::JSON_SCHEMA,
+    )
+        .into_response()
+}

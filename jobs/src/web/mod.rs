@@ -121,6 +121,7 @@ pub fn app(state: AppState) -> Router {
         .route("/observations", get(api::observations))
         .route("/rejections", get(api::rejections))
         .route("/rejects", get(api::rejects))
+        .route("/schema/envelope", get(api::envelope_schema))
         .fallback(error::not_found);
     ops_routes()
         .route("/", get(dashboard::page))

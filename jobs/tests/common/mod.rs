@@ -254,6 +254,32 @@ pub async fn next_messages(consumer: &StreamConsumer, n: usize) -> Vec<OwnedMess
     out
 }
 
+/// Every message on the observations topic of `config` as (key, value). The count is taken from the
+/// high watermarks first, so an extra message fails the test instead of going unseen.
+pub async fn topic_messages(config: &Config) -> Vec<(String, Vec<u8>)> {
+    use rdkafka::Message;
+    let k = &config.kafka;
+    let probe: rdkafka::consumer::BaseConsumer = weatherflow::kafka::base_config(k).create().unwrap();
+    let mut total = 0;
+    for p in 0..k.partitions {
+        let (low, high) = probe
+            .fetch_watermarks(&k.observations_topic, p, Duration::from_secs(10))
+            .unwrap();
+        total += high - low;
+    }
+    let group = format!("{}-reader", k.consumer_group);
+    let consumer = topic_reader(k, &k.observations_topic, &group);
+    let total = usize::try_from(total).expect("a message count");
+    next_messages(&consumer, total)
+        .await
+        .into_iter()
+        .map(|msg| {
+            let key = String::from_utf8(msg.key().unwrap().to_vec()).unwrap();
+            (key, msg.payload().unwrap().to_vec())
+        })
+        .collect()
+}
+
 impl Drop for TestContext {
     fn drop(&mut self) {
         let kafka = self.config.kafka.clone();

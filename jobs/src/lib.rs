@@ -7,6 +7,7 @@
 
 pub mod backoff;
 pub mod bench;
+pub mod build_info;
 pub mod cmd;
 pub mod config;
 pub mod db;

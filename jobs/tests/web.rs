@@ -239,7 +239,32 @@ async fn every_endpoint_answers_and_refuses_bad_input() {
         .scalar_i64("SELECT count(DISTINCT location_key) FROM observations")
         .await;
 
-    assert_eq!(get_json(&http, &svc.url("/healthz")).await["status"], "ok");
+    // /healthz and --version name the commit checked out (the build script's) and the profile.
+    let health = get_json(&http, &svc.url("/healthz")).await;
+    assert_eq!(health["status"], "ok");
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("git");
+    let head = String::from_utf8(head.stdout).unwrap().trim().to_owned();
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    assert_eq!(
+        (health["commit"].as_str(), health["profile"].as_str()),
+        (Some(head.as_str()), Some(profile))
+    );
+    let version = String::from_utf8(weatherflow(&ctx, &["--version"]).stdout).unwrap();
+    assert_eq!(
+        version.trim(),
+        format!(
+            "weatherflow {} (commit {head}, {profile} build)",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
     let ready = get_json(&http, &svc.url("/readyz")).await;
     assert_eq!(ready["checks"]["kafka"], "ok", "{ready}");
     assert_eq!(ready["checks"]["migrations"], "ok", "{ready}");

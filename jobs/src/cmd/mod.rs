@@ -26,7 +26,7 @@ use crate::runs::JobName;
 
 /// weatherflow: fetch weather into Kafka, persist it into PostgreSQL, fit regressions nightly.
 #[derive(Debug, Parser)]
-#[command(name = "weatherflow", version, about, propagate_version = true)]
+#[command(name = "weatherflow", version = crate::build_info::LONG_VERSION, about, propagate_version = true)]
 pub struct Cli {
     /// Configuration file (TOML). Default: ./weatherflow.toml when it exists.
     #[arg(long, global = true, env = "WEATHERFLOW_CONFIG")]

@@ -17,9 +17,15 @@ use super::AppState;
 /// Longest a readiness check may take; a probe must answer before its own timeout.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(4);
 
-/// `GET /healthz`: 200 while the process serves.
+/// `GET /healthz`: 200 while the process serves, with the version, commit and build profile.
 pub async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+    use crate::build_info::{COMMIT, PROFILE};
+    Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "commit": COMMIT,
+        "profile": PROFILE,
+    }))
 }
 
 /// `GET /readyz`: 200 when every check passes, else 503 naming each failing check. `persist` fails

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod completions;
 pub mod config;
 pub mod migrate;
 pub mod rejects;
@@ -110,6 +111,18 @@ pub enum Command {
     },
     /// Print the effective configuration and each value's origin (`--reference`: every field).
     Config(config::ConfigArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to standard output.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `weatherflow man | man -l -`; `--dir` writes one page per command.
+    Man {
+        /// Write weatherflow.1 and a page per subcommand (weatherflow-run-fetch.1, ...) into this directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Benchmarks that print figures.
     Bench {
         /// Which benchmark.
@@ -121,8 +134,12 @@ pub enum Command {
 /// Parses the command line and runs the command.
 pub async fn execute() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Command::Config(args) = &cli.command {
-        return config::run(cli.config.as_deref(), args);
+    // These need no configuration: they work on a machine without services or settings.
+    match &cli.command {
+        Command::Config(args) => return config::run(cli.config.as_deref(), args),
+        Command::Completions { shell } => return completions::completions(*shell),
+        Command::Man { dir } => return completions::man(dir.as_deref()),
+        _ => {}
     }
     let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
     // Unknown librdkafka properties and an unreadable password file fail every command at once.
@@ -147,7 +164,9 @@ pub async fn execute() -> anyhow::Result<()> {
             run::consumer(&config, shutdown).await
         }
         Command::Serve { listen } => serve::run(&config, listen.as_deref(), shutdown).await,
-        Command::Config(_) => unreachable!("handled before the configuration is loaded"),
+        Command::Config(_) | Command::Completions { .. } | Command::Man { .. } => {
+            unreachable!("handled before the configuration is loaded")
+        }
         Command::Bench { which } => bench::run(&config, which, shutdown).await,
     }
 }

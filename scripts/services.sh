@@ -210,14 +210,19 @@ pg_up() {
   done
   # Role and database, idempotently. CREATEDB: the test harness gives every test its own database.
   # Names and password are psql variables quoted by format() (%I, %L), never spliced into SQL text.
-  as_postgres psql -q -v ON_ERROR_STOP=1 -p "$PG_PORT" -d postgres \
-    -v user="$PG_USER" -v db="$PG_DB" -v password="$PG_PASSWORD" >/dev/null <<'SQL'
+  # The password reaches psql on its standard input (a \set line), never in its arguments, which
+  # any local user can read in ps: in psql's single quotes, ' is written '' and \ is written \\.
+  local pw="${PG_PASSWORD//\\/\\\\}"
+  pw="${pw//\'/\'\'}"
+  { printf '%s\n' "\\set password '$pw'"; cat <<'SQL'
 SELECT format('CREATE ROLE %I', :'user')
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'user')\gexec
 SELECT format('ALTER ROLE %I LOGIN CREATEDB PASSWORD %L', :'user', :'password')\gexec
 SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'user')
 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db')\gexec
 SQL
+  } | as_postgres psql -q -v ON_ERROR_STOP=1 -p "$PG_PORT" -d postgres \
+    -v user="$PG_USER" -v db="$PG_DB" >/dev/null
   PGPASSWORD="$PG_PASSWORD" psql -q -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d "$PG_DB" -c 'select 1' \
     >/dev/null || die "password login as $PG_USER on 127.0.0.1:$PG_PORT failed (check pg_hba.conf)"
   secure_pg "$ver" "$name"

@@ -65,8 +65,18 @@ PIDS=()
 DATABASES=()
 PG_URL="${DATABASE_URL:-postgres://weatherflow:${SERVICES_PG_PASSWORD:-weatherflow}@127.0.0.1:5432/weatherflow}"
 PG_BASE="${PG_URL%/*}"
-psql_admin() { psql -X -q -v ON_ERROR_STOP=1 "$PG_BASE/postgres" "$@"; }
-sql() { psql -X -q -t -A -v ON_ERROR_STOP=1 "$PG_BASE/$1" -c "$2"; }
+# psql gets the URL without its password, which goes in PGPASSWORD: arguments are readable by any
+# local user in ps. (The weatherflow processes get the whole URL in DATABASE_URL, an environment
+# variable.)
+pg_userinfo="${PG_BASE#*://}"; pg_userinfo="${pg_userinfo%%@*}"
+if [ "$pg_userinfo" != "${pg_userinfo#*:}" ]; then
+  export PGPASSWORD="${pg_userinfo#*:}"
+  PG_PUBLIC="${PG_BASE/"$pg_userinfo@"/"${pg_userinfo%%:*}@"}"
+else
+  PG_PUBLIC="$PG_BASE"
+fi
+psql_admin() { psql -X -q -v ON_ERROR_STOP=1 "$PG_PUBLIC/postgres" "$@"; }
+sql() { psql -X -q -t -A -v ON_ERROR_STOP=1 "$PG_PUBLIC/$1" -c "$2"; }
 
 cleanup() {
   local rc=$?
@@ -286,7 +296,7 @@ for c in 2 3 4; do pid="CONSUMER_$c"; kill -TERM "${!pid}"; wait "${!pid}" || fa
 ticks_total="$(wc -l <"$WORK/ticks")"
 ticks_ok="$(awk '$2 == 0' "$WORK/ticks" | wc -l)"
 sql "$DB" "CREATE TABLE acknowledged_ticks (n int PRIMARY KEY)"
-awk '$2 == 0 { print $1 }' "$WORK/ticks" | psql -X -q -v ON_ERROR_STOP=1 "$PG_BASE/$DB" -c "\copy acknowledged_ticks FROM STDIN"
+awk '$2 == 0 { print $1 }' "$WORK/ticks" | psql -X -q -v ON_ERROR_STOP=1 "$PG_PUBLIC/$DB" -c "\copy acknowledged_ticks FROM STDIN"
 rows="$(rows_now)"
 backlog_rows="$(sql "$DB" "SELECT count(*) FROM observations WHERE location_name LIKE 'bl-%'")"
 lost_ticks="$(sql "$DB" "WITH got AS (SELECT split_part(location_name, '-', 2)::int AS n, count(*) AS c

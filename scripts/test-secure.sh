@@ -68,6 +68,13 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=untrusted test CA" 
   -keyout "$STAGE/state/secure/untrusted-ca.key" -out "$STAGE/state/secure/untrusted-ca.pem" 2>/dev/null
 
 log "cargo test -p weatherflow --test secure -- --ignored"
-# shellcheck disable=SC2046 # one NAME=value word per line of the env file
-env $(grep -v '^#' "$env_file") SECURE_STAGE_STATE="$STAGE/state/secure" \
-  cargo test -p weatherflow --locked --test secure -- --ignored --test-threads 1 --nocapture
+# The settings are exported by the shell itself (a builtin), so their passwords never appear in a
+# process's arguments, where any local user can read them in ps.
+(
+  while IFS= read -r line; do
+    case "$line" in '#'* | '') continue ;; esac
+    export "${line?}"
+  done <"$env_file"
+  SECURE_STAGE_STATE="$STAGE/state/secure" \
+    cargo test -p weatherflow --locked --test secure -- --ignored --test-threads 1 --nocapture
+)

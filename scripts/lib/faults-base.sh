@@ -39,8 +39,9 @@ services_up() {
   as_root pg_createcluster "$PG_VER" "$PG_NAME" --port "$PG_PORT" >/dev/null
   as_root pg_ctlcluster "$PG_VER" "$PG_NAME" start
   until pg_isready -q -h 127.0.0.1 -p "$PG_PORT"; do sleep 0.2; done
-  as_postgres psql -q -v ON_ERROR_STOP=1 -p "$PG_PORT" -d postgres \
-    -c "CREATE ROLE weatherflow LOGIN PASSWORD 'weatherflow'" -c "CREATE DATABASE faults OWNER weatherflow" >/dev/null
+  # On standard input: a password in psql's arguments is readable by any local user in ps.
+  printf '%s\n' "CREATE ROLE weatherflow LOGIN PASSWORD 'weatherflow';" "CREATE DATABASE faults OWNER weatherflow;" |
+    as_postgres psql -q -v ON_ERROR_STOP=1 -p "$PG_PORT" -d postgres >/dev/null
   kn_wait_ready 90 || fail "the fault stage's broker did not start"
   say "services up: Kafka 127.0.0.1:$KN_PORT, PostgreSQL 127.0.0.1:$PG_PORT ($((SECONDS - start)) s)"
 }

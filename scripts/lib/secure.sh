@@ -81,6 +81,8 @@ secure_kafka_props() {
     -e "s|^advertised.listeners=\(.*\)|advertised.listeners=\1,$l|" \
     -e "s|^listener.security.protocol.map=\(.*\)|listener.security.protocol.map=\1,SASL_SSL:SASL_SSL|" \
     "$KAFKA_PROPS"
+  # The file exists already with the default mode: tighten it before the passwords go in.
+  chmod 600 "$KAFKA_PROPS"
   (umask 077; cat >>"$KAFKA_PROPS" <<EOF
 # SASL_SSL listener (scripts/services.sh up --secure): SCRAM-SHA-512 over TLS, certificate from the local CA.
 sasl.enabled.mechanisms=SCRAM-SHA-512
@@ -95,7 +97,6 @@ ssl.truststore.location=$SECURE_DIR/truststore.p12
 ssl.truststore.password=$pw
 EOF
   )
-  chmod 600 "$KAFKA_PROPS"
 }
 
 # The SCRAM user, through the plaintext listener with Kafka's ConfigCommand; the password goes in a

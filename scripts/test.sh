@@ -75,6 +75,10 @@ nginx_prefix="$(mktemp -d)"
 nginx -t -p "$nginx_prefix" -e stderr -c "$PWD/deploy/nginx/nginx.conf"
 rm -rf "$nginx_prefix"
 
+step "promtool: the Prometheus configuration, its alerting rules and their unit tests (deploy/prometheus)"
+promtool check config deploy/prometheus/prometheus.yml
+promtool test rules deploy/prometheus/alerts.test.yml
+
 step "cargo test --workspace"
 cargo test --workspace --locked
 

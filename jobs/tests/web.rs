@@ -746,6 +746,51 @@ async fn nginx_in_front_of_serve_returns_the_dashboard_gzipped() {
     let (code, body) = get(&http, &format!("http://127.0.0.1:{port}/api/v1/results?last=1")).await;
     assert_eq!(code, 200, "{body}");
     assert!(body.contains(r#""scope":"all""#), "{body}");
+
+    // Security headers, once each, on pages and on refusals alike; probes and scrapes stay inside.
+    for (path, want) in [
+        ("/", 200),
+        ("/api/v1/status", 200),
+        ("/metrics", 404),
+        ("/readyz", 404),
+        ("/nope", 404),
+    ] {
+        let r = http
+            .get(format!("http://127.0.0.1:{port}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "{path}");
+        let h = r.headers();
+        for (name, value) in [
+            ("x-content-type-options", "nosniff"),
+            ("referrer-policy", "no-referrer"),
+            ("x-frame-options", "DENY"),
+        ] {
+            let all: Vec<_> = h.get_all(name).iter().collect();
+            assert_eq!(all, [value], "{path}: {name}");
+        }
+        let csp: Vec<_> = h.get_all("content-security-policy").iter().collect();
+        assert_eq!(csp.len(), 1, "{path}: {h:?}");
+        let csp = csp[0].to_str().unwrap();
+        assert!(
+            csp.starts_with("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+            "{csp}"
+        );
+    }
+
+    // A client past 20 requests a second (bursts of 40) gets 429 at once; the rest are served.
+    let burst = futures::future::join_all(
+        (0..120).map(|_| http.get(format!("http://127.0.0.1:{port}/healthz")).send()),
+    )
+    .await;
+    let codes: Vec<u16> = burst.into_iter().map(|r| r.unwrap().status().as_u16()).collect();
+    let limited = codes.iter().filter(|c| **c == 429).count();
+    let served = codes.iter().filter(|c| **c == 200).count();
+    assert!(
+        limited > 0 && served >= 40 && limited + served == 120,
+        "{served} served, {limited} limited"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

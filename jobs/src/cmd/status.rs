@@ -58,8 +58,8 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     let kcfg = k.clone();
     let lag = tokio::task::spawn_blocking(move || {
         // A refused password or certificate: say so at once instead of after the lag requests' timeout.
-        if crate::kafka_security::is_secured(&kcfg) {
-            crate::kafka_security::probe(&kcfg).map_err(|e| e.to_string())?;
+        if crate::kafka::is_secured(&kcfg) {
+            crate::kafka::probe(&kcfg).map_err(|e| e.to_string())?;
         }
         consumer_lag(&kcfg).map_err(|e| e.to_string())
     });

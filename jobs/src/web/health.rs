@@ -116,7 +116,11 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        crate::metrics::render(),
+        {
+            // The outages' ages move on between the writers' own updates.
+            crate::outages::refresh_gauges();
+            crate::metrics::render()
+        },
     )
         .into_response()
 }

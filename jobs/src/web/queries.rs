@@ -46,7 +46,7 @@ impl From<regression_results::Model> for ResultRow {
             r_squared: r.r_squared,
             rmse: r.rmse,
             run_id: r.job_run_id,
-            source: crate::cmd::results::source_label(r.source.as_deref()).to_owned(),
+            source: crate::jobs::analytics::results::source_label(r.source.as_deref()).to_owned(),
         }
     }
 }
@@ -243,34 +243,6 @@ pub async fn rejection_summary(db: &DatabaseConnection) -> Result<Vec<RejectionC
     RejectionClass::find_by_statement(Statement::from_string(DbBackend::Postgres, sql))
         .all(db)
         .await
-}
-
-/// Row counts of the platform's tables: exact below 1M rows, the planner's estimate above (as
-/// `weatherflow status`), so the answer stays instant on a large history.
-pub async fn table_counts(db: &DatabaseConnection) -> Result<Vec<(String, i64, bool)>, DbErr> {
-    let mut out = Vec::new();
-    for table in [
-        "observations",
-        "rejected_records",
-        "regression_results",
-        "job_runs",
-    ] {
-        // `table` is one of the four names above, never input.
-        let sql = format!(
-            "SELECT CASE WHEN e >= 1000000 THEN e ELSE (SELECT count(*) FROM {table}) END, e >= 1000000
-             FROM (SELECT coalesce((SELECT reltuples::int8 FROM pg_class WHERE oid = '{table}'::regclass), -1) AS e) s"
-        );
-        let row = db
-            .query_one_raw(Statement::from_string(DbBackend::Postgres, sql))
-            .await?
-            .ok_or_else(|| DbErr::Custom(format!("count of {table} returned no row")))?;
-        out.push((
-            table.to_owned(),
-            row.try_get_by_index(0)?,
-            row.try_get_by_index(1)?,
-        ));
-    }
-    Ok(out)
 }
 
 /// Up to `max` (wind, temperature) samples spread over the whole table, for the dashboard's plot:

@@ -15,6 +15,7 @@ pub mod draw;
 pub mod fit;
 mod pg_array;
 mod read;
+pub mod results;
 pub mod source;
 mod write;
 

@@ -9,9 +9,10 @@ deepest module it names. Comments, strings and `#[cfg(test)]` modules are not re
 the product's. Edges between a module and its own parent or child are part of that module and not
 counted, so a circle is always between modules that could stand apart.
 
-Printed: the circles (each elementary cycle, shortest first), then the upward imports: a shared
-module at the crate root importing from a job (`jobs::...`), the scheduler or a face (`cmd`, `web`,
-`bench`), or a job importing from the scheduler or a face. `--edges` prints every edge first;
+Printed: the circles (each elementary cycle, shortest first), then the upward imports, by layer
+from the bottom: shared modules at the crate root, the jobs (`jobs::...`), the scheduler, the faces
+(`web`, `bench`), the CLI (`cmd`); a module importing from a layer above its own is listed (a shared
+module reading a job's type, `web` reading through `cmd`). `--edges` prints every edge first;
 `--check` exits 1 when there is a circle or an upward import.
 """
 
@@ -20,20 +21,21 @@ import re
 import sys
 from collections import defaultdict
 
-# Layers, top first: a module may import from its own layer and the ones below.
-FACES = {"cmd", "web", "bench", "main"}
-SERVICES = {"scheduler"}
-JOBS = {"jobs"}
+# Layers, top first: a module may import from its own layer and the ones below. `cmd` dispatches
+# to the other faces (`serve` starts `web`, `bench` runs `bench`), so it sits above them.
+LAYERS = [
+    ({"cmd", "main"}, "cli"),
+    ({"web", "bench"}, "face"),
+    ({"scheduler"}, "service"),
+    ({"jobs"}, "job"),
+]
 
 
 def layer(module):
     top = module.split("::")[0]
-    if top in FACES:
-        return 3, "face"
-    if top in SERVICES:
-        return 2, "service"
-    if top in JOBS:
-        return 1, "job"
+    for rank, (tops, name) in enumerate(LAYERS):
+        if top in tops:
+            return len(LAYERS) - rank, name
     return 0, "shared"
 
 

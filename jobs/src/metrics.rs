@@ -6,7 +6,7 @@
 //! calls are no-ops, so recording costs nothing in a one-shot `weatherflow run`.
 //!
 //! Job runs, the last success per job, the last fit per scope and the consumer lag are read from
-//! PostgreSQL and Kafka at scrape time instead (see `web::collect`): they describe the platform, not
+//! PostgreSQL and Kafka at scrape time instead (see `web::health`): they describe the platform, not
 //! one process, so `serve` shows them as well as the scheduler that ran the jobs.
 
 use std::sync::OnceLock;

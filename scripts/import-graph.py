@@ -18,6 +18,7 @@ module reading a job's type, `web` reading through `cmd`). `--edges` prints ever
 
 import os
 import re
+import signal
 import sys
 from collections import defaultdict
 
@@ -242,4 +243,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    # `import-graph.py --edges | head` ends quietly.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     sys.exit(main(sys.argv[1:]))

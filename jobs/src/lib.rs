@@ -15,7 +15,6 @@ pub mod envelope;
 pub mod job_error;
 pub mod jobs;
 pub mod kafka;
-pub mod kafka_security;
 pub mod metrics;
 pub mod outages;
 pub mod partitions;

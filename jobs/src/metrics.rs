@@ -6,7 +6,7 @@
 //! calls are no-ops, so recording costs nothing in a one-shot `weatherflow run`.
 //!
 //! Job runs, the last success per job, the last fit per scope and the consumer lag are read from
-//! PostgreSQL and Kafka at scrape time instead (see `web::collect`): they describe the platform, not
+//! PostgreSQL and Kafka at scrape time instead (see `web::health`): they describe the platform, not
 //! one process, so `serve` shows them as well as the scheduler that ran the jobs.
 
 use std::sync::OnceLock;
@@ -45,11 +45,12 @@ pub fn install() -> &'static PrometheusHandle {
     })
 }
 
-/// The registry in the Prometheus text format; empty before [`install`].
+/// The registry in the Prometheus text format; empty before [`install`]. Gauges set from state
+/// elsewhere (the outages' ages) are as fresh as their owner last set them: a scrape refreshes them
+/// first.
 pub fn render() -> String {
     match HANDLE.get() {
         Some(handle) => {
-            crate::outages::refresh_gauges();
             // Without the exporter's own runtime task, histograms are drained here.
             handle.run_upkeep();
             handle.render()
@@ -150,27 +151,8 @@ static CALLS_MONTH: AtomicU64 = AtomicU64::new(0);
 /// WeatherAPI calls in `CALLS_MONTH`.
 static CALLS: AtomicU64 = AtomicU64::new(0);
 
-/// fetch: awaits one WeatherAPI HTTP attempt and records its outcome class (`ok`, `retryable`,
-/// `location`, `fatal`) and latency.
-pub async fn fetch_attempt<T>(
-    attempt: impl Future<Output = Result<T, crate::jobs::fetch::weatherapi::ApiError>>,
-) -> Result<T, crate::jobs::fetch::weatherapi::ApiError> {
-    use crate::jobs::fetch::weatherapi::ApiErrorAction;
-    let started = std::time::Instant::now();
-    let result = attempt.await;
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(e) => match e.class() {
-            ApiErrorAction::Retryable => "retryable",
-            ApiErrorAction::Location => "location",
-            ApiErrorAction::Fatal => "fatal",
-        },
-    };
-    fetch_request(outcome, started.elapsed());
-    result
-}
-
-/// fetch: one WeatherAPI HTTP request finished with `outcome` after `latency`.
+/// fetch: one WeatherAPI HTTP request finished with `outcome` (its class: `ok`, `retryable`,
+/// `location`, `fatal`) after `latency`.
 pub fn fetch_request(outcome: &'static str, latency: Duration) {
     counter!("weatherflow_fetch_requests_total", "outcome" => outcome).increment(1);
     histogram!("weatherflow_fetch_api_latency_seconds").record(latency.as_secs_f64());
@@ -188,22 +170,20 @@ pub fn persist_consumed(n: u64) {
     counter!("weatherflow_persist_consumed_total").increment(n);
 }
 
-/// persist: awaits one batch write of `records` records and records what it stored, skipped as
-/// duplicate and quarantined, its size and its time.
-pub(crate) async fn persist_write<E>(
+/// persist: one batch of `records` records written in `took`: `inserted` stored, `duplicates`
+/// already stored, and quarantined by class.
+pub(crate) fn persist_batch<'a>(
     records: usize,
-    write: impl Future<Output = Result<crate::jobs::persist::writer::BatchOutcome, E>>,
-) -> Result<crate::jobs::persist::writer::BatchOutcome, E> {
-    let started = std::time::Instant::now();
-    let result = write.await;
-    if let Ok(o) = &result {
-        counter!("weatherflow_persist_stored_total").increment(o.inserted);
-        counter!("weatherflow_persist_duplicates_total").increment(o.duplicates);
-        persist_rejected(&o.rejected);
-        histogram!(BATCH_ROWS).record(records as f64);
-        histogram!("weatherflow_persist_batch_write_seconds").record(started.elapsed().as_secs_f64());
-    }
-    result
+    inserted: u64,
+    duplicates: u64,
+    rejected: impl IntoIterator<Item = (&'a &'static str, &'a u64)>,
+    took: Duration,
+) {
+    counter!("weatherflow_persist_stored_total").increment(inserted);
+    counter!("weatherflow_persist_duplicates_total").increment(duplicates);
+    persist_rejected(rejected);
+    histogram!(BATCH_ROWS).record(records as f64);
+    histogram!("weatherflow_persist_batch_write_seconds").record(took.as_secs_f64());
 }
 
 /// persist: records quarantined, by class.

@@ -738,7 +738,7 @@ async fn the_manuals_results_queries_run_and_answer_correctly() {
     assert_eq!(ranked[4].get::<String, _>("fit"), "worst");
 
     // What `weatherflow results` prints comes from the same query.
-    let rows = weatherflow::cmd::results::latest_per_scope(&ctx.db, 20)
+    let rows = weatherflow::jobs::analytics::results::latest_per_scope(&ctx.db, 20)
         .await
         .unwrap();
     let listed: Vec<&String> = rows.iter().map(|r| &r.scope).collect();
@@ -746,7 +746,7 @@ async fn the_manuals_results_queries_run_and_answer_correctly() {
     assert!(rows.iter().all(|r| r.job_run_id == second));
     let table = weatherflow::cmd::results::render(&rows);
     assert!(table.lines().nth(2).unwrap().starts_with("all "), "{table}");
-    let one = weatherflow::cmd::results::history(&ctx.db, "all", 5)
+    let one = weatherflow::jobs::analytics::results::history(&ctx.db, "all", 5)
         .await
         .unwrap();
     assert_eq!(

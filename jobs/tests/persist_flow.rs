@@ -11,8 +11,8 @@ use common::stream::*;
 use common::{TestContext, exit_within, signal};
 use nix::sys::signal::Signal;
 use tokio_util::sync::CancellationToken;
-use weatherflow::cmd::status::consumer_lag;
 use weatherflow::jobs::persist::{self, PersistRequest};
+use weatherflow::kafka::consumer_lag;
 
 /// Debug logs of the consumer thread (its pause and resume lines), info for the rest.
 const CONSUMER_DEBUG: &str =

@@ -21,8 +21,8 @@ use rdkafka::producer::FutureProducer;
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-use weatherflow::cmd::status::consumer_lag;
 use weatherflow::jobs::persist::{self, PersistRequest};
+use weatherflow::kafka::consumer_lag;
 use weatherflow::runs::lock::JobLock;
 use weatherflow::runs::{JobName, RunStatus};
 

@@ -234,7 +234,7 @@ async fn results_of_runs_that_did_not_succeed_are_shown_by_no_reader() {
     let failed = insert_run("failed").await;
     let running = insert_run("running").await;
 
-    let latest = weatherflow::cmd::results::latest_per_scope(&ctx.db, 20)
+    let latest = weatherflow::jobs::analytics::results::latest_per_scope(&ctx.db, 20)
         .await
         .unwrap();
     let ids: Vec<i64> = latest.iter().map(|r| r.job_run_id).collect();
@@ -243,13 +243,13 @@ async fn results_of_runs_that_did_not_succeed_are_shown_by_no_reader() {
         [good],
         "the newest succeeded run's result, not {failed} or {running}"
     );
-    let history = weatherflow::cmd::results::history(&ctx.db, "all", 20)
+    let history = weatherflow::jobs::analytics::results::history(&ctx.db, "all", 20)
         .await
         .unwrap();
     assert_eq!(history.iter().map(|r| r.job_run_id).collect::<Vec<_>>(), [good]);
     for sql in [
-        weatherflow::cmd::results::LATEST_PER_SCOPE_SQL,
-        weatherflow::cmd::results::SLOPE_HISTORY_SQL,
+        weatherflow::jobs::analytics::results::LATEST_PER_SCOPE_SQL,
+        weatherflow::jobs::analytics::results::SLOPE_HISTORY_SQL,
     ] {
         let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM ({sql}) q")))
             .fetch_one(ctx.db.get_postgres_connection_pool())

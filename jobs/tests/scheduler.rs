@@ -567,7 +567,7 @@ async fn shutdown_lets_running_jobs_finish_within_grace_then_cancels_the_rest() 
 /// Messages on the test's observations topic (sum of the partitions' end offsets).
 async fn messages_on_topic(ctx: &TestContext) -> i64 {
     let k = ctx.config.kafka.clone();
-    let parts = tokio::task::spawn_blocking(move || weatherflow::cmd::status::consumer_lag(&k))
+    let parts = tokio::task::spawn_blocking(move || weatherflow::kafka::consumer_lag(&k))
         .await
         .unwrap()
         .unwrap()

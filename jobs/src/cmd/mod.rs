@@ -143,7 +143,7 @@ pub async fn execute() -> anyhow::Result<()> {
     }
     let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
     // Unknown librdkafka properties and an unreadable password file fail every command at once.
-    crate::kafka_security::check_settings(&config.kafka).context("checking the Kafka settings")?;
+    crate::kafka::check_settings(&config.kafka).context("checking the Kafka settings")?;
     let shutdown = crate::shutdown::on_signal();
     match cli.command {
         Command::Migrate { action, steps } => migrate::run(&config, action, steps).await,

@@ -1,83 +1,14 @@
-//! `weatherflow results`: the latest regression coefficients.
+//! `weatherflow results`: the latest regression coefficients, as a table.
 //!
-//! The SQL a user runs on `regression_results` lives here as constants, so the queries the manual
-//! shows are the ones the tests run.
-//!
-//! Only the results of runs that `succeeded` are shown ([`PUBLISHED`]): a run that timed out, was
-//! cancelled or failed may have committed its rows before it was stopped, and a run still going has
-//! not been judged yet. The views (`latest_regression`) apply the same rule.
-//!
-//! Every fit names the observations' source it used (`weatherapi` or `simulated`); a fit made before
-//! sources were told apart has none and shows `any`: it used every row.
+//! The reads (published fits only, the latest of each scope, one scope's history) and the SQL the
+//! manual shows live in [`crate::jobs::analytics::results`]; this command only formats.
 
 use chrono::{DateTime, Utc};
 use entity::regression_results;
-use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use crate::config::Config;
 use crate::db;
-use crate::jobs::analytics::SCOPE_ALL;
-
-/// The condition every reader of `regression_results` applies: the row's run succeeded.
-pub const PUBLISHED: &str = "job_run_id IN (SELECT id FROM job_runs WHERE status = 'succeeded')";
-
-/// The latest fit of every scope, `all` first, then locations by key (what `weatherflow results`
-/// prints). Served by the `(scope, fitted_at DESC)` index.
-pub const LATEST_PER_SCOPE_SQL: &str = "\
-SELECT scope,
-       fitted_at,
-       coalesce(source, 'any')         AS source,
-       n_samples,
-       round(intercept::numeric, 4)    AS intercept,
-       round(slope::numeric, 5)        AS slope,
-       round(slope_stderr::numeric, 5) AS stderr,
-       round(r_squared::numeric, 4)    AS r_squared,
-       round(rmse::numeric, 3)         AS rmse
-FROM (SELECT DISTINCT ON (scope) *
-      FROM regression_results
-      WHERE job_run_id IN (SELECT id FROM job_runs WHERE status = 'succeeded')
-      ORDER BY scope, fitted_at DESC, id DESC) AS latest
-ORDER BY scope <> 'all', scope";
-
-/// How the slope of scope `all` moved from run to run (replace `'all'` by a location key for one
-/// location).
-pub const SLOPE_HISTORY_SQL: &str = "\
-SELECT fitted_at,
-       coalesce(source, 'any')                              AS source,
-       n_samples,
-       round(slope::numeric, 5)                             AS slope,
-       round(slope_stderr::numeric, 5)                      AS stderr,
-       round((slope - lag(slope) OVER w)::numeric, 5)       AS change,
-       round(r_squared::numeric, 4)                         AS r_squared
-FROM regression_results
-WHERE scope = 'all'
-  AND job_run_id IN (SELECT id FROM job_runs WHERE status = 'succeeded')
-WINDOW w AS (ORDER BY fitted_at, id)
-ORDER BY fitted_at, id";
-
-/// The three best- and three worst-fitting locations by R², among each location's latest fit.
-pub const BEST_WORST_FIT_SQL: &str = "\
-WITH latest AS (
-    SELECT DISTINCT ON (scope) scope, r_squared, slope, n_samples
-    FROM regression_results
-    WHERE scope <> 'all'
-      AND job_run_id IN (SELECT id FROM job_runs WHERE status = 'succeeded')
-    ORDER BY scope, fitted_at DESC, id DESC
-), ranked AS (
-    SELECT *,
-           rank() OVER (ORDER BY r_squared DESC) AS from_top,
-           rank() OVER (ORDER BY r_squared ASC)  AS from_bottom
-    FROM latest
-)
-SELECT CASE WHEN from_top <= 3 THEN 'best' ELSE 'worst' END AS fit,
-       scope,
-       round(r_squared::numeric, 4) AS r_squared,
-       round(slope::numeric, 5)     AS slope,
-       n_samples
-FROM ranked
-WHERE from_top <= 3 OR from_bottom <= 3
-ORDER BY r_squared DESC, scope";
+use crate::jobs::analytics::results::{history, latest_per_scope, source_label};
 
 /// Prints the latest results as an aligned table: the latest fit of each scope, or with `scope`
 /// that scope's last `last` fits, newest first.
@@ -96,42 +27,6 @@ pub async fn run(config: &Config, scope: Option<&str>, last: u64) -> anyhow::Res
     }
     print!("{}", render(&rows));
     Ok(())
-}
-
-/// The latest fit of each scope (`all` first) among succeeded runs, at most `last` scopes.
-pub async fn latest_per_scope(
-    db: &DatabaseConnection,
-    last: u64,
-) -> Result<Vec<regression_results::Model>, DbErr> {
-    use regression_results::Column;
-    // LATEST_PER_SCOPE_SQL, through the entity so the rows arrive typed.
-    let mut rows = regression_results::Entity::find()
-        .filter(Expr::cust(PUBLISHED))
-        .distinct_on([Column::Scope])
-        .order_by_asc(Column::Scope)
-        .order_by_desc(Column::FittedAt)
-        .order_by_desc(Column::Id)
-        .all(db)
-        .await?;
-    rows.sort_by_key(|r| r.scope != SCOPE_ALL);
-    rows.truncate(usize::try_from(last).unwrap_or(usize::MAX));
-    Ok(rows)
-}
-
-/// The last `last` fits of `scope` among succeeded runs, newest first.
-pub async fn history(
-    db: &DatabaseConnection,
-    scope: &str,
-    last: u64,
-) -> Result<Vec<regression_results::Model>, DbErr> {
-    regression_results::Entity::find()
-        .filter(Expr::cust(PUBLISHED))
-        .filter(regression_results::Column::Scope.eq(scope))
-        .order_by_desc(regression_results::Column::FittedAt)
-        .order_by_desc(regression_results::Column::Id)
-        .limit(last)
-        .all(db)
-        .await
 }
 
 /// The table `weatherflow results` prints.
@@ -170,12 +65,6 @@ pub fn render(rows: &[regression_results::Model]) -> String {
         ],
         &cells,
     )
-}
-
-/// The source a fit used, as shown: `weatherapi`, `simulated`, or `any` for a fit made before
-/// sources were told apart (it used every row).
-pub fn source_label(source: Option<&str>) -> &str {
-    source.unwrap_or("any")
 }
 
 fn window(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> String {
@@ -236,13 +125,6 @@ mod tests {
             ..model("all", None)
         };
         assert!(render(&[old]).lines().nth(2).unwrap().contains("  any  "), "{t}");
-    }
-
-    #[test]
-    fn every_user_query_shows_only_succeeded_runs() {
-        for sql in [LATEST_PER_SCOPE_SQL, SLOPE_HISTORY_SQL, BEST_WORST_FIT_SQL] {
-            assert!(sql.contains(PUBLISHED), "{sql}");
-        }
     }
 
     #[test]

@@ -1,33 +1,17 @@
 //! `weatherflow status`: last runs, next fire times, consumer lag, row counts (observations per
-//! source too).
-
-use std::time::Duration;
+//! source too), write refusals. The reads live below the faces (`runs`, `kafka`, `db`); this
+//! command only formats.
 
 use chrono::{DateTime, Utc};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::{Offset, TopicPartitionList};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
+use sea_orm::DatabaseConnection;
 
 use super::table;
-use crate::config::{Config, KafkaConfig};
-use crate::runs::JobName;
+use crate::config::Config;
+use crate::db::{self, EXACT_BELOW, SourceCount, TableCount};
+use crate::kafka::{self, PartitionLag};
+use crate::runs::{self, JobName};
 use crate::scheduler::ticker;
 use crate::schedules::{Schedules, Timing};
-use crate::{db, kafka, runs};
-
-/// The tables `status` counts, in the order data flows into them.
-const TABLES: [&str; 4] = [
-    "observations",
-    "rejected_records",
-    "regression_results",
-    "job_runs",
-];
-
-/// Tables the planner believes smaller than this are counted exactly (`count(*)`); larger ones show the
-/// planner's estimate (`pg_class.reltuples`, refreshed by autovacuum), so `status` stays instant on a
-/// large history.
-const EXACT_BELOW: i64 = 1_000_000;
 
 /// Prints the platform's status. Kafka being unreachable or the schedules file being invalid is shown,
 /// not fatal: status is what one runs when something is wrong.
@@ -58,10 +42,10 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     let kcfg = k.clone();
     let lag = tokio::task::spawn_blocking(move || {
         // A refused password or certificate: say so at once instead of after the lag requests' timeout.
-        if crate::kafka_security::is_secured(&kcfg) {
-            crate::kafka_security::probe(&kcfg).map_err(|e| e.to_string())?;
+        if kafka::is_secured(&kcfg) {
+            kafka::probe(&kcfg).map_err(|e| e.to_string())?;
         }
-        consumer_lag(&kcfg).map_err(|e| e.to_string())
+        kafka::consumer_lag(&kcfg).map_err(|e| e.to_string())
     });
     match lag.await? {
         Ok(None) => println!(
@@ -73,12 +57,12 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     }
 
     println!("\ntables (exact count below {EXACT_BELOW} rows, ~estimate above):");
-    print!("{}", counts_table(&conn).await?);
+    print!("{}", counts_table(&db::table_counts(&conn).await?));
     println!("\nobservations per source (never mixed: docs/schema.md, Provenance):");
-    print!("{}", sources_table(&conn).await?);
+    print!("{}", sources_table(&db::source_counts(&conn).await?));
 
     println!("\ndatabase writes (as this user):");
-    match write_refusals(&conn).await {
+    match db::write_refusals(&conn).await {
         Ok(refusals) if refusals.is_empty() => {
             println!("  ok: observations and rejected_records take inserts")
         }
@@ -94,32 +78,6 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         Err(e) => println!("  not checked: {e}"),
     }
     Ok(())
-}
-
-/// What keeps the persist writers' inserts from landing, as the server sees it for this user: a
-/// read-only node, a missing INSERT grant, a lock that makes inserts wait. The consumer, a process of
-/// its own, reports its outage on `/readyz` and the `weatherflow_persist_outage_seconds` gauge; this
-/// is the same diagnosis from wherever `status` runs.
-const WRITE_REFUSALS: &str = "\
-SELECT r FROM (
-  SELECT 1 AS o, 'the server is a standby in recovery (read-only)' AS r WHERE pg_is_in_recovery()
-  UNION ALL SELECT 2, 'new transactions are read-only (default_transaction_read_only = on)'
-    WHERE current_setting('default_transaction_read_only') = 'on'
-  UNION ALL SELECT 3, format('no INSERT privilege on %s', t) FROM unnest(ARRAY['observations', 'rejected_records']) t
-    WHERE to_regclass(t) IS NOT NULL AND NOT has_table_privilege(t, 'INSERT')
-  UNION ALL SELECT 4, format('%s is locked %s by session %s for %s s: inserts wait', l.relation::regclass, l.mode,
-      l.pid, round(extract(epoch FROM now() - a.xact_start)))
-    FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-    WHERE l.granted AND l.locktype = 'relation' AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-      AND l.relation IN (to_regclass('observations'), to_regclass('rejected_records'))
-      AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
-) x ORDER BY o, r";
-
-async fn write_refusals(conn: &DatabaseConnection) -> Result<Vec<String>, DbErr> {
-    let rows = conn
-        .query_all_raw(Statement::from_string(DbBackend::Postgres, WRITE_REFUSALS))
-        .await?;
-    rows.iter().map(|r| r.try_get_by_index::<String>(0)).collect()
 }
 
 async fn jobs_table(
@@ -217,62 +175,6 @@ pub fn age(d: chrono::Duration) -> String {
     }
 }
 
-/// One partition of the observations topic, seen from the persist consumer group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionLag {
-    /// Partition id.
-    pub partition: i32,
-    /// The group's committed offset; `None` when it never committed on this partition.
-    pub committed: Option<i64>,
-    /// The oldest offset still on the partition.
-    pub low: i64,
-    /// The offset the next message will get.
-    pub high: i64,
-}
-
-impl PartitionLag {
-    /// Messages the group has still to consume (from the oldest kept one when it never committed).
-    pub fn lag(&self) -> i64 {
-        (self.high - self.committed.unwrap_or(self.low).max(self.low)).max(0)
-    }
-}
-
-/// The persist group's lag on each partition of the observations topic; `None` when the topic does not
-/// exist yet. Blocking: run it on a blocking thread. Metadata is asked for all topics, because asking
-/// for one by name may create it on brokers with auto-creation on.
-pub fn consumer_lag(cfg: &KafkaConfig) -> Result<Option<Vec<PartitionLag>>, KafkaError> {
-    let consumer: BaseConsumer = kafka::base_config(cfg)
-        .set("group.id", &cfg.consumer_group)
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let timeout = Duration::from_secs(cfg.request_timeout_secs);
-    let md = consumer.fetch_metadata(None, timeout)?;
-    let Some(topic) = md.topics().iter().find(|t| t.name() == cfg.observations_topic) else {
-        return Ok(None);
-    };
-    let mut tpl = TopicPartitionList::new();
-    for p in topic.partitions() {
-        tpl.add_partition(topic.name(), p.id());
-    }
-    let committed = consumer.committed_offsets(tpl, timeout)?;
-    let mut parts = Vec::new();
-    for elem in committed.elements() {
-        let (low, high) = consumer.fetch_watermarks(topic.name(), elem.partition(), timeout)?;
-        let committed = match elem.offset() {
-            Offset::Offset(o) => Some(o),
-            _ => None,
-        };
-        parts.push(PartitionLag {
-            partition: elem.partition(),
-            committed,
-            low,
-            high,
-        });
-    }
-    parts.sort_by_key(|p| p.partition);
-    Ok(Some(parts))
-}
-
 fn lag_table(parts: &[PartitionLag]) -> String {
     let mut cells: Vec<Vec<String>> = parts
         .iter()
@@ -295,102 +197,38 @@ fn lag_table(parts: &[PartitionLag]) -> String {
     table::render(&["partition", "committed", "end offset", "lag"], &cells)
 }
 
-async fn counts_table(conn: &DatabaseConnection) -> Result<String, DbErr> {
-    let mut cells = Vec::new();
-    for t in TABLES {
-        let count = match estimate(conn, t).await? {
-            Some(n) if n >= EXACT_BELOW => format!("~{n}"),
-            _ => exact(conn, t).await?.to_string(),
-        };
-        cells.push(vec![t.to_owned(), count]);
-    }
-    Ok(table::render(&["table", "rows"], &cells))
+fn counts_table(counts: &[TableCount]) -> String {
+    let cells: Vec<Vec<String>> = counts
+        .iter()
+        .map(|c| vec![c.table.to_owned(), approximate(c.rows, c.estimated)])
+        .collect();
+    table::render(&["table", "rows"], &cells)
 }
 
-/// The sources `observations` can hold, as stored.
-const SOURCES: [crate::envelope::Source; 2] = [
-    crate::envelope::Source::Weatherapi,
-    crate::envelope::Source::Simulated,
-];
-
-/// Rows of each source per the planner: each month partition's row estimate times the source's
-/// frequency in that partition's statistics (a partitioned parent has no statistics of its own
-/// unless analysed by hand; autovacuum analyses the partitions).
-const SOURCE_ESTIMATES: &str = "\
-SELECT s.source, sum(c.reltuples * s.freq)::int8
-FROM pg_inherits i
-JOIN pg_class c ON c.oid = i.inhrelid
-JOIN pg_stats st ON st.schemaname = current_schema() AND st.tablename = c.relname
-                AND st.attname = 'source' AND NOT st.inherited
-CROSS JOIN LATERAL unnest(st.most_common_vals::text::text[], st.most_common_freqs) AS s(source, freq)
-WHERE i.inhparent = to_regclass('observations') AND c.reltuples > 0
-GROUP BY s.source";
-
-/// The rows of each source in `observations` and its newest observation time: exact counts below
-/// [`EXACT_BELOW`] rows (an index-only scan of `(source, observed_at)`), the planner's estimate
-/// above; the newest time is one probe of that index per partition.
-async fn sources_table(conn: &DatabaseConnection) -> Result<String, DbErr> {
-    let large = estimate(conn, "observations")
-        .await?
-        .is_some_and(|n| n >= EXACT_BELOW);
-    let mut estimates = std::collections::HashMap::new();
-    if large {
-        for row in conn
-            .query_all_raw(Statement::from_string(DbBackend::Postgres, SOURCE_ESTIMATES))
-            .await?
-        {
-            estimates.insert(
-                row.try_get_by_index::<String>(0)?,
-                row.try_get_by_index::<i64>(1)?,
-            );
-        }
-    }
-    let mut cells = Vec::new();
-    for source in SOURCES {
-        let row = conn
-            .query_one_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "SELECT CASE WHEN $2 THEN NULL ELSE (SELECT count(*) FROM observations WHERE source = $1) END, \
-                 (SELECT max(observed_at) FROM observations WHERE source = $1)",
-                [source.as_str().into(), large.into()],
-            ))
-            .await?
-            .ok_or_else(|| DbErr::Custom("the per-source count returned no row".into()))?;
-        let rows = match row.try_get_by_index::<Option<i64>>(0)? {
-            Some(n) => n.to_string(),
-            None => format!("~{}", estimates.get(source.as_str()).copied().unwrap_or(0)),
-        };
-        let newest = row
-            .try_get_by_index::<Option<DateTime<Utc>>>(1)?
-            .map_or_else(|| "-".to_owned(), |t| t.format("%Y-%m-%d %H:%M UTC").to_string());
-        cells.push(vec![source.as_str().to_owned(), rows, newest]);
-    }
-    Ok(table::render(&["source", "rows", "newest observation"], &cells))
+fn sources_table(counts: &[SourceCount]) -> String {
+    let cells: Vec<Vec<String>> = counts
+        .iter()
+        .map(|c| {
+            let newest = c
+                .newest
+                .map_or_else(|| "-".to_owned(), |t| t.format("%Y-%m-%d %H:%M UTC").to_string());
+            vec![
+                c.source.as_str().to_owned(),
+                approximate(c.rows, c.estimated),
+                newest,
+            ]
+        })
+        .collect();
+    table::render(&["source", "rows", "newest observation"], &cells)
 }
 
-/// The planner's row estimate; `None` when the table was never analysed.
-async fn estimate(conn: &DatabaseConnection, table: &str) -> Result<Option<i64>, DbErr> {
-    let row = conn
-        .query_one_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass($1)",
-            [table.into()],
-        ))
-        .await?;
-    let n = row.map(|r| r.try_get_by_index::<i64>(0)).transpose()?;
-    Ok(n.filter(|n| *n >= 0))
-}
-
-async fn exact(conn: &DatabaseConnection, table: &str) -> Result<i64, DbErr> {
-    // `table` is one of TABLES, never user input.
-    let row = conn
-        .query_one_raw(Statement::from_string(
-            DbBackend::Postgres,
-            format!("SELECT count(*) FROM {table}"),
-        ))
-        .await?
-        .ok_or_else(|| DbErr::Custom(format!("count of {table} returned no row")))?;
-    row.try_get_by_index::<i64>(0)
+/// A row count as shown: `~` marks the planner's estimate.
+fn approximate(rows: i64, estimated: bool) -> String {
+    if estimated {
+        format!("~{rows}")
+    } else {
+        rows.to_string()
+    }
 }
 
 #[cfg(test)]
@@ -405,19 +243,5 @@ mod tests {
         assert_eq!(age(s(2 * 3600 + 5 * 60 + 9)), "2h 5m");
         assert_eq!(age(s(4 * 86_400 + 3600)), "4d 1h");
         assert_eq!(age(s(-5)), "0s");
-    }
-
-    #[test]
-    fn lag_counts_from_the_commit_or_the_oldest_message() {
-        let p = |committed, low, high| PartitionLag {
-            partition: 0,
-            committed,
-            low,
-            high,
-        };
-        assert_eq!(p(Some(7), 0, 10).lag(), 3);
-        assert_eq!(p(None, 4, 10).lag(), 6);
-        // A commit older than retention keeps counts from what is still there.
-        assert_eq!(p(Some(1), 4, 10).lag(), 6);
     }
 }

@@ -178,7 +178,7 @@ impl<T: FieldValue> FieldValue for Option<T> {
     }
 }
 
-impl FieldValue for crate::kafka_security::ClientProperties {
+impl FieldValue for super::ClientProperties {
     fn type_name() -> String {
         "table of librdkafka properties".to_owned()
     }

@@ -10,8 +10,10 @@
 //! config --reference` prints them and `docs/configuration.md` is checked against that output.
 
 pub(crate) mod field;
+mod kafka_client;
 pub(crate) mod reference;
 mod sections;
+mod web;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,10 +21,13 @@ use std::path::{Path, PathBuf};
 
 use secrecy::{ExposeSecret, SecretString};
 
+pub use kafka_client::ClientProperties;
+pub(crate) use kafka_client::is_secret_property;
 pub use sections::{
     AnalyticsConfig, DatabaseConfig, FetchConfig, KafkaConfig, PersistConfig, SchedulerConfig,
     WeatherApiConfig,
 };
+pub use web::WebConfig;
 
 use field::Section;
 
@@ -98,7 +103,7 @@ pub struct Config {
     /// The scheduler service.
     pub scheduler: SchedulerConfig,
     /// Web mode: `weatherflow serve` and the `--http` listeners.
-    pub web: crate::web::settings::WebConfig,
+    pub web: WebConfig,
 }
 
 /// Where a field's effective value came from.

@@ -82,7 +82,7 @@ section! {
         /// admin). It wins over the settings above; the jobs' own per-role settings (idempotence,
         /// acks, commit mode) win over it. Checked at start: an unknown property is an error naming
         /// it. Set in the file only.
-        pub client: crate::kafka_security::ClientProperties = Default::default();
+        pub client: super::ClientProperties = Default::default();
     }
 }
 

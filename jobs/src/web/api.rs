@@ -16,6 +16,7 @@ use super::error::ApiError;
 use super::lag::LagSample;
 use super::params::{DEFAULT_LAST, DEFAULT_LIMIT, MAX_LAST, MAX_LIMIT, Params};
 use super::queries::{self, ResultRow};
+use crate::jobs::analytics::results;
 use crate::runs::JobName;
 
 /// The statuses a run filter accepts.
@@ -66,8 +67,8 @@ pub async fn results(State(state): State<AppState>, RawQuery(raw): RawQuery) -> 
     let db = state.db.clone();
     cached(&state, key("results", &raw), UNTIL_WRITE, || async move {
         let rows = match &scope {
-            Some(scope) => crate::cmd::results::history(&db, scope, last).await?,
-            None => crate::cmd::results::latest_per_scope(&db, last).await?,
+            Some(scope) => results::history(&db, scope, last).await?,
+            None => results::latest_per_scope(&db, last).await?,
         };
         let results: Vec<ResultRow> = rows.into_iter().map(ResultRow::from).collect();
         Ok(json!({ "scope": scope, "results": results }))
@@ -132,10 +133,15 @@ pub async fn status_value(state: &AppState) -> Result<Value, ApiError> {
             })
         })
         .collect();
-    let tables: serde_json::Map<String, Value> = queries::table_counts(&state.db)
+    let tables: serde_json::Map<String, Value> = crate::db::table_counts(&state.db)
         .await?
         .into_iter()
-        .map(|(t, n, estimated)| (t, json!({ "rows": n, "estimated": estimated })))
+        .map(|c| {
+            (
+                c.table.to_owned(),
+                json!({ "rows": c.rows, "estimated": c.estimated }),
+            )
+        })
         .collect();
     Ok(json!({
         "now": now,

@@ -54,7 +54,7 @@ pub async fn page(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
 
 async fn context(state: &AppState) -> Result<Value, ApiError> {
     let db = &state.db;
-    let results: Vec<ResultRow> = crate::cmd::results::latest_per_scope(db, 200)
+    let results: Vec<ResultRow> = crate::jobs::analytics::results::latest_per_scope(db, 200)
         .await?
         .into_iter()
         .map(ResultRow::from)

@@ -122,7 +122,11 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        crate::metrics::render(),
+        {
+            // The outages' ages move on between the writers' own updates.
+            crate::outages::refresh_gauges();
+            crate::metrics::render()
+        },
     )
         .into_response()
 }
@@ -132,13 +136,6 @@ const RUNS_SQL: &str = "\
 SELECT job, status, count(*)::int8 AS n,
        extract(epoch FROM max(finished_at) FILTER (WHERE status = 'succeeded'))::float8 AS last_ok
 FROM job_runs GROUP BY job, status";
-
-/// The latest fit of each scope, among succeeded runs (as `weatherflow results` shows them).
-const FITS_SQL: &str = "\
-SELECT DISTINCT ON (scope) scope, n_samples, r_squared, slope
-FROM regression_results
-WHERE job_run_id IN (SELECT id FROM job_runs WHERE status = 'succeeded')
-ORDER BY scope, fitted_at DESC, id DESC";
 
 async fn collect(state: &AppState) -> Result<(), sea_orm::DbErr> {
     let q = |sql: &str| Statement::from_string(DbBackend::Postgres, sql);
@@ -152,14 +149,13 @@ async fn collect(state: &AppState) -> Result<(), sea_orm::DbErr> {
             metrics::gauge!("weatherflow_job_last_success_timestamp_seconds", "job" => job).set(t);
         }
     }
-    for row in state.db.query_all_raw(q(FITS_SQL)).await? {
-        let scope: String = row.try_get("", "scope")?;
-        let n: i64 = row.try_get("", "n_samples")?;
-        let r2: f64 = row.try_get("", "r_squared")?;
-        let slope: f64 = row.try_get("", "slope")?;
-        metrics::gauge!("weatherflow_analytics_fit_samples", "scope" => scope.clone()).set(n as f64);
-        metrics::gauge!("weatherflow_analytics_fit_r_squared", "scope" => scope.clone()).set(r2);
-        metrics::gauge!("weatherflow_analytics_fit_slope", "scope" => scope).set(slope);
+    // The latest published fit of each scope, as `weatherflow results` shows them.
+    for fit in crate::jobs::analytics::results::latest_per_scope(&state.db, u64::MAX).await? {
+        let scope = fit.scope;
+        metrics::gauge!("weatherflow_analytics_fit_samples", "scope" => scope.clone())
+            .set(fit.n_samples as f64);
+        metrics::gauge!("weatherflow_analytics_fit_r_squared", "scope" => scope.clone()).set(fit.r_squared);
+        metrics::gauge!("weatherflow_analytics_fit_slope", "scope" => scope).set(fit.slope);
     }
     Ok(())
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::cmd::status::{PartitionLag, consumer_lag};
 use crate::config::KafkaConfig;
+use crate::kafka::{PartitionLag, consumer_lag};
 
 /// How often the lag is sampled.
 const EVERY: Duration = Duration::from_secs(5);

@@ -14,7 +14,6 @@ pub mod lag;
 pub mod params;
 pub mod queries;
 pub mod server;
-pub mod settings;
 pub mod trigger;
 
 use std::sync::Arc;

@@ -8,6 +8,8 @@ use sea_orm::{
 };
 use serde::Serialize;
 
+use crate::jobs::persist::redrive::quarantine;
+
 /// One regression result as served.
 #[derive(Debug, Clone, Serialize)]
 pub struct ResultRow {
@@ -46,7 +48,7 @@ impl From<regression_results::Model> for ResultRow {
             r_squared: r.r_squared,
             rmse: r.rmse,
             run_id: r.job_run_id,
-            source: crate::cmd::results::source_label(r.source.as_deref()).to_owned(),
+            source: crate::jobs::analytics::results::source_label(r.source.as_deref()).to_owned(),
         }
     }
 }
@@ -189,7 +191,7 @@ pub async fn observations(
 }
 
 /// One quarantined record as served (its payload's size, not the payload: it may be anything).
-#[derive(Debug, Clone, Serialize, FromQueryResult)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RejectionRow {
     /// Row id.
     pub id: i64,
@@ -209,68 +211,65 @@ pub struct RejectionRow {
     pub payload_bytes: Option<i32>,
 }
 
-/// The latest quarantined records, newest first, optionally of one class.
+impl From<quarantine::Listed> for RejectionRow {
+    fn from(r: quarantine::Listed) -> Self {
+        Self {
+            id: r.id,
+            received_at: r.received_at,
+            kafka_topic: r.kafka_topic,
+            kafka_partition: r.kafka_partition,
+            kafka_offset: r.kafka_offset,
+            error_class: r.error_class,
+            reason: r.reason,
+            payload_bytes: r.payload_bytes,
+        }
+    }
+}
+
+/// The latest quarantined records (re-driven ones too), newest first, optionally of one class: the
+/// listing of `weatherflow rejects list --class C`.
 pub async fn rejections(
     db: &DatabaseConnection,
     class: Option<&str>,
     last: u64,
 ) -> Result<Vec<RejectionRow>, DbErr> {
-    let sql = "SELECT id, received_at, kafka_topic, kafka_partition, kafka_offset, error_class, reason,
-                      octet_length(payload) AS payload_bytes
-               FROM rejected_records WHERE ($1::text IS NULL OR error_class = $1)
-               ORDER BY id DESC LIMIT $2";
-    let values = vec![class.map(str::to_owned).into(), (last as i64).into()];
-    RejectionRow::find_by_statement(Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
-        .all(db)
-        .await
+    let sel = quarantine::Selection {
+        class: class.map(str::to_owned),
+        ..Default::default()
+    };
+    let rows = quarantine::list(db, &sel, last).await?;
+    Ok(rows.into_iter().map(RejectionRow::from).collect())
 }
 
 /// The dead-letter summary: records per class, and the latest of each.
-#[derive(Debug, Clone, Serialize, FromQueryResult)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct RejectionClass {
     /// The class.
     pub error_class: String,
-    /// Records quarantined as it.
+    /// Records quarantined as it (re-driven ones too).
     pub count: i64,
     /// The latest one's time.
     pub latest: DateTime<Utc>,
 }
 
-/// Quarantined records per class, most frequent first.
+/// Quarantined records per class, most frequent first: the counts of `weatherflow rejects counts`,
+/// still quarantined and re-driven together.
 pub async fn rejection_summary(db: &DatabaseConnection) -> Result<Vec<RejectionClass>, DbErr> {
-    let sql = "SELECT error_class, count(*)::int8 AS count, max(received_at) AS latest
-               FROM rejected_records GROUP BY error_class ORDER BY count DESC, error_class";
-    RejectionClass::find_by_statement(Statement::from_string(DbBackend::Postgres, sql))
-        .all(db)
-        .await
-}
-
-/// Row counts of the platform's tables: exact below 1M rows, the planner's estimate above (as
-/// `weatherflow status`), so the answer stays instant on a large history.
-pub async fn table_counts(db: &DatabaseConnection) -> Result<Vec<(String, i64, bool)>, DbErr> {
-    let mut out = Vec::new();
-    for table in [
-        "observations",
-        "rejected_records",
-        "regression_results",
-        "job_runs",
-    ] {
-        // `table` is one of the four names above, never input.
-        let sql = format!(
-            "SELECT CASE WHEN e >= 1000000 THEN e ELSE (SELECT count(*) FROM {table}) END, e >= 1000000
-             FROM (SELECT coalesce((SELECT reltuples::int8 FROM pg_class WHERE oid = '{table}'::regclass), -1) AS e) s"
-        );
-        let row = db
-            .query_one_raw(Statement::from_string(DbBackend::Postgres, sql))
-            .await?
-            .ok_or_else(|| DbErr::Custom(format!("count of {table} returned no row")))?;
-        out.push((
-            table.to_owned(),
-            row.try_get_by_index(0)?,
-            row.try_get_by_index(1)?,
-        ));
-    }
-    Ok(out)
+    let mut summary: Vec<RejectionClass> = quarantine::counts(db)
+        .await?
+        .into_iter()
+        .map(|c| RejectionClass {
+            error_class: c.error_class,
+            count: c.quarantined + c.redriven,
+            latest: c.latest,
+        })
+        .collect();
+    summary.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.error_class.cmp(&b.error_class))
+    });
+    Ok(summary)
 }
 
 /// Up to `max` (wind, temperature) samples spread over the whole table, for the dashboard's plot:

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use plotters::prelude::*;
 use tokio_util::sync::CancellationToken;
 
-use super::fit::{FitResults, LineFit};
+use super::fit::LineFit;
+use super::fitter::FitResults;
 use super::read::Samples;
 use super::{AnalyticsError, AnalyticsRequest, SCOPE_ALL, SkippedScope};
 use crate::config::Config;

@@ -13,8 +13,10 @@
 
 pub mod draw;
 pub mod fit;
+mod fitter;
 mod pg_array;
 mod read;
+pub mod results;
 pub mod source;
 mod write;
 
@@ -28,7 +30,8 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use self::draw::PlotPlan;
-use self::fit::{FITTER_QUEUE, LineFit};
+use self::fit::LineFit;
+use self::fitter::FITTER_QUEUE;
 use self::read::Samples;
 pub use self::source::FitSource;
 use crate::config::Config;
@@ -274,7 +277,7 @@ pub async fn run(
     let started = Instant::now();
     let (to_fitter, queue) = tokio::sync::mpsc::channel(FITTER_QUEUE);
     let cancel = shutdown.clone();
-    let fitter = tokio::task::spawn_blocking(move || fit::fit_locations(queue, &cancel));
+    let fitter = tokio::task::spawn_blocking(move || fitter::fit_locations(queue, &cancel));
     let connections = config.analytics.read_connections;
     let samples = read::read(
         pool,
@@ -297,7 +300,7 @@ pub async fn run(
 
     let started = Instant::now();
     // A panicking fit is a bug, and panics again on the same data.
-    let fitted = fit::fit_all_and_collect(Arc::clone(&samples), fitter, min_samples)
+    let fitted = fitter::fit_all_and_collect(Arc::clone(&samples), fitter, min_samples)
         .await
         .map_err(JobError::fatal)?;
     timings.fit = started.elapsed();

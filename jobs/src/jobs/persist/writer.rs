@@ -116,7 +116,7 @@ pub(crate) async fn run(lane: usize, mut batches: Receiver<Batch>, acks: mpsc::S
     let mut strategy = CopyStrategy::default();
     while let Some(mut batch) = batches.recv().await {
         let writing = (!batch.stamps.is_empty()).then(Utc::now);
-        let outcome = crate::metrics::persist_write(batch.len(), write(&deps, &batch, &mut strategy)).await;
+        let outcome = counted(batch.len(), write(&deps, &batch, &mut strategy)).await;
         if let (Some(probe), Ok(o)) = (&deps.probe, &outcome) {
             let committed = Utc::now();
             let copied = chrono::Duration::from_std(o.commit_time)
@@ -172,4 +172,18 @@ async fn write(deps: &Deps, batch: &Batch, strategy: &mut CopyStrategy) -> Resul
         );
     }
     Ok(outcome)
+}
+
+/// Awaits one batch write of `records` records and records in the metrics what it stored, skipped
+/// as duplicate and quarantined, its size and its time.
+async fn counted<E>(
+    records: usize,
+    write: impl Future<Output = Result<BatchOutcome, E>>,
+) -> Result<BatchOutcome, E> {
+    let started = Instant::now();
+    let result = write.await;
+    if let Ok(o) = &result {
+        crate::metrics::persist_batch(records, o.inserted, o.duplicates, &o.rejected, started.elapsed());
+    }
+    result
 }

@@ -233,7 +233,7 @@ impl WeatherApi {
             }
             let deadline = *deadline.get_or_insert_with(|| Instant::now() + self.retry.max_total);
             attempts += 1;
-            let err = match crate::metrics::fetch_attempt(attempt()).await {
+            let err = match counted(attempt()).await {
                 Ok(value) => {
                     return Attempted {
                         result: Ok(value),
@@ -272,6 +272,22 @@ impl WeatherApi {
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// Awaits one HTTP attempt and records its outcome class and latency in the metrics.
+async fn counted<T>(attempt: impl Future<Output = Result<T, ApiError>>) -> Result<T, ApiError> {
+    let started = std::time::Instant::now();
+    let result = attempt.await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => match e.class() {
+            ApiErrorAction::Retryable => "retryable",
+            ApiErrorAction::Location => "location",
+            ApiErrorAction::Fatal => "fatal",
+        },
+    };
+    crate::metrics::fetch_request(outcome, started.elapsed());
+    result
 }
 
 #[cfg(test)]

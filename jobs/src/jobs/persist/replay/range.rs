@@ -101,7 +101,7 @@ pub(crate) fn plan(
         return Err(RangeError::Empty { from: *from, to });
     }
     // The probe names a refused password or certificate instead of timing out.
-    let md = crate::kafka_security::probe(cfg)?;
+    let md = crate::kafka::probe(cfg)?;
     let Some(meta) = md.topics().iter().find(|t| t.name() == topic) else {
         return Err(RangeError::NoTopic(topic.to_owned()));
     };
@@ -109,7 +109,7 @@ pub(crate) fn plan(
     let selected = select(topic, &all, req)?;
     let client: BaseConsumer = crate::kafka::base_config(cfg)
         .create()
-        .map_err(|e| crate::kafka_security::creation_error(cfg, e))?;
+        .map_err(|e| crate::kafka::creation_error(cfg, e))?;
     let timeout = Duration::from_secs(cfg.request_timeout_secs);
     let kafka = |what: &str| {
         let what = what.to_owned();

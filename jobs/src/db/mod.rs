@@ -1,11 +1,17 @@
 //! PostgreSQL plumbing: one connection pool per process, the migration state, and the scratch
-//! databases the tests and benchmarks work in.
+//! databases the tests and benchmarks work in; and the reads about the database itself that the
+//! faces show (row counts, write refusals).
+
+mod counts;
+mod refusals;
 
 use std::time::Duration;
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, Statement};
 use secrecy::{ExposeSecret, SecretString};
 
+pub use self::counts::{COUNTED_TABLES, EXACT_BELOW, SourceCount, TableCount, source_counts, table_counts};
+pub use self::refusals::write_refusals;
 use crate::config::{DatabaseConfig, redact_url};
 
 /// Database failures the callers tell apart.

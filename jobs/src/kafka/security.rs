@@ -1,15 +1,11 @@
-//! Kafka connection security: TLS, SASL and the `[kafka.client]` pass-through, which the one client
-//! builder ([`crate::kafka::base_config`]) applies to every client, and a probe that turns
-//! librdkafka's asynchronous authentication and TLS errors into one immediate, clear failure.
+//! Checks of the Kafka connection's security: the settings librdkafka must accept, and a probe that
+//! turns librdkafka's asynchronous authentication and TLS errors into one immediate, clear failure.
 //!
 //! librdkafka reports a refused password or an untrusted certificate through its error callback
 //! and then keeps reconnecting: a metadata request or a produce would only time out (a producer
 //! after `message.timeout.ms`, two minutes). [`probe`] watches the callback while it asks for
 //! metadata, so a job or `check` fails within about a second, naming the setting to fix.
 
-use std::collections::BTreeMap;
-use std::fmt;
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -19,128 +15,13 @@ use rdkafka::error::KafkaError;
 use rdkafka::metadata::Metadata;
 use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
-use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Deserializer};
 
-use crate::config::KafkaConfig;
-use crate::kafka::KafkaSetupError;
+use super::client::{base_config, sasl_password};
+use super::error::KafkaSetupError;
+use crate::config::{KafkaConfig, is_secret_property};
 
 /// How long one metadata attempt of [`probe`] waits before it looks at the error callback again.
 const PROBE_SLICE: Duration = Duration::from_millis(250);
-
-/// Parts of a librdkafka property name that mark its value as secret (`sasl.password`,
-/// `ssl.key.password`, `ssl.key.pem`, `sasl.oauthbearer.client.secret`, ...): such values are
-/// never printed, not even in an error about the value.
-const SECRET_MARKERS: [&str; 5] = ["password", "secret", "pem", "token", "oauthbearer.config"];
-
-/// Whether a librdkafka property holds a secret.
-fn is_secret(name: &str) -> bool {
-    SECRET_MARKERS.iter().any(|m| name.contains(m))
-}
-
-/// The `[kafka.client]` table: librdkafka properties passed verbatim to every client. TOML
-/// integers, floats and booleans are accepted and passed as their text. Debug output hides the
-/// values of secret properties.
-#[derive(Clone, Default)]
-pub struct ClientProperties(BTreeMap<String, String>);
-
-impl ClientProperties {
-    /// The properties, sorted by name.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
-    }
-
-    /// Whether the table is empty.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Adds or replaces one property (tests and programmatic configuration).
-    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        self.0.insert(name.into(), value.into());
-    }
-}
-
-impl fmt::Debug for ClientProperties {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map()
-            .entries(
-                self.iter()
-                    .map(|(k, v)| (k, if is_secret(k) { "[REDACTED]" } else { v })),
-            )
-            .finish()
-    }
-}
-
-/// One TOML scalar of the `[kafka.client]` table.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Scalar {
-    Text(String),
-    Integer(i64),
-    Float(f64),
-    Boolean(bool),
-}
-
-impl<'de> Deserialize<'de> for ClientProperties {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = BTreeMap::<String, Scalar>::deserialize(d)?;
-        let map = raw
-            .into_iter()
-            .map(|(k, v)| {
-                let text = match v {
-                    Scalar::Text(s) => s,
-                    Scalar::Integer(i) => i.to_string(),
-                    Scalar::Float(x) => x.to_string(),
-                    Scalar::Boolean(b) => b.to_string(),
-                };
-                (k, text)
-            })
-            .collect();
-        Ok(Self(map))
-    }
-}
-
-/// The SASL password: `sasl_password`, else the trimmed content of `sasl_password_file`.
-pub fn sasl_password(cfg: &KafkaConfig) -> Result<Option<SecretString>, KafkaSetupError> {
-    crate::config::secret_or_file(cfg.sasl_password.as_ref(), cfg.sasl_password_file.as_deref()).map_err(
-        |source| KafkaSetupError::PasswordFile {
-            path: cfg.sasl_password_file.clone().unwrap_or_default(),
-            source,
-        },
-    )
-}
-
-/// Adds the `[kafka]` security settings, then the `[kafka.client]` table (which wins over them), to
-/// `c`. An unreadable password file leaves the password unset; [`check_settings`], run at start,
-/// reports it.
-pub(crate) fn apply(cfg: &KafkaConfig, c: &mut ClientConfig) {
-    let paths: [(&str, &Option<PathBuf>); 3] = [
-        ("ssl.ca.location", &cfg.ssl_ca_location),
-        ("ssl.certificate.location", &cfg.ssl_certificate_location),
-        ("ssl.key.location", &cfg.ssl_key_location),
-    ];
-    if let Some(p) = &cfg.security_protocol {
-        c.set("security.protocol", p);
-    }
-    if let Some(m) = &cfg.sasl_mechanism {
-        c.set("sasl.mechanism", m);
-    }
-    if let Some(u) = &cfg.sasl_username {
-        c.set("sasl.username", u);
-    }
-    if let Ok(Some(p)) = sasl_password(cfg) {
-        c.set("sasl.password", p.expose_secret());
-    }
-    for (name, path) in paths {
-        if let Some(p) = path {
-            c.set(name, p.display().to_string());
-        }
-    }
-    for (name, value) in cfg.client.iter() {
-        c.set(name, value);
-    }
-}
 
 /// The `[kafka]` setting that sets a librdkafka property, for error messages.
 fn setting_for(property: &str) -> String {
@@ -160,7 +41,7 @@ fn setting_for(property: &str) -> String {
 fn property_error(err: KafkaError) -> KafkaSetupError {
     match err {
         KafkaError::ClientConfig(_, reason, name, _) => {
-            let reason = if is_secret(&name) {
+            let reason = if is_secret_property(&name) {
                 "invalid value (not shown: a secret)".to_owned()
             } else {
                 reason
@@ -184,14 +65,12 @@ pub fn check_settings(cfg: &KafkaConfig) -> Result<(), KafkaSetupError> {
         one.set(name, value);
         one.create_native_config().map_err(property_error)?;
     }
-    crate::kafka::base_config(cfg)
-        .create_native_config()
-        .map_err(property_error)?;
+    base_config(cfg).create_native_config().map_err(property_error)?;
     Ok(())
 }
 
 /// Whether the connection uses TLS or SASL, the only cases with authentication or TLS errors to
-/// watch for (the `[kafka.client]` table wins, as in [`apply`]).
+/// watch for (the `[kafka.client]` table wins, as in [`super::base_config`]).
 pub fn is_secured(cfg: &KafkaConfig) -> bool {
     let from_table = cfg
         .client
@@ -262,7 +141,7 @@ pub(crate) fn creation_error(cfg: &KafkaConfig, err: KafkaError) -> KafkaSetupEr
 /// thread.
 pub fn probe(cfg: &KafkaConfig) -> Result<Metadata, KafkaSetupError> {
     check_settings(cfg)?;
-    let producer: BaseProducer<Watch> = crate::kafka::base_config(cfg)
+    let producer: BaseProducer<Watch> = base_config(cfg)
         .create_with_context(Watch::default())
         .map_err(|e| creation_error(cfg, e))?;
     let deadline = Instant::now() + Duration::from_secs(cfg.request_timeout_secs);
@@ -297,6 +176,8 @@ pub async fn probe_async(cfg: &KafkaConfig) -> Result<Metadata, KafkaSetupError>
 
 #[cfg(test)]
 mod tests {
+    use secrecy::{ExposeSecret, SecretString};
+
     use super::*;
 
     fn kafka(client: &[(&str, &str)]) -> KafkaConfig {
@@ -347,7 +228,7 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("linger.ms"), "{shown}");
-        let c = crate::kafka::base_config(&k);
+        let c = base_config(&k);
         assert!(!format!("{c:?}").contains("pw-in"));
     }
 
@@ -363,15 +244,5 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         let shown = check_settings(&k).unwrap_err().to_string();
         assert!(shown.contains("kafka.sasl_password_file"), "{shown}");
-    }
-
-    #[test]
-    fn toml_scalars_become_text() {
-        let t: toml::Table = "[kafka.client]\n\"linger.ms\" = 7\n\"enable.idempotence\" = true\n"
-            .parse()
-            .unwrap();
-        let c: crate::config::Config = toml::Value::Table(t).try_into().unwrap();
-        let props: Vec<_> = c.kafka.client.iter().collect();
-        assert_eq!(props, [("enable.idempotence", "true"), ("linger.ms", "7")]);
     }
 }

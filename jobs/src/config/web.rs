@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use secrecy::SecretString;
 
-use crate::config::ConfigError;
-use crate::config::field::section;
+use super::ConfigError;
+use super::field::section;
 
 section! {
     /// Web mode: `weatherflow serve` and the `--http` listeners (docs/web.md).
@@ -29,7 +29,7 @@ section! {
 impl WebConfig {
     /// The token from `token`, else from `token_file` (trimmed). `Ok(None)` when neither is set.
     pub fn resolve_token(&self) -> Result<Option<SecretString>, ConfigError> {
-        crate::config::secret_or_file(self.token.as_ref(), self.token_file.as_deref()).map_err(|source| {
+        super::secret_or_file(self.token.as_ref(), self.token_file.as_deref()).map_err(|source| {
             ConfigError::Read {
                 path: self.token_file.clone().unwrap_or_default(),
                 source,

@@ -87,40 +87,34 @@ pub fn begin(
 impl Guard {
     /// The outage goes on, now for `cause`.
     pub fn update(&self, cause: Cause) {
-        if let Some(e) = entries().iter_mut().find(|e| e.id == self.id) {
-            e.cause = cause;
-        }
-        refresh_gauges();
-    }
-
-    /// How long this outage has lasted.
-    pub fn elapsed(&self) -> Duration {
-        entries()
-            .iter()
+        let old = entries()
+            .iter_mut()
             .find(|e| e.id == self.id)
-            .map_or(Duration::ZERO, |e| e.since.elapsed())
+            .map(|e| std::mem::replace(&mut e.cause, cause));
+        if let Some(old) = old {
+            settle(self.target, &old.class);
+        }
     }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        let target = self.target;
-        let classes: Vec<String> = {
+        let gone = {
             let mut all = entries();
-            let classes = all
-                .iter()
-                .filter(|e| e.target == target)
-                .map(|e| e.cause.class.clone())
-                .collect();
-            all.retain(|e| e.id != self.id);
-            classes
+            let at = all.iter().position(|e| e.id == self.id);
+            at.map(|i| all.swap_remove(i))
         };
-        // The series of a class nobody waits on any more goes to 0 instead of keeping its last age.
-        for class in classes {
-            crate::metrics::persist_outage(target.as_str(), &class, Duration::ZERO);
+        if let Some(gone) = gone {
+            settle(self.target, &gone.cause.class);
         }
-        refresh_gauges();
     }
+}
+
+/// A class this guard no longer waits on: its series goes to 0 instead of keeping its last age,
+/// then every current outage sets its own again (another writer may still wait on that class).
+fn settle(target: Target, class: &str) {
+    crate::metrics::persist_outage(target.as_str(), class, Duration::ZERO);
+    refresh_gauges();
 }
 
 fn entries() -> std::sync::MutexGuard<'static, Vec<Entry>> {

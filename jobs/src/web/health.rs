@@ -113,12 +113,23 @@ async fn check_migrations(state: &AppState) -> Result<(), String> {
 /// `GET /metrics`: this process's counters and histograms, with the platform's state read from
 /// PostgreSQL at scrape time (runs, last successes, last fits).
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    if let Err(e) = collect(&state).await {
-        // The process's own metrics are still worth serving; the gap shows as stale series.
-        tracing::warn!(error = %e, "metrics: reading the database failed");
-        metrics::gauge!("weatherflow_database_up").set(0.0);
-    } else {
-        metrics::gauge!("weatherflow_database_up").set(1.0);
+    // A scrape answers within COLLECT_TIMEOUT whatever the database does: during an outage the
+    // process's own series (the outage gauge first) are what the operator needs, and a scrape that
+    // waited for the pool would time out at Prometheus and show nothing.
+    match tokio::time::timeout(COLLECT_TIMEOUT, collect(&state)).await {
+        Ok(Ok(())) => metrics::gauge!("weatherflow_database_up").set(1.0),
+        Ok(Err(e)) => {
+            // The process's own metrics are still worth serving; the gap shows as stale series.
+            tracing::warn!(error = %e, "metrics: reading the database failed");
+            metrics::gauge!("weatherflow_database_up").set(0.0);
+        }
+        Err(_) => {
+            tracing::warn!(
+                timeout_ms = COLLECT_TIMEOUT.as_millis() as u64,
+                "metrics: the database did not answer in time"
+            );
+            metrics::gauge!("weatherflow_database_up").set(0.0);
+        }
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
@@ -130,6 +141,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     )
         .into_response()
 }
+
+/// How long a scrape waits for the platform's state from PostgreSQL before it answers without it.
+const COLLECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs by job and status (every replica's, from the history), and each job's last success.
 const RUNS_SQL: &str = "\

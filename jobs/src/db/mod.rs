@@ -10,7 +10,9 @@ use std::time::Duration;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, Statement};
 use secrecy::{ExposeSecret, SecretString};
 
-pub use self::counts::{COUNTED_TABLES, EXACT_BELOW, SourceCount, TableCount, source_counts, table_counts};
+pub use self::counts::{
+    COUNTED_TABLES, EXACT_BELOW, SourceCount, TableCount, row_estimate, source_counts, table_counts,
+};
 pub use self::refusals::write_refusals;
 use crate::config::{DatabaseConfig, redact_url};
 

@@ -51,8 +51,15 @@ fn json_bytes(body: Bytes) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn key(path: &str, raw: &Option<String>) -> String {
-    format!("{path}?{}", raw.as_deref().unwrap_or(""))
+/// The cache key of a route and its parsed parameters (`Debug` quotes and escapes each value), so
+/// query strings that mean the same answer (order, encoding, a default given or left out) share one
+/// entry; see [`super::cache::PER_ROUTE`].
+fn key(route: &str, params: &[&(dyn std::fmt::Debug + Sync)]) -> String {
+    let mut k = format!("{route}?");
+    for p in params {
+        k.push_str(&format!("{p:?};"));
+    }
+    k
 }
 
 fn stream_ttl(state: &AppState) -> Duration {
@@ -65,14 +72,19 @@ pub async fn results(State(state): State<AppState>, RawQuery(raw): RawQuery) -> 
     let scope = p.text("scope")?;
     let last = p.count("last", DEFAULT_LAST, MAX_LAST)?;
     let db = state.db.clone();
-    cached(&state, key("results", &raw), UNTIL_WRITE, || async move {
-        let rows = match &scope {
-            Some(scope) => results::history(&db, scope, last).await?,
-            None => results::latest_per_scope(&db, last).await?,
-        };
-        let results: Vec<ResultRow> = rows.into_iter().map(ResultRow::from).collect();
-        Ok(json!({ "scope": scope, "results": results }))
-    })
+    cached(
+        &state,
+        key("results", &[&scope, &last]),
+        UNTIL_WRITE,
+        || async move {
+            let rows = match &scope {
+                Some(scope) => results::history(&db, scope, last).await?,
+                None => results::latest_per_scope(&db, last).await?,
+            };
+            let results: Vec<ResultRow> = rows.into_iter().map(ResultRow::from).collect();
+            Ok(json!({ "scope": scope, "results": results }))
+        },
+    )
     .await
 }
 
@@ -85,9 +97,12 @@ pub async fn runs(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
     let status = p.choice("status", &STATUSES)?;
     let last = p.count("last", DEFAULT_LAST, MAX_LAST)?;
     let db = state.db.clone();
-    cached(&state, key("runs", &raw), UNTIL_WRITE, || async move {
-        Ok(json!({ "runs": queries::runs(&db, job, status, last).await? }))
-    })
+    cached(
+        &state,
+        key("runs", &[&job, &status, &last]),
+        UNTIL_WRITE,
+        || async move { Ok(json!({ "runs": queries::runs(&db, job, status, last).await? })) },
+    )
     .await
 }
 
@@ -211,7 +226,7 @@ pub async fn observations(
     let db = state.db.clone();
     cached(
         &state,
-        key("observations", &raw),
+        key("observations", &[&location, &from, &to, &limit]),
         stream_ttl(&state),
         || async move {
             let rows = queries::observations(&db, location.as_deref(), from, to, limit).await?;
@@ -240,7 +255,7 @@ pub async fn rejections(
     let db = state.db.clone();
     cached(
         &state,
-        key("rejections", &raw),
+        key("rejections", &[&class, &last]),
         stream_ttl(&state),
         || async move {
             let rows = queries::rejections(&db, class.as_deref(), last).await?;

@@ -16,9 +16,11 @@ use axum::body::Bytes;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use tokio_util::sync::CancellationToken;
 
-/// Entries beyond this clear the cache: query strings are the caller's, so the key space is not ours
-/// to bound otherwise.
-const MAX_ENTRIES: usize = 1024;
+/// Entries kept per route (the key's part before `?`). A full route drops its oldest entry, so no
+/// client can flush the cache of another route, or the whole cache, by sending many distinct query
+/// strings: the keys are built from the parsed parameters (see `web::api`), and a route holds at most
+/// this many of them.
+pub const PER_ROUTE: usize = 256;
 
 /// How long an answer that only a write changes is kept at most (a safety net for writes the version
 /// poll cannot see, such as rows deleted by hand).
@@ -69,8 +71,23 @@ impl ResponseCache {
             return;
         }
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= MAX_ENTRIES {
-            entries.clear();
+        if !entries.contains_key(key) {
+            let route = route_of(key);
+            let mut same: Vec<(&String, Instant)> = entries
+                .iter()
+                .filter(|(k, _)| route_of(k) == route)
+                .map(|(k, e)| (k, e.made))
+                .collect();
+            if same.len() >= PER_ROUTE {
+                same.sort_by_key(|(_, made)| *made);
+                let drop: Vec<String> = same[..=same.len() - PER_ROUTE]
+                    .iter()
+                    .map(|(k, _)| (*k).clone())
+                    .collect();
+                for k in drop {
+                    entries.remove(&k);
+                }
+            }
         }
         entries.insert(
             key.to_owned(),
@@ -94,19 +111,28 @@ impl ResponseCache {
         }
         let lock = {
             let mut filling = self.filling.lock().unwrap_or_else(|p| p.into_inner());
-            if filling.len() >= MAX_ENTRIES {
-                filling.clear();
-            }
             filling.entry(key.to_owned()).or_default().clone()
         };
-        let _turn = lock.lock().await;
-        if let Some(body) = self.get(key, ttl) {
-            return Ok(body);
+        let answer = {
+            let _turn = lock.lock().await;
+            match self.get(key, ttl) {
+                Some(body) => Ok(body),
+                None => {
+                    let generation = self.generation();
+                    let made = make().await;
+                    if let Ok(body) = &made {
+                        self.put(key, generation, body.clone());
+                    }
+                    made
+                }
+            }
+        };
+        // The last one out removes the key's turn, so the map holds only fills in progress.
+        let mut filling = self.filling.lock().unwrap_or_else(|p| p.into_inner());
+        if Arc::strong_count(&lock) == 2 {
+            filling.remove(key);
         }
-        let generation = self.generation();
-        let body = make().await?;
-        self.put(key, generation, body.clone());
-        Ok(body)
+        answer
     }
 
     /// Drops everything: a run wrote.
@@ -157,9 +183,47 @@ pub async fn watch(
     }
 }
 
+/// The route part of a cache key: `results` of `results?last=5`.
+fn route_of(key: &str) -> &str {
+    key.split_once('?').map_or(key, |(route, _)| route)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn many_keys_on_one_route_never_evict_another_route() {
+        let c = ResponseCache::default();
+        c.put("status", c.generation(), Bytes::from_static(b"s"));
+        for i in 0..5 * PER_ROUTE {
+            c.put(
+                &format!("results?last={i}"),
+                c.generation(),
+                Bytes::from_static(b"r"),
+            );
+        }
+        assert_eq!(c.get("status", UNTIL_WRITE).as_deref(), Some(&b"s"[..]));
+        let entries = c.entries.lock().unwrap();
+        assert_eq!(entries.len(), PER_ROUTE + 1);
+        // The newest stay.
+        assert!(entries.contains_key(&format!("results?last={}", 5 * PER_ROUTE - 1)));
+        assert!(!entries.contains_key("results?last=0"));
+    }
+
+    #[tokio::test]
+    async fn fills_leave_no_turn_behind() {
+        let c = ResponseCache::default();
+        for i in 0..100 {
+            let body = c
+                .get_or_fill(&format!("runs?last={i}"), UNTIL_WRITE, || async {
+                    Ok::<_, ()>(Bytes::from_static(b"x"))
+                })
+                .await;
+            assert!(body.is_ok());
+        }
+        assert!(c.filling.lock().unwrap().is_empty());
+    }
 
     #[test]
     fn a_write_between_compute_and_put_discards_the_answer() {

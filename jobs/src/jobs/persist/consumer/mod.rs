@@ -10,6 +10,11 @@
 //! inside `poll`, seals and hands off the open batches, blocks until the writers have acknowledged
 //! everything, and commits synchronously; only then does the rebalance proceed, so the next owner
 //! of a partition starts exactly after the last stored record.
+//!
+//! The state the loop and the callbacks share is made of named parts, each deciding from its own
+//! fields: [`batching`] (with [`merge`] and [`lane`]), [`offsets`], [`flow`] control and [`idle`]
+//! tracking, composed in [`state`], the only place that calls the client. Its failures are
+//! [`ConsumerError`]s, each fatal, retryable or interrupted.
 
 mod arena;
 mod batching;

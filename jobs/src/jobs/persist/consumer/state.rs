@@ -37,16 +37,21 @@ pub(super) struct State {
     /// Timeout of metadata and offset requests.
     kafka_timeout: Duration,
     /// Partitions currently assigned: what is paused, committed and checked for drain.
-    pub(super) assigned: BTreeSet<i32>,
+    assigned: BTreeSet<i32>,
+    /// Records into batches, batches to the writers.
     pub(super) batching: Batching,
+    /// What may be committed, and when.
     pub(super) offsets: Offsets,
+    /// Whether fetching is paused.
     flow: FlowControl,
+    /// When `--until-idle` is done.
     idle: IdleTracker,
     /// The run's counts so far.
     pub(super) summary: PersistSummary,
 }
 
 impl State {
+    /// The parts for `s`, with a lane for each writer's queue.
     pub(super) fn new(s: Settings, writers: Vec<Sender<Batch>>, acks: mpsc::Receiver<Ack>) -> Self {
         let now = Instant::now();
         Self {

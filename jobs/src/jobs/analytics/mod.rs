@@ -288,12 +288,7 @@ pub async fn run(
         to_fitter,
         &shutdown,
     )
-    .await
-    .map_err(|e| match e.downcast_ref::<AnalyticsError>() {
-        Some(AnalyticsError::Interrupted) => JobError::from(AnalyticsError::Interrupted),
-        // The database (or the connection to it) failed: worth another attempt.
-        _ => JobError::retryable(e).context("reading observations"),
-    })?;
+    .await?;
     timings.read = started.elapsed();
     log_read(&samples, timings.read);
     let samples = Arc::new(samples);

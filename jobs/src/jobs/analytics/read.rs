@@ -4,18 +4,76 @@
 use std::ops::Range;
 use std::time::Duration;
 
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use sqlx::Row;
 use sqlx::pool::PoolConnection;
 use sqlx::query::Query;
+use tokio::task::JoinError;
 use tokio_util::sync::CancellationToken;
 
 use super::AnalyticsError;
-use super::fit::DesignMatrix;
+use super::fit::{DesignMatrix, FitError};
 use super::pg_array::append_float8_array;
 use crate::envelope::Source;
+use crate::job_error::{JobError, JobErrorKind};
+
+/// Why the read stopped. The caller decides on [`ReadError::kind`]: before this type, every
+/// failure but a shutdown was retried, including rows that decode wrongly every time and a panic.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadError {
+    /// The shutdown token fired: nothing was fitted or stored.
+    #[error("interrupted by shutdown before the results were written; nothing was stored")]
+    Interrupted,
+    /// A query or the connection failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// A row did not have the shape the read query makes (array format, lengths, counts).
+    #[error("{0}")]
+    Malformed(String),
+    /// A part of the read panicked: its rows would be missing from the fit.
+    #[error("a part of the read panicked")]
+    PartPanicked(#[source] JoinError),
+    /// The fitter thread stopped taking locations (it panicked).
+    #[error("the location fitter stopped")]
+    FitterStopped,
+    /// The rows read do not make a design matrix.
+    #[error("building the design matrix")]
+    Matrix(#[source] FitError),
+}
+
+impl ReadError {
+    /// Fatal, retryable or interrupted. A database that is down, slow or refusing (a revoked grant,
+    /// a failover) may be back on the next attempt; rows that do not decode, a schema that does
+    /// not match the query, and panics fail the same way again.
+    pub(crate) fn kind(&self) -> JobErrorKind {
+        match self {
+            ReadError::Interrupted => JobErrorKind::Interrupted,
+            ReadError::Database(
+                sqlx::Error::ColumnNotFound(_)
+                | sqlx::Error::ColumnIndexOutOfBounds { .. }
+                | sqlx::Error::ColumnDecode { .. }
+                | sqlx::Error::Decode(_)
+                | sqlx::Error::TypeNotFound { .. }
+                | sqlx::Error::Configuration(_),
+            ) => JobErrorKind::Fatal,
+            ReadError::Database(_) => JobErrorKind::Retryable,
+            ReadError::Malformed(_)
+            | ReadError::PartPanicked(_)
+            | ReadError::FitterStopped
+            | ReadError::Matrix(_) => JobErrorKind::Fatal,
+        }
+    }
+}
+
+impl From<ReadError> for JobError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Interrupted => AnalyticsError::Interrupted.into(),
+            e => JobError::new(e.kind(), e).context("reading observations"),
+        }
+    }
+}
 
 /// The rows of one location inside the design matrix.
 #[derive(Debug, Clone)]
@@ -203,7 +261,7 @@ pub(crate) async fn read(
     min_samples: u64,
     fitter: tokio::sync::mpsc::Sender<LocationColumns>,
     shutdown: &CancellationToken,
-) -> anyhow::Result<Samples> {
+) -> Result<Samples, ReadError> {
     let mut conns = interruptible(shutdown, connect(pool, connections)).await??;
     let parts = if conns.len() > 1 {
         let mut span = sqlx::query_as::<_, (Option<DateTime<Utc>>, Option<DateTime<Utc>>)>(
@@ -263,14 +321,14 @@ pub(crate) async fn read(
         };
         interruptible(shutdown, fitter.send(columns))
             .await?
-            .map_err(|_| anyhow::anyhow!("the location fitter stopped"))?;
+            .map_err(|_| ReadError::FitterStopped)?;
     }
     // A part that panicked closed its queue early, which the merge took for its end: the rows it
     // did not send would be missing from the fit.
     while let Some(part) = tasks.join_next().await {
-        part.context("a part of the read panicked")?;
+        part.map_err(ReadError::PartPanicked)?;
     }
-    let matrix = DesignMatrix::new(wind, temp)?;
+    let matrix = DesignMatrix::new(wind, temp).map_err(ReadError::Matrix)?;
     Ok(Samples {
         matrix,
         locations,
@@ -279,19 +337,22 @@ pub(crate) async fn read(
 }
 
 /// `fut`, unless the shutdown token fires first.
-async fn interruptible<T>(shutdown: &CancellationToken, fut: impl Future<Output = T>) -> anyhow::Result<T> {
+async fn interruptible<T>(
+    shutdown: &CancellationToken,
+    fut: impl Future<Output = T>,
+) -> Result<T, ReadError> {
     tokio::select! {
         biased;
-        _ = shutdown.cancelled() => Err(AnalyticsError::Interrupted.into()),
+        _ = shutdown.cancelled() => Err(ReadError::Interrupted),
         out = fut => Ok(out),
     }
 }
 
 /// A part's next location; `None` once it has sent its last.
 async fn next(
-    queue: &mut tokio::sync::mpsc::Receiver<anyhow::Result<PartRows>>,
+    queue: &mut tokio::sync::mpsc::Receiver<Result<PartRows, ReadError>>,
     shutdown: &CancellationToken,
-) -> anyhow::Result<Option<PartRows>> {
+) -> Result<Option<PartRows>, ReadError> {
     interruptible(shutdown, queue.recv()).await?.transpose()
 }
 
@@ -307,12 +368,12 @@ async fn read_part(
     mut conn: PoolConnection<sqlx::Postgres>,
     window: Window,
     source: Source,
-    out: tokio::sync::mpsc::Sender<anyhow::Result<PartRows>>,
+    out: tokio::sync::mpsc::Sender<Result<PartRows, ReadError>>,
 ) {
     let mut tx = match begin_read(&mut conn).await {
         Ok(tx) => tx,
         Err(e) => {
-            let _ = out.send(Err(e)).await;
+            let _ = out.send(Err(e.into())).await;
             return;
         }
     };
@@ -346,7 +407,7 @@ async fn read_part(
 /// sorts may hold [`READ_WORK_MEM`]. It ends with the part (a rollback, as nothing was written).
 async fn begin_read(
     conn: &mut PoolConnection<sqlx::Postgres>,
-) -> anyhow::Result<sqlx::Transaction<'_, sqlx::Postgres>> {
+) -> Result<sqlx::Transaction<'_, sqlx::Postgres>, sqlx::Error> {
     let mut tx =
         sqlx::Connection::begin_with(&mut **conn, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?;
     sqlx::query(READ_WORK_MEM).execute(&mut *tx).await?;
@@ -361,7 +422,10 @@ const EXTRA_CONNECTION_WAIT: Duration = Duration::from_millis(500);
 /// for a connection held by another part, which waits for the merge, which waits for the first
 /// part, would never finish. The first is waited for as any query waits; each further one only
 /// for [`EXTRA_CONNECTION_WAIT`], and never more than the pool's size.
-async fn connect(pool: &sqlx::PgPool, wanted: usize) -> anyhow::Result<Vec<PoolConnection<sqlx::Postgres>>> {
+async fn connect(
+    pool: &sqlx::PgPool,
+    wanted: usize,
+) -> Result<Vec<PoolConnection<sqlx::Postgres>>, sqlx::Error> {
     let wanted = wanted.clamp(1, pool.options().get_max_connections() as usize);
     let mut conns = Vec::with_capacity(wanted);
     conns.push(pool.acquire().await?);
@@ -385,16 +449,23 @@ async fn connect(pool: &sqlx::PgPool, wanted: usize) -> anyhow::Result<Vec<PoolC
 }
 
 /// One result row of [`READ_SELECT`]: a location's finite rows.
-fn decode(row: &sqlx::postgres::PgRow) -> anyhow::Result<PartRows> {
+fn decode(row: &sqlx::postgres::PgRow) -> Result<PartRows, ReadError> {
     let total: i64 = row.try_get("total_rows")?;
-    let total = usize::try_from(total).context("negative row count")?;
+    let total =
+        usize::try_from(total).map_err(|_| ReadError::Malformed(format!("negative row count {total}")))?;
     let key: String = row.try_get("location_key")?;
     let (mut wind, mut temp) = (Vec::new(), Vec::new());
+    let malformed =
+        |column: &str, e: anyhow::Error| ReadError::Malformed(format!("location {key}: {column}: {e:#}"));
     let nw = append_float8_array(array_bytes(row, "wind_kph")?, &mut wind)
-        .with_context(|| format!("location {key}: wind_kph"))?;
-    let nt = append_float8_array(array_bytes(row, "temp_c")?, &mut temp)
-        .with_context(|| format!("location {key}: temp_c"))?;
-    anyhow::ensure!(nw == nt, "location {key}: {nw} wind values but {nt} temperatures");
+        .map_err(|e| malformed("wind_kph", e))?;
+    let nt =
+        append_float8_array(array_bytes(row, "temp_c")?, &mut temp).map_err(|e| malformed("temp_c", e))?;
+    if nw != nt {
+        return Err(ReadError::Malformed(format!(
+            "location {key}: {nw} wind values but {nt} temperatures"
+        )));
+    }
     let non_finite = drop_non_finite(&mut wind, &mut temp, 0);
     Ok(PartRows {
         key,
@@ -406,13 +477,16 @@ fn decode(row: &sqlx::postgres::PgRow) -> anyhow::Result<PartRows> {
 }
 
 /// The raw bytes of an array column, which sqlx receives in PostgreSQL's binary format.
-fn array_bytes<'r>(row: &'r sqlx::postgres::PgRow, column: &str) -> anyhow::Result<&'r [u8]> {
+fn array_bytes<'r>(row: &'r sqlx::postgres::PgRow, column: &str) -> Result<&'r [u8], ReadError> {
     let value = row.try_get_raw(column)?;
-    anyhow::ensure!(
-        value.format() == sqlx::postgres::PgValueFormat::Binary,
-        "{column}: expected the binary wire format"
-    );
-    value.as_bytes().map_err(|e| anyhow::anyhow!("{column}: {e}"))
+    if value.format() != sqlx::postgres::PgValueFormat::Binary {
+        return Err(ReadError::Malformed(format!(
+            "{column}: expected the binary wire format"
+        )));
+    }
+    value
+        .as_bytes()
+        .map_err(|e| ReadError::Malformed(format!("{column}: {e}")))
 }
 
 /// Removes, from row `from` on, the rows where either value is NaN or infinite (compacting in
@@ -437,6 +511,37 @@ fn drop_non_finite(wind: &mut Vec<f64>, temp: &mut Vec<f64>, from: usize) -> u64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_database_outage_is_retryable_and_a_shutdown_interrupted() {
+        let err = JobError::from(ReadError::Database(sqlx::Error::PoolTimedOut));
+        assert!(err.is_retryable());
+        assert!(err.to_string().starts_with("reading observations: "), "{err}");
+        let io = ReadError::Database(sqlx::Error::Io(std::io::Error::other("connection reset")));
+        assert_eq!(io.kind(), JobErrorKind::Retryable);
+        let err = JobError::from(ReadError::Interrupted);
+        assert_eq!(err.kind(), JobErrorKind::Interrupted);
+        assert_eq!(err.to_string(), AnalyticsError::Interrupted.to_string());
+    }
+
+    #[tokio::test]
+    async fn rows_that_do_not_decode_and_panics_are_fatal() {
+        let missing = ReadError::Database(sqlx::Error::ColumnNotFound("temp_c".into()));
+        assert_eq!(missing.kind(), JobErrorKind::Fatal);
+        let malformed = JobError::from(ReadError::Malformed(
+            "location x: 2 wind values but 1 temperatures".into(),
+        ));
+        assert_eq!(malformed.kind(), JobErrorKind::Fatal);
+        assert_eq!(
+            malformed.to_string(),
+            "reading observations: location x: 2 wind values but 1 temperatures"
+        );
+        let panicked = tokio::spawn(async { panic!("boom") }).await.unwrap_err();
+        assert_eq!(ReadError::PartPanicked(panicked).kind(), JobErrorKind::Fatal);
+        assert_eq!(ReadError::FitterStopped.kind(), JobErrorKind::Fatal);
+        let matrix = ReadError::Matrix(FitError::TooFewSamples { n: 1 });
+        assert_eq!(JobError::from(matrix).kind(), JobErrorKind::Fatal);
+    }
 
     #[test]
     fn read_sql_numbers_only_the_bounds_that_are_set_and_filters_the_source() {

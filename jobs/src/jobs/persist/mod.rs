@@ -40,6 +40,7 @@ use crate::job_error::{JobError, JobErrorKind, JobResultExt};
 use crate::jobs::persist::store::Retry;
 use crate::jobs::persist::validate::Rules;
 use crate::runs::Report;
+use consumer::ConsumerError;
 
 /// The smallest `persist.max_buffered_bytes` accepted: below it, one ordinary batch would not fit.
 const MIN_BUFFERED_BYTES: usize = 1 << 20;
@@ -240,16 +241,15 @@ pub async fn run_probed(
     );
     // The consumer thread blocks (poll, rebalance flushes), so it lives on a blocking thread, where
     // waiting on the writers through channels is allowed.
-    // The consumer's own errors are the broker's or the database's (it stops on what it cannot
-    // handle after its retries): another attempt may find them back.
+    // Each failure says whether another attempt can help (`ConsumerError::kind`): a panicked
+    // writer or a fatal client error cannot, a broker that is down may be back.
     let summary = tokio::task::spawn_blocking(move || {
         consumer::run(kafka, &group, session_timeout, settings, lanes, acks_rx, token)
     })
     .await
-    .job(JobErrorKind::Fatal, "the consumer thread panicked")?
-    .map_err(JobError::retryable)?;
+    .map_err(ConsumerError::ConsumerPanicked)??;
     for w in writers {
-        w.await.job(JobErrorKind::Fatal, "a writer task panicked")?;
+        w.await.map_err(ConsumerError::WriterPanicked)?;
     }
     tracing::info!(
         consumed = summary.consumed,
@@ -260,11 +260,9 @@ pub async fn run_probed(
         "persist consumer stopped"
     );
     if summary.abandoned > 0 {
-        return Err(JobError::interrupted(format!(
-            "stopped during a database outage: {} records read but not stored (their offsets were not \
-             committed; the next run reads them again)",
-            summary.abandoned
-        ))
+        return Err(JobError::from(ConsumerError::Abandoned {
+            records: summary.abandoned,
+        })
         .with_report(&summary));
     }
     Ok(summary)

@@ -24,6 +24,18 @@ pub(super) struct Lane {
 }
 
 impl Lane {
+    /// An empty lane for the writer behind `tx`.
+    pub(super) fn new(tx: Sender<Batch>) -> Self {
+        Self {
+            tx: Some(tx),
+            open: Batch::new(),
+            sealed: VecDeque::new(),
+            in_flight: 0,
+            in_flight_bytes: 0,
+            merged: false,
+        }
+    }
+
     /// Moves the open batch to the sealed ones.
     pub(super) fn seal(&mut self) {
         if !self.open.is_empty() {

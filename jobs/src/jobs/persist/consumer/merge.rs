@@ -9,96 +9,89 @@
 //! batches are stored, and its offsets committed, in order. Once more than
 //! [`SMALL_BATCH_ROWS`] records wait, the lanes go to their own writers in parallel, as a backlog
 //! needs.
+//!
+//! These are functions of the lanes, called by [`super::batching::Batching`].
 
 use tokio::sync::mpsc::error::TrySendError;
 
-use super::state::State;
+use super::error::ConsumerError;
+use super::lane::Lane;
 use crate::jobs::persist::store::SMALL_BATCH_ROWS;
 use crate::jobs::persist::writer::Batch;
 
-impl State {
-    /// The lanes whose records can go at once (`Lane::ready`).
-    fn ready_lanes(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..self.lanes.len()).filter(|&i| self.lanes[i].ready())
-    }
+/// The lanes whose records can go at once (`Lane::ready`).
+fn ready_lanes(lanes: &[Lane]) -> impl Iterator<Item = usize> + '_ {
+    (0..lanes.len()).filter(|&i| lanes[i].ready())
+}
 
-    /// Records of ready lanes.
-    fn ready_records(&self) -> usize {
-        self.ready_lanes().map(|i| self.lanes[i].open.len()).sum()
-    }
+/// A merged batch is in flight: some lane's records are in it. There is at most one.
+pub(super) fn in_flight(lanes: &[Lane]) -> bool {
+    lanes.iter().any(|l| l.merged)
+}
 
-    /// A merged batch is in flight: some lane's records are in it. There is at most one.
-    pub(super) fn merged_in_flight(&self) -> bool {
-        self.lanes.iter().any(|l| l.merged)
+/// Records of idle lanes wait for the small batch in flight, to go when it is acknowledged.
+/// Called on every turn of the loop, so it counts without collecting.
+pub(super) fn holding(lanes: &[Lane]) -> bool {
+    if !in_flight(lanes) {
+        return false;
     }
+    let records: usize = ready_lanes(lanes).map(|i| lanes[i].open.len()).sum();
+    records > 0 && records <= SMALL_BATCH_ROWS
+}
 
-    /// Records of idle lanes wait for the small batch in flight, to go when it is acknowledged.
-    /// Called on every turn of the loop, so it counts without collecting.
-    pub(super) fn holding(&self) -> bool {
-        if !self.merged_in_flight() {
-            return false;
+/// Nothing more to read right now: idle writers get what there is, without waiting for the batch
+/// timeout; a few records as one merged batch, more lane by lane (sealed, for the hand-off).
+pub(super) fn on_quiet(lanes: &mut [Lane]) -> Result<(), ConsumerError> {
+    let ready: Vec<usize> = ready_lanes(lanes).collect();
+    let records: usize = ready.iter().map(|&i| lanes[i].open.len()).sum();
+    if ready.is_empty() || (records <= SMALL_BATCH_ROWS && in_flight(lanes)) {
+        return Ok(());
+    }
+    // An idle writer's queue is empty, but it is checked: only this thread sends.
+    let target = ready[0];
+    let has_room = lanes[target].tx.as_ref().is_some_and(|tx| tx.capacity() > 0);
+    if records > SMALL_BATCH_ROWS || !has_room {
+        for &i in &ready {
+            lanes[i].seal();
         }
-        let records = self.ready_records();
-        records > 0 && records <= SMALL_BATCH_ROWS
+        return Ok(());
     }
+    send_merged(lanes, target, &ready)
+}
 
-    /// Nothing more to read right now: idle writers get what there is, without waiting for the
-    /// batch timeout; a few records as one merged batch, more lane by lane. Under load the
-    /// writers are busy and batches fill up instead.
-    pub(super) fn on_quiet(&mut self) -> anyhow::Result<()> {
-        let ready: Vec<usize> = self.ready_lanes().collect();
-        let records: usize = ready.iter().map(|&i| self.lanes[i].open.len()).sum();
-        if ready.is_empty() || (records <= SMALL_BATCH_ROWS && self.merged_in_flight()) {
-            return Ok(());
-        }
-        // An idle writer's queue is empty, but it is checked: only this thread sends.
-        let target = ready[0];
-        let has_room = self.lanes[target].tx.as_ref().is_some_and(|tx| tx.capacity() > 0);
-        if records > SMALL_BATCH_ROWS || !has_room {
-            for &i in &ready {
-                self.lanes[i].seal();
+/// The open batches of `members`, as one batch to `target`'s writer.
+fn send_merged(lanes: &mut [Lane], target: usize, members: &[usize]) -> Result<(), ConsumerError> {
+    let mut merged = Batch::new();
+    for &i in members {
+        let part = lanes[i].take_open();
+        merged.opened = merged.opened.min(part.opened);
+        merged.members.push((i, part.bytes));
+        merged.bytes += part.bytes;
+        merged.valid.extend(part.valid);
+        merged.rejected.extend(part.rejected);
+        merged.last_offsets.extend(part.last_offsets);
+        merged.stamps.extend(part.stamps);
+    }
+    let handed = chrono::Utc::now();
+    for stamps in &mut merged.stamps {
+        stamps.handed = Some(handed);
+    }
+    let Some(tx) = lanes[target].tx.clone() else {
+        return Err(ConsumerError::WriterGone);
+    };
+    let sent = merged.members.clone();
+    match tx.try_send(merged) {
+        Ok(()) => {
+            for (i, bytes) in sent {
+                lanes[i].sent(bytes);
+                lanes[i].merged = true;
             }
-            return Ok(());
+            Ok(())
         }
-        self.send_merged(target, &ready)
-    }
-
-    /// The open batches of `lanes`, as one batch to `target`'s writer.
-    fn send_merged(&mut self, target: usize, lanes: &[usize]) -> anyhow::Result<()> {
-        let mut merged = Batch::new();
-        for &i in lanes {
-            let part = self.lanes[i].take_open();
-            merged.opened = merged.opened.min(part.opened);
-            merged.members.push((i, part.bytes));
-            merged.bytes += part.bytes;
-            merged.valid.extend(part.valid);
-            merged.rejected.extend(part.rejected);
-            merged.last_offsets.extend(part.last_offsets);
-            merged.stamps.extend(part.stamps);
+        Err(TrySendError::Closed(_)) => {
+            lanes[target].tx = None;
+            Err(ConsumerError::WriterGone)
         }
-        let handed = chrono::Utc::now();
-        for stamps in &mut merged.stamps {
-            stamps.handed = Some(handed);
-        }
-        let Some(tx) = self.lanes[target].tx.clone() else {
-            anyhow::bail!("a database writer stopped unexpectedly");
-        };
-        let members = merged.members.clone();
-        match tx.try_send(merged) {
-            Ok(()) => {
-                for (i, bytes) in members {
-                    self.lanes[i].sent(bytes);
-                    self.lanes[i].merged = true;
-                }
-                Ok(())
-            }
-            Err(TrySendError::Closed(_)) => {
-                self.lanes[target].tx = None;
-                anyhow::bail!("a database writer stopped unexpectedly")
-            }
-            Err(TrySendError::Full(_)) => {
-                anyhow::bail!("an idle database writer's queue was full")
-            }
-        }
+        Err(TrySendError::Full(_)) => Err(ConsumerError::WriterQueueFull),
     }
 }

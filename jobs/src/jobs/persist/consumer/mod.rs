@@ -10,9 +10,17 @@
 //! inside `poll`, seals and hands off the open batches, blocks until the writers have acknowledged
 //! everything, and commits synchronously; only then does the rebalance proceed, so the next owner
 //! of a partition starts exactly after the last stored record.
+//!
+//! The state the loop and the callbacks share is made of named parts, each deciding from its own
+//! fields: [`batching`] (with [`merge`] and [`lane`]), [`offsets`], [`flow`] control and [`idle`]
+//! tracking, composed in [`state`], the only place that calls the client. Its failures are
+//! [`ConsumerError`]s, each fatal, retryable or interrupted.
 
 mod arena;
+mod batching;
 mod clock;
+mod error;
+mod flow;
 mod idle;
 mod lane;
 mod merge;
@@ -25,10 +33,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::types::RDKafkaErrorCode;
@@ -39,6 +46,8 @@ use super::writer::{Ack, Batch};
 use super::{PersistSummary, StopReason};
 use crate::backoff::Backoff;
 use crate::jobs::persist::validate::Rules;
+pub(crate) use error::ConsumerError;
+use offsets::Mode;
 use state::State;
 
 /// What the consumer thread needs to know.
@@ -81,7 +90,7 @@ pub(crate) fn run(
     lanes: Vec<Sender<Batch>>,
     acks: mpsc::Receiver<Ack>,
     shutdown: CancellationToken,
-) -> anyhow::Result<PersistSummary> {
+) -> Result<PersistSummary, ConsumerError> {
     let topic = settings.topic.clone();
     let backoff = settings.backoff;
     let context = PersistContext {
@@ -104,10 +113,13 @@ pub(crate) fn run(
         // every 64 MB (`bench persist`: 82 k rows/s with the default, 126–142 k with 10 ms).
         .set("fetch.queue.backoff.ms", "10")
         .create_with_context(context)
-        .context("creating the Kafka consumer")?;
+        .map_err(ConsumerError::Create)?;
     consumer
         .subscribe(&[&topic])
-        .with_context(|| format!("subscribing to {topic}"))?;
+        .map_err(|source| ConsumerError::Subscribe {
+            topic: topic.clone(),
+            source,
+        })?;
 
     let mut poll_errors = 0u32;
     let stop = loop {
@@ -130,7 +142,7 @@ pub(crate) fn run(
             }
             None => consumer.context().lock().on_quiet()?,
             Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
-                anyhow::bail!("fatal Kafka consumer error: {code}");
+                return Err(ConsumerError::FatalKafka(code));
             }
             Some(Err(e)) => {
                 // librdkafka queues one such event per failed connection attempt during a broker
@@ -160,7 +172,7 @@ pub(crate) fn run(
     let summary = {
         let mut st = consumer.context().lock();
         st.flush_and_wait();
-        st.commit(&consumer, CommitMode::Sync);
+        st.commit(&consumer, Mode::Sync);
         st.summary.stop = Some(stop);
         std::mem::take(&mut st.summary)
     };

@@ -1,121 +1,268 @@
-//! Offset commits and rebalances: offsets move only for stored batches, and a revoked partition is
-//! stored and committed before it goes.
+//! Offsets: which offset of each partition may be committed, and when the next commit goes.
+//!
+//! The rule is that an offset never moves ahead of the database: a partition's offset becomes
+//! committable only when a writer acknowledges the batch holding its records, after their
+//! transaction committed ([`Offsets::stored`]). Acknowledgements of a partition arrive in offset
+//! order (one writer, one batch in flight per partition), and the offset only ever grows.
+//!
+//! While running, commits are asynchronous and paced by `persist.commit_interval_ms`: one commit
+//! carries every acknowledgement since the last. A rebalance and a shutdown commit synchronously at
+//! once. This type decides; the consumer loop (`state.rs`) talks to the client.
+//!
+//! Why not librdkafka's own offset store and auto-commit timer (`store_offsets` with
+//! `enable.auto.commit=true`): its timer first fires one interval after the assignment, where this
+//! one commits the first acknowledgement at once (`persist_flow`'s paced-commit test pins that), and
+//! it retries a failed commit on its next tick rather than with the job's backoff. Storing offsets
+//! in the client while keeping this timer would only move the map below into librdkafka, out of
+//! reach of a unit test.
 
-use std::collections::BTreeMap;
-use std::time::Instant;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::RDKafkaErrorCode;
+use crate::backoff::Backoff;
 
-use super::PersistConsumer;
-use super::state::State;
+/// The committable offsets and the commit timer.
+pub(super) struct Offsets {
+    /// Shortest time between two asynchronous commits (`persist.commit_interval_ms`).
+    interval: Duration,
+    /// Delays of commit retries.
+    backoff: Backoff,
+    /// Per partition, the next offset to commit (last stored offset + 1).
+    committable: BTreeMap<i32, i64>,
+    /// What the last successful synchronous commit committed, to skip repeating it.
+    last_sync: BTreeMap<i32, i64>,
+    /// Partitions with a batch given up during shutdown: their offsets must not move any more, or
+    /// a later batch's acknowledgement would commit past the records that were not stored.
+    frozen: BTreeSet<i32>,
+    /// An asynchronous commit is wanted.
+    due: bool,
+    /// Consecutive commit failures, for the backoff.
+    failures: u32,
+    /// No asynchronous commit before this instant: `interval` after the last one, or the backoff
+    /// after a failure.
+    next_at: Instant,
+}
 
-impl State {
-    /// Commits the committable offsets of the assigned partitions.
-    pub(super) fn commit(&mut self, consumer: &PersistConsumer, mode: CommitMode) {
-        self.commit_due = false;
+/// How a commit is sent, as the loop decides: the two cases keep different books.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// Paced, while running; the result comes later through the commit callback.
+    Async,
+    /// At once and waited for: a rebalance or a shutdown.
+    Sync,
+}
+
+impl Offsets {
+    /// Nothing committable; the first commit may go at once.
+    pub(super) fn new(interval: Duration, backoff: Backoff, now: Instant) -> Self {
+        Self {
+            interval,
+            backoff,
+            committable: BTreeMap::new(),
+            last_sync: BTreeMap::new(),
+            frozen: BTreeSet::new(),
+            due: false,
+            failures: 0,
+            next_at: now,
+        }
+    }
+
+    /// A batch covering `last_offsets` (per partition, its highest offset) is stored.
+    pub(super) fn stored(&mut self, last_offsets: &BTreeMap<i32, i64>) {
+        for (&partition, &offset) in last_offsets {
+            if self.frozen.contains(&partition) {
+                continue;
+            }
+            let next = self.committable.entry(partition).or_insert(offset + 1);
+            *next = (*next).max(offset + 1);
+            self.due = true;
+        }
+    }
+
+    /// A batch of these partitions was given up (stopped during an outage): they stay where they
+    /// are, whatever is acknowledged after.
+    pub(super) fn abandoned(&mut self, partitions: impl IntoIterator<Item = i32>) {
+        self.frozen.extend(partitions);
+    }
+
+    /// A commit is waiting for its time: the loop is not idle.
+    pub(super) fn pending(&self) -> bool {
+        self.due
+    }
+
+    /// How long until the waiting commit may go, when one waits.
+    pub(super) fn wait(&self, now: Instant) -> Option<Duration> {
+        self.due.then(|| self.next_at.saturating_duration_since(now))
+    }
+
+    /// An asynchronous commit should go now.
+    pub(super) fn async_due(&self, now: Instant) -> bool {
+        self.due && now >= self.next_at
+    }
+
+    /// The offsets a commit in `mode` should send, of the partitions `assigned` holds; `None` when
+    /// there is nothing to send (nothing stored, or a synchronous commit would repeat the last).
+    /// Taking them settles the waiting commit, whatever comes of it.
+    pub(super) fn take_commit(&mut self, assigned: &BTreeSet<i32>, mode: Mode) -> Option<BTreeMap<i32, i64>> {
+        self.due = false;
         let offsets: BTreeMap<i32, i64> = self
             .committable
             .iter()
-            .filter(|(p, _)| self.assigned.contains(p))
+            .filter(|(p, _)| assigned.contains(p))
             .map(|(&p, &o)| (p, o))
             .collect();
-        if offsets.is_empty() || (matches!(mode, CommitMode::Sync) && offsets == self.last_sync_commit) {
-            return;
+        if offsets.is_empty() || (mode == Mode::Sync && offsets == self.last_sync) {
+            return None;
         }
-        let mut tpl = TopicPartitionList::with_capacity(offsets.len());
-        for (&p, &o) in &offsets {
-            if let Err(e) = tpl.add_partition_offset(&self.s.topic, p, Offset::Offset(o)) {
-                tracing::error!(error = %e, partition = p, "invalid offset to commit");
+        Some(offsets)
+    }
+
+    /// The client took the commit of `offsets` (a synchronous one is done; an asynchronous one's
+    /// result comes through [`Offsets::confirmed`] or [`Offsets::failed`]).
+    pub(super) fn sent(&mut self, offsets: BTreeMap<i32, i64>, mode: Mode, now: Instant) {
+        match mode {
+            Mode::Sync => {
+                self.last_sync = offsets;
+                self.failures = 0;
             }
-        }
-        match (consumer.commit(&tpl, mode), mode) {
-            (Ok(()), CommitMode::Sync) => {
-                self.last_sync_commit = offsets;
-                self.commit_failures = 0;
-            }
-            // The next asynchronous commit waits `commit_interval`: until then, acknowledgements
-            // only move `committable`, and the one commit that follows carries them all.
-            (Ok(()), CommitMode::Async) => self.next_commit_at = Instant::now() + self.s.commit_interval,
-            (Err(e), _) => self.on_commit_result(Err(e)),
+            // Until the interval has passed, acknowledgements only move `committable`, and the one
+            // commit that follows carries them all.
+            Mode::Async => self.next_at = now + self.interval,
         }
     }
 
-    pub(super) fn on_commit_result(&mut self, result: KafkaResult<()>) {
-        match result {
-            Ok(()) => self.commit_failures = 0,
-            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => {
-                let delay = self.s.backoff.delay(self.commit_failures);
-                self.commit_failures = self.commit_failures.saturating_add(1);
-                self.commit_due = true;
-                self.next_commit_at = Instant::now() + delay;
-                tracing::warn!(
-                    error = %e,
-                    retry_in_ms = delay.as_millis() as u64,
-                    "offset commit failed; the data is stored, the commit is retried"
-                );
-            }
-        }
+    /// A commit succeeded.
+    pub(super) fn confirmed(&mut self) {
+        self.failures = 0;
     }
 
-    pub(super) fn on_assign(&mut self, tpl: &TopicPartitionList) {
-        let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-        tracing::info!(?partitions, "partitions assigned");
-        self.assigned.extend(partitions);
-        self.assigned_at = Some(Instant::now());
-        self.last_drain_check = None;
+    /// A commit failed: it is retried after the backoff, which is returned. The data is stored,
+    /// only its offsets wait.
+    pub(super) fn failed(&mut self, now: Instant) -> Duration {
+        let delay = self.backoff.delay(self.failures);
+        self.failures = self.failures.saturating_add(1);
+        self.due = true;
+        self.next_at = now + delay;
+        delay
     }
 
-    /// After every rebalance, makes the client's pause state match [`State::paused`] on the whole
-    /// assignment. librdkafka keeps an application pause on a partition across revocation and
-    /// re-assignment, so a flag reset without this could leave re-assigned partitions paused for good
-    /// (and `--until-idle` waiting on them forever); a partition newly assigned while the writers
-    /// are behind is paused like the others.
-    pub(super) fn resync_pause(&mut self, consumer: &PersistConsumer) {
-        if self.assigned.is_empty() {
-            crate::metrics::persist_paused_partitions(0);
-            return;
-        }
-        if self.set_client_pause(consumer, self.paused) {
-            tracing::debug!(
-                paused = self.paused,
-                partitions = self.assigned.len(),
-                "pause state applied after the rebalance"
-            );
-        }
-    }
-
-    pub(super) fn on_revoke(&mut self, consumer: &PersistConsumer, tpl: &TopicPartitionList) {
-        let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-        if revoked.is_empty() {
-            return;
-        }
-        tracing::info!(
-            partitions = ?revoked,
-            "partitions revoked: storing and committing what was read from them first"
-        );
-        self.flush_and_wait();
-        if consumer.assignment_lost() {
-            tracing::warn!(
-                "assignment lost (session timed out); the next owner re-reads the uncommitted tail"
-            );
-        }
-        self.commit(consumer, CommitMode::Sync);
-        // A revoked partition leaves without our pause on it, so that it is fetched again if it
-        // comes back; everything read was just stored, so nothing is waiting and the rest resumes
-        // too (applied to the new assignment in `resync_pause`).
-        if let Err(e) = consumer.resume(tpl) {
-            tracing::debug!(error = %e, "could not resume the revoked partitions");
-        }
-        for p in &revoked {
-            self.assigned.remove(p);
+    /// These partitions went to another consumer, after their synchronous commit: nothing of theirs
+    /// is kept, so that if one comes back it starts from what the group committed.
+    pub(super) fn revoked(&mut self, partitions: &[i32]) {
+        for p in partitions {
             self.committable.remove(p);
-            self.last_sync_commit.remove(p);
+            self.last_sync.remove(p);
             self.frozen.remove(p);
         }
-        self.paused = false;
+    }
+
+    /// The next offset to commit of `partition`, when it has one.
+    #[cfg(test)]
+    pub(super) fn committable(&self, partition: i32) -> Option<i64> {
+        self.committable.get(&partition).copied()
+    }
+
+    /// Forces the timer, for tests of the loop's pace.
+    #[cfg(test)]
+    pub(super) fn set_due(&mut self, next_at: Instant) {
+        self.due = true;
+        self.next_at = next_at;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INTERVAL: Duration = Duration::from_millis(100);
+
+    fn offsets(now: Instant) -> Offsets {
+        Offsets::new(
+            INTERVAL,
+            Backoff::new(Duration::from_millis(10), Duration::from_secs(1)),
+            now,
+        )
+    }
+
+    fn assigned(partitions: &[i32]) -> BTreeSet<i32> {
+        partitions.iter().copied().collect()
+    }
+
+    #[test]
+    fn a_stored_batch_makes_its_next_offsets_committable_and_they_only_grow() {
+        let now = Instant::now();
+        let mut o = offsets(now);
+        assert_eq!(o.take_commit(&assigned(&[0, 1]), Mode::Async), None);
+        o.stored(&BTreeMap::from([(0, 4), (1, 9)]));
+        o.stored(&BTreeMap::from([(0, 2)]));
+        assert!(o.pending() && o.async_due(now));
+        assert_eq!(
+            o.take_commit(&assigned(&[0, 1]), Mode::Async),
+            Some(BTreeMap::from([(0, 5), (1, 10)]))
+        );
+        assert!(!o.pending());
+        // Only assigned partitions are committed.
+        o.stored(&BTreeMap::from([(1, 10)]));
+        assert_eq!(
+            o.take_commit(&assigned(&[0]), Mode::Async),
+            Some(BTreeMap::from([(0, 5)]))
+        );
+    }
+
+    #[test]
+    fn asynchronous_commits_are_paced_by_the_interval() {
+        let now = Instant::now();
+        let mut o = offsets(now);
+        o.stored(&BTreeMap::from([(0, 0)]));
+        // The first goes at once.
+        let first = o.take_commit(&assigned(&[0]), Mode::Async).unwrap();
+        o.sent(first, Mode::Async, now);
+        o.stored(&BTreeMap::from([(0, 1)]));
+        assert!(!o.async_due(now + INTERVAL / 2));
+        assert_eq!(o.wait(now + INTERVAL / 2), Some(INTERVAL / 2));
+        assert!(o.async_due(now + INTERVAL));
+    }
+
+    #[test]
+    fn a_failed_commit_is_retried_after_the_backoff() {
+        let now = Instant::now();
+        let mut o = offsets(now);
+        o.stored(&BTreeMap::from([(0, 0)]));
+        let sent = o.take_commit(&assigned(&[0]), Mode::Async).unwrap();
+        o.sent(sent, Mode::Async, now);
+        let delay = o.failed(now);
+        assert!(o.pending() && delay > Duration::ZERO);
+        assert!(!o.async_due(now) && o.async_due(now + delay));
+        assert_eq!(
+            o.take_commit(&assigned(&[0]), Mode::Async),
+            Some(BTreeMap::from([(0, 1)]))
+        );
+    }
+
+    #[test]
+    fn a_synchronous_commit_is_not_repeated_unchanged() {
+        let now = Instant::now();
+        let mut o = offsets(now);
+        o.stored(&BTreeMap::from([(0, 0)]));
+        let sent = o.take_commit(&assigned(&[0]), Mode::Sync).unwrap();
+        o.sent(sent, Mode::Sync, now);
+        assert_eq!(o.take_commit(&assigned(&[0]), Mode::Sync), None);
+        o.stored(&BTreeMap::from([(0, 1)]));
+        assert!(o.take_commit(&assigned(&[0]), Mode::Sync).is_some());
+    }
+
+    #[test]
+    fn an_abandoned_partition_never_moves_again_until_it_is_revoked() {
+        let now = Instant::now();
+        let mut o = offsets(now);
+        o.stored(&BTreeMap::from([(0, 3)]));
+        o.abandoned([0]);
+        // A later batch of the same partition, stored after the abandoned one was given up.
+        o.stored(&BTreeMap::from([(0, 8), (1, 0)]));
+        assert_eq!((o.committable(0), o.committable(1)), (Some(4), Some(1)));
+        o.revoked(&[0]);
+        assert_eq!(o.committable(0), None);
+        o.stored(&BTreeMap::from([(0, 9)]));
+        assert_eq!(o.committable(0), Some(10));
     }
 }

@@ -1,304 +1,241 @@
-//! The state the consumer loop and librdkafka's callbacks share: the lanes, the offsets, the
-//! summary; here the intake side (validate, batch, hand off, acknowledgements).
+//! The consumer's state, composed of its named parts, and the one place they meet: the loop in
+//! `mod.rs` and librdkafka's callbacks (which run on the same thread, inside `poll`) call only this.
+//!
+//! - [`Batching`]: records into batches, batches to the writers, acknowledgements back.
+//! - [`Offsets`]: what may be committed, and when.
+//! - [`FlowControl`]: whether fetching is paused.
+//! - [`IdleTracker`]: when `--until-idle` is done.
+//!
+//! Each part decides from its own fields; the client calls (commit, pause, watermarks) and the
+//! partitions assigned are here, so an event that concerns several parts (an acknowledgement, a
+//! revocation) is handled in one function that says what each part does.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::mpsc::{self, TryRecvError};
+use std::collections::BTreeSet;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::mpsc::Sender;
-use tokio::sync::mpsc::error::TrySendError;
 
-use super::arena::Arena;
-use super::clock::WallClock;
-use super::lane::Lane;
+use super::batching::Batching;
+use super::error::ConsumerError;
+use super::flow::FlowControl;
+use super::idle::{self, IdleTracker, Verdict};
+use super::offsets::{Mode, Offsets};
 use super::{PersistConsumer, Settings};
 use crate::jobs::persist::PersistSummary;
-use crate::jobs::persist::probe::Stamps;
-use crate::jobs::persist::store::{Lineage, Raw, RejectedRecord, ValidRecord};
-use crate::jobs::persist::validate;
 use crate::jobs::persist::writer::{Ack, Batch};
-
-/// Records a writer may have waiting on this thread (sealed, not yet handed off) before fetching
-/// pauses; fetching resumes below half of it. Pausing makes librdkafka drop what it prefetched and
-/// fetch again on resume, so it is kept for real backlogs (a slow or absent database), not for the
-/// ordinary jitter of a busy writer: pausing at two waiting batches cost 90 pause/resume cycles and
-/// most of the throughput on an 18 k backlog.
-const MAX_WAITING_RECORDS: usize = 20_000;
-/// Memory a record holds besides its key and value: the record structs and the observation's
-/// strings (a few hundred bytes for a `current.json`), counted against `persist.max_buffered_bytes`.
-const RECORD_OVERHEAD: usize = 512;
-/// Poll wait while batches are in flight: short, so acknowledgements are committed promptly.
-const BUSY_POLL: Duration = Duration::from_millis(10);
-/// Poll wait when nothing is in flight.
-const QUIET_POLL: Duration = Duration::from_millis(100);
-/// Poll wait while an open batch waits for its writer to finish the one batch before it
-/// ([`Lane::next_in_line`]). A writer's acknowledgement does not wake `poll` (librdkafka's queue is
-/// not ours to signal, and the client polls again after a yield), so this bounds how long a
-/// finished writer waits for the records collected meanwhile. It lasts at most `batch_timeout`
-/// per batch: a writer stuck in an outage has its next batch sealed and queued after that, and the
-/// loop is back to [`BUSY_POLL`].
-const HANDOFF_POLL: Duration = Duration::from_millis(1);
 
 /// Everything the loop and the callbacks share.
 pub(super) struct State {
-    pub(super) s: Settings,
-    pub(super) lanes: Vec<Lane>,
-    pub(super) acks: mpsc::Receiver<Ack>,
-    /// Partitions currently assigned.
-    pub(super) assigned: BTreeSet<i32>,
-    /// When the current assignment arrived.
-    pub(super) assigned_at: Option<Instant>,
-    /// Per partition, the next offset to commit (last stored offset + 1).
-    pub(super) committable: BTreeMap<i32, i64>,
-    /// What the last successful synchronous commit committed, to skip repeating it.
-    pub(super) last_sync_commit: BTreeMap<i32, i64>,
-    /// An asynchronous commit is wanted.
-    pub(super) commit_due: bool,
-    /// Consecutive commit failures, for backoff.
-    pub(super) commit_failures: u32,
-    /// No asynchronous commit before this instant: `commit_interval` after the last one, or the
-    /// backoff after a failure.
-    pub(super) next_commit_at: Instant,
-    /// Partitions with a batch given up during shutdown: their offsets must not move any more.
-    pub(super) frozen: BTreeSet<i32>,
-    /// Fetching is paused because writers are behind.
-    pub(super) paused: bool,
-    /// When the thread started.
-    pub(super) started: Instant,
-    /// When the first record arrived (the summary's active time counts from here).
-    pub(super) first_record_at: Option<Instant>,
-    /// When the latest record arrived.
-    pub(super) last_record_at: Option<Instant>,
-    pub(super) last_drain_check: Option<Instant>,
-    /// A writer's open batch is sealed at this many bytes: its share of the byte bound.
-    pub(super) seal_bytes: usize,
-    /// Where the records' raw bytes are copied to.
-    pub(super) arena: Arena,
-    /// The time of day records are validated against.
-    pub(super) clock: WallClock,
+    /// The observations topic.
+    topic: std::sync::Arc<str>,
+    /// Timeout of metadata and offset requests.
+    kafka_timeout: Duration,
+    /// Partitions currently assigned: what is paused, committed and checked for drain.
+    assigned: BTreeSet<i32>,
+    /// Records into batches, batches to the writers.
+    pub(super) batching: Batching,
+    /// What may be committed, and when.
+    pub(super) offsets: Offsets,
+    /// Whether fetching is paused.
+    flow: FlowControl,
+    /// When `--until-idle` is done.
+    idle: IdleTracker,
+    /// The run's counts so far.
     pub(super) summary: PersistSummary,
 }
 
 impl State {
-    pub(super) fn new(s: Settings, lanes: Vec<Sender<Batch>>, acks: mpsc::Receiver<Ack>) -> Self {
+    /// The parts for `s`, with a lane for each writer's queue.
+    pub(super) fn new(s: Settings, writers: Vec<Sender<Batch>>, acks: mpsc::Receiver<Ack>) -> Self {
         let now = Instant::now();
-        // Computed once: `accept` runs per record. Sealing at a share of the byte bound too gets
-        // large records to the writers in time instead of waiting for the batch timeout behind a
-        // pause.
-        let seal_bytes = s.max_buffered_bytes / (2 * lanes.len().max(1));
         Self {
-            seal_bytes,
-            arena: Arena::default(),
-            clock: WallClock::new(),
-            s,
-            lanes: lanes
-                .into_iter()
-                .map(|tx| Lane {
-                    tx: Some(tx),
-                    open: Batch::new(),
-                    sealed: VecDeque::new(),
-                    in_flight: 0,
-                    in_flight_bytes: 0,
-                    merged: false,
-                })
-                .collect(),
-            acks,
+            batching: Batching::new(&s, writers, acks),
+            offsets: Offsets::new(s.commit_interval, s.backoff, now),
+            flow: FlowControl::new(s.batch_size, s.max_buffered_bytes),
+            idle: IdleTracker::new(s.until_idle, s.idle, now),
+            topic: s.topic,
+            kafka_timeout: s.kafka_timeout,
             assigned: BTreeSet::new(),
-            assigned_at: None,
-            committable: BTreeMap::new(),
-            last_sync_commit: BTreeMap::new(),
-            commit_due: false,
-            commit_failures: 0,
-            next_commit_at: now,
-            frozen: BTreeSet::new(),
-            paused: false,
-            started: now,
-            first_record_at: None,
-            last_record_at: None,
-            last_drain_check: None,
             summary: PersistSummary::default(),
         }
     }
 
-    pub(super) fn lane_of(&self, partition: i32) -> usize {
-        partition.unsigned_abs() as usize % self.lanes.len()
-    }
-
-    /// Validates one record into its lane's open batch.
+    /// A record read from Kafka.
     pub(super) fn accept(&mut self, m: &BorrowedMessage<'_>) {
         let now = Instant::now();
-        let lineage = Lineage {
-            topic: self.s.topic.clone(),
-            partition: m.partition(),
-            offset: m.offset(),
-        };
-        let raw = Raw {
-            key: m.key().map(|k| self.arena.copy(k)),
-            value: m.payload().map(|v| self.arena.copy(v)),
-        };
-        let held = RECORD_OVERHEAD
-            + raw.key.as_ref().map_or(0, |k| k.len())
-            + raw.value.as_ref().map_or(0, |v| v.len());
-        let verdict = validate::validate(raw.value.as_deref(), self.clock.at(now), &self.s.rules);
-        let lane_index = self.lane_of(lineage.partition);
-        let seal_bytes = self.seal_bytes;
-        let probe = self.s.probe;
-        let lane = &mut self.lanes[lane_index];
-        if lane.open.is_empty() {
-            lane.open.opened = now;
-            if probe {
-                lane.open.stamps.push(Stamps {
-                    partition: lineage.partition,
-                    offset: lineage.offset,
-                    kafka_ms: m.timestamp().to_millis(),
-                    records: 0,
-                    polled: Utc::now(),
-                    handed: None,
-                    writing: None,
-                    copied: None,
-                    committed: None,
-                });
-            }
-        }
-        lane.open.bytes += held;
-        lane.open.last_offsets.insert(lineage.partition, lineage.offset);
-        match verdict {
-            Ok(observation) => lane.open.valid.push(ValidRecord {
-                lineage,
-                raw,
-                observation,
-            }),
-            Err(rejection) => {
-                tracing::debug!(
-                    partition = lineage.partition,
-                    offset = lineage.offset,
-                    class = rejection.class.as_str(),
-                    reason = %rejection.reason,
-                    "record rejected"
-                );
-                lane.open.rejected.push(RejectedRecord {
-                    lineage,
-                    raw,
-                    rejection,
-                })
-            }
-        }
-        if lane.open.len() >= self.s.batch_size || lane.open.bytes >= seal_bytes {
-            lane.seal();
-        }
+        self.batching.accept(m, now);
         self.summary.consumed += 1;
         crate::metrics::persist_consumed(1);
-        self.last_record_at = Some(now);
-        self.first_record_at.get_or_insert(now);
+        self.idle.record(now);
     }
 
-    /// How long the next poll may block, from `now`.
+    /// Nothing more to read right now.
+    pub(super) fn on_quiet(&mut self) -> Result<(), ConsumerError> {
+        self.batching.on_quiet()
+    }
+
+    /// How long the next poll may block, from `now`: the lanes' pace, bounded by a waiting commit.
     pub(super) fn poll_timeout(&self, now: Instant) -> Duration {
-        let holding = self.holding() || self.lanes.iter().any(|l| l.merged && !l.sealed.is_empty());
-        if !holding && self.lanes.iter().any(Lane::ready) {
-            return Duration::ZERO;
-        }
-        let mut wait = if holding || self.lanes.iter().any(Lane::next_in_line) {
-            HANDOFF_POLL
-        } else if self.lanes.iter().any(Lane::busy) || self.commit_due {
-            BUSY_POLL
-        } else {
-            QUIET_POLL
-        };
-        for lane in self.lanes.iter().filter(|l| !l.open.is_empty()) {
-            let due = (lane.open.opened + self.s.batch_timeout).saturating_duration_since(now);
-            wait = wait.min(due);
-        }
-        if self.commit_due {
-            wait = wait.min(self.next_commit_at.saturating_duration_since(now));
-        }
-        wait
+        let wait = self.batching.poll_wait(now, self.offsets.pending());
+        self.offsets.wait(now).map_or(wait, |commit| wait.min(commit))
     }
 
     /// Acknowledgements, timeouts, hand-offs, flow control, commits. `now` is read once per turn of
     /// the loop, which turns once per record under load: the clock reads per lane were a twentieth
     /// of the consumer thread's time.
-    pub(super) fn housekeeping(&mut self, consumer: &PersistConsumer, now: Instant) -> anyhow::Result<()> {
-        self.drain_acks();
-        for lane in &mut self.lanes {
-            if !lane.open.is_empty()
-                && now.saturating_duration_since(lane.open.opened) >= self.s.batch_timeout
-            {
-                lane.seal();
-            }
+    pub(super) fn housekeeping(
+        &mut self,
+        consumer: &PersistConsumer,
+        now: Instant,
+    ) -> Result<(), ConsumerError> {
+        while let Some(ack) = self.batching.next_ack() {
+            self.on_ack(ack);
         }
-        self.hand_off()?;
+        self.batching.seal_timed_out(now);
+        self.batching.hand_off()?;
         self.flow_control(consumer);
-        if self.commit_due && now >= self.next_commit_at {
-            self.commit(consumer, CommitMode::Async);
+        if self.offsets.async_due(now) {
+            self.commit(consumer, Mode::Async);
         }
         Ok(())
     }
 
-    pub(super) fn hand_off(&mut self) -> anyhow::Result<()> {
-        // A lane in the merged batch in flight sends nothing until it is acknowledged: another
-        // writer may be storing it, and a partition's batches must be stored in order.
-        for lane in self.lanes.iter_mut().filter(|l| !l.merged) {
-            // A handle of its own (a reference count), so the lane can be updated while it is used.
-            let Some(tx) = lane.tx.clone() else {
-                anyhow::bail!("a database writer stopped unexpectedly");
-            };
-            while let Some(mut batch) = lane.sealed.pop_front() {
-                let bytes = batch.bytes;
-                for stamps in &mut batch.stamps {
-                    stamps.handed = Some(Utc::now());
+    /// A writer acknowledged a batch: its lanes are free, its counts are the run's, and its offsets
+    /// committable if it was stored.
+    pub(super) fn on_ack(&mut self, ack: Ack) {
+        self.batching.release(&ack);
+        crate::metrics::persist_buffered_bytes(self.batching.buffered_bytes());
+        match ack.outcome {
+            Ok(outcome) => {
+                let s = &mut self.summary;
+                s.stored += outcome.inserted;
+                s.duplicates += outcome.duplicates;
+                s.retries += outcome.retries;
+                s.batches += outcome.transactions;
+                for (class, n) in outcome.rejected {
+                    *s.rejected.entry(class.to_owned()).or_default() += n;
                 }
-                match tx.try_send(batch) {
-                    Ok(()) => lane.sent(bytes),
-                    Err(TrySendError::Full(batch)) => {
-                        lane.sealed.push_front(batch);
-                        break;
-                    }
-                    Err(TrySendError::Closed(batch)) => {
-                        lane.sealed.push_front(batch);
-                        lane.tx = None;
-                        anyhow::bail!("a database writer stopped unexpectedly");
+                s.active = self.idle.active();
+                self.offsets.stored(&ack.last_offsets);
+            }
+            Err(_) => {
+                self.summary.abandoned += ack.records;
+                self.offsets.abandoned(ack.last_offsets.keys().copied());
+                tracing::warn!(
+                    records = ack.records,
+                    partitions = ?ack.last_offsets.keys().collect::<Vec<_>>(),
+                    "stopped during an outage: batch not stored, its offsets stay uncommitted and it is read again next time"
+                );
+            }
+        }
+    }
+
+    /// Hands off everything collected and waits until the writers have acknowledged all of it.
+    /// Blocks: called from the rebalance callback and at shutdown, never on an async worker.
+    pub(super) fn flush_and_wait(&mut self) {
+        // The merged batch holds its lanes' earlier records; their next batches go after it.
+        while self.batching.merged_in_flight() {
+            match self.batching.wait_ack() {
+                Some(ack) => self.on_ack(ack),
+                None => break,
+            }
+        }
+        self.summary.abandoned += self.batching.send_all_blocking();
+        while self.batching.in_flight() {
+            match self.batching.wait_ack() {
+                Some(ack) => self.on_ack(ack),
+                None => break,
+            }
+        }
+    }
+
+    /// Commits the committable offsets of the assigned partitions.
+    pub(super) fn commit(&mut self, consumer: &PersistConsumer, mode: Mode) {
+        let Some(offsets) = self.offsets.take_commit(&self.assigned, mode) else {
+            return;
+        };
+        let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+        for (&p, &o) in &offsets {
+            if let Err(e) = tpl.add_partition_offset(&self.topic, p, Offset::Offset(o)) {
+                tracing::error!(error = %e, partition = p, "invalid offset to commit");
+            }
+        }
+        let client_mode = match mode {
+            Mode::Sync => CommitMode::Sync,
+            Mode::Async => CommitMode::Async,
+        };
+        match consumer.commit(&tpl, client_mode) {
+            Ok(()) => self.offsets.sent(offsets, mode, Instant::now()),
+            Err(e) => self.on_commit_result(Err(e)),
+        }
+    }
+
+    /// The result of a commit, from the commit callback or a refused request.
+    pub(super) fn on_commit_result(&mut self, result: KafkaResult<()>) {
+        match result {
+            Ok(()) => self.offsets.confirmed(),
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                let delay = self.offsets.failed(Instant::now());
+                tracing::warn!(
+                    error = %e,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "offset commit failed; the data is stored, the commit is retried"
+                );
+            }
+        }
+    }
+
+    /// `--until-idle`: quiet long enough, nothing in flight, every assigned partition drained.
+    pub(super) fn idle(&mut self, consumer: &PersistConsumer) -> bool {
+        let busy = self.batching.busy() || self.offsets.pending();
+        match self.idle.verdict(Instant::now(), busy, !self.assigned.is_empty()) {
+            Verdict::Working => false,
+            Verdict::NoAssignment => {
+                tracing::warn!("no partition was assigned to this consumer; stopping");
+                true
+            }
+            Verdict::CheckDrained => {
+                let list = self.assignment_list();
+                match idle::drained(consumer, &self.topic, &self.assigned, list, self.kafka_timeout) {
+                    Ok(drained) => drained,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "could not check whether the partitions are drained");
+                        false
                     }
                 }
             }
         }
-        Ok(())
     }
 
-    /// Pauses fetching while some writer is behind or the records held reach
-    /// `persist.max_buffered_bytes`, so memory stays bounded in records and in bytes, and `poll` keeps
-    /// being called (a consumer that stops polling is thrown out of the group after
-    /// `max.poll.interval.ms`, which a long database outage would otherwise cause).
-    pub(super) fn flow_control(&mut self, consumer: &PersistConsumer) {
-        let limit = MAX_WAITING_RECORDS.max(2 * self.s.batch_size);
-        let waiting = self.lanes.iter().map(Lane::waiting).max().unwrap_or(0);
-        let bytes = self.buffered_bytes();
-        let max_bytes = self.s.max_buffered_bytes;
-        let behind = if self.paused {
-            waiting > limit / 2 || bytes > max_bytes / 2
-        } else {
-            waiting >= limit || bytes >= max_bytes
+    /// Pauses fetching while the writers are behind and resumes once they caught up
+    /// ([`FlowControl`]).
+    fn flow_control(&mut self, consumer: &PersistConsumer) {
+        let waiting = self.batching.most_waiting();
+        let bytes = self.batching.buffered_bytes();
+        let Some(paused) = self.flow.change(waiting, bytes) else {
+            return;
         };
-        if behind == self.paused || self.assigned.is_empty() {
+        if self.assigned.is_empty() || !self.set_client_pause(consumer, paused) {
             return;
         }
-        if self.set_client_pause(consumer, behind) {
-            self.paused = behind;
-            if behind {
-                tracing::debug!(waiting, bytes, "fetching paused: the writers are behind");
-            } else {
-                tracing::debug!(waiting, bytes, "fetching resumed");
-            }
+        self.flow.set(paused);
+        if paused {
+            tracing::debug!(waiting, bytes, "fetching paused: the writers are behind");
+        } else {
+            tracing::debug!(waiting, bytes, "fetching resumed");
         }
     }
 
     /// Pauses or resumes the whole assignment in the client and reports it in the metrics; false
     /// when the client refused (logged), so the caller keeps its state as it was.
-    pub(super) fn set_client_pause(&self, consumer: &PersistConsumer, paused: bool) -> bool {
+    fn set_client_pause(&self, consumer: &PersistConsumer, paused: bool) -> bool {
         let tpl = self.assignment_list();
         let result = if paused {
             consumer.pause(&tpl)
@@ -317,104 +254,70 @@ impl State {
         }
     }
 
-    /// Bytes held between reading and storing, all writers together.
-    pub(super) fn buffered_bytes(&self) -> usize {
-        self.lanes.iter().map(Lane::buffered_bytes).sum()
-    }
-
-    pub(super) fn assignment_list(&self) -> TopicPartitionList {
+    fn assignment_list(&self) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::with_capacity(self.assigned.len());
         for &p in &self.assigned {
-            tpl.add_partition(&self.s.topic, p);
+            tpl.add_partition(&self.topic, p);
         }
         tpl
     }
 
-    pub(super) fn drain_acks(&mut self) {
-        loop {
-            match self.acks.try_recv() {
-                Ok(ack) => self.on_ack(ack),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
-            }
+    /// Partitions were assigned: they are read from now on, and `--until-idle` waits for them.
+    pub(super) fn on_assign(&mut self, tpl: &TopicPartitionList) {
+        let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        tracing::info!(?partitions, "partitions assigned");
+        self.assigned.extend(partitions);
+        self.idle.assigned(Instant::now());
+    }
+
+    /// After every rebalance, makes the client's pause state match [`FlowControl::paused`] on the
+    /// whole assignment. librdkafka keeps an application pause on a partition across revocation and
+    /// re-assignment, so a flag reset without this could leave re-assigned partitions paused for
+    /// good (and `--until-idle` waiting on them forever); a partition newly assigned while the
+    /// writers are behind is paused like the others.
+    pub(super) fn resync_pause(&mut self, consumer: &PersistConsumer) {
+        if self.assigned.is_empty() {
+            crate::metrics::persist_paused_partitions(0);
+            return;
+        }
+        let paused = self.flow.paused();
+        if self.set_client_pause(consumer, paused) {
+            tracing::debug!(
+                paused,
+                partitions = self.assigned.len(),
+                "pause state applied after the rebalance"
+            );
         }
     }
 
-    pub(super) fn on_ack(&mut self, ack: Ack) {
-        if ack.members.is_empty() {
-            self.lanes[ack.lane].acknowledged(ack.bytes);
-        } else {
-            for &(lane, bytes) in &ack.members {
-                self.lanes[lane].acknowledged(bytes);
-                self.lanes[lane].merged = false;
-            }
+    /// Partitions are being revoked: what was read from them is stored and committed before the
+    /// rebalance goes on, so their next owner starts exactly after the last stored record.
+    pub(super) fn on_revoke(&mut self, consumer: &PersistConsumer, tpl: &TopicPartitionList) {
+        let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        if revoked.is_empty() {
+            return;
         }
-        crate::metrics::persist_buffered_bytes(self.buffered_bytes());
-        match ack.outcome {
-            Ok(outcome) => {
-                let s = &mut self.summary;
-                s.stored += outcome.inserted;
-                s.duplicates += outcome.duplicates;
-                s.retries += outcome.retries;
-                s.batches += outcome.transactions;
-                for (class, n) in outcome.rejected {
-                    *s.rejected.entry(class.to_owned()).or_default() += n;
-                }
-                s.active = self.first_record_at.map(|t| t.elapsed()).unwrap_or_default();
-                for (partition, offset) in ack.last_offsets {
-                    if self.frozen.contains(&partition) {
-                        continue;
-                    }
-                    let next = self.committable.entry(partition).or_insert(offset + 1);
-                    *next = (*next).max(offset + 1);
-                    self.commit_due = true;
-                }
-            }
-            Err(_) => {
-                self.summary.abandoned += ack.records;
-                self.frozen.extend(ack.last_offsets.keys());
-                tracing::warn!(
-                    records = ack.records,
-                    partitions = ?ack.last_offsets.keys().collect::<Vec<_>>(),
-                    "stopped during an outage: batch not stored, its offsets stay uncommitted and it is read again next time"
-                );
-            }
+        tracing::info!(
+            partitions = ?revoked,
+            "partitions revoked: storing and committing what was read from them first"
+        );
+        self.flush_and_wait();
+        if consumer.assignment_lost() {
+            tracing::warn!(
+                "assignment lost (session timed out); the next owner re-reads the uncommitted tail"
+            );
         }
-    }
-
-    /// Hands off everything collected and waits until the writers have acknowledged all of it.
-    /// Blocks: called from the rebalance callback and at shutdown, never on an async worker.
-    pub(super) fn flush_and_wait(&mut self) {
-        // The merged batch holds its lanes' earlier records; their next batches go after it.
-        while self.merged_in_flight() {
-            match self.acks.recv() {
-                Ok(ack) => self.on_ack(ack),
-                Err(_) => break,
-            }
+        self.commit(consumer, Mode::Sync);
+        // A revoked partition leaves without our pause on it, so that it is fetched again if it
+        // comes back; everything read was just stored, so nothing is waiting and the rest resumes
+        // too (applied to the new assignment in `resync_pause`).
+        if let Err(e) = consumer.resume(tpl) {
+            tracing::debug!(error = %e, "could not resume the revoked partitions");
         }
-        for lane in &mut self.lanes {
-            lane.seal();
-            while let Some(batch) = lane.sealed.pop_front() {
-                let bytes = batch.bytes;
-                // Only the lost batch's size is needed, not the batch itself.
-                let sent = lane
-                    .tx
-                    .as_ref()
-                    .map(|tx| tx.blocking_send(batch).map_err(|lost| lost.0.len()));
-                match sent {
-                    Some(Ok(())) => lane.sent(bytes),
-                    Some(Err(lost)) => {
-                        self.summary.abandoned += lost as u64;
-                        tracing::error!("a database writer is gone; the batch stays uncommitted");
-                    }
-                    None => {}
-                }
-            }
+        for p in &revoked {
+            self.assigned.remove(p);
         }
-        while self.lanes.iter().any(|l| l.in_flight > 0) {
-            match self.acks.recv() {
-                Ok(ack) => self.on_ack(ack),
-                Err(_) => break,
-            }
-        }
+        self.offsets.revoked(&revoked);
+        self.flow.set(false);
     }
 }

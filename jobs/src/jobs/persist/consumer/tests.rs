@@ -1,5 +1,5 @@
-//! How long the consumer loop's `poll` may block, and where batches go, from the lanes' and the
-//! commits' state.
+//! The batching part and the composed state: where batches go, how long `poll` may block, and
+//! what an acknowledgement releases.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::Receiver;
 
 use super::Settings;
+use super::batching::Incoming;
+use super::error::ConsumerError;
 use super::state::State;
 use crate::backoff::Backoff;
 use crate::jobs::persist::store::{Lineage, Raw, RejectedRecord};
@@ -91,7 +93,7 @@ fn stored(lane: usize, batch: Batch) -> Ack {
 /// `on_quiet`; the writers' ends of the queues, and that batch as its writer received it.
 fn one_record_in_flight(lanes: usize) -> (State, Vec<Receiver<Batch>>, Batch) {
     let (mut st, mut rx) = state_with(lanes);
-    st.lanes[0].open = records(0, 1);
+    st.batching.lanes[0].open = records(0, 1);
     st.on_quiet().unwrap();
     let batch = rx[0].try_recv().unwrap();
     (st, rx, batch)
@@ -101,7 +103,7 @@ fn one_record_in_flight(lanes: usize) -> (State, Vec<Receiver<Batch>>, Batch) {
 fn records_for_an_idle_writer_are_handed_over_without_blocking() {
     let mut st = state();
     let now = Instant::now();
-    st.lanes[0].open = one_record(now);
+    st.batching.lanes[0].open = one_record(now);
     assert_eq!(st.poll_timeout(now), Duration::ZERO);
 }
 
@@ -109,8 +111,8 @@ fn records_for_an_idle_writer_are_handed_over_without_blocking() {
 fn records_next_in_line_for_a_busy_writer_poll_briefly() {
     let mut st = state();
     let now = Instant::now();
-    st.lanes[0].open = one_record(now);
-    st.lanes[0].in_flight = 1;
+    st.batching.lanes[0].open = one_record(now);
+    st.batching.lanes[0].in_flight = 1;
     assert_eq!(st.poll_timeout(now), Duration::from_millis(1));
     // Past most of its timeout, the batch's remaining wait is shorter still.
     let late = now + BATCH_TIMEOUT - Duration::from_micros(300);
@@ -121,13 +123,13 @@ fn records_next_in_line_for_a_busy_writer_poll_briefly() {
 fn records_behind_a_waiting_batch_poll_at_the_busy_pace() {
     let mut st = state();
     let now = Instant::now();
-    st.lanes[0].open = one_record(now);
+    st.batching.lanes[0].open = one_record(now);
     // A second batch is already queued for the writer (an outage, or a backlog): the open one is
     // not next, and the loop does not spin at the hand-off pace.
-    st.lanes[0].in_flight = 2;
+    st.batching.lanes[0].in_flight = 2;
     assert_eq!(st.poll_timeout(now), Duration::from_millis(10));
-    st.lanes[0].in_flight = 1;
-    st.lanes[0].sealed.push_back(one_record(now));
+    st.batching.lanes[0].in_flight = 1;
+    st.batching.lanes[0].sealed.push_back(one_record(now));
     assert_eq!(st.poll_timeout(now), Duration::from_millis(10));
 }
 
@@ -136,28 +138,30 @@ fn a_due_commit_bounds_the_wait_and_an_idle_loop_polls_slowly() {
     let mut st = state();
     let now = Instant::now();
     assert_eq!(st.poll_timeout(now), Duration::from_millis(100));
-    st.commit_due = true;
-    st.next_commit_at = now + Duration::from_millis(4);
+    st.offsets.set_due(now + Duration::from_millis(4));
     assert_eq!(st.poll_timeout(now), Duration::from_millis(4));
-    st.next_commit_at = now + Duration::from_millis(60);
+    st.offsets.set_due(now + Duration::from_millis(60));
     assert_eq!(st.poll_timeout(now), Duration::from_millis(10));
 }
 
 #[test]
 fn small_batches_of_idle_lanes_go_as_one_batch_to_one_writer() {
     let (mut st, mut rx) = state_with(3);
-    st.lanes[0].open = records(0, 1);
-    st.lanes[1].open = records(1, 2);
+    st.batching.lanes[0].open = records(0, 1);
+    st.batching.lanes[1].open = records(1, 2);
     st.on_quiet().unwrap();
     let merged = rx[0].try_recv().unwrap();
     assert!(rx[1].try_recv().is_err() && rx[2].try_recv().is_err());
     assert_eq!(merged.len(), 3);
     assert_eq!(merged.members, [(0, 100), (1, 200)]);
     assert_eq!(merged.last_offsets, BTreeMap::from([(0, 0), (1, 1)]));
-    assert!(st.merged_in_flight() && st.lanes[0].merged && st.lanes[1].merged);
-    assert_eq!((st.lanes[0].in_flight, st.lanes[1].in_flight), (1, 1));
-    assert_eq!(st.lanes[1].in_flight_bytes, 200);
-    assert!(st.lanes[0].open.is_empty() && st.lanes[1].open.is_empty());
+    assert!(st.batching.merged_in_flight() && st.batching.lanes[0].merged && st.batching.lanes[1].merged);
+    assert_eq!(
+        (st.batching.lanes[0].in_flight, st.batching.lanes[1].in_flight),
+        (1, 1)
+    );
+    assert_eq!(st.batching.lanes[1].in_flight_bytes, 200);
+    assert!(st.batching.lanes[0].open.is_empty() && st.batching.lanes[1].open.is_empty());
 }
 
 #[test]
@@ -165,15 +169,21 @@ fn records_of_an_idle_lane_wait_for_the_small_batch_in_flight_then_go() {
     let (mut st, mut rx, first) = one_record_in_flight(3);
     let now = Instant::now();
     // Lane 2's writer is idle, but its record waits for the batch in flight, polling briefly.
-    st.lanes[2].open = records(2, 1);
+    st.batching.lanes[2].open = records(2, 1);
     st.on_quiet().unwrap();
     assert!(rx[2].try_recv().is_err() && rx[0].try_recv().is_err());
     assert_eq!(st.poll_timeout(now), Duration::from_millis(1));
     // Stored: both lanes are free, the offsets committable, and the waiting record goes.
     st.on_ack(stored(0, first));
-    assert!(!st.merged_in_flight() && !st.lanes[0].merged);
-    assert_eq!((st.lanes[0].in_flight, st.lanes[0].in_flight_bytes), (0, 0));
-    assert_eq!(st.committable.get(&0), Some(&1));
+    assert!(!st.batching.merged_in_flight() && !st.batching.lanes[0].merged);
+    assert_eq!(
+        (
+            st.batching.lanes[0].in_flight,
+            st.batching.lanes[0].in_flight_bytes
+        ),
+        (0, 0)
+    );
+    assert_eq!(st.offsets.committable(0), Some(1));
     assert_eq!(st.poll_timeout(now), Duration::ZERO);
     st.on_quiet().unwrap();
     assert_eq!(rx[2].try_recv().unwrap().members, [(2, 100)]);
@@ -182,13 +192,13 @@ fn records_of_an_idle_lane_wait_for_the_small_batch_in_flight_then_go() {
 #[test]
 fn more_records_than_a_small_batch_go_lane_by_lane() {
     let (mut st, mut rx) = state_with(2);
-    st.lanes[0].open = records(0, 5);
-    st.lanes[1].open = records(1, 4);
+    st.batching.lanes[0].open = records(0, 5);
+    st.batching.lanes[1].open = records(1, 4);
     st.on_quiet().unwrap();
-    st.hand_off().unwrap();
+    st.batching.hand_off().unwrap();
     let (a, b) = (rx[0].try_recv().unwrap(), rx[1].try_recv().unwrap());
     assert_eq!((a.len(), b.len()), (5, 4));
-    assert!(a.members.is_empty() && b.members.is_empty() && !st.merged_in_flight());
+    assert!(a.members.is_empty() && b.members.is_empty() && !st.batching.merged_in_flight());
 }
 
 #[test]
@@ -196,11 +206,65 @@ fn a_lane_in_the_merged_batch_sends_nothing_more_until_it_is_stored() {
     let (mut st, mut rx, merged) = one_record_in_flight(2);
     let now = Instant::now();
     // Its next batch fills up meanwhile: it must not overtake the merged one on another writer.
-    st.lanes[0].sealed.push_back(records(0, 3));
-    st.hand_off().unwrap();
+    st.batching.lanes[0].sealed.push_back(records(0, 3));
+    st.batching.hand_off().unwrap();
     assert!(rx[0].try_recv().is_err());
     assert_eq!(st.poll_timeout(now), Duration::from_millis(1));
     st.on_ack(stored(0, merged));
-    st.hand_off().unwrap();
+    st.batching.hand_off().unwrap();
     assert_eq!(rx[0].try_recv().unwrap().len(), 3);
+}
+
+/// A record of `partition` at `offset` with no value (rejected as empty), as read from Kafka.
+fn incoming(partition: i32, offset: i64) -> Incoming<'static> {
+    Incoming {
+        partition,
+        offset,
+        key: Some(b"key"),
+        value: None,
+        kafka_ms: None,
+    }
+}
+
+#[test]
+fn a_partition_s_records_go_to_its_lane_and_a_full_batch_is_sealed() {
+    let (mut st, _rx) = state_with(2);
+    let now = Instant::now();
+    for offset in 0..100 {
+        st.batching.add(incoming(3, offset), now);
+    }
+    st.batching.add(incoming(3, 100), now);
+    let lane = &st.batching.lanes[1];
+    assert!(st.batching.lanes[0].open.is_empty());
+    assert_eq!(lane.sealed.len(), 1, "batch_size is 100");
+    assert_eq!(lane.sealed[0].rejected.len(), 100);
+    assert_eq!(lane.sealed[0].last_offsets, BTreeMap::from([(3, 99)]));
+    assert_eq!((lane.open.len(), lane.waiting()), (1, 100));
+    assert!(st.batching.buffered_bytes() > 101 * 3);
+}
+
+#[test]
+fn a_batch_is_sealed_after_its_timeout_and_released_by_its_acknowledgement() {
+    let (mut st, mut rx) = state_with(1);
+    let now = Instant::now();
+    st.batching.add(incoming(0, 7), now);
+    st.batching.seal_timed_out(now + BATCH_TIMEOUT / 2);
+    assert!(st.batching.lanes[0].sealed.is_empty());
+    st.batching.seal_timed_out(now + BATCH_TIMEOUT);
+    st.batching.hand_off().unwrap();
+    let batch = rx[0].try_recv().unwrap();
+    assert!(st.batching.in_flight() && st.batching.busy());
+    st.on_ack(stored(0, batch));
+    assert!(!st.batching.in_flight() && !st.batching.busy());
+    assert_eq!(st.batching.buffered_bytes(), 0);
+    assert_eq!(st.offsets.committable(0), Some(8));
+}
+
+#[test]
+fn a_writer_gone_is_reported_as_such() {
+    let (mut st, rx) = state_with(1);
+    drop(rx);
+    st.batching.add(incoming(0, 0), Instant::now());
+    st.batching.lanes[0].seal();
+    assert!(matches!(st.batching.hand_off(), Err(ConsumerError::WriterGone)));
 }

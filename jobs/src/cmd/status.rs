@@ -12,8 +12,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
 use super::table;
 use crate::config::{Config, KafkaConfig};
 use crate::runs::JobName;
-use crate::scheduler::ticker;
-use crate::schedules::{Schedules, Timing};
+use crate::scheduler::schedules::{Schedules, Timing};
 use crate::{db, kafka, runs};
 
 /// The tables `status` counts, in the order data flows into them.
@@ -34,7 +33,7 @@ const EXACT_BELOW: i64 = 1_000_000;
 pub async fn run(config: &Config) -> anyhow::Result<()> {
     let conn = db::connect(&config.database).await?;
     let now = Utc::now();
-    let schedules = super::schedules::load(config, None);
+    let schedules = crate::scheduler::schedules::load(config, None);
 
     println!("jobs:");
     print!("{}", jobs_table(&conn, schedules.as_ref().ok(), now).await?);
@@ -137,6 +136,7 @@ async fn jobs_table(
                 (JobName::Redrive | JobName::Replay, _) => "on demand".to_owned(),
                 (JobName::Fetch, Some(s)) => next_fire(&s.fetch.timing, now),
                 (JobName::Analytics, Some(s)) => next_fire(&s.analytics.timing, now),
+                (JobName::Maintenance, Some(s)) => next_fire(&s.maintenance, now),
                 (_, None) => "-".to_owned(),
             };
             match last {
@@ -199,7 +199,7 @@ fn next_fire(timing: &Timing, now: DateTime<Utc>) -> String {
     if !timing.enabled {
         return "disabled".into();
     }
-    match ticker::next_fire(timing, now) {
+    match crate::scheduler::next_fire(timing, now) {
         Some(at) => format!("{} (in {})", runs::tick_text(at), age(at - now)),
         None => "never".into(),
     }

@@ -50,6 +50,10 @@ pub enum JobName {
     /// A range of the observations topic read again and stored where missing (`weatherflow replay`).
     #[sea_orm(string_value = "replay")]
     Replay,
+    /// The monthly partitions of `observations` kept: the coming months made, old ones dropped
+    /// (scheduled in `schedules.toml`, or `weatherflow run maintenance`).
+    #[sea_orm(string_value = "maintenance")]
+    Maintenance,
 }
 
 /// Why a run started (`job_runs.trigger`).
@@ -126,6 +130,7 @@ stored_text!(JobName {
     Analytics => "analytics",
     Redrive => "redrive",
     Replay => "replay",
+    Maintenance => "maintenance",
 });
 stored_text!(Trigger { Schedule => "schedule", Manual => "manual" });
 stored_text!(RunStatus {

@@ -10,7 +10,7 @@
 
 use std::error::Error as StdError;
 
-use crate::runs::{Report, StoredReport};
+use crate::report::{Report, StoredReport};
 
 /// What the caller of a failed job should do about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

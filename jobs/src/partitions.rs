@@ -1,5 +1,6 @@
-//! The monthly partitions of `observations` (see docs/schema.md): the daily maintenance step that
-//! creates them ahead of time and, when `persist.retention_months` is set, drops the old ones.
+//! The monthly partitions of `observations` (see docs/schema.md), kept by the maintenance job
+//! ([`crate::jobs::maintenance`]): it creates them ahead of time and, when
+//! `maintenance.retention_months` is set, drops the old ones.
 //!
 //! A partition is named `observations_yYYYYmMM` and holds that UTC month. Rows of a month without a
 //! partition land in `observations_default`; maintenance moves them into their month's partition as

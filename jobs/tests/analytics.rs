@@ -14,9 +14,10 @@ use rand::{RngExt, SeedableRng};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
+use weatherflow::executor::{ExecError, Executor};
 use weatherflow::job_error::{JobError, JobErrorKind};
 use weatherflow::jobs::analytics::{self, AnalyticsRequest, AnalyticsSummary};
-use weatherflow::runs::{self, JobName, RunStatus, Trigger};
+use weatherflow::runs::{JobName, RunStatus};
 
 /// One synthetic observation.
 struct Obs {
@@ -114,13 +115,30 @@ fn every_row() -> AnalyticsRequest {
 
 /// Runs the job as `weatherflow run analytics` does, inside a recorded run. Returns the run id too.
 async fn run_job(ctx: &TestContext, req: AnalyticsRequest) -> (i64, Result<AnalyticsSummary, JobError>) {
-    let mut run_id = 0;
-    let result = runs::recorded(&ctx.db, JobName::Analytics, Trigger::Manual, |id| {
-        run_id = id;
-        analytics::run(&ctx.config, &ctx.db, id, req, CancellationToken::new())
-    })
-    .await;
-    (run_id, result)
+    by_hand(ctx, req, CancellationToken::new()).await
+}
+
+/// One analytics run on the executor, as `weatherflow run analytics` starts it: its row id and the
+/// job's own result.
+async fn by_hand(
+    ctx: &TestContext,
+    req: AnalyticsRequest,
+    shutdown: CancellationToken,
+) -> (i64, Result<AnalyticsSummary, JobError>) {
+    let run_id = std::cell::Cell::new(0);
+    let exec = Executor::from_config(ctx.db.clone(), &ctx.config);
+    let result = exec
+        .run_by_hand(JobName::Analytics, &shutdown, |run| {
+            run_id.set(run.run_id);
+            analytics::run(&ctx.config, &ctx.db, run.run_id, req.clone(), run.cancel)
+        })
+        .await;
+    let result = match result {
+        Ok((_, summary)) => Ok(summary),
+        Err(ExecError::Failed(e)) => Err(e),
+        Err(e) => panic!("the executor failed: {e}"),
+    };
+    (run_id.get(), result)
 }
 
 /// PostgreSQL's own fit of one scope over the rows the job reads.
@@ -529,13 +547,8 @@ async fn shutdown_before_the_write_stores_nothing() {
     insert(&ctx, &generate(&climates()[..2], 5)).await;
     let token = CancellationToken::new();
     token.cancel();
-    let mut run_id = 0;
-    let err = runs::recorded(&ctx.db, JobName::Analytics, Trigger::Manual, |id| {
-        run_id = id;
-        analytics::run(&ctx.config, &ctx.db, id, every_row(), token)
-    })
-    .await
-    .unwrap_err();
+    let (run_id, result) = by_hand(&ctx, every_row(), token).await;
+    let err = result.unwrap_err();
     assert_eq!(err.kind(), JobErrorKind::Interrupted, "{err}");
     let run = run_row(&ctx, run_id).await;
     assert_eq!(run.status, RunStatus::Failed);

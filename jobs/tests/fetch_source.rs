@@ -18,8 +18,8 @@ use serde_json::Value;
 use tokio::process::Child;
 use tokio_util::sync::CancellationToken;
 use weatherflow::runs::{JobName, RunStatus, Trigger};
+use weatherflow::scheduler::schedules::Schedules;
 use weatherflow::scheduler::{Scheduler, SchedulerOptions, catalog};
-use weatherflow::schedules::Schedules;
 
 const TOKEN: &str = "fetch-source-token-2c81";
 /// A key the processes of these tests are given; it must appear in no answer, log or run row.

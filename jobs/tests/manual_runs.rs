@@ -1,4 +1,5 @@
-//! Manual runs take the job's advisory lock, so they never overlap a scheduled run.
+//! Manual runs take the job's advisory lock, so they never overlap a scheduled run; partition
+//! maintenance is a job of its own.
 
 mod common;
 
@@ -33,5 +34,50 @@ async fn a_manual_run_fails_while_another_run_holds_the_lock_and_runs_once_it_is
     assert_eq!(runs.len(), 1, "the refused run left no row: {runs:?}");
     assert_eq!(runs[0].trigger, Trigger::Manual);
     assert_eq!(runs[0].status, RunStatus::Skipped);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn a_manual_maintenance_run_is_a_job_of_its_own_recorded_with_what_it_did() {
+    let ctx = TestContext::new().await;
+    let dir = common::scratch_dir("wf-manual-maint");
+    let env = ctx.child_env();
+    let run = || common::run_cli(&dir, &["run", "maintenance"], &env);
+    // Its own lock: held, the run is refused at once and leaves no row.
+    let held = JobLock::try_acquire(&ctx.db, JobName::Maintenance)
+        .await
+        .unwrap()
+        .expect("the lock is free");
+    let (ok, _, stderr) = run().await;
+    assert!(!ok && stderr.contains("another maintenance run"), "{stderr}");
+    held.release().await.unwrap();
+
+    let (ok, _, stderr) = run().await;
+    assert!(ok, "{stderr}");
+    let runs = weatherflow::runs::history(&ctx.db, Some(JobName::Maintenance), 10)
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(
+        (runs[0].trigger, runs[0].status),
+        (Trigger::Manual, RunStatus::Succeeded)
+    );
+    // The months ahead the configuration asks for (the current one and 2 more) exist now, whether
+    // this run or the migration made them: a second run creates nothing.
+    let details = runs[0].details.clone().unwrap_or_default();
+    assert!(details["created"].is_array(), "{details}");
+    let (ok, _, stderr) = run().await;
+    assert!(ok, "{stderr}");
+    let again = weatherflow::runs::history(&ctx.db, Some(JobName::Maintenance), 1)
+        .await
+        .unwrap();
+    let details = again[0].details.clone().unwrap_or_default();
+    assert_eq!(details["created"], serde_json::json!([]), "{details}");
+    assert_eq!(details["dropped"], serde_json::json!([]), "{details}");
+    // No analytics run: maintenance is not a step of the fit any more.
+    let analytics = weatherflow::runs::history(&ctx.db, Some(JobName::Analytics), 10)
+        .await
+        .unwrap();
+    assert!(analytics.is_empty(), "{analytics:?}");
     std::fs::remove_dir_all(dir).ok();
 }

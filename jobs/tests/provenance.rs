@@ -18,12 +18,13 @@ use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 use weatherflow::config::Config;
 use weatherflow::envelope::{Envelope, SCHEMA_VERSION, Source};
+use weatherflow::executor::{ExecError, Executor};
 use weatherflow::job_error::JobError;
 use weatherflow::jobs::analytics::{self, AnalyticsRequest, AnalyticsSummary, FitSource};
 use weatherflow::jobs::persist::store::{self, CopyStrategy, ValidRecord};
 use weatherflow::jobs::persist::{self, PersistRequest, PersistSummary};
 use weatherflow::partitions::{self, Policy};
-use weatherflow::runs::{self, JobName, Trigger};
+use weatherflow::runs::JobName;
 
 const PLACES: usize = 4;
 const SLOTS: usize = 48;
@@ -101,10 +102,17 @@ async fn persist_until_idle(ctx: &TestContext) -> PersistSummary {
 }
 
 async fn run_analytics(ctx: &TestContext, req: AnalyticsRequest) -> Result<AnalyticsSummary, JobError> {
-    runs::recorded(&ctx.db, JobName::Analytics, Trigger::Manual, |id| {
-        analytics::run(&ctx.config, &ctx.db, id, req, CancellationToken::new())
-    })
-    .await
+    let exec = Executor::from_config(ctx.db.clone(), &ctx.config);
+    let ran = exec
+        .run_by_hand(JobName::Analytics, &CancellationToken::new(), |run| {
+            analytics::run(&ctx.config, &ctx.db, run.run_id, req.clone(), run.cancel)
+        })
+        .await;
+    match ran {
+        Ok((_, summary)) => Ok(summary),
+        Err(ExecError::Failed(e)) => Err(e),
+        Err(e) => panic!("the executor failed: {e}"),
+    }
 }
 
 fn every_row(source: FitSource) -> AnalyticsRequest {

@@ -507,10 +507,11 @@ async fn a_record_that_is_not_utf8_is_shown_in_hex_and_stays_quarantined() {
     );
 
     // The library entry point, in pages of one: both refused again by validation, rows kept.
-    let run_id = weatherflow::runs::start(
+    let run_id = weatherflow::runs::start_with(
         &ctx.db,
         weatherflow::runs::JobName::Redrive,
         weatherflow::runs::Trigger::Manual,
+        None,
     )
     .await
     .unwrap();
@@ -573,10 +574,11 @@ async fn twins_of_one_observation_are_written_one_after_the_other() {
             .await
             .unwrap();
     }
-    let run_id = weatherflow::runs::start(
+    let run_id = weatherflow::runs::start_with(
         &ctx.db,
         weatherflow::runs::JobName::Redrive,
         weatherflow::runs::Trigger::Manual,
+        None,
     )
     .await
     .unwrap();

@@ -19,8 +19,8 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::Connection;
 use weatherflow::config::Config;
 use weatherflow::runs::{ABANDONED, JobName, RunStatus};
+use weatherflow::scheduler::schedules::Schedules;
 use weatherflow::scheduler::{Scheduler, SchedulerOptions, Tick, TickOutcome, catalog};
-use weatherflow::schedules::Schedules;
 
 fn options(cancel_wait: Duration) -> SchedulerOptions {
     SchedulerOptions {

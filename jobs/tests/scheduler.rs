@@ -23,10 +23,10 @@ use weatherflow::runs::{
     self, Completion, JobName, REASON_LOCK_HELD, REASON_TICK_HANDLED, RunStatus, StoredReport, Trigger,
 };
 use weatherflow::scheduler::missed::{CatchUp, Missed};
+use weatherflow::scheduler::schedules::{Schedules, Timing};
 use weatherflow::scheduler::{
     RunContext, ScheduledJob, Scheduler, SchedulerOptions, Tick, TickOutcome, catalog,
 };
-use weatherflow::schedules::{Schedules, Timing};
 
 // The scheduler runs any body under a job's name; the tests' probe bodies borrow the real names
 // (each test has a database of its own, so its locks and rows are its own).
@@ -918,5 +918,91 @@ async fn status_shows_last_runs_next_fires_lag_and_counts_and_runs_shows_history
         "{out}"
     );
     assert!(!out.contains("analytics"), "{out}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// The `next:` lines of `job` in the output of `weatherflow schedules`.
+fn next_lines(out: &str, job: &str) -> Vec<String> {
+    out.lines()
+        .skip_while(|l| !l.starts_with(&format!("{job}: cron")))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.trim().strip_prefix("next: ").map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_schedules_command_prints_the_fire_times_the_scheduler_fires_across_dst() {
+    let dir = scratch_dir("wf-sched-dst");
+    let path = dir.join("schedules.toml");
+    std::fs::write(
+        &path,
+        "[fetch]\ncron = \"0 */10 * * * *\"\ntimezone = \"Europe/Paris\"\n[fetch.args]\nlocations = [\"x\"]\n\
+         [analytics]\ncron = \"0 30 2 * * *\"\ntimezone = \"Europe/Paris\"\n",
+    )
+    .unwrap();
+    let file = path.to_str().unwrap();
+    let schedules = |after: &'static str, count: &'static str| {
+        let dir = dir.clone();
+        async move {
+            let args = ["schedules", "--file", file, "--after", after, "--count", count];
+            let (ok, out, err) = run_cli(&dir, &args, &[]).await;
+            assert!(ok, "{err}");
+            out
+        }
+    };
+
+    // Autumn: Paris falls back at 01:00Z on 25 October 2026, and 02:00-02:59 happens twice. A
+    // 10-minute cron fires through both passes; none is skipped or printed twice.
+    let out = schedules("2026-10-25T00:45:00Z", "9").await;
+    assert_eq!(
+        next_lines(&out, "fetch"),
+        [
+            "2026-10-25T02:50:00+02:00",
+            "2026-10-25T02:00:00+01:00",
+            "2026-10-25T02:10:00+01:00",
+            "2026-10-25T02:20:00+01:00",
+            "2026-10-25T02:30:00+01:00",
+            "2026-10-25T02:40:00+01:00",
+            "2026-10-25T02:50:00+01:00",
+            "2026-10-25T03:00:00+01:00",
+            "2026-10-25T03:10:00+01:00",
+        ],
+        "{out}"
+    );
+    // The daily 02:30 fires in each pass of the repeated hour.
+    let out = schedules("2026-10-24T12:00:00Z", "3").await;
+    assert_eq!(
+        next_lines(&out, "analytics"),
+        [
+            "2026-10-25T02:30:00+02:00",
+            "2026-10-25T02:30:00+01:00",
+            "2026-10-26T02:30:00+01:00",
+        ],
+        "{out}"
+    );
+
+    // Spring: Paris springs forward at 01:00Z on 29 March 2026; 02:00-02:59 does not exist. The
+    // 10-minute cron goes on at 03:00, and the daily 02:30 fires once, when the gap ends.
+    let out = schedules("2026-03-29T00:35:00Z", "5").await;
+    assert_eq!(
+        next_lines(&out, "fetch"),
+        [
+            "2026-03-29T01:40:00+01:00",
+            "2026-03-29T01:50:00+01:00",
+            "2026-03-29T03:00:00+02:00",
+            "2026-03-29T03:10:00+02:00",
+            "2026-03-29T03:20:00+02:00",
+        ],
+        "{out}"
+    );
+    let out = schedules("2026-03-28T12:00:00Z", "2").await;
+    assert_eq!(
+        next_lines(&out, "analytics"),
+        ["2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00"],
+        "{out}"
+    );
+    // The maintenance job, not in the file, has its default schedule.
+    assert!(out.contains("maintenance: cron \"0 30 1 * * *\" (UTC)"), "{out}");
     std::fs::remove_dir_all(dir).ok();
 }

@@ -16,8 +16,8 @@ use entity::job_runs;
 use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
 use secrecy::ExposeSecret;
 use weatherflow::runs::{JobName, RunStatus, StoredReport};
+use weatherflow::scheduler::schedules::{Schedules, Timing};
 use weatherflow::scheduler::{RunContext, ScheduledJob, Scheduler, SchedulerOptions, Tick, TickOutcome};
-use weatherflow::schedules::{Schedules, Timing};
 
 fn timing(fields: &str) -> Timing {
     let text = format!(

@@ -344,10 +344,34 @@ async fn every_endpoint_answers_and_refuses_bad_input() {
         .iter()
         .map(|j| j["job"].as_str().unwrap())
         .collect();
-    assert_eq!(jobs, ["fetch", "persist", "analytics", "redrive", "replay"]);
+    assert_eq!(
+        jobs,
+        [
+            "fetch",
+            "persist",
+            "analytics",
+            "redrive",
+            "replay",
+            "maintenance"
+        ]
+    );
     assert!(
         status["jobs"][0]["next_fire"].is_string(),
         "schedules.toml gives fetch a next fire: {status}"
+    );
+    // The scheduler's fire time, the same function `weatherflow schedules` prints from.
+    let schedules = weatherflow::scheduler::schedules::Schedules::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../schedules.toml"),
+    )
+    .unwrap();
+    let next = status["jobs"][5]["next_fire"]
+        .as_str()
+        .expect("maintenance has a next fire");
+    let fired = weatherflow::scheduler::next_fire(&schedules.maintenance, chrono::Utc::now());
+    assert_eq!(
+        Some(next.to_owned()),
+        fired.map(weatherflow::runs::tick_text),
+        "{status}"
     );
 
     let latest = get_json(&http, &svc.url("/api/v1/observations/latest")).await;
@@ -545,6 +569,104 @@ async fn manual_runs_need_the_token_take_the_lock_and_are_recorded() {
     // The run wrote: the cached results are replaced at once.
     let latest = get_json(&http, &svc.url("/api/v1/results?last=1")).await;
     assert_eq!(latest["results"][0]["run_id"], id, "{latest}");
+    std::fs::remove_file(token_file).ok();
+}
+
+/// A WeatherAPI stand-in that never answers in time: every request hangs for a minute.
+async fn hanging_weatherapi() -> (String, tokio::task::JoinHandle<()>) {
+    let app = axum::Router::new().fallback(|| async {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        "{}"
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (format!("http://{addr}/v1"), server)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_started_over_http_whose_lock_session_dies_is_recorded_lock_lost() {
+    let ctx = TestContext::new().await;
+    let (base_url, server) = hanging_weatherapi().await;
+    let token_file = std::env::temp_dir().join(common::unique("wf-token"));
+    std::fs::write(&token_file, TOKEN).unwrap();
+    // A fetch of the shipped schedule's locations from a WeatherAPI that never answers: the run is
+    // still going when its lock's session is killed.
+    let svc = Service::serve(
+        &ctx,
+        &[
+            ("WEATHERFLOW_WEB_TOKEN_FILE", token_file.to_str().unwrap()),
+            ("WEATHERAPI_KEY", "test-key"),
+            ("WEATHERFLOW_WEATHERAPI_BASE_URL", &base_url),
+            ("WEATHERFLOW_WEATHERAPI_TIMEOUT_SECS", "60"),
+            ("WEATHERFLOW_WEATHERAPI_MAX_TOTAL_SECS", "120"),
+            ("WEATHERFLOW_SCHEDULER_CANCEL_WAIT_SECS", "2"),
+        ],
+    );
+    let http = reqwest::Client::new();
+    let r = http
+        .post(svc.url("/api/v1/runs/fetch"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let accepted: Value = r.json().await.unwrap();
+    let id = accepted["run_id"].as_i64().expect("run id");
+
+    // The session holding the fetch job's lock (not the run's lease) dies, as at a server restart
+    // or an idle-session timeout.
+    let key = weatherflow::runs::lock::lock_key(weatherflow::runs::JobName::Fetch);
+    let (hi, lo) = ((key >> 32) & 0xffff_ffff, key & 0xffff_ffff);
+    let pid = ctx
+        .scalar_i64(&format!(
+            "SELECT pid::bigint FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+             WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database() \
+             AND l.classid::bigint = {hi} AND l.objid::bigint = {lo}"
+        ))
+        .await;
+    let status = ctx
+        .scalar_i64(&format!(
+            "SELECT count(*) FROM job_runs WHERE id = {id} AND status = 'running'"
+        ))
+        .await;
+    assert_eq!(status, 1, "run {id} should still be going when its lock is lost");
+    let killed = Instant::now();
+    ctx.db
+        .execute_unprepared(&format!("SELECT pg_terminate_backend({pid})"))
+        .await
+        .unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let run = loop {
+        let runs = get_json(&http, &svc.url("/api/v1/runs?job=fetch&last=1")).await;
+        let run = runs["runs"][0].clone();
+        if run["id"] == id && run["status"] != "running" {
+            break run;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {id} still running 30 s after its lock was lost: {runs}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!(
+        "lock session killed: the HTTP run recorded its end {} ms later",
+        killed.elapsed().as_millis()
+    );
+    assert_eq!(run["trigger"], "manual", "{run}");
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["error"], "lock lost", "{run}");
+    // The lock is free again, and the server goes on.
+    let free = weatherflow::runs::lock::JobLock::try_acquire(&ctx.db, weatherflow::runs::JobName::Fetch)
+        .await
+        .unwrap()
+        .expect("the fetch lock is free once the run stopped");
+    free.release().await.unwrap();
+    assert_eq!(raw_http::blocking_get(&svc.url("/healthz")).unwrap(), 200);
+    server.abort();
     std::fs::remove_file(token_file).ok();
 }
 

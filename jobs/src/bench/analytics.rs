@@ -13,8 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, redact_url};
 use crate::db::ScratchDatabase;
+use crate::executor::Executor;
 use crate::jobs::analytics::{self, AnalyticsRequest, AnalyticsSummary, SCOPE_ALL};
-use crate::runs::{self, JobName, Trigger};
+use crate::runs::JobName;
 
 /// Runs of each timed step; the median is reported.
 const REPEATS: usize = 3;
@@ -315,15 +316,17 @@ async fn run_job(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(Duration, AnalyticsSummary)> {
     let t = Instant::now();
-    let summary = runs::recorded(conn, JobName::Analytics, Trigger::Manual, |id| {
-        // Every row: this benchmark compares the job with regr_* over the whole table.
-        let req = AnalyticsRequest {
-            all_history: true,
-            ..AnalyticsRequest::default()
-        };
-        analytics::run(config, conn, id, req, shutdown.clone())
-    })
-    .await?;
+    let exec = Executor::from_config(conn.clone(), config);
+    let (_, summary) = exec
+        .run_by_hand(JobName::Analytics, shutdown, |ctx| {
+            // Every row: this benchmark compares the job with regr_* over the whole table.
+            let req = AnalyticsRequest {
+                all_history: true,
+                ..AnalyticsRequest::default()
+            };
+            analytics::run(config, conn, ctx.run_id, req, ctx.cancel)
+        })
+        .await?;
     Ok((t.elapsed(), summary))
 }
 

@@ -14,10 +14,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::db::ScratchDatabase;
+use crate::executor::Executor;
 use crate::jobs::analytics::{self, AnalyticsRequest, AnalyticsSummary};
 use crate::jobs::persist::store::{copy_header, copy_trailer};
 use crate::partitions;
-use crate::runs::{self, JobName, Trigger};
+use crate::runs::JobName;
 
 /// Alternating runs of each side; the median and the range are reported.
 const REPEATS: usize = 5;
@@ -179,16 +180,18 @@ async fn run_job(
     reset_peak_rss();
     let conn = side.scratch.conn();
     let t = Instant::now();
-    let summary = runs::recorded(conn, JobName::Analytics, Trigger::Manual, |id| {
-        analytics::run(
-            &side.config,
-            conn,
-            id,
-            AnalyticsRequest::default(),
-            shutdown.clone(),
-        )
-    })
-    .await?;
+    let exec = Executor::from_config(conn.clone(), &side.config);
+    let (_, summary) = exec
+        .run_by_hand(JobName::Analytics, shutdown, |ctx| {
+            analytics::run(
+                &side.config,
+                conn,
+                ctx.run_id,
+                AnalyticsRequest::default(),
+                ctx.cancel,
+            )
+        })
+        .await?;
     Ok((t.elapsed(), peak_rss_kib().unwrap_or(0), summary))
 }
 

@@ -51,12 +51,8 @@ pub enum Command {
     },
     /// Check that Kafka and PostgreSQL answer, and report what they hold.
     Check,
-    /// Validate schedules.toml and print each job's next five fire times.
-    Schedules {
-        /// Schedules file (default: the configuration's scheduler.schedules_path).
-        #[arg(long)]
-        file: Option<PathBuf>,
-    },
+    /// Validate schedules.toml and print each job's next fire times (the scheduler's).
+    Schedules(schedules::SchedulesArgs),
     /// Run one job now (trigger = manual), recorded in the run history.
     Run {
         /// The job.
@@ -148,7 +144,7 @@ pub async fn execute() -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate { action, steps } => migrate::run(&config, action, steps).await,
         Command::Check => check::run(&config).await,
-        Command::Schedules { file } => schedules::print(&config, file.as_deref()),
+        Command::Schedules(args) => schedules::print(&config, &args),
         Command::Run { job } => run::run(&config, job, shutdown).await,
         Command::Replay(flags) => replay::run(&config, flags, shutdown).await,
         Command::Runs { job, last } => runs::run(&config, job, last).await,

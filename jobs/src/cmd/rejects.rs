@@ -14,10 +14,10 @@ use tokio_util::sync::CancellationToken;
 use super::table;
 use crate::config::Config;
 use crate::db;
+use crate::executor::{ExecError, Executor};
 use crate::jobs::persist::redrive::quarantine::{self, Selection, State};
 use crate::jobs::persist::redrive::{self, RedriveRequest, RedriveSummary};
-use crate::runs::lock::JobLock;
-use crate::runs::{self, JobName, Trigger};
+use crate::runs::JobName;
 
 mod show;
 
@@ -250,31 +250,32 @@ async fn redrive(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let req = RedriveRequest::from(flags);
-    let mut progress = progress_printer();
     if req.dry_run {
+        let mut progress = progress_printer();
         let summary = redrive::dry_run(config, conn, req, shutdown, &mut progress).await?;
         print!("{}", report(&summary, None));
         return Ok(());
     }
-    let mut lock = JobLock::try_acquire(conn, JobName::Redrive)
-        .await?
-        .context("another re-drive is in progress; try again when it has finished")?;
-    // Re-drives run only under this lock: a `running` row now is one whose process died.
-    runs::close_dead(conn, JobName::Redrive).await?;
-    let cancel = shutdown.child_token();
-    let mut run_id = None;
-    let result = runs::recorded(conn, JobName::Redrive, Trigger::Manual, |id| {
-        run_id = Some(id);
-        lock.guard(
-            &cancel,
-            redrive::run(config, conn, id, req, cancel.clone(), &mut progress),
-        )
-    })
-    .await;
-    let released = lock.release().await;
-    let summary = result?;
-    print!("{}", report(&summary, run_id));
-    Ok(released?)
+    let exec = Executor::from_config(conn.clone(), config);
+    // Re-drives run only under the job's lock: a `running` row then is one whose process died, and
+    // the claim closes it.
+    let ran = exec
+        .run_by_hand(JobName::Redrive, &shutdown, |ctx| {
+            let req = req.clone();
+            async move {
+                let mut progress = progress_printer();
+                redrive::run(config, conn, ctx.run_id, req, ctx.cancel, &mut progress).await
+            }
+        })
+        .await;
+    let (run_id, summary) = ran.map_err(|e| match e {
+        ExecError::Held(_) => {
+            anyhow::anyhow!("another re-drive is in progress; try again when it has finished")
+        }
+        e => e.into(),
+    })?;
+    print!("{}", report(&summary, Some(run_id)));
+    Ok(())
 }
 
 /// The closing report of a re-drive.

@@ -13,8 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::db;
+use crate::executor::{Executor, Launch};
 use crate::jobs::persist::replay::{self, ReplayFrom, ReplayRequest, ReplaySummary};
-use crate::runs::{self, JobName, Trigger};
+use crate::runs::JobName;
 
 /// How often the progress line is printed.
 const PROGRESS_EVERY: Duration = Duration::from_secs(3);
@@ -101,24 +102,19 @@ fn offsets(specs: &[String], partitions: &BTreeSet<i32>) -> anyhow::Result<BTree
 pub async fn run(config: &Config, flags: ReplayFlags, shutdown: CancellationToken) -> anyhow::Result<()> {
     let req = flags.into_request()?;
     let conn = db::connect(&config.database).await?;
-    let mut lock = super::run::lock(&conn, JobName::Replay).await?;
-    // Under the lock, a `running` replay row belongs to a process that died.
-    runs::close_dead(&conn, JobName::Replay).await?;
-    let cancel = shutdown.child_token();
+    let exec = Executor::from_config(conn.clone(), config);
+    // Under the lock, a `running` replay row belongs to a process that died: the claim closes it.
+    let claim = exec.claim(JobName::Replay).await?;
     let (progress, watching) = watch::channel(ReplaySummary::default());
     let printer = tokio::spawn(print_progress(watching));
-    let result = runs::recorded(&conn, JobName::Replay, Trigger::Manual, |id| {
-        lock.guard(
-            &cancel,
-            replay::run(config, &conn, id, req, cancel.clone(), &progress),
-        )
-    })
-    .await;
+    let result = exec
+        .run(claim, Launch::manual(&shutdown), |ctx| {
+            replay::run(config, &conn, ctx.run_id, req.clone(), ctx.cancel, &progress)
+        })
+        .await;
     drop(progress);
     let _ = printer.await;
-    let released = lock.release().await;
-    result?;
-    Ok(released?)
+    Ok(result?.into_result()?)
 }
 
 /// Prints the progress line every [`PROGRESS_EVERY`] while the replay runs, and once at the end.

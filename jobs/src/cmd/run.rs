@@ -1,8 +1,9 @@
-//! `weatherflow run <job>` and `weatherflow consumer`: one manual run, recorded in job_runs.
+//! `weatherflow run <job>` and `weatherflow consumer`: one manual run on the run executor
+//! ([`crate::executor`]), recorded in job_runs.
 //!
-//! Manual fetch and analytics runs take the same advisory lock as scheduled ones, so a run by hand
-//! never overlaps a scheduled run of the same job on any replica (it fails at once, saying so). A
-//! manual run whose lock is lost is cancelled and recorded failed ("lock lost").
+//! Manual fetch, analytics and maintenance runs take the same advisory lock as scheduled ones, so a
+//! run by hand never overlaps a scheduled run of the same job on any replica (it fails at once,
+//! saying so). A manual run whose lock is lost is cancelled and recorded failed ("lock lost").
 
 use std::path::PathBuf;
 
@@ -12,11 +13,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::db;
-use crate::jobs::analytics::{self, AnalyticsRequest, FitSource};
-use crate::jobs::fetch::{self, AutoSource, FetchRequest, SourceChoice};
-use crate::jobs::persist::{self, PersistRequest};
-use crate::runs::lock::JobLock;
-use crate::runs::{self, JobName, Trigger};
+use crate::executor::catalog::{self, JobRequest};
+use crate::executor::{Executor, Launch};
+use crate::jobs::analytics::{AnalyticsRequest, FitSource};
+use crate::jobs::fetch::{AutoSource, FetchRequest, SourceChoice};
+use crate::jobs::persist::PersistRequest;
+use crate::scheduler::schedules;
 
 /// `weatherflow run <job>`.
 #[derive(Debug, Subcommand)]
@@ -27,6 +29,8 @@ pub enum RunJob {
     Persist(PersistFlags),
     /// Fit temp_c ~ wind_kph and store the results.
     Analytics(AnalyticsFlags),
+    /// Keep the monthly partitions of observations (settings: the configuration's `[maintenance]`).
+    Maintenance,
 }
 
 /// Flags of `weatherflow run fetch`; what is not given comes from the schedule's `[fetch.args]`.
@@ -120,8 +124,6 @@ impl From<AnalyticsFlags> for AnalyticsRequest {
         AnalyticsRequest {
             since: f.since,
             all_history: f.all_history,
-            // A manual run is the nightly run by hand: partition maintenance included.
-            maintenance: true,
             until: f.until,
             min_samples: f.min_samples,
             plot: f.plot,
@@ -134,92 +136,51 @@ impl From<AnalyticsFlags> for AnalyticsRequest {
 
 /// Runs the chosen job once.
 pub async fn run(config: &Config, job: RunJob, shutdown: CancellationToken) -> anyhow::Result<()> {
-    match job {
+    let req = match job {
         RunJob::Fetch(flags) => {
             let schedule = if flags.needs_schedule() {
-                Some(super::schedules::load(config, None)?.fetch.args)
+                Some(schedules::load(config, None)?.fetch.args)
             } else {
                 None
             };
             let mut config = config.clone();
             config.fetch.allow_simulated_beside_real |= flags.allow_simulated_beside_real;
-            fetch_once(&config, flags.into_request(schedule.as_ref()), shutdown).await
+            let mut req = flags.into_request(schedule.as_ref());
+            // `auto` decided (and logged) as at any process start.
+            req.source = AutoSource::at_start(&config)?.apply(req.source);
+            return once(&config, JobRequest::Fetch(req), shutdown).await;
         }
-        RunJob::Persist(flags) => {
-            let req = PersistRequest {
-                until_idle: flags.until_idle,
-            };
-            persist_once(config, req, shutdown).await
-        }
-        RunJob::Analytics(flags) => analytics_once(config, flags.into(), shutdown).await,
-    }
+        RunJob::Persist(flags) => JobRequest::Persist(PersistRequest {
+            until_idle: flags.until_idle,
+        }),
+        RunJob::Analytics(flags) => JobRequest::Analytics(flags.into()),
+        RunJob::Maintenance => JobRequest::Maintenance,
+    };
+    once(config, req, shutdown).await
 }
 
 /// `weatherflow consumer`: the persist job until stopped.
 pub async fn consumer(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    persist_once(config, PersistRequest { until_idle: false }, shutdown).await
+    once(
+        config,
+        JobRequest::Persist(PersistRequest { until_idle: false }),
+        shutdown,
+    )
+    .await
 }
 
-/// Takes `job`'s advisory lock or fails with a message saying another run holds it.
-pub(super) async fn lock(conn: &sea_orm::DatabaseConnection, job: JobName) -> anyhow::Result<JobLock> {
-    JobLock::try_acquire(conn, job).await?.ok_or_else(|| {
-        anyhow::anyhow!(
-            "another {job} run (scheduled or manual) is in progress; try again when it has finished"
-        )
-    })
-}
-
-/// One manual fetch: `auto` decided (and logged) as at any process start, refused like a scheduled
-/// run when simulated beside real data.
-async fn fetch_once(
-    config: &Config,
-    mut req: FetchRequest,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    req.source = AutoSource::at_start(config)?.apply(req.source);
+/// One manual run of `req` on the executor: claimed (fails at once when another run holds the
+/// job's lock), run, recorded.
+async fn once(config: &Config, req: JobRequest, shutdown: CancellationToken) -> anyhow::Result<()> {
     let conn = db::connect(&config.database).await?;
-    let mut lock = lock(&conn, JobName::Fetch).await?;
-    let cancel = shutdown.child_token();
-    let result = runs::recorded(&conn, JobName::Fetch, Trigger::Manual, |_| {
-        lock.guard(&cancel, fetch::run_checked(config, &conn, req, cancel.clone()))
-    })
-    .await;
-    let released = lock.release().await;
-    result?;
-    Ok(released?)
-}
-
-async fn persist_once(
-    config: &Config,
-    req: PersistRequest,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let conn = db::connect(&config.database).await?;
-    // Persist runs in many processes at once, under no job lock: a row left `running` by one that
-    // was killed is found by its free run lock.
-    runs::close_dead(&conn, JobName::Persist).await?;
-    runs::recorded(&conn, JobName::Persist, Trigger::Manual, |_| {
-        persist::run(config, &conn, req, shutdown)
-    })
-    .await?;
-    Ok(())
-}
-
-async fn analytics_once(
-    config: &Config,
-    req: AnalyticsRequest,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let conn = db::connect(&config.database).await?;
-    let mut lock = lock(&conn, JobName::Analytics).await?;
-    let cancel = shutdown.child_token();
-    let result = runs::recorded(&conn, JobName::Analytics, Trigger::Manual, |id| {
-        lock.guard(&cancel, analytics::run(config, &conn, id, req, cancel.clone()))
-    })
-    .await;
-    let released = lock.release().await;
-    result?;
-    Ok(released?)
+    let exec = Executor::from_config(conn.clone(), config);
+    let claim = exec.claim(req.job()).await?;
+    let outcome = exec
+        .run(claim, Launch::manual(&shutdown), |ctx| {
+            catalog::run(config, &conn, req.clone(), ctx)
+        })
+        .await?;
+    Ok(outcome.into_result()?)
 }
 
 #[cfg(test)]
@@ -240,9 +201,9 @@ mod tests {
     }
 
     #[test]
-    fn a_manual_analytics_run_is_the_nightly_run_and_all_history_lifts_the_window() {
+    fn a_manual_analytics_run_has_the_default_window_and_all_history_lifts_it() {
         let default = analytics(&[]).unwrap();
-        assert!(default.maintenance && !default.all_history && default.since.is_none());
+        assert!(!default.all_history && default.since.is_none());
         assert!(analytics(&["--all-history"]).unwrap().all_history);
         assert!(analytics(&["--all-history", "--since", "2026-11-01T00:00:00Z"]).is_err());
         assert_eq!(default.source, FitSource::Auto);

@@ -1,5 +1,5 @@
-//! `weatherflow scheduler`: the long-running service. fetch and analytics on their schedules, and the
-//! persist consumer alongside (unless `--no-consumer`), until SIGTERM or SIGINT.
+//! `weatherflow scheduler`: the long-running service. fetch, analytics and maintenance on their
+//! schedules, and the persist consumer alongside (unless `--no-consumer`), until SIGTERM or SIGINT.
 
 use std::sync::Arc;
 
@@ -8,24 +8,26 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::db;
+use crate::executor::catalog::{self, JobRequest};
+use crate::executor::{Executor, Launch};
 use crate::jobs::fetch::AutoSource;
-use crate::jobs::persist::{self, PersistRequest};
-use crate::runs::{self, JobName, Trigger};
-use crate::scheduler::{Scheduler, SchedulerOptions, catalog};
+use crate::jobs::persist::PersistRequest;
+use crate::runs::{JobName, Trigger};
+use crate::scheduler::{Scheduler, SchedulerOptions, catalog as pipeline, schedules};
 
 /// Runs the scheduler until shutdown. A failure of either half (scheduler or consumer) stops the other
 /// and then the whole service (the process exits non-zero, for the supervisor to restart it); shutdown
 /// by signal exits cleanly.
 pub async fn run(config: &Config, with_consumer: bool, shutdown: CancellationToken) -> anyhow::Result<()> {
     // Validated before anything starts: a bad schedules file names the job and field and stops here.
-    let mut schedules = super::schedules::load(config, None)?;
+    let mut schedules = schedules::load(config, None)?;
     let auto = AutoSource::at_start(config)?;
     schedules.fetch.args.source = auto.apply(schedules.fetch.args.source);
     let conn = db::connect(&config.database).await?;
     let replica = config.scheduler.replica.clone().unwrap_or_else(default_replica);
     tracing::info!(%replica, consumer = with_consumer, "scheduler starting");
 
-    let jobs = catalog::pipeline_jobs(Arc::new(config.clone()), conn.clone(), &schedules);
+    let jobs = pipeline::pipeline_jobs(Arc::new(config.clone()), conn.clone(), &schedules);
     let scheduler = Scheduler::new(
         conn.clone(),
         jobs,
@@ -36,23 +38,25 @@ pub async fn run(config: &Config, with_consumer: bool, shutdown: CancellationTok
             return Ok(());
         }
         // The consumer stops at once on shutdown (it commits what it stored); it does not wait for the
-        // scheduled jobs' grace period. Rows of persist runs killed earlier are closed first.
-        runs::close_dead(&conn, JobName::Persist)
-            .await
-            .context("closing abandoned persist runs")?;
-        let result = runs::recorded(&conn, JobName::Persist, Trigger::Schedule, |_| {
-            persist::run(
-                config,
-                &conn,
-                PersistRequest { until_idle: false },
-                shutdown.clone(),
-            )
-        })
+        // scheduled jobs' grace period. Rows of persist runs killed earlier are closed by the claim.
+        let exec = Executor::from_config(conn.clone(), config);
+        let launch = Launch {
+            trigger: Trigger::Schedule,
+            ..Launch::manual(&shutdown)
+        };
+        let req = JobRequest::Persist(PersistRequest { until_idle: false });
+        let result = async {
+            let claim = exec.claim(JobName::Persist).await?;
+            let outcome = exec
+                .run(claim, launch, |ctx| catalog::run(config, &conn, req.clone(), ctx))
+                .await?;
+            anyhow::Ok(outcome.into_result()?)
+        }
         .await;
         if result.is_err() {
             shutdown.cancel();
         }
-        result.map(|_| ()).context("the persist consumer stopped")
+        result.context("the persist consumer stopped")
     };
     // Either half failing stops the other (cleanly) and then the process, non-zero: a process with
     // only one half alive would look healthy to its supervisor while never ticking (or consuming).

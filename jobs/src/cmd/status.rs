@@ -10,15 +10,14 @@ use crate::config::Config;
 use crate::db::{self, EXACT_BELOW, SourceCount, TableCount};
 use crate::kafka::{self, PartitionLag};
 use crate::runs::{self, JobName};
-use crate::scheduler::ticker;
-use crate::schedules::{Schedules, Timing};
+use crate::scheduler::schedules::{Schedules, Timing};
 
 /// Prints the platform's status. Kafka being unreachable or the schedules file being invalid is shown,
 /// not fatal: status is what one runs when something is wrong.
 pub async fn run(config: &Config) -> anyhow::Result<()> {
     let conn = db::connect(&config.database).await?;
     let now = Utc::now();
-    let schedules = super::schedules::load(config, None);
+    let schedules = crate::scheduler::schedules::load(config, None);
 
     println!("jobs:");
     print!("{}", jobs_table(&conn, schedules.as_ref().ok(), now).await?);
@@ -95,6 +94,7 @@ async fn jobs_table(
                 (JobName::Redrive | JobName::Replay, _) => "on demand".to_owned(),
                 (JobName::Fetch, Some(s)) => next_fire(&s.fetch.timing, now),
                 (JobName::Analytics, Some(s)) => next_fire(&s.analytics.timing, now),
+                (JobName::Maintenance, Some(s)) => next_fire(&s.maintenance, now),
                 (_, None) => "-".to_owned(),
             };
             match last {
@@ -157,7 +157,7 @@ fn next_fire(timing: &Timing, now: DateTime<Utc>) -> String {
     if !timing.enabled {
         return "disabled".into();
     }
-    match ticker::next_fire(timing, now) {
+    match crate::scheduler::next_fire(timing, now) {
         Some(at) => format!("{} (in {})", runs::tick_text(at), age(at - now)),
         None => "never".into(),
     }

@@ -24,8 +24,8 @@ use secrecy::{ExposeSecret, SecretString};
 pub use kafka_client::ClientProperties;
 pub(crate) use kafka_client::is_secret_property;
 pub use sections::{
-    AnalyticsConfig, DatabaseConfig, FetchConfig, KafkaConfig, PersistConfig, SchedulerConfig,
-    WeatherApiConfig,
+    AnalyticsConfig, DatabaseConfig, FetchConfig, KafkaConfig, MaintenanceConfig, PersistConfig,
+    SchedulerConfig, WeatherApiConfig,
 };
 pub use web::WebConfig;
 
@@ -60,6 +60,16 @@ pub enum ConfigError {
         /// What was expected (never the value of a secret).
         message: String,
     },
+    /// A setting that moved: its old name, in the file or the environment, is refused with the new one.
+    #[error("{old} is now {new}: rename it (in the configuration file, or the variable {new_var})")]
+    Moved {
+        /// The old `section.field` or variable.
+        old: String,
+        /// The new `section.field`.
+        new: &'static str,
+        /// The new field's environment variable.
+        new_var: &'static str,
+    },
     /// A `WEATHERFLOW_*` variable that is neither a field nor one of [`OTHER_VARIABLES`]; most
     /// likely a typo, which would otherwise be ignored silently.
     #[error(
@@ -84,6 +94,36 @@ pub const OTHER_VARIABLES: &[(&str, &str)] = &[
     ),
 ];
 
+/// Settings that moved to another section: `(old section.field, old variable, new section.field, new
+/// variable)`. The old names are refused with the new one rather than ignored, so a deployment that
+/// still sets them learns at start that its value no longer applies.
+const MOVED: &[(&str, &str, &str, &str)] = &[
+    (
+        "persist.partition_months_ahead",
+        "WEATHERFLOW_PERSIST_PARTITION_MONTHS_AHEAD",
+        "maintenance.months_ahead",
+        "WEATHERFLOW_MAINTENANCE_MONTHS_AHEAD",
+    ),
+    (
+        "persist.retention_months",
+        "WEATHERFLOW_PERSIST_RETENTION_MONTHS",
+        "maintenance.retention_months",
+        "WEATHERFLOW_MAINTENANCE_RETENTION_MONTHS",
+    ),
+];
+
+/// The [`ConfigError::Moved`] of `name` (a `section.field` or a variable), if it is an old name.
+fn moved(name: &str) -> Option<ConfigError> {
+    MOVED
+        .iter()
+        .find(|(path, var, _, _)| *path == name || *var == name)
+        .map(|&(_, _, new, new_var)| ConfigError::Moved {
+            old: name.to_owned(),
+            new,
+            new_var,
+        })
+}
+
 /// The whole configuration of weatherflow.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -100,6 +140,8 @@ pub struct Config {
     pub persist: PersistConfig,
     /// The analytics job.
     pub analytics: AnalyticsConfig,
+    /// The partition maintenance job.
+    pub maintenance: MaintenanceConfig,
     /// The scheduler service.
     pub scheduler: SchedulerConfig,
     /// Web mode: `weatherflow serve` and the `--http` listeners.
@@ -174,7 +216,7 @@ impl Config {
     }
 
     /// The sections, in the order the reference lists them.
-    pub(crate) fn sections(&self) -> [&dyn Section; 8] {
+    pub(crate) fn sections(&self) -> [&dyn Section; 9] {
         [
             &self.database,
             &self.kafka,
@@ -182,12 +224,13 @@ impl Config {
             &self.fetch,
             &self.persist,
             &self.analytics,
+            &self.maintenance,
             &self.scheduler,
             &self.web,
         ]
     }
 
-    fn sections_mut(&mut self) -> [&mut dyn Section; 8] {
+    fn sections_mut(&mut self) -> [&mut dyn Section; 9] {
         [
             &mut self.database,
             &mut self.kafka,
@@ -195,6 +238,7 @@ impl Config {
             &mut self.fetch,
             &mut self.persist,
             &mut self.analytics,
+            &mut self.maintenance,
             &mut self.scheduler,
             &mut self.web,
         ]
@@ -215,6 +259,9 @@ impl Config {
         for (section, value) in &table {
             let Some(fields) = value.as_table() else { continue };
             for name in fields.keys() {
+                if let Some(e) = moved(&format!("{section}.{name}")) {
+                    return Err(e);
+                }
                 origins
                     .set
                     .insert(format!("{section}.{name}"), Origin::File(path.to_path_buf()));
@@ -239,6 +286,9 @@ impl Config {
         }
         for (var, text) in env {
             let Some(&(i, doc)) = by_var.get(&var) else {
+                if let Some(e) = moved(&var) {
+                    return Err(e);
+                }
                 let ours = var.starts_with("WEATHERFLOW_");
                 if ours && !OTHER_VARIABLES.iter().any(|(name, _)| *name == var) {
                     return Err(ConfigError::UnknownVariable { var });

@@ -212,12 +212,18 @@ section! {
         /// producer's `message.max.bytes`: large enough for any record the observations topic
         /// accepts.
         pub dlq_max_message_bytes: usize = 8 * 1024 * 1024;
-        /// `observations` is partitioned by month (UTC); the nightly maintenance step keeps a
-        /// partition ready for the current month and this many months after it.
-        pub partition_months_ahead: u32 = 2;
-        /// Months of observations kept: the nightly maintenance step drops the partitions of months
-        /// older than the current month minus this many (12 keeps this month and the 12 before
-        /// it). Unset: everything is kept.
+    }
+}
+
+section! {
+    /// Partition maintenance job settings (the job's schedule is `[maintenance]` in schedules.toml).
+    pub struct MaintenanceConfig in "maintenance" {
+        /// `observations` is partitioned by month (UTC); the maintenance job keeps a partition
+        /// ready for the current month and this many months after it.
+        pub months_ahead: u32 = 2;
+        /// Months of observations kept: the maintenance job drops the partitions of months older
+        /// than the current month minus this many (12 keeps this month and the 12 before it).
+        /// Unset: everything is kept.
         pub retention_months: Option<u32> = None;
     }
 }
@@ -248,8 +254,9 @@ section! {
         pub schedules_path: PathBuf = PathBuf::from("schedules.toml");
         /// How long running jobs may take to finish after SIGTERM, in seconds.
         pub shutdown_grace_secs: u64 = 30;
-        /// After a run is cancelled (timeout, or the grace period ran out), how many seconds it gets
-        /// to notice and return before it is dropped. Its row is recorded failed either way.
+        /// After a run is cancelled (timeout, a lost job lock, or the grace period ran out; runs by
+        /// hand and over HTTP too), how many seconds it gets to notice and return before it is
+        /// dropped. Its row is recorded failed either way.
         pub cancel_wait_secs: u64 = 5;
         /// This process's name in the run history (`details.replica`), to tell replicas apart.
         /// Unset: `<hostname>:<pid>`.

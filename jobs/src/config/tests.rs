@@ -209,3 +209,26 @@ fn cluster_settings_from_the_environment() {
         (3, Some(2))
     );
 }
+
+#[test]
+fn moved_partition_settings_are_refused_with_their_new_names() {
+    let dir = Scratch::new("moved");
+    let file = dir.file("[persist]\nretention_months = 12\n");
+    let err = Config::load_from(Some(&file), env(&[])).unwrap_err().to_string();
+    assert!(
+        err.contains("persist.retention_months is now maintenance.retention_months"),
+        "{err}"
+    );
+    let err = Config::load_from(None, env(&[("WEATHERFLOW_PERSIST_PARTITION_MONTHS_AHEAD", "3")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("maintenance.months_ahead") && err.contains("WEATHERFLOW_MAINTENANCE_MONTHS_AHEAD"),
+        "{err}"
+    );
+    let c = Config::load_from(None, env(&[("WEATHERFLOW_MAINTENANCE_RETENTION_MONTHS", "6")])).unwrap();
+    assert_eq!(
+        (c.maintenance.months_ahead, c.maintenance.retention_months),
+        (2, Some(6))
+    );
+}

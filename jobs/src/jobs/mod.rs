@@ -2,4 +2,5 @@
 
 pub mod analytics;
 pub mod fetch;
+pub mod maintenance;
 pub mod persist;

@@ -15,16 +15,13 @@
 //! `failed` with [`LOCK_LOST`]; a new holder that finds a `running` row waits long enough for that
 //! loser to have stopped before it runs (see the scheduler).
 
-use std::future::Future;
 use std::time::Duration;
 
 use sea_orm::DatabaseConnection;
 
 use super::JobName;
-use crate::job_error::JobError;
 use sqlx::Postgres;
 use sqlx::pool::PoolConnection;
-use tokio_util::sync::CancellationToken;
 
 /// How often a running job checks that its lock is still held: a one-row query on the lock's session.
 pub const CHECK_EVERY: Duration = Duration::from_secs(2);
@@ -36,9 +33,6 @@ pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The error recorded for a run stopped because its lock was lost.
 pub const LOCK_LOST: &str = "lock lost";
-
-/// How long a manual run gets to return after it was cancelled for a lost lock.
-const MANUAL_CANCEL_WAIT: Duration = Duration::from_secs(10);
 
 /// Whether this session holds the advisory lock `$1`. PostgreSQL shows a bigint key as its high 32
 /// bits in `classid` and its low 32 bits in `objid`, with `objsubid` 1.
@@ -128,25 +122,6 @@ impl JobLock {
                 }
             }
         }
-    }
-
-    /// Runs `body` while the lock holds (manual runs). When the lock is lost, `cancel` (the body's
-    /// token) is cancelled, the body gets a moment to return, and the result is the error
-    /// [`LOCK_LOST`] whatever the body returned.
-    pub async fn guard<T, F>(&mut self, cancel: &CancellationToken, body: F) -> Result<T, JobError>
-    where
-        F: Future<Output = Result<T, JobError>>,
-    {
-        tokio::pin!(body);
-        tokio::select! {
-            returned = &mut body => return returned,
-            () = self.lost() => {}
-        }
-        cancel.cancel();
-        if tokio::time::timeout(MANUAL_CANCEL_WAIT, &mut body).await.is_err() {
-            tracing::warn!("run ignored cancellation after its lock was lost; dropped");
-        }
-        Err(JobError::interrupted(LOCK_LOST))
     }
 
     /// Lets the lock go. The session returns to the pool when PostgreSQL confirms the unlock, and is

@@ -20,10 +20,9 @@ use serde_json::Value;
 
 pub use entity::job_runs::{JobName, RunStatus, Trigger};
 
-use crate::job_error::{JobError, JobErrorKind, JobResultExt};
+pub use crate::report::{Completion, Report, StoredReport};
 
-/// How often a long run logs that it is still going (manual runs through [`recorded`], and every
-/// scheduled attempt).
+/// How often a long run logs that it is still going.
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 /// `details.reason` of a scheduled tick that found the job's advisory lock taken.
@@ -31,93 +30,6 @@ pub const REASON_LOCK_HELD: &str = "another run holds the lock";
 
 /// `details.reason` of a scheduled tick that another replica (or an earlier firing) already ran.
 pub const REASON_TICK_HANDLED: &str = "tick already handled";
-
-/// How a run that did not fail ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Completion {
-    /// It did its work.
-    Succeeded,
-    /// It had nothing it could do (e.g. too little data to fit), said why in `details`.
-    Skipped,
-}
-
-/// What a job reports about a finished run, stored in its `job_runs` row.
-pub trait Report {
-    /// Succeeded or skipped.
-    fn completion(&self) -> Completion {
-        Completion::Succeeded
-    }
-    /// Records read (fetch: locations asked; persist: messages consumed; analytics: rows read).
-    fn records_in(&self) -> Option<i64>;
-    /// Records written (fetch: messages produced; persist: rows stored; analytics: results stored).
-    fn records_out(&self) -> Option<i64>;
-    /// A job-specific summary as JSON (fetch: the per-location outcomes).
-    fn details(&self) -> Value;
-}
-
-/// A finished run's report in the form it is stored: what every [`Report`] boils down to. Lets the
-/// scheduler run any job body, whatever its summary type.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredReport {
-    /// Succeeded or skipped.
-    pub completion: Completion,
-    /// Records read.
-    pub records_in: Option<i64>,
-    /// Records written.
-    pub records_out: Option<i64>,
-    /// The job-specific summary.
-    pub details: Value,
-}
-
-impl StoredReport {
-    /// A success with nothing to report (test bodies, trivial jobs).
-    pub fn succeeded() -> Self {
-        Self {
-            completion: Completion::Succeeded,
-            records_in: None,
-            records_out: None,
-            details: Value::Null,
-        }
-    }
-
-    /// The stored form of `report`.
-    pub fn of<R: Report + ?Sized>(report: &R) -> Self {
-        Self {
-            completion: report.completion(),
-            records_in: report.records_in(),
-            records_out: report.records_out(),
-            details: report.details(),
-        }
-    }
-
-    /// The `job_runs.status` this outcome is recorded with.
-    pub fn status(&self) -> RunStatus {
-        match self.completion {
-            Completion::Succeeded => RunStatus::Succeeded,
-            Completion::Skipped => RunStatus::Skipped,
-        }
-    }
-}
-
-impl Report for StoredReport {
-    fn completion(&self) -> Completion {
-        self.completion
-    }
-    fn records_in(&self) -> Option<i64> {
-        self.records_in
-    }
-    fn records_out(&self) -> Option<i64> {
-        self.records_out
-    }
-    fn details(&self) -> Value {
-        self.details.clone()
-    }
-}
-
-/// Inserts a `running` row and returns its id.
-pub async fn start(db: &DatabaseConnection, job: JobName, trigger: Trigger) -> Result<i64, DbErr> {
-    start_with(db, job, trigger, None).await
-}
 
 /// Inserts a `running` row with `details` already set (the scheduler's tick and attempt, so that other
 /// replicas see which tick is being run) and returns its id.
@@ -192,14 +104,14 @@ pub async fn finish(db: &DatabaseConnection, id: i64, end: &RunEnd) -> Result<()
     Ok(())
 }
 
-/// How often, and how far apart, [`recorded`] tries to close its row: a run that ended in a database
+/// How often, and how far apart, a run tries to close its row: a run that ended in a database
 /// outage (a persist run stopped during one) records its outcome if the database is back within
 /// about 5 s, rather than leaving its row to be closed as abandoned.
 const FINISH_TRIES: u32 = 10;
 const FINISH_PAUSE: Duration = Duration::from_millis(500);
 
 /// [`finish`], tried up to [`FINISH_TRIES`] times.
-async fn finish_patiently(db: &DatabaseConnection, id: i64, end: &RunEnd) -> Result<(), DbErr> {
+pub(crate) async fn finish_patiently(db: &DatabaseConnection, id: i64, end: &RunEnd) -> Result<(), DbErr> {
     let mut tries = 1;
     loop {
         match finish(db, id, end).await {
@@ -211,79 +123,6 @@ async fn finish_patiently(db: &DatabaseConnection, id: i64, end: &RunEnd) -> Res
             done => return done,
         }
     }
-}
-
-/// Runs `body` inside a `job_runs` row: `running` before, the outcome after. The body gets the run's id
-/// (analytics links its results to it). A failed body is recorded `failed` with its full error chain
-/// (and its partial report, when it has one) and returned to the caller unchanged.
-///
-/// While the body runs, the row's process holds the row's run lock ([`lock::RunLease`]), so that a
-/// later start can tell a row left `running` by a killed process from a live one
-/// ([`close_dead`]).
-pub async fn recorded<T, F, Fut>(
-    db: &DatabaseConnection,
-    job: JobName,
-    trigger: Trigger,
-    body: F,
-) -> Result<T, JobError>
-where
-    T: Report,
-    F: FnOnce(i64) -> Fut,
-    Fut: Future<Output = Result<T, JobError>>,
-{
-    let lease = lock::RunLease::start(db, job, trigger)
-        .await
-        .job(JobErrorKind::Retryable, "recording the run's start in job_runs")?;
-    let id = lease.run_id();
-    tracing::info!(
-        job = job.as_str(),
-        run_id = id,
-        trigger = trigger.as_str(),
-        "run started"
-    );
-    let result = with_progress(job, id, body(id)).await;
-    let end = match &result {
-        Ok(report) => {
-            let stored = StoredReport::of(report);
-            RunEnd {
-                status: stored.status(),
-                records: (stored.records_in, stored.records_out),
-                error: None,
-                details: Some(stored.details),
-            }
-        }
-        Err(err) => {
-            let partial = err.report();
-            RunEnd {
-                status: RunStatus::Failed,
-                records: partial.map_or((None, None), |r| (r.records_in, r.records_out)),
-                error: Some(err.to_string()),
-                details: partial.map(|r| r.details.clone()),
-            }
-        }
-    };
-    let recorded = finish_patiently(db, id, &end).await;
-    // The lease goes only once the row is closed: a row is never `running` without a live holder
-    // unless its process died.
-    lease.release().await;
-    match &result {
-        Ok(_) => tracing::info!(
-            job = job.as_str(),
-            run_id = id,
-            status = end.status.as_str(),
-            "run finished"
-        ),
-        Err(err) => {
-            tracing::error!(job = job.as_str(), run_id = id, kind = err.kind().as_str(), error = %err, "run failed")
-        }
-    }
-    if let Err(db_err) = recorded {
-        tracing::error!(job = job.as_str(), run_id = id, error = %db_err, "could not record the run's outcome");
-        if result.is_ok() {
-            return Err(JobError::retryable(db_err).context("recording the run's outcome in job_runs"));
-        }
-    }
-    result
 }
 
 /// Awaits `body`, logging every [`PROGRESS_EVERY`] that run `run_id` of `job` is still going, so a
@@ -391,8 +230,8 @@ pub async fn close_abandoned(db: &DatabaseConnection, which: Abandoned) -> Resul
 }
 
 /// Closes the `running` rows of `job` whose process is gone, found by their free run locks
-/// ([`lock::RunLease`]). For jobs whose every run goes through [`recorded`] (persist, which runs in
-/// many processes at once and has no job lock); a scheduled fetch or analytics row holds no run lock,
+/// ([`lock::RunLease`]). For jobs whose rows hold leases (persist, which runs in many processes at
+/// once and has no job lock); a scheduled fetch or analytics row holds no run lock,
 /// and is closed by the scheduler under the job's lock instead. Returns how many rows were closed.
 pub async fn close_dead(db: &DatabaseConnection, job: JobName) -> Result<u64, DbErr> {
     let dead = lock::dead_runs(db, job)

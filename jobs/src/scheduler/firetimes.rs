@@ -12,9 +12,26 @@
 //!   at the instant the gap ends, unless that instant matches anyway (no burst);
 //! - the answer is always strictly after `t` (no spin).
 
-use chrono::{DateTime, Duration, FixedOffset, Offset, TimeZone, Utc};
+use chrono::{DateTime, Duration, FixedOffset, Offset, SubsecRound, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
+
+use super::schedules::Timing;
+
+/// The next fire time of `timing` strictly after `after`: the instant the scheduler fires the job
+/// (whole seconds), computed in the job's own time zone and correct across its offset changes.
+pub fn next_fire(timing: &Timing, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    // croner keeps the fraction of a second it is given; fire times are whole seconds.
+    next_after(&timing.cron, &timing.timezone, after.trunc_subsecs(0))
+}
+
+/// The next `n` fire times of `timing` after `after`, as the scheduler will fire them: what every
+/// reader shows (`weatherflow schedules`, `status`, the dashboard and the API).
+pub fn next_fires(timing: &Timing, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
+    std::iter::successors(next_fire(timing, after), |t| next_fire(timing, *t))
+        .take(n)
+        .collect()
+}
 
 /// Offset changes are found by stepping this far and bisecting; zones change offset at most a few
 /// times a year, never twice within a day.
@@ -97,8 +114,7 @@ pub(crate) fn next_after(cron: &Cron, tz: &Tz, after: DateTime<Utc>) -> Option<D
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::ticker::next_fire;
-    use crate::schedules::test_support::{at, timing};
+    use crate::scheduler::schedules::test_support::{at, timing};
 
     /// Every fire time from `from` up to `until`, by repeated `next_after`.
     fn fires(cron: &str, tz: &str, from: &str, until: &str) -> Vec<DateTime<Utc>> {

@@ -5,32 +5,11 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
-use tokio_util::sync::CancellationToken;
-
+pub use crate::executor::{JobBody, RunContext};
 use crate::job_error::JobError;
-use crate::runs::{JobName, Report, StoredReport};
-use crate::schedules::Timing;
-
-/// What one attempt of a scheduled run is given.
-#[derive(Debug, Clone)]
-pub struct RunContext {
-    /// Its `job_runs` row (analytics links its results to it).
-    pub run_id: i64,
-    /// The scheduled fire time this run belongs to.
-    pub tick: DateTime<Utc>,
-    /// 1 for the first attempt, then 2, 3, ... for retries.
-    pub attempt: u32,
-    /// Cancelled when the attempt times out or the shutdown grace period runs out: the body should
-    /// finish its unit of work and return. A body that does not is dropped after the cancel wait.
-    pub cancel: CancellationToken,
-}
-
-/// A job body: one attempt, from its context to its stored outcome. Its error's kind decides whether
-/// the scheduler tries again.
-pub type JobBody =
-    Arc<dyn Fn(RunContext) -> BoxFuture<'static, Result<StoredReport, JobError>> + Send + Sync>;
+use crate::report::{Report, StoredReport};
+use crate::runs::JobName;
+use crate::scheduler::schedules::Timing;
 
 /// A job the scheduler runs on its cron schedule.
 #[derive(Clone)]

@@ -10,7 +10,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{DatabaseConnection, DbErr};
 
 use crate::runs::{self, JobName};
-use crate::schedules::{MissedPolicy, Timing};
+use crate::scheduler::schedules::{MissedPolicy, Timing};
 
 /// Counting missed ticks stops here: after a long outage a per-second cron has millions, and the number
 /// is only for the log.
@@ -85,7 +85,7 @@ pub async fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schedules::test_support::{at, timing};
+    use crate::scheduler::schedules::test_support::{at, timing};
 
     #[test]
     fn fire_times_after_the_last_tick_are_missed() {

@@ -1,12 +1,13 @@
 //! The scheduler service: runs jobs on their cron schedules, with no overlap across replicas.
 //!
-//! A tick of a job goes through [`Scheduler::run_tick`]:
-//! 1. take the job's PostgreSQL advisory lock ([`lock`]) on a dedicated session, or record the tick
+//! A tick of a job goes through [`Scheduler::run_tick`], on the run executor ([`crate::executor`]):
+//! 1. claim the job: its PostgreSQL advisory lock on a dedicated session, or record the tick
 //!    `skipped` ("another run holds the lock");
 //! 2. under the lock, close `running` rows a dead process left behind, and skip the tick if a row for
 //!    it exists already (another replica ran it: "tick already handled");
-//! 3. run the attempts ([`attempt`]): each its own `job_runs` row, bounded by the timeout, retried with
-//!    backoff;
+//! 3. run the attempts with the schedule's limits: each its own `job_runs` row labelled with the
+//!    tick, bounded by the timeout, retried with backoff, cancelled when the lock is lost or the
+//!    shutdown grace runs out;
 //! 4. let the lock go.
 //!
 //! Because a run's row is written before and closed before the lock is released, "lock, then look for
@@ -14,11 +15,11 @@
 //! times differ. [`Scheduler::run`] adds the clock ([`ticker`]), the start-up catch-up of missed ticks
 //! ([`missed`]) and graceful shutdown.
 
-mod attempt;
 pub mod catalog;
 mod firetimes;
 pub mod job;
 pub mod missed;
+pub mod schedules;
 pub mod ticker;
 
 use std::sync::Arc;
@@ -27,17 +28,19 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use sea_orm::{DatabaseConnection, DbErr};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use firetimes::{next_fire, next_fires};
 pub use job::{JobBody, RunContext, ScheduledJob};
 
 use self::missed::CatchUp;
 use self::ticker::Ticker;
 use crate::config::SchedulerConfig;
-use crate::runs::lock::{self, JobLock};
+use crate::executor::{ExecError, Executor, Gated, Launch, Limits, Stops};
+use crate::runs::lock;
 use crate::runs::{self, JobName, RunStatus, Trigger};
 
 /// After cancelling runs at shutdown, how much longer than the cancel wait to give them to record
@@ -104,6 +107,8 @@ pub enum TickOutcome {
 struct Env {
     /// The run history (and the pool the lock sessions come from).
     db: DatabaseConnection,
+    /// Runs the ticks' attempts.
+    exec: Executor,
     /// `details.replica`.
     replica: String,
     /// Cancelled when shutdown begins: no new ticks or attempts start.
@@ -128,6 +133,7 @@ impl Scheduler {
     /// A scheduler of `jobs` recording into `db`. Job names must be unique.
     pub fn new(db: DatabaseConnection, jobs: Vec<ScheduledJob>, options: SchedulerOptions) -> Self {
         let env = Env {
+            exec: Executor::new(db.clone(), options.cancel_wait),
             db,
             replica: options.replica,
             stopping: CancellationToken::new(),
@@ -187,7 +193,7 @@ impl Scheduler {
             .await
             .context("starting the cron clock")?;
         for job in self.jobs.iter().filter(|j| j.timing.enabled) {
-            let next = ticker::next_fire(&job.timing, Utc::now()).map(runs::tick_text);
+            let next = next_fire(&job.timing, Utc::now()).map(runs::tick_text);
             tracing::info!(job = %job.name, cron = %job.timing.cron_expr, timezone = %job.timing.timezone,
                 next = next.as_deref().unwrap_or("never"), replica = %self.env.replica, "scheduled");
         }
@@ -308,48 +314,53 @@ fn log_catch_up(job: JobName, plan: CatchUp) {
     }
 }
 
-/// Lock, tick check, attempts, unlock.
+/// Claim, tick check, attempts, unlock.
 async fn handle_tick(env: &Env, job: &ScheduledJob, tick: Tick) -> anyhow::Result<TickOutcome> {
     if env.stopping.is_cancelled() {
         return Ok(TickOutcome::NotStarted);
     }
-    let lock = JobLock::try_acquire(&env.db, job.name)
+    let claim = match env.exec.claim_locked(job.name).await {
+        Ok(claim) => claim,
+        Err(ExecError::Held(_)) => return skip(env, job, tick, runs::REASON_LOCK_HELD, None).await,
+        Err(e) => return Err(e).with_context(|| format!("claiming job {}", job.name)),
+    };
+    let launch = Launch {
+        trigger: Trigger::Schedule,
+        limits: Limits {
+            timeout: Some(Duration::from_secs(job.timing.timeout_secs)),
+            retries: job.timing.retries,
+            backoff: Duration::from_secs(job.timing.retry_backoff_secs),
+        },
+        labels: Some(tick_labels(env, tick)),
+        tick: Some(tick.at),
+        stops: Stops {
+            stopping: env.stopping.clone(),
+            cancel: env.cancel.clone(),
+            cancelled_as: Some(format!(
+                "cancelled at shutdown (grace period of {} s ran out)",
+                env.grace.as_secs()
+            )),
+        },
+        started: None,
+    };
+    let gate = || async { gate(env, job, tick).await.map_err(ExecError::from) };
+    let ran = env
+        .exec
+        .run_gated(claim, launch, gate, |ctx| (job.body)(ctx))
         .await
-        .with_context(|| format!("taking the advisory lock of job {}", job.name))?;
-    let Some(mut lock) = lock else {
-        return skip(env, job, tick, runs::REASON_LOCK_HELD, None).await;
-    };
-    // The lock is watched while the tick runs: when its session is lost, the running attempt is
-    // cancelled and recorded failed ("lock lost"), because another replica may take the lock now.
-    let lost = CancellationToken::new();
-    let outcome = {
-        let work = locked(env, job, tick, &lost);
-        tokio::pin!(work);
-        let watch = lock.lost();
-        tokio::pin!(watch);
-        loop {
-            tokio::select! {
-                out = &mut work => break out,
-                () = &mut watch, if !lost.is_cancelled() => {
-                    tracing::error!(job = %job.name, tick = %runs::tick_text(tick.at), "the job's lock was lost; cancelling the run");
-                    lost.cancel();
-                }
-            }
-        }
-    };
-    if let Err(e) = lock.release().await {
-        tracing::warn!(job = %job.name, error = %e, "releasing the advisory lock (its session is closed anyway)");
+        .with_context(|| format!("running job {}", job.name))?;
+    match ran {
+        Gated::Refused(by) => skip(env, job, tick, runs::REASON_TICK_HANDLED, Some(by)).await,
+        Gated::Ran(outcome) => Ok(TickOutcome::Ran {
+            status: outcome.status,
+            run_ids: outcome.run_ids,
+        }),
     }
-    outcome
 }
 
-/// The part of a tick that runs under the job's lock.
-async fn locked(
-    env: &Env,
-    job: &ScheduledJob,
-    tick: Tick,
-    lost: &CancellationToken,
-) -> anyhow::Result<TickOutcome> {
+/// The check a tick passes under the job's lock before it runs: rows a dead process left are closed,
+/// and a tick another replica already ran answers with that run's id.
+async fn gate(env: &Env, job: &ScheduledJob, tick: Tick) -> Result<Option<i64>, DbErr> {
     if runs::has_running(&env.db, job.name).await? {
         // The row may be a live run on a replica whose lock session died: it notices within a check
         // and stops within the cancel wait. Closing its row (and running) only after that long means
@@ -362,10 +373,19 @@ async fn locked(
     if closed > 0 {
         tracing::warn!(job = %job.name, rows = closed, "closed runs abandoned by a stopped process");
     }
-    if let Some(by) = runs::tick_taken(&env.db, job.name, tick.at).await? {
-        return skip(env, job, tick, runs::REASON_TICK_HANDLED, Some(by)).await;
+    runs::tick_taken(&env.db, job.name, tick.at).await
+}
+
+/// The keys every row of `tick` starts with: which tick, which replica, whether caught up (the
+/// executor adds the attempt).
+fn tick_labels(env: &Env, tick: Tick) -> Map<String, Value> {
+    let mut d = Map::new();
+    d.insert("tick".into(), runs::tick_text(tick.at).into());
+    d.insert("replica".into(), env.replica.clone().into());
+    if tick.missed {
+        d.insert("missed".into(), true.into());
     }
-    Ok(attempt::run(env, job, tick, lost).await?)
+    d
 }
 
 /// Records `tick` as skipped for `reason`.
@@ -376,7 +396,7 @@ async fn skip(
     reason: &'static str,
     by: Option<i64>,
 ) -> anyhow::Result<TickOutcome> {
-    let mut details = attempt::tick_details(env, tick, None);
+    let mut details = tick_labels(env, tick);
     details.insert("reason".into(), reason.into());
     if let Some(by) = by {
         details.insert("handled_by".into(), by.into());

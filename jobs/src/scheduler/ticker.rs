@@ -11,13 +11,14 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use tokio_util::sync::CancellationToken;
 
-use crate::schedules::Timing;
+use super::firetimes::next_fire;
+use crate::scheduler::schedules::Timing;
 
 /// A job's cron fired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,13 +27,6 @@ pub struct Fire {
     pub job: usize,
     /// The scheduled fire time.
     pub at: DateTime<Utc>,
-}
-
-/// The next fire time of `timing` strictly after `after`, computed in the job's own time zone and
-/// correct across its offset changes ([`super::firetimes`]).
-pub fn next_fire(timing: &Timing, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    // croner keeps the fraction of a second it is given; fire times are whole seconds.
-    super::firetimes::next_after(&timing.cron, &timing.timezone, after.trunc_subsecs(0))
 }
 
 /// Running clocks for a set of jobs; stop with [`Ticker::stop`].
@@ -141,7 +135,7 @@ async fn fire(clock: Arc<Clock>, sched: JobScheduler, at: DateTime<Utc>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schedules::test_support::{at, timing};
+    use crate::scheduler::schedules::test_support::{at, timing};
 
     #[test]
     fn fire_times_follow_daylight_saving_time() {

@@ -120,7 +120,7 @@ pub async fn status(State(state): State<AppState>, RawQuery(raw): RawQuery) -> R
 pub async fn status_value(state: &AppState) -> Result<Value, ApiError> {
     let now = Utc::now();
     let latest = crate::runs::latest_per_job(&state.db).await?;
-    let schedules = crate::cmd::schedules::load(&state.config, None).ok();
+    let schedules = crate::scheduler::schedules::load(&state.config, None).ok();
     let jobs: Vec<Value> = JobName::ALL
         .iter()
         .map(|&job| {
@@ -129,15 +129,9 @@ pub async fn status_value(state: &AppState) -> Result<Value, ApiError> {
                 .find(|r| r.job == job)
                 .cloned()
                 .map(queries::RunRow::from);
-            let timing = schedules.as_ref().and_then(|s| match job {
-                JobName::Fetch => Some(&s.fetch.timing),
-                JobName::Analytics => Some(&s.analytics.timing),
-                JobName::Persist | JobName::Redrive | JobName::Replay => None,
-            });
+            let timing = schedules.as_ref().and_then(|s| s.timing(job));
             let next_fire = match timing {
-                Some(t) if t.enabled => {
-                    crate::scheduler::ticker::next_fire(t, now).map(crate::runs::tick_text)
-                }
+                Some(t) if t.enabled => crate::scheduler::next_fire(t, now).map(crate::runs::tick_text),
                 _ => None,
             };
             json!({

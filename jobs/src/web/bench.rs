@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::db::ScratchDatabase;
+use crate::executor::Executor;
 use crate::jobs::analytics::{self, AnalyticsRequest};
-use crate::runs::{self, JobName, Trigger};
+use crate::runs::JobName;
 
 /// Synthetic observations: 50 locations every 15 minutes, temp = a + b·wind + noise.
 const FILL_SQL: &str = "
@@ -74,15 +75,16 @@ async fn bench(
     );
     let started = Instant::now();
     let shutdown = CancellationToken::new();
-    runs::recorded(&db, JobName::Analytics, Trigger::Manual, |id| {
-        // The synthetic rows start in January 2026: fit them all, not the default window.
-        let req = AnalyticsRequest {
-            all_history: true,
-            ..AnalyticsRequest::default()
-        };
-        analytics::run(&config, &db, id, req, shutdown.clone())
-    })
-    .await?;
+    Executor::from_config(db.clone(), &config)
+        .run_by_hand(JobName::Analytics, &shutdown, |ctx| {
+            // The synthetic rows start in January 2026: fit them all, not the default window.
+            let req = AnalyticsRequest {
+                all_history: true,
+                ..AnalyticsRequest::default()
+            };
+            analytics::run(&config, &db, ctx.run_id, req, ctx.cancel)
+        })
+        .await?;
     println!("analytics over them in {:.1} s", started.elapsed().as_secs_f64());
 
     let state = super::AppState::start(Arc::new(config.clone()), db.clone(), shutdown.clone(), None)?;

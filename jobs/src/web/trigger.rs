@@ -1,7 +1,9 @@
 //! `POST /api/v1/runs/{job}`: a manual run over HTTP, on the same path as `weatherflow run <job>`:
-//! the job's advisory lock first (409 when another run holds it), then [`crate::runs::recorded`]
-//! with trigger `manual`. The answer (202) carries the new run's id; the run goes on in the
-//! background, and shutdown waits for it.
+//! the run executor ([`crate::executor`]) claims the job (409 when another run holds its lock), then
+//! runs it with trigger `manual`, its lock watched (a lost lock cancels the run, recorded failed
+//! "lock lost"). The answer (202) carries the new run's id; the run goes on in the background, and
+//! shutdown waits for it. fetch, analytics and maintenance can be started; persist runs continuously
+//! as the consumer.
 //!
 //! Allowed only with `Authorization: Bearer <web.token>`, compared in constant time. With no token
 //! configured the endpoint answers 403 and says how to enable it.
@@ -21,11 +23,14 @@ use tokio::sync::oneshot;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::executor::catalog::{self, JobRequest};
+use crate::executor::{Claim, ExecError, Executor, Launch};
 use crate::job_error::JobError;
 use crate::jobs::analytics::AnalyticsRequest;
 use crate::jobs::fetch::{self, SourceCheckError, SourceChoice};
-use crate::runs::lock::JobLock;
-use crate::runs::{JobName, StoredReport, Trigger};
+use crate::report::StoredReport;
+use crate::runs::JobName;
+use crate::scheduler::schedules;
 
 /// What the 403 says when no token is configured.
 pub const DISABLED: &str = "manual runs over HTTP are disabled: set WEATHERFLOW_WEB_TOKEN (or \
@@ -60,16 +65,41 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// The job named in the path; persist runs continuously as the consumer and cannot be started here.
+/// What `job` must be.
+const STARTABLE: &str = "job must be fetch, analytics or maintenance";
+
+/// The job named in the path; persist runs continuously as the consumer and cannot be started here,
+/// and re-drives and replays are started from the command line, with their selection.
 fn parse_job(text: &str) -> Result<JobName, ApiError> {
     match text.parse::<JobName>() {
+        Ok(job @ (JobName::Fetch | JobName::Analytics | JobName::Maintenance)) => Ok(job),
         Ok(JobName::Persist) => Err(ApiError::bad_parameter(
             "job",
-            "persist runs continuously as the consumer and cannot be started here; job must be fetch or analytics",
+            format!("persist runs continuously as the consumer and cannot be started here; {STARTABLE}"),
         )),
-        Ok(job) => Ok(job),
-        Err(_) => Err(ApiError::bad_parameter("job", "job must be fetch or analytics")),
+        Ok(_) | Err(_) => Err(ApiError::bad_parameter("job", STARTABLE)),
     }
+}
+
+/// The request `job` runs with: a fetch takes the schedule's arguments (read before the claim, so a
+/// bad schedules file is a 500 that names it, with no run row); analytics its default window.
+fn request(state: &AppState, job: JobName) -> Result<JobRequest, ApiError> {
+    Ok(match job {
+        JobName::Fetch => {
+            let mut req = schedules::load(&state.config, None)
+                .map_err(|e| {
+                    ApiError::internal("reading schedules.toml for the fetch run", format!("{e:#}"))
+                })?
+                .fetch
+                .args;
+            if let Some(auto) = state.fetch_source {
+                req.source = auto.apply(req.source);
+            }
+            JobRequest::Fetch(req)
+        }
+        JobName::Analytics => JobRequest::Analytics(AnalyticsRequest::default()),
+        _ => JobRequest::Maintenance,
+    })
 }
 
 /// `POST /api/v1/runs/{job}`.
@@ -80,70 +110,35 @@ pub async fn start_run(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     authorize(&state, &headers)?;
     let name = parse_job(&job)?;
-    let fetch_req = match name {
-        // Read before the lock, so a bad schedules file is a 500 that names it, with no run row.
-        JobName::Fetch => {
-            let mut req = crate::cmd::schedules::load(&state.config, None)
-                .map_err(|e| {
-                    ApiError::internal("reading schedules.toml for the fetch run", format!("{e:#}"))
-                })?
-                .fetch
-                .args;
-            if let Some(auto) = state.fetch_source {
-                req.source = auto.apply(req.source);
-            }
-            Some(req)
-        }
-        _ => None,
-    };
-    let lock = JobLock::try_acquire(&state.db, name)
-        .await
-        .map_err(|e| ApiError::internal("taking the job lock", e))?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::CONFLICT,
-                "locked",
-                format!(
-                    "another {name} run (scheduled or manual) is in progress; try again when it has finished"
-                ),
-            )
-        })?;
-    let lock = match &fetch_req {
-        Some(req) => refuse_simulated_beside_real(&state, req.source, lock).await?,
-        None => lock,
+    let req = request(&state, name)?;
+    let exec = Executor::from_config(state.db.clone(), &state.config);
+    let claim = exec.claim(name).await.map_err(|e| match e {
+        ExecError::Held(_) => ApiError::new(StatusCode::CONFLICT, "locked", e.to_string()),
+        e => ApiError::internal("claiming the job", e),
+    })?;
+    let claim = match &req {
+        JobRequest::Fetch(f) => refuse_simulated_beside_real(&state, &exec, f.source, claim).await?,
+        _ => claim,
     };
     let (id_tx, id_rx) = oneshot::channel();
     let s = state.clone();
     state.runs.spawn(async move {
-        let config = s.config.clone();
-        let shutdown = s.shutdown.child_token();
-        let db = s.db.clone();
-        let job_db = s.db.clone();
-        let result = crate::runs::recorded(&db, name, Trigger::Manual, |id| {
-            let _ = id_tx.send(id);
-            async move {
-                match fetch_req {
-                    Some(req) => fetch::run_checked(&config, &job_db, req, shutdown)
-                        .await
-                        .map(|r| crate::runs::StoredReport::of(&r)),
-                    None => crate::jobs::analytics::run(
-                        &config,
-                        &job_db,
-                        id,
-                        AnalyticsRequest::default(),
-                        shutdown,
-                    )
-                    .await
-                    .map(|r| crate::runs::StoredReport::of(&r)),
-                }
-            }
-        })
-        .await;
-        release(lock, name).await;
+        let launch = Launch {
+            started: Some(id_tx),
+            ..Launch::manual(&s.shutdown)
+        };
+        let (config, db) = (s.config.clone(), s.db.clone());
+        let outcome = exec
+            .run(claim, launch, |ctx| catalog::run(&config, &db, req.clone(), ctx))
+            .await;
         // The run wrote (or recorded its failure): drop answers that predate it.
         s.cache.invalidate();
-        if let Err(e) = result {
-            tracing::warn!(job = name.as_str(), error = %format!("{e:#}"), "manual run over HTTP failed");
+        let failure = match outcome {
+            Ok(outcome) => outcome.into_result().err().map(|e| e.to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(error) = failure {
+            tracing::warn!(job = name.as_str(), %error, "manual run over HTTP failed");
         }
     });
     let run_id = id_rx
@@ -162,29 +157,30 @@ pub async fn start_run(
 }
 
 /// Answers a fetch that [`fetch::check_source`] refuses with 409 and the reason, after recording it
-/// as a failed run (so the run history shows the refusal) and releasing the job lock; hands the lock
+/// as a failed run (so the run history shows the refusal) and releasing the claim; hands the claim
 /// back when the fetch may go on. The fetch checks again when it starts; this answers the caller now
 /// instead of after a 202.
 async fn refuse_simulated_beside_real(
     state: &AppState,
+    exec: &Executor,
     source: SourceChoice,
-    lock: JobLock,
-) -> Result<JobLock, ApiError> {
+    claim: Claim,
+) -> Result<Claim, ApiError> {
     let refusal = match fetch::check_source(&state.config, &state.db, source).await {
-        Ok(()) => return Ok(lock),
+        Ok(()) => return Ok(claim),
         Err(SourceCheckError::SimulatedBesideReal(message)) => message,
         Err(e) => {
-            release(lock, JobName::Fetch).await;
+            claim.release().await;
             return Err(ApiError::internal("checking the fetch source", e));
         }
     };
-    let failure = JobError::from(SourceCheckError::SimulatedBesideReal(refusal.clone()));
     // The result is the refusal itself; failing to record it changes nothing for the caller.
-    let _ = crate::runs::recorded(&state.db, JobName::Fetch, Trigger::Manual, |_| async move {
-        Err::<StoredReport, _>(failure)
-    })
-    .await;
-    release(lock, JobName::Fetch).await;
+    let _ = exec
+        .run(claim, Launch::manual(&state.shutdown), |_| {
+            let failure = JobError::from(SourceCheckError::SimulatedBesideReal(refusal.clone()));
+            async move { Err::<StoredReport, _>(failure) }
+        })
+        .await;
     state.cache.invalidate();
     tracing::warn!(error = %refusal, "manual fetch over HTTP refused");
     Err(ApiError::new(
@@ -192,11 +188,4 @@ async fn refuse_simulated_beside_real(
         "simulated_beside_real",
         refusal,
     ))
-}
-
-/// Releases `lock`, logging a failure (its session was closed, which frees it anyway).
-async fn release(lock: JobLock, name: JobName) {
-    if let Err(e) = lock.release().await {
-        tracing::warn!(job = name.as_str(), error = %e, "releasing the job lock failed (its session was closed)");
-    }
 }

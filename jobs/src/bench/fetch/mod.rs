@@ -19,9 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::db::ScratchDatabase;
+use crate::executor::Executor;
 use crate::jobs::fetch::{self, FetchRequest, SourceChoice};
-use crate::runs::lock::JobLock;
-use crate::runs::{self, JobName, Trigger};
+use crate::runs::JobName;
 use stub::{KEY, Stub, Window};
 
 /// What `weatherflow bench fetch` measures.
@@ -204,21 +204,17 @@ async fn job_run(
 ) -> anyhow::Result<Timed> {
     stub.reset();
     let started = Instant::now();
-    let mut lock = JobLock::try_acquire(conn, JobName::Fetch)
-        .await?
-        .context("the scratch database's fetch lock is taken")?;
-    let cancel = CancellationToken::new();
     let req = FetchRequest {
         locations: locations.to_vec(),
         source: SourceChoice::Weatherapi,
         ..FetchRequest::default()
     };
-    let summary = runs::recorded(conn, JobName::Fetch, Trigger::Manual, |_| {
-        lock.guard(&cancel, fetch::run(config, req, cancel.clone()))
-    })
-    .await;
-    lock.release().await?;
-    let summary = summary?;
+    let exec = Executor::from_config(conn.clone(), config);
+    let (_, summary) = exec
+        .run_by_hand(JobName::Fetch, &CancellationToken::new(), |ctx| {
+            fetch::run(config, req.clone(), ctx.cancel)
+        })
+        .await?;
     let ended = Instant::now();
     anyhow::ensure!(
         summary.produced == locations.len(),

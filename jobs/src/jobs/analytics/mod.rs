@@ -37,7 +37,6 @@ pub use self::source::FitSource;
 use crate::config::Config;
 use crate::envelope::Source;
 use crate::job_error::{JobError, JobErrorKind, JobResultExt};
-use crate::partitions::{self, Maintenance, Policy};
 use crate::runs::{Completion, Report};
 
 /// The scope of the fit over every location.
@@ -51,8 +50,6 @@ pub struct AnalyticsRequest {
     pub since: Option<DateTime<Utc>>,
     /// Without `since`, fit every row instead of the default window.
     pub all_history: bool,
-    /// Run the partition maintenance step first (the nightly run does; see [`crate::partitions`]).
-    pub maintenance: bool,
     /// Only observations before this time.
     pub until: Option<DateTime<Utc>>,
     /// Minimum samples for a per-location fit; `None` uses the configuration.
@@ -160,8 +157,6 @@ pub struct AnalyticsSummary {
     pub plots_skipped: Vec<SkippedScope>,
     /// Time per phase.
     pub timings: Timings,
-    /// What the partition maintenance step did, when the run had one.
-    pub maintenance: Option<Maintenance>,
 }
 
 impl AnalyticsSummary {
@@ -213,7 +208,6 @@ impl Report for AnalyticsSummary {
             "skipped": self.skipped,
             "plots": self.plots,
             "plots_skipped": self.plots_skipped,
-            "maintenance": self.maintenance,
             "timings_ms": {
                 "read": ms(self.timings.read),
                 "fit": ms(self.timings.fit),
@@ -244,16 +238,6 @@ pub async fn run(
     if config.analytics.read_connections == 0 {
         return Err(JobError::fatal("analytics.read_connections must be at least 1"));
     }
-    let maintenance = if req.maintenance {
-        let policy = Policy {
-            months_ahead: config.persist.partition_months_ahead,
-            retention_months: config.persist.retention_months,
-        };
-        let pool = db.get_postgres_connection_pool();
-        Some(partitions::maintain(pool, Utc::now(), policy).await?)
-    } else {
-        None
-    };
     let window = (
         default_since(&req, config.analytics.window_days, Utc::now()),
         req.until,
@@ -334,7 +318,6 @@ pub async fn run(
         plots,
         plots_skipped,
         timings,
-        maintenance,
     };
     log_summary(&summary);
     Ok(summary)

@@ -21,25 +21,36 @@
 //! all_history = false          # true (without window_days): fit every row
 //! min_samples = 30
 //! source = "auto"              # auto | weatherapi | simulated: which observations to fit
+//!
+//! [maintenance]                # optional; without it: 01:30 UTC daily, missed = "run-once"
+//! cron = "0 30 1 * * *"        # no args: its settings are [maintenance] in the configuration
 //! ```
 //!
-//! Every problem is reported with the job and field it is in.
+//! Every problem is reported with the job and field it is in. The fire times of a [`Timing`] are
+//! the scheduler's ([`super::next_fires`]), for every reader.
 
 use std::path::Path;
 use std::str::FromStr;
 
-use chrono::{DateTime, Utc};
+use anyhow::Context;
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 use serde::Deserialize;
 
+use crate::config::Config;
 use crate::jobs::analytics::FitSource;
 use crate::jobs::fetch::FetchRequest;
 use crate::runs::JobName;
 
 /// The jobs `schedules.toml` schedules; persist runs continuously beside the scheduler instead.
-pub const SCHEDULED: [JobName; 2] = [JobName::Fetch, JobName::Analytics];
+pub const SCHEDULED: [JobName; 3] = [JobName::Fetch, JobName::Analytics, JobName::Maintenance];
+
+/// The maintenance job's schedule when the file has no `[maintenance]` section: daily at 01:30 UTC,
+/// half an hour before the shipped nightly analytics run, and caught up once after downtime (a month
+/// boundary missed would leave the new month's rows in the default partition until the next run).
+const MAINTENANCE_DEFAULT: &str = "cron = \"0 30 1 * * *\"\ntimeout_secs = 600\nretries = 1\n\
+     retry_backoff_secs = 60\nmissed = \"run-once\"\n";
 
 /// A problem in the schedules file, naming the job and field.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +82,7 @@ pub enum ScheduleError {
         message: String,
     },
     /// A section names no known job.
-    #[error("schedules: unknown job '{0}' (known jobs: fetch, analytics)")]
+    #[error("schedules: unknown job '{0}' (known jobs: fetch, analytics, maintenance)")]
     UnknownJob(String),
 }
 
@@ -104,16 +115,6 @@ pub struct Timing {
     pub retry_backoff_secs: u64,
     /// Policy for ticks missed during downtime.
     pub missed: MissedPolicy,
-}
-
-impl Timing {
-    /// The next `n` fire times after `after`, in the job's time zone.
-    pub fn next_fire_times(&self, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Tz>> {
-        self.cron
-            .iter_after(after.with_timezone(&self.timezone))
-            .take(n)
-            .collect()
-    }
 }
 
 /// Arguments of the analytics job.
@@ -149,6 +150,28 @@ pub struct Schedules {
     pub fetch: JobSchedule<FetchRequest>,
     /// The analytics job.
     pub analytics: JobSchedule<AnalyticsArgs>,
+    /// The partition maintenance job; it takes no arguments (its settings are the configuration's
+    /// `[maintenance]`).
+    pub maintenance: Timing,
+}
+
+impl Schedules {
+    /// The timing of `job`, if the file schedules it.
+    pub fn timing(&self, job: JobName) -> Option<&Timing> {
+        match job {
+            JobName::Fetch => Some(&self.fetch.timing),
+            JobName::Analytics => Some(&self.analytics.timing),
+            JobName::Maintenance => Some(&self.maintenance),
+            JobName::Persist | JobName::Redrive | JobName::Replay => None,
+        }
+    }
+}
+
+/// Loads the schedules file named by `file`, else by the configuration (`scheduler.schedules_path`):
+/// the one way every reader (the scheduler, the CLI, the web) gets it.
+pub fn load(config: &Config, file: Option<&Path>) -> anyhow::Result<Schedules> {
+    let path = file.unwrap_or(&config.scheduler.schedules_path);
+    Schedules::load(path).with_context(|| format!("loading schedules from {}", path.display()))
 }
 
 /// The raw timing fields as written, before cron and time zone are parsed.
@@ -221,6 +244,18 @@ impl Schedules {
         }
         let fetch = job(&mut table, JobName::Fetch)?;
         let analytics = job(&mut table, JobName::Analytics)?;
+        if !table.contains_key(JobName::Maintenance.as_str()) {
+            let default: toml::Table = MAINTENANCE_DEFAULT.parse().expect("the default parses");
+            table.insert(JobName::Maintenance.as_str().into(), default.into());
+        }
+        let (maintenance, maintenance_args) = job(&mut table, JobName::Maintenance)?;
+        if maintenance_args.is_some() {
+            return Err(field_err(
+                JobName::Maintenance,
+                "args",
+                "the maintenance job takes no arguments (its settings are [maintenance] in the configuration)",
+            ));
+        }
         let fetch = JobSchedule {
             timing: fetch.0,
             args: args::<FetchRequest>(JobName::Fetch, fetch.1)?,
@@ -257,7 +292,11 @@ impl Schedules {
                 "must be at least 2",
             ));
         }
-        Ok(Schedules { fetch, analytics })
+        Ok(Schedules {
+            fetch,
+            analytics,
+            maintenance,
+        })
     }
 }
 
@@ -324,8 +363,11 @@ fn args<A: for<'de> Deserialize<'de>>(job: JobName, value: Option<toml::Value>) 
 
 #[cfg(test)]
 mod tests {
+    use chrono::{DateTime, Utc};
+
     use super::*;
     use crate::jobs::fetch::SourceChoice;
+    use crate::scheduler::next_fires;
 
     const GOOD: &str = r#"
 [fetch]
@@ -355,11 +397,19 @@ missed = "run-once"
         let start = DateTime::parse_from_rfc3339("2026-01-01T00:05:00Z")
             .unwrap()
             .with_timezone(&Utc);
-        let next = s.fetch.timing.next_fire_times(start, 2);
+        let next = next_fires(&s.fetch.timing, start, 2);
         assert_eq!(next[0].to_rfc3339(), "2026-01-01T00:10:00+00:00");
         assert_eq!(next[1].to_rfc3339(), "2026-01-01T00:20:00+00:00");
-        let nightly = s.analytics.timing.next_fire_times(start, 1);
-        assert_eq!(nightly[0].to_rfc3339(), "2026-01-01T02:00:00+01:00");
+        let nightly = next_fires(&s.analytics.timing, start, 1);
+        assert_eq!(
+            nightly[0].to_rfc3339(),
+            "2026-01-01T01:00:00+00:00",
+            "02:00 in Paris"
+        );
+        // No [maintenance] section: the default schedule.
+        assert_eq!(s.maintenance.cron_expr, "0 30 1 * * *");
+        assert_eq!(s.maintenance.missed, MissedPolicy::RunOnce);
+        assert!(s.maintenance.enabled);
     }
 
     #[test]
@@ -399,6 +449,14 @@ missed = "run-once"
             (
                 GOOD.replace("[analytics]", "[analytic]"),
                 "unknown job 'analytic'",
+            ),
+            (
+                format!("{GOOD}[maintenance]\ncron = \"0 0 1 * *\"\n"),
+                "job 'maintenance', field 'cron'",
+            ),
+            (
+                format!("{GOOD}[maintenance]\ncron = \"0 0 1 * * *\"\n[maintenance.args]\nmonths = 3\n"),
+                "job 'maintenance', field 'args': the maintenance job takes no arguments",
             ),
             (GOOD.replace("[fetch]", "[fetch"), "not valid TOML"),
             (
@@ -522,13 +580,18 @@ source = "weatherapi"
             (0, 30, MissedPolicy::Skip)
         );
         // Seconds and weekdays as written: Friday 2026-01-02 10:05:30 New York time is next.
-        let next = f.next_fire_times(
+        let next = next_fires(
+            f,
             DateTime::parse_from_rfc3339("2026-01-02T15:01:00Z")
                 .unwrap()
                 .with_timezone(&Utc),
             1,
         );
-        assert_eq!(next[0].to_rfc3339(), "2026-01-02T10:05:30-05:00");
+        assert_eq!(
+            next[0].to_rfc3339(),
+            "2026-01-02T15:05:30+00:00",
+            "10:05:30 in New York"
+        );
         // Day of month AND day of week, as tokio-cron-scheduler reads them: the first Monday.
         let first_monday = parse_cron("0 0 9 1-7 * MON").unwrap();
         let after = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
@@ -545,12 +608,15 @@ source = "weatherapi"
         assert_eq!(s.fetch.timing.cron_expr, "0 */10 * * * *");
         assert_eq!(s.analytics.timing.cron_expr, "0 0 2 * * *");
         assert_eq!(s.analytics.timing.timezone, chrono_tz::UTC);
+        assert_eq!(s.maintenance.cron_expr, "0 30 1 * * *");
     }
 }
 
 /// Helpers for the scheduler's unit tests: a fetch [`Timing`] from a cron and a zone, and instants.
 #[cfg(test)]
 pub(crate) mod test_support {
+    use chrono::{DateTime, Utc};
+
     use super::*;
 
     /// The fetch job's timing in a minimal valid file with this cron and time zone.

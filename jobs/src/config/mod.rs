@@ -308,17 +308,20 @@ impl Config {
     }
 }
 
-/// A secret given inline, else the trimmed content of `file`: the one rule for every secret that may
+/// A secret given inline, else the content of `file`, either one trimmed: the one rule for every secret that may
 /// come from a file (the API key, the SASL password, the web token). `Ok(None)` when neither is set
 /// or both are blank; the error is the file's, for the caller to name the setting.
 pub fn secret_or_file(
     value: Option<&SecretString>,
     file: Option<&Path>,
 ) -> Result<Option<SecretString>, std::io::Error> {
-    if let Some(v) = value
-        && !v.expose_secret().trim().is_empty()
-    {
-        return Ok(Some(v.clone()));
+    // Trimmed like a file's contents: a value copied with its newline (`export X="$(cat f)"` keeps
+    // none, but an env file or a secret manager may) must not make a token or key differ.
+    if let Some(v) = value {
+        let v = v.expose_secret().trim();
+        if !v.is_empty() {
+            return Ok(Some(SecretString::from(v.to_owned())));
+        }
     }
     let Some(path) = file else {
         return Ok(None);

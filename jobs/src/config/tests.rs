@@ -232,3 +232,19 @@ fn moved_partition_settings_are_refused_with_their_new_names() {
         (2, Some(6))
     );
 }
+
+#[test]
+fn inline_secrets_are_trimmed_like_files() {
+    use secrecy::{ExposeSecret, SecretString};
+    let inline = SecretString::from("token-1\n".to_owned());
+    let got = super::secret_or_file(Some(&inline), None).unwrap().unwrap();
+    assert_eq!(got.expose_secret(), "token-1");
+    let dir = std::env::temp_dir().join(format!("wf-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("token");
+    std::fs::write(&file, " token-2 \r\n").unwrap();
+    let blank = SecretString::from("  \n".to_owned());
+    let got = super::secret_or_file(Some(&blank), Some(&file)).unwrap().unwrap();
+    assert_eq!(got.expose_secret(), "token-2");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

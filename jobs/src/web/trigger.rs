@@ -44,8 +44,7 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer_token);
     let Some(given) = given else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -63,6 +62,15 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
             "the bearer token is not the configured web.token",
         ))
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value: the scheme is case-insensitive (RFC 9110,
+/// section 11.1) and the token trimmed, as `web.token` is (`config::secret_or_file`), so a trailing
+/// newline on either side is no mismatch.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// What `job` must be.
@@ -188,4 +196,19 @@ async fn refuse_simulated_beside_real(
         "simulated_beside_real",
         refusal,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_scheme_is_case_insensitive_and_the_token_trimmed() {
+        for v in ["Bearer abc", "bearer abc", "BEARER  abc \n", " Bearer abc\r\n"] {
+            assert_eq!(bearer_token(v), Some("abc"), "{v:?}");
+        }
+        for v in ["Basic abc", "Bearer", "Bearer   ", "Bearerabc", "abc"] {
+            assert_eq!(bearer_token(v), None, "{v:?}");
+        }
+    }
 }

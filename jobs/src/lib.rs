@@ -6,6 +6,7 @@
 //! them.
 
 pub mod backoff;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod cmd;
 pub mod config;

@@ -1,6 +1,7 @@
 //! The command line: one file per command, each with the clap arguments it takes. This module parses
 //! the arguments, loads the configuration once, and dispatches.
 
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod check;
 pub mod config;
@@ -110,7 +111,8 @@ pub enum Command {
     },
     /// Print the effective configuration and each value's origin (`--reference`: every field).
     Config(config::ConfigArgs),
-    /// Benchmarks that print figures.
+    /// Benchmarks that print figures (built with `--features bench`).
+    #[cfg(feature = "bench")]
     Bench {
         /// Which benchmark.
         #[command(subcommand)]
@@ -148,6 +150,7 @@ pub async fn execute() -> anyhow::Result<()> {
         }
         Command::Serve { listen } => serve::run(&config, listen.as_deref(), shutdown).await,
         Command::Config(_) => unreachable!("handled before the configuration is loaded"),
+        #[cfg(feature = "bench")]
         Command::Bench { which } => bench::run(&config, which, shutdown).await,
     }
 }

@@ -74,12 +74,9 @@ impl State {
             merged.valid.extend(part.valid);
             merged.rejected.extend(part.rejected);
             merged.last_offsets.extend(part.last_offsets);
-            merged.stamps.extend(part.stamps);
+            merged.stamps.absorb(part.stamps);
         }
-        let handed = chrono::Utc::now();
-        for stamps in &mut merged.stamps {
-            stamps.handed = Some(handed);
-        }
+        merged.stamps.handed();
         let Some(tx) = self.lanes[target].tx.clone() else {
             anyhow::bail!("a database writer stopped unexpectedly");
         };

@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::mpsc::{self, TryRecvError};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::TopicPartitionList;
@@ -17,7 +16,6 @@ use super::clock::WallClock;
 use super::lane::Lane;
 use super::{PersistConsumer, Settings};
 use crate::jobs::persist::PersistSummary;
-use crate::jobs::persist::probe::Stamps;
 use crate::jobs::persist::store::{Lineage, Raw, RejectedRecord, ValidRecord};
 use crate::jobs::persist::validate;
 use crate::jobs::persist::writer::{Ack, Batch};
@@ -150,19 +148,7 @@ impl State {
         let lane = &mut self.lanes[lane_index];
         if lane.open.is_empty() {
             lane.open.opened = now;
-            if probe {
-                lane.open.stamps.push(Stamps {
-                    partition: lineage.partition,
-                    offset: lineage.offset,
-                    kafka_ms: m.timestamp().to_millis(),
-                    records: 0,
-                    polled: Utc::now(),
-                    handed: None,
-                    writing: None,
-                    copied: None,
-                    committed: None,
-                });
-            }
+            lane.open.stamps.polled(probe, m);
         }
         lane.open.bytes += held;
         lane.open.last_offsets.insert(lineage.partition, lineage.offset);
@@ -249,9 +235,7 @@ impl State {
             };
             while let Some(mut batch) = lane.sealed.pop_front() {
                 let bytes = batch.bytes;
-                for stamps in &mut batch.stamps {
-                    stamps.handed = Some(Utc::now());
-                }
+                batch.stamps.handed();
                 match tx.try_send(batch) {
                     Ok(()) => lane.sent(bytes),
                     Err(TrySendError::Full(batch)) => {

@@ -32,7 +32,10 @@ use sqlx::PgPool;
 
 use crate::jobs::persist::validate::{Rejection, RejectionClass};
 
-pub(crate) use copy::{copy_header, copy_observations, copy_trailer, encode_copy_row};
+pub(crate) use copy::copy_observations;
+// The benchmarks build COPY data of their own, for the COPY the job is measured against.
+#[cfg(feature = "bench")]
+pub(crate) use copy::{copy_header, copy_trailer, encode_copy_row};
 pub use isolate::Streak;
 pub use record::{Lineage, Raw, RejectedRecord, ValidRecord};
 use rejections::insert_rejections;

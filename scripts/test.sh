@@ -32,8 +32,11 @@ cargo fmt --all --check
 step "notebooks are committed without outputs"
 python3 scripts/check_notebook_clean.py notebooks/*.ipynb
 
-step "cargo clippy -D warnings"
+step "cargo clippy -D warnings (the product, then the library with the benchmarks' feature)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# `--features bench` changes only the library; checking it with its unit tests (the test profile)
+# reuses the dependencies checked above.
+cargo clippy -p weatherflow --lib --profile test --all-features --locked -- -D warnings
 
 step "cargo deny check bans licenses sources (offline; policy in deny.toml)"
 # cargo-deny lives in a cache outside the checkout, installed once (a few minutes on 2 cores).
@@ -79,8 +82,9 @@ step "promtool: the Prometheus configuration, its alerting rules and their unit 
 promtool check config deploy/prometheus/prometheus.yml
 promtool test rules deploy/prometheus/alerts.test.yml
 
-step "cargo test --workspace"
+step "cargo test --workspace, then the benchmarks' unit tests (--features bench)"
 cargo test --workspace --locked
+cargo test -p weatherflow --lib --all-features --locked bench::
 
 step "the demo pipeline, then the notebook headless against it (database and topics of its own)"
 SERVICES_BIN="$CARGO_TARGET_DIR/debug/weatherflow" scripts/test-notebook.sh

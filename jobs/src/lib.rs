@@ -7,6 +7,7 @@
 //! below them.
 
 pub mod backoff;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod build_info;
 pub mod cmd;

@@ -20,7 +20,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Latency buckets, seconds: WeatherAPI answers in 50–500 ms; a batch write of 5,000 rows takes
-/// 20–60 ms (`weatherflow bench persist`); HTTP handlers answer from cache in well under 1 ms.
+/// tens of ms (`weatherflow bench persist`); HTTP handlers answer from cache in well under 1 ms.
 const LATENCY_BUCKETS: [f64; 13] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];

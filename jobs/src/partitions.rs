@@ -343,6 +343,7 @@ async fn drop_before(
 /// (partitions `<name>_y2026m12`, …, `<name>_default`). `weatherflow bench persist` compares the
 /// persist job against a binary COPY into it, so both write a partitioned table of the same shape.
 /// `name` is a plain lower-case name chosen by the code.
+#[cfg(feature = "bench")]
 pub async fn create_partitioned_like(pool: &PgPool, name: &str) -> Result<(), MaintenanceError> {
     assert!(
         name.bytes()

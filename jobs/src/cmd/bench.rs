@@ -93,6 +93,6 @@ pub async fn run(config: &Config, which: BenchKind, shutdown: CancellationToken)
             rows,
             seconds,
             connections,
-        } => crate::web::bench::run(config, rows, seconds, connections).await,
+        } => crate::bench::web::run(config, rows, seconds, connections).await,
     }
 }

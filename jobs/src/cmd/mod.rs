@@ -1,6 +1,7 @@
 //! The command line: one file per command, each with the clap arguments it takes. This module parses
 //! the arguments, loads the configuration once, and dispatches.
 
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod check;
 pub mod completions;
@@ -119,7 +120,8 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
-    /// Benchmarks that print figures.
+    /// Benchmarks that print figures (built with `--features bench`).
+    #[cfg(feature = "bench")]
     Bench {
         /// Which benchmark.
         #[command(subcommand)]
@@ -163,6 +165,7 @@ pub async fn execute() -> anyhow::Result<()> {
         Command::Config(_) | Command::Completions { .. } | Command::Man { .. } => {
             unreachable!("handled before the configuration is loaded")
         }
+        #[cfg(feature = "bench")]
         Command::Bench { which } => bench::run(&config, which, shutdown).await,
     }
 }

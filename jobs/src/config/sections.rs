@@ -172,7 +172,7 @@ section! {
         /// Client-side bound, in seconds, on one write transaction (connection in hand). A
         /// connection that goes silent without closing fails the attempt as an outage, is closed,
         /// and the batch is retried, instead of hanging its writer until TCP gives up (hours).
-        /// Larger than any healthy batch write (5,000 rows: 20–60 ms).
+        /// Larger than any healthy batch write (5,000 rows take tens of milliseconds).
         pub write_timeout_secs: u64 = 30;
         /// When rows are refused for a row-level reason (SQLSTATE 22, 23, 54000) all in the same
         /// way with nothing stored in between, the database is refusing everything (an operator's

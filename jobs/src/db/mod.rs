@@ -48,8 +48,8 @@ pub async fn connect(cfg: &DatabaseConfig) -> Result<DatabaseConnection, DbSetup
         .min_connections(0)
         .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs))
         .acquire_timeout(Duration::from_secs(cfg.connect_timeout_secs))
-        // sqlx pings every connection it hands out: a round trip before each persist batch (a
-        // fifth of a one-row batch's time, `docs/performance.md`). A connection in use a moment
+        // sqlx pings every connection it hands out: one more round trip before each persist batch,
+        // whose latency is its round trips (`docs/performance.md`). A connection in use a moment
         // ago is alive; one idle for a second or more may have lost its server and is still
         // pinged. A connection that died in between fails its statement, which the caller retries.
         .test_before_acquire_if_idle_for(Duration::from_secs(1))

@@ -4,8 +4,8 @@
 //! "When a run writes" is seen in two ways: a run this process started ends (it calls
 //! [`ResponseCache::invalidate`] at once), and [`watch`] polls a tiny version of the written tables
 //! every second, so runs of the scheduler in another process invalidate within a second. No request
-//! ever waits for that check. On our 2-core machine a cached `/api/v1/results` answers at
-//! ~20k requests/s against ~1.5k/s from the database (docs/web.md, `weatherflow bench web`).
+//! ever waits for that check. A cached `/api/v1/results` answers tens of thousands of requests a
+//! second on two cores (`weatherflow bench web`, docs/performance.md).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -5,7 +5,6 @@
 //! cache and a consumer-lag sample refreshed in the background, so no request waits on Kafka.
 
 pub mod api;
-pub mod bench;
 pub mod cache;
 pub mod dashboard;
 pub mod error;

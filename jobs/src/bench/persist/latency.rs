@@ -195,9 +195,8 @@ struct Meanwhile {
 }
 
 /// Above this, "the rest" (the broker, mostly) used half again its warm share at 2,000 msg/s
-/// (0.57–0.69 CPUs on the 2-core machine F of `docs/performance.md`, 1.0–1.3 in the first two runs
-/// after a broker start, 1.0 in the first after a test run): a broker still compiling its code or
-/// finishing other clients' work, or other load.
+/// (0.57–0.69 CPUs, `docs/performance.md`): a broker still compiling its code or finishing other
+/// clients' work, or other load.
 const REST_CPUS_BUSY: f64 = 0.9;
 /// Above this, the hypervisor took enough of the CPUs to stretch every stage.
 const STOLEN_CPUS_BUSY: f64 = 0.1;

@@ -219,6 +219,7 @@ pub(super) async fn insert_many_rows(
             .on_conflict_do_nothing_on([
                 observations::Column::LocationKey,
                 observations::Column::ObservedAt,
+                observations::Column::Source,
             ])
             .exec_without_returning(&txn)
             .await?;

@@ -6,13 +6,11 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-
 use sqlx::PgPool;
 use tokio::sync::mpsc::Receiver;
 
 use super::dlq::Dlq;
-use super::probe::{Probe, Stamps};
+use super::probe::{BatchStamps, Probe};
 use crate::jobs::persist::store::{self, CopyStrategy, Interrupted, RejectedRecord, Retry, ValidRecord};
 
 /// What every writer shares.
@@ -40,7 +38,7 @@ pub(crate) struct Batch {
     /// Memory the records hold, as counted against `persist.max_buffered_bytes`.
     pub(crate) bytes: usize,
     /// Stage stamps of the first record, when probing (one per batch merged into this one).
-    pub(crate) stamps: Vec<Stamps>,
+    pub(crate) stamps: BatchStamps,
     /// When the first record was added (the batch timeout counts from here).
     pub(crate) opened: Instant,
     /// A merged batch's lanes, each with the bytes it gave; empty for a lane's own batch.
@@ -60,7 +58,7 @@ impl Batch {
             rejected: Vec::with_capacity(rejected),
             last_offsets: BTreeMap::new(),
             bytes: 0,
-            stamps: Vec::new(),
+            stamps: BatchStamps::default(),
             opened: Instant::now(),
             members: Vec::new(),
         }
@@ -115,21 +113,10 @@ pub(crate) struct BatchOutcome {
 pub(crate) async fn run(lane: usize, mut batches: Receiver<Batch>, acks: mpsc::Sender<Ack>, deps: Arc<Deps>) {
     let mut strategy = CopyStrategy::default();
     while let Some(mut batch) = batches.recv().await {
-        let writing = (!batch.stamps.is_empty()).then(Utc::now);
+        batch.stamps.writing();
         let outcome = counted(batch.len(), write(&deps, &batch, &mut strategy)).await;
         if let (Some(probe), Ok(o)) = (&deps.probe, &outcome) {
-            let committed = Utc::now();
-            let copied = chrono::Duration::from_std(o.commit_time)
-                .ok()
-                .map(|c| committed - c);
-            let records = batch.len();
-            for (i, mut stamps) in std::mem::take(&mut batch.stamps).into_iter().enumerate() {
-                stamps.records = if i == 0 { records } else { 0 };
-                stamps.writing = writing;
-                stamps.copied = copied;
-                stamps.committed = Some(committed);
-                probe.push(stamps);
-            }
+            probe.stored(std::mem::take(&mut batch.stamps), batch.len(), o.commit_time);
         }
         let ack = Ack {
             lane,

@@ -2,8 +2,8 @@
 //!
 //! Every record keeps its key and value, in case the database refuses the row and it must be
 //! quarantined byte for byte. One allocation per message (about 1 KB, above the allocator's
-//! thread cache, and freed on a writer's thread) was a tenth of the consumer's CPU in a profile
-//! of a catch-up (`docs/performance.md`). Here the bytes are appended to a 64 KiB chunk and each
+//! thread cache, and freed on a writer's thread) showed in a profile of the consumer thread
+//! during a catch-up. Here the bytes are appended to a 64 KiB chunk and each
 //! record holds a reference-counted slice of it; a chunk is freed when its last record is.
 
 use bytes::{Bytes, BytesMut};

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use rdkafka::message::{BorrowedMessage, Message};
 use tokio::sync::mpsc::Sender;
 use tokio::sync::mpsc::error::TrySendError;
@@ -20,7 +19,6 @@ use super::clock::WallClock;
 use super::error::ConsumerError;
 use super::lane::Lane;
 use super::merge;
-use crate::jobs::persist::probe::Stamps;
 use crate::jobs::persist::store::{Lineage, Raw, RejectedRecord, ValidRecord};
 use crate::jobs::persist::validate::{self, Rules};
 use crate::jobs::persist::writer::{Ack, Batch};
@@ -129,19 +127,9 @@ impl Batching {
         let lane = &mut self.lanes[lane_index];
         if lane.open.is_empty() {
             lane.open.opened = now;
-            if self.probe {
-                lane.open.stamps.push(Stamps {
-                    partition: m.partition,
-                    offset: m.offset,
-                    kafka_ms: m.kafka_ms,
-                    records: 0,
-                    polled: Utc::now(),
-                    handed: None,
-                    writing: None,
-                    copied: None,
-                    committed: None,
-                });
-            }
+            lane.open
+                .stamps
+                .polled(self.probe, m.partition, m.offset, m.kafka_ms);
         }
         lane.open.bytes += held;
         lane.open.last_offsets.insert(lineage.partition, lineage.offset);
@@ -192,9 +180,7 @@ impl Batching {
             };
             while let Some(mut batch) = lane.sealed.pop_front() {
                 let bytes = batch.bytes;
-                for stamps in &mut batch.stamps {
-                    stamps.handed = Some(Utc::now());
-                }
+                batch.stamps.handed();
                 match tx.try_send(batch) {
                     Ok(()) => lane.sent(bytes),
                     Err(TrySendError::Full(batch)) => {

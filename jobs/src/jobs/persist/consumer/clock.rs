@@ -2,10 +2,10 @@
 //!
 //! Validation needs the time of day for one rule (an observation at most `max_future` ahead), and
 //! reading it per record was a second clock read per message: on a virtual machine whose clock
-//! source is not the TSC, the clock reads of the consumer thread (ours and librdkafka's) were 4 %
-//! of its CPU in a profile of a catch-up (`docs/performance.md`). The wall clock is read once a
-//! second instead and advanced by the monotonic clock in between, so it is never off by more than
-//! the clock's drift over a second, far inside a rule measured in hours.
+//! source is not the TSC a clock read is a system call, and the consumer thread's showed in a
+//! profile of a catch-up. The wall clock is read once a second instead and advanced by the
+//! monotonic clock in between, so it is never off by more than the clock's drift over a second, far
+//! inside a rule measured in hours.
 
 use std::time::{Duration, Instant};
 

@@ -70,12 +70,9 @@ fn send_merged(lanes: &mut [Lane], target: usize, members: &[usize]) -> Result<(
         merged.valid.extend(part.valid);
         merged.rejected.extend(part.rejected);
         merged.last_offsets.extend(part.last_offsets);
-        merged.stamps.extend(part.stamps);
+        merged.stamps.absorb(part.stamps);
     }
-    let handed = chrono::Utc::now();
-    for stamps in &mut merged.stamps {
-        stamps.handed = Some(handed);
-    }
+    merged.stamps.handed();
     let Some(tx) = lanes[target].tx.clone() else {
         return Err(ConsumerError::WriterGone);
     };

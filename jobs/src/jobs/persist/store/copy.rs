@@ -23,12 +23,10 @@ use crate::jobs::persist::validate::Observation;
 /// COPY fails with a unique violation and the caller writes the batch again (see
 /// [`super::store_batch`]).
 ///
-/// Why COPY: measured with `weatherflow bench persist --messages 200000` (release build, our 2-core
-/// machine, PostgreSQL 15 on the same host, the same rows into identical emptied tables, batches of
-/// 2000 on one connection, one transaction each): COPY 152–160 k rows/s, existence check + COPY
-/// 110–116 k, UNNEST with `ON CONFLICT DO NOTHING` 88–92 k, SeaORM `insert_many` 57–61 k; one
-/// binary COPY of all rows in a single transaction (the benchmark's yardstick) 170–183 k. A batch
-/// that meets a duplicate costs a failed COPY plus a checked one, so the writer keeps checking while
+/// Why COPY: `weatherflow bench persist` writes the same rows through each path alone, in batches of
+/// 5,000 on one connection (`docs/performance.md`): COPY 86.7 k rows/s, existence check + COPY
+/// 44.6 k, UNNEST with `ON CONFLICT DO NOTHING` 41.6 k, SeaORM `insert_many` 26.9 k. A batch that
+/// meets a duplicate costs a failed COPY plus a checked one, so the writer keeps checking while
 /// duplicates keep coming (see [`super::CopyStrategy`]).
 pub(crate) async fn copy_observations(
     conn: &mut sqlx::PgConnection,
@@ -57,8 +55,8 @@ pub(crate) async fn copy_observations(
     }
     // The rows go out in chunks as they are encoded, not as one buffer of the whole batch: the
     // server parses and inserts a chunk while the next is encoded, and a chunk small enough to
-    // stay in the cache is copied by sqlx and encrypted by TLS without a trip to memory (one 2 MB
-    // buffer per batch cost a fifth of a writer's time in page faults and copies).
+    // stay in the cache is copied by sqlx and encrypted by TLS without a trip to memory (a buffer of
+    // the whole batch spends a writer's time on page faults and copies).
     let mut copy = conn.copy_in_raw(table.copy_statement()).await?;
     let mut buf = Vec::with_capacity(COPY_CHUNK_BYTES + 4096);
     copy_header(&mut buf);

@@ -32,7 +32,10 @@ use sqlx::PgPool;
 
 use crate::jobs::persist::validate::{Rejection, RejectionClass};
 
-pub(crate) use copy::{copy_header, copy_observations, copy_trailer, encode_copy_row};
+pub(crate) use copy::copy_observations;
+// The benchmarks build COPY data of their own, for the COPY the job is measured against.
+#[cfg(feature = "bench")]
+pub(crate) use copy::{copy_header, copy_trailer, encode_copy_row};
 pub use isolate::Streak;
 pub use record::{Lineage, Raw, RejectedRecord, ValidRecord};
 use rejections::insert_rejections;
@@ -314,8 +317,8 @@ async fn write_once(
 /// statement with `ON CONFLICT DO NOTHING` is one, and needs no check. The batches a steady stream
 /// makes are this small (one or two records at 2,000 msg/s), so its latency is the round trips.
 /// `bench persist` times both writes side by side at 1 to 32 rows (`docs/performance.md`): UNNEST
-/// takes 0.89× COPY's time at 1 row, the same at 16, 1.12× at 32, where COPY's cheaper rows win;
-/// a backlog's batches are thousands.
+/// takes 0.86–0.89× COPY's time at 1 row, 1.00–1.04× at 16 and 1.12–1.24× at 32, where COPY's
+/// cheaper rows win; a backlog's batches are thousands.
 pub const SMALL_BATCH_ROWS: usize = 8;
 
 /// How observations are written.
@@ -333,7 +336,7 @@ enum Method {
 /// The transaction of [`write_once`]. A batch of observations alone is one statement, which
 /// PostgreSQL runs as a transaction of its own and has committed when it answers, so it goes without
 /// BEGIN and COMMIT: two round trips fewer per batch, the latency budget's commit stage folded into
-/// the COPY (0.3–0.4 ms p50 at 100 msg/s, `docs/performance.md`). The existence check before it
+/// the COPY (`docs/performance.md`). The existence check before it
 /// needs no transaction: a row stored between the check and the COPY makes the COPY fail whole,
 /// and the batch is written again (see [`write_once`]).
 ///

@@ -3,10 +3,8 @@
 //! sqlx 0.9.0 no longer disables Nagle's algorithm on its sockets (transact-rs/sqlx#4335, fixed by
 //! #4336 after the 0.9.0 release). Every request that ends with a small write after unacknowledged
 //! data, such as a COPY (CopyData, then CopyDone) or the tail of a large Bind, then waits for
-//! the server's delayed ACK: 40 ms on Linux. That capped a writer at about 45 k rows/s in batches
-//! of 2000 whatever the statement (existence check + COPY 45 k, UNNEST 46 k rows/s), and put every
-//! low-rate batch behind a 40 ms wait. With TCP_NODELAY: 116 k and 92 k rows/s, and an end-to-end
-//! latency p50 of 11 ms (`weatherflow bench persist`, our machine).
+//! the server's delayed ACK: 40 ms on Linux. That capped a writer near 45 k rows/s whatever the
+//! statement, and put every low-rate batch behind a 40 ms wait (`docs/performance.md`).
 //!
 //! sqlx gives no access to its sockets, so this sets the option on every TCP socket of the process
 //! whose peer is the database port. It is idempotent (one `getpeername` per open file descriptor),

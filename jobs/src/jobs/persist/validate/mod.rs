@@ -51,13 +51,15 @@ impl Default for Rules {
     }
 }
 
-/// How a well-formed message is read in one pass. The job always uses the scanner; serde alone stays
-/// callable so that `bench persist` can time the two side by side on the same messages.
+/// How a well-formed message is read in one pass. The job always uses the scanner; with the `bench`
+/// feature serde alone is callable too, so that `bench persist` can time the two side by side on the
+/// same messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OnePass {
     /// [`scan`], falling back to serde where it declines.
     Scanner,
     /// serde's derived parse of [`Message`].
+    #[cfg(feature = "bench")]
     Serde,
 }
 
@@ -113,6 +115,7 @@ pub(crate) fn validate_with(
     let by_serde = || serde_json::from_str::<Message<'_>>(text).ok();
     let message = match one_pass {
         OnePass::Scanner => scan::message(text).or_else(by_serde),
+        #[cfg(feature = "bench")]
         OnePass::Serde => by_serde(),
     };
     if let Some(message) = message {

@@ -61,8 +61,8 @@ pub struct Observation {
 
 /// A whole message in one pass: the [`crate::envelope::Envelope`]'s fields, with its payload read as
 /// a [`CurrentResponse`] straight away instead of kept raw and parsed again: the envelope's payload
-/// is nine tenths of the message, and scanning it twice was a fifth of the consumer thread's time
-/// (`docs/performance.md`, catch-up). The scanner in `scan` fills it faster for the common message;
+/// is nine tenths of the message, so scanning it twice nearly doubled the parse. The scanner in
+/// `scan` fills it faster for the common message;
 /// what neither reads goes through the two-step parse, whose errors name the part at fault.
 #[derive(Debug, Deserialize)]
 pub(super) struct Message<'a> {

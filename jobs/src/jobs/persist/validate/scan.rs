@@ -1,11 +1,12 @@
 //! The fast path of the one-pass parse: a strict JSON scanner that reads exactly the fields
 //! [`Message`] holds and steps over everything else without building it.
 //!
-//! serde's derived parse was two fifths of the consumer thread in catch-up (`docs/performance.md`):
-//! it matches every one of a payload's ~60 keys against a field list and routes every ignored value
-//! through the generic deserializer. The scanner is allowed to decline anything, and does so at the
-//! first thing it does not handle the way serde would (escapes in a string it keeps, a duplicate
-//! field, a number it cannot convert with the same arithmetic, a wrong type); `None` sends the
+//! serde's derived parse matches every one of a payload's ~60 keys against a field list and routes
+//! every ignored value through the generic deserializer; with the scanner a whole validation takes
+//! 0.83–0.93× its time with serde alone (`bench persist`, `docs/performance.md`). The scanner is
+//! allowed to decline anything, and does so at the first thing it does not handle the way serde
+//! would (escapes in a string it keeps, a duplicate field, a number it cannot convert with the same
+//! arithmetic, a wrong type); `None` sends the
 //! message to serde, whose answer then decides. So what it accepts it reads exactly as serde does,
 //! which the tests check on every one-byte edit of the recordings.
 

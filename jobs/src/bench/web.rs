@@ -87,12 +87,12 @@ async fn bench(
         .await?;
     println!("analytics over them in {:.1} s", started.elapsed().as_secs_f64());
 
-    let state = super::AppState::start(Arc::new(config.clone()), db.clone(), shutdown.clone(), None)?;
+    let state = crate::web::AppState::start(Arc::new(config.clone()), db.clone(), shutdown.clone(), None)?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
-    let server = tokio::spawn(super::server::serve(
+    let server = tokio::spawn(crate::web::server::serve(
         listener,
-        super::app(state.clone()),
+        crate::web::app(state.clone()),
         std::time::Duration::from_secs(10),
         shutdown.clone(),
     ));

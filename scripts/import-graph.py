@@ -10,7 +10,8 @@ the product's. Edges between a module and its own parent or child are part of th
 counted, so a circle is always between modules that could stand apart.
 
 Printed: the circles (each elementary cycle, shortest first), then the upward imports, by layer
-from the bottom: shared modules at the crate root, the jobs (`jobs::...`), the scheduler, the faces
+from the bottom: shared modules at the crate root, the jobs (`jobs::...`), the run executor (its
+catalog maps each job to its body), the scheduler, the faces
 (`web`, `bench`), the CLI (`cmd`); a module importing from a layer above its own is listed (a shared
 module reading a job's type, `web` reading through `cmd`). `--edges` prints every edge first;
 `--check` exits 1 when there is a circle or an upward import.
@@ -28,6 +29,7 @@ LAYERS = [
     ({"cmd", "main"}, "cli"),
     ({"web", "bench"}, "face"),
     ({"scheduler"}, "service"),
+    ({"executor"}, "executor"),
     ({"jobs"}, "job"),
 ]
 

@@ -29,6 +29,9 @@ fi
 step "cargo fmt --check"
 cargo fmt --all --check
 
+step "no import circles and no upward imports in jobs/src (scripts/import-graph.py)"
+python3 scripts/import-graph.py --check
+
 step "notebooks are committed without outputs"
 python3 scripts/check_notebook_clean.py notebooks/*.ipynb
 

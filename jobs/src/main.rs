@@ -2,8 +2,8 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    weatherflow::telemetry::init();
-    match weatherflow::cmd::execute().await {
+    weatherflow::init_telemetry();
+    match weatherflow::execute().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");

@@ -323,7 +323,7 @@ async fn a_persist_run_stopped_during_an_outage_with_records_abandoned_is_record
         .unwrap();
     admin
         .execute_unprepared(&format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}' AND pid <> pg_backend_pid()"
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}' AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
         ))
         .await
         .unwrap();

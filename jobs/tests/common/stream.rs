@@ -283,7 +283,10 @@ impl Outage {
             .unwrap();
         self.admin
             .execute_unprepared(&format!(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"
+                // Client sessions only: an autovacuum worker on the database counts as a superuser
+                // process, which the test's role may not end (and which holds no session of ours).
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = '{db}' AND backend_type = 'client backend'"
             ))
             .await
             .unwrap();

@@ -716,24 +716,10 @@ async fn two_scheduler_processes_never_run_the_same_tick_twice() {
     std::fs::remove_dir_all(dir).ok();
 }
 
-/// A WeatherAPI stand-in that never answers in time: every request hangs for a minute.
-async fn hanging_weatherapi() -> (String, tokio::task::JoinHandle<()>) {
-    let app = axum::Router::new().fallback(|| async {
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        "{}"
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    (format!("http://{addr}/v1"), server)
-}
-
 #[tokio::test]
 async fn sigterm_during_a_run_exits_zero_and_closes_the_run() {
     let ctx = TestContext::new().await;
-    let (base_url, server) = hanging_weatherapi().await;
+    let (base_url, server) = common::weatherapi_stub::hanging().await;
     let dir = scratch_dir("wf-sched");
     let path = dir.join("schedules.toml");
     std::fs::write(

@@ -572,24 +572,10 @@ async fn manual_runs_need_the_token_take_the_lock_and_are_recorded() {
     std::fs::remove_file(token_file).ok();
 }
 
-/// A WeatherAPI stand-in that never answers in time: every request hangs for a minute.
-async fn hanging_weatherapi() -> (String, tokio::task::JoinHandle<()>) {
-    let app = axum::Router::new().fallback(|| async {
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        "{}"
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    (format!("http://{addr}/v1"), server)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_started_over_http_whose_lock_session_dies_is_recorded_lock_lost() {
     let ctx = TestContext::new().await;
-    let (base_url, server) = hanging_weatherapi().await;
+    let (base_url, server) = common::weatherapi_stub::hanging().await;
     let token_file = std::env::temp_dir().join(common::unique("wf-token"));
     std::fs::write(&token_file, TOKEN).unwrap();
     // A fetch of the shipped schedule's locations from a WeatherAPI that never answers: the run is
@@ -687,6 +673,19 @@ async fn slow_clients_are_cut_off_and_sigterm_stops_the_server() {
     );
     let text = String::from_utf8_lossy(&buf);
     assert!(!text.contains("200 OK"), "{text}");
+    // A cleartext HTTP/2 client (prior knowledge) that sends its preface and then nothing: HTTP/2
+    // is not served, so it is cut off as fast, not held open.
+    let mut h2 = TcpStream::connect(("127.0.0.1", svc.port)).unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    h2.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let _ = h2.read_to_end(&mut buf);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the HTTP/2 connection stayed open {:?}",
+        started.elapsed()
+    );
     let status = svc.stop();
     assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
 }
@@ -921,6 +920,20 @@ async fn nginx_in_front_of_serve_returns_the_dashboard_gzipped() {
             "{csp}"
         );
     }
+
+    // Starting runs is limited harder: 6 a minute in bursts of 3. No token is configured, so the
+    // ones let through get 403; the rest 429.
+    let mut trigger = Vec::new();
+    for _ in 0..8 {
+        let r = http
+            .post(format!("http://127.0.0.1:{port}/api/v1/runs/fetch"))
+            .send()
+            .await
+            .unwrap();
+        trigger.push(r.status().as_u16());
+    }
+    assert_eq!(&trigger[..4], [403, 403, 403, 403], "{trigger:?}");
+    assert!(trigger[4..].iter().all(|c| *c == 429), "{trigger:?}");
 
     // A client past 20 requests a second (bursts of 40) gets 429 at once; the rest are served (the
     // requests above spent part of the burst).

@@ -2,13 +2,14 @@
 //! timeout on every request, and graceful shutdown (in-flight requests finish, then the loop returns).
 //!
 //! `axum::serve` sets no header-read timeout, so a client trickling its headers would hold a
-//! connection for ever; hyper's own connection builder with a timer does.
+//! connection for ever; hyper's own connection builder with a timer does. It serves HTTP/1.1 only:
+//! HTTP/2 has no such timeout in hyper, and a cleartext HTTP/2 connection is refused.
 
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -27,9 +28,12 @@ pub(crate) async fn serve(
         timeout,
     ));
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only. hyper's HTTP/2 server (compiled in for reqwest's client) has no header-read
+    // timeout, so a cleartext HTTP/2 client could hold a connection open by sending its preface or
+    // headers slowly. nginx, Prometheus and browsers behind nginx all speak HTTP/1.1 to us. (The
+    // auto builder's `http1_only` is ignored by `serve_connection_with_upgrades`: hence hyper's own.)
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(timeout)
         .keep_alive(true);
@@ -49,8 +53,7 @@ pub(crate) async fn serve(
         // Small JSON answers: do not let Nagle hold them back.
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn.into_owned());
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");

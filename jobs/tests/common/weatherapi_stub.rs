@@ -598,3 +598,18 @@ async fn invalid_url(
     record(&inner, &method, &uri, &params, None);
     api_error(400, 1005, "API request url is invalid.")
 }
+
+/// A WeatherAPI stand-in that never answers in time: every request hangs for a minute. Its base URL
+/// and the server's task.
+pub async fn hanging() -> (String, tokio::task::JoinHandle<()>) {
+    let app = axum::Router::new().fallback(|| async {
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        "{}"
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (format!("http://{addr}/v1"), server)
+}

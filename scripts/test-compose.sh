@@ -22,7 +22,7 @@
 # Everything runs under compose project names and host ports of its own (below), so the test services
 # (Kafka 9092, PostgreSQL 5432) are never touched. Containers, networks, volumes and the two images it
 # built are removed when the stage ends, failed or not; the stand-in base images and BuildKit's cache
-# stay, so a second run is fast. Each step's time is printed, and a summary at the end.
+# stay, so a second run is fast; a dockerd the stage started is stopped (its state stays on disk). Each step's time is printed, and a summary at the end.
 #   COMPOSE_TEST_PROJECT (wfci)  COMPOSE_TEST_PORT_BASE (39000: Kafka +92, PostgreSQL +320, nginx +80,
 #   Jupyter +888, cluster +192/+194/+196, ZooKeeper-mode broker +292)  COMPOSE_TEST_KEEP=1 keeps all
 set -euo pipefail
@@ -134,6 +134,7 @@ cleanup() {
     docker rmi weatherflow:latest weatherflow-notebook:latest >/dev/null 2>&1 || true
     docker image prune -f >/dev/null 2>&1 || true
     rm -rf "$WORK"
+    if [ "${ENGINE_WAS_UP:-1}" = 0 ]; then scripts/docker.sh down; fi
     say "cleaned up in $((SECONDS - t)) s"
   fi
   printf '\nstep times:\n'; printf '  %s\n' "${TIMES[@]}"
@@ -147,6 +148,9 @@ cleanup() {
 trap cleanup EXIT
 
 step "engine: scripts/docker.sh up"
+# An engine that answered before the stage is someone else's; one the stage starts, it stops.
+ENGINE_WAS_UP=0
+if timeout 10 docker info >/dev/null 2>&1; then ENGINE_WAS_UP=1; fi
 scripts/docker.sh up
 step "base images: scripts/images.sh"
 scripts/images.sh

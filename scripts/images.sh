@@ -111,9 +111,16 @@ standin() {
         cp -al "$sysroot/$part" "$ctx/toolchain/" 2>/dev/null || cp -a "$sysroot/$part" "$ctx/toolchain/"
       done ;;
     kafka)
-      local libs; libs="$(jars "$1")"; shift
+      local libs tools; libs="$(jars "$1")"; shift
       cp -al "$libs" "$ctx/libs" 2>/dev/null || cp -a "$libs" "$ctx/libs"
-      rm -f "$ctx/libs/.complete" ;;
+      rm -f "$ctx/libs/.complete"
+      mkdir -p "$ctx/tools"
+      # The admin tools (kafka-topics, ...) of Kafka 4.4.0, which the 3.9.2 jar set lacks.
+      tools="$(jars scripts/kafka/pom.xml)"
+      if [ "$tools" != "$libs" ]; then
+        cp -al "$tools/." "$ctx/tools/" 2>/dev/null || cp -a "$tools/." "$ctx/tools/"
+        rm -f "$ctx/tools/.complete"
+      fi ;;
   esac
   build "$name" "$ctx" "$@"
 }

@@ -42,7 +42,7 @@ case "${APP_MODE:-}" in
   jupyter)
     need jupyter "weatherflow-notebook (Dockerfile.notebook)"
     if [ -z "${JUPYTER_TOKEN:-}" ]; then
-      echo "entrypoint: APP_MODE=jupyter refuses to start without JUPYTER_TOKEN (set it in .env)" >&2
+      echo "entrypoint: APP_MODE=jupyter refuses to start without JUPYTER_TOKEN (compose: the jupyter_token secret, docs/deploy.md)" >&2
       exit 64
     fi
     # 0.0.0.0 inside the container, so the published port reaches it; compose publishes it on

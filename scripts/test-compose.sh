@@ -23,13 +23,15 @@
 # (Kafka 9092, PostgreSQL 5432) are never touched. Containers, networks, volumes and the two images it
 # built are removed when the stage ends, failed or not; the stand-in base images and BuildKit's cache
 # stay, so a second run is fast; a dockerd the stage started is stopped (its state stays on disk). Each step's time is printed, and a summary at the end.
-#   COMPOSE_TEST_PROJECT (wfci)  COMPOSE_TEST_PORT_BASE (41000: Kafka +92, PostgreSQL +320, nginx +80,
+# The ports sit below Linux's ephemeral range (32768-60999), where an outgoing connection of any
+# process can hold a port just when docker-proxy wants to listen on it (seen on 41888).
+#   COMPOSE_TEST_PROJECT (wfci)  COMPOSE_TEST_PORT_BASE (28000: Kafka +92, PostgreSQL +320, nginx +80,
 #   Jupyter +888, cluster +192/+194/+196, ZooKeeper-mode broker +292)  COMPOSE_TEST_KEEP=1 keeps all
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PROJECT="${COMPOSE_TEST_PROJECT:-wfci}"
-BASE="${COMPOSE_TEST_PORT_BASE:-41000}"
+BASE="${COMPOSE_TEST_PORT_BASE:-28000}"
 KAFKA_PORT=$((BASE + 92)) POSTGRES_PORT=$((BASE + 320)) HTTP_PORT=$((BASE + 80)) JUPYTER_PORT=$((BASE + 888))
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/wf-compose.XXXXXX")"
 ENV_FILE="$WORK/ci.env"

@@ -141,13 +141,13 @@ cleanup() {
     # Every container, network and volume of the stage's projects (labels, whichever file made them).
     for p in "$PROJECT" "$PROJECT-cluster" "$PROJECT-zk"; do
       ids="$(docker ps -aq --filter "label=com.docker.compose.project=$p")"
-      [ -z "$ids" ] || docker rm -f $ids >/dev/null 2>&1 || true
+      [ -z "$ids" ] || docker rm -f -v $ids >/dev/null 2>&1 || true
       ids="$(docker volume ls -q --filter "label=com.docker.compose.project=$p")"
       [ -z "$ids" ] || docker volume rm -f $ids >/dev/null 2>&1 || true
       ids="$(docker network ls -q --filter "label=com.docker.compose.project=$p")"
       [ -z "$ids" ] || docker network rm $ids >/dev/null 2>&1 || true
     done
-    docker rm -f "$PROJECT-cluster-pg" "$PROJECT-zk-pg" >/dev/null 2>&1 || true
+    docker rm -f -v "$PROJECT-cluster-pg" "$PROJECT-zk-pg" >/dev/null 2>&1 || true
     docker rmi weatherflow:latest weatherflow-notebook:latest >/dev/null 2>&1 || true
     docker image prune -f >/dev/null 2>&1 || true
     rm -rf "$WORK"
@@ -315,7 +315,7 @@ cycle_on() {
   local rows; rows="$(docker exec "$pg" psql -t -A -U weatherflow -d weatherflow -c 'select count(*) from observations')"
   [ "$rows" -gt 0 ] || fail "no observation stored through $project"
   say "$project: $rows observations stored through $bootstrap"
-  docker rm -f "$pg" >/dev/null
+  docker rm -f -v "$pg" >/dev/null
 }
 
 step "docker-compose.cluster.yml: 3 brokers, fetch -> persist"

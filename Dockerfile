@@ -1,5 +1,6 @@
-# Multi-stage build of the `weatherflow` binary. Used by docker-compose.yml (not run on our machines,
-# which have no Docker engine; CI validates the compose file only).
+# Multi-stage build of the `weatherflow` binary. Used by docker-compose.yml; CI builds and runs it
+# (scripts/test-compose.sh, docs/deploy.md). Build with BuildKit (`docker compose build` does): the
+# cargo registry and target directory are cache mounts, kept between builds.
 FROM rust:1.95-bookworm AS build
 # librdkafka is built from source by rdkafka-sys (make, a C/C++ toolchain, cmake for aws-lc), with TLS
 # and SASL against the system OpenSSL (libssl-dev, pkg-config).

@@ -6,7 +6,24 @@
 #   jupyter    JupyterLab on port 8888 (Dockerfile.notebook), token from JUPYTER_TOKEN
 #   unset      the given command: a weatherflow subcommand (`run fetch`, `status`, …) or any program
 # ARGS are the container's command, appended (e.g. APP_MODE=scheduler with command `--no-consumer`).
+# Secrets come as files (compose `secrets:`, mounted under /run/secrets), never as environment
+# values that `docker compose config` or `docker inspect` would show: NAME_FILE names the file and
+# NAME is set from it, for the variables below. PGPASSWORD is the database password: weatherflow's
+# PostgreSQL driver and libpq (the notebook) take it when DATABASE_URL holds none.
 set -eu
+
+for name in PGPASSWORD JUPYTER_TOKEN WEATHERFLOW_WEB_TOKEN; do
+  eval "file=\${${name}_FILE:-}"
+  [ -n "$file" ] || continue
+  if [ ! -r "$file" ]; then
+    echo "entrypoint: ${name}_FILE=$file is not a readable file (a compose secret must be readable by uid $(id -u))" >&2
+    exit 64
+  fi
+  # The value without its trailing newline, as `printf %s "$(cat file)"` gives it.
+  value="$(cat "$file")"
+  export "$name=$value"
+  unset "${name}_FILE"
+done
 
 # Fails with a message naming the image a mode needs, instead of "not found".
 need() {
@@ -25,7 +42,7 @@ case "${APP_MODE:-}" in
   jupyter)
     need jupyter "weatherflow-notebook (Dockerfile.notebook)"
     if [ -z "${JUPYTER_TOKEN:-}" ]; then
-      echo "entrypoint: APP_MODE=jupyter refuses to start without JUPYTER_TOKEN (set it in .env)" >&2
+      echo "entrypoint: APP_MODE=jupyter refuses to start without JUPYTER_TOKEN (compose: the jupyter_token secret, docs/deploy.md)" >&2
       exit 64
     fi
     # 0.0.0.0 inside the container, so the published port reaches it; compose publishes it on

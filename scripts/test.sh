@@ -7,7 +7,8 @@
 # their own (the analysis notebook on the demo's data: scripts/test-notebook.sh; the secured broker and
 # PostgreSQL: scripts/test-secure.sh; the Kafka clusters: scripts/test-cluster.sh; the fault stage,
 # consumer, broker and PostgreSQL kills, database refusals, a deleted dead-letter topic and a silent
-# database connection, each striking records in flight: scripts/test-faults.sh).
+# database connection, each striking records in flight: scripts/test-faults.sh; the compose files
+# run for real on a local Docker engine: scripts/test-compose.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -54,7 +55,7 @@ fi
 cargo fetch --locked
 cargo deny --offline --locked check bans licenses sources
 
-step "docker-compose config -q (validation only: no Docker engine runs here)"
+step "docker-compose config -q (the files parse; scripts/test-compose.sh runs them at the end)"
 if ! command -v docker-compose >/dev/null; then
   echo "installing Debian's docker-compose (it parses compose files without an engine)"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
@@ -100,6 +101,9 @@ scripts/test-cluster.sh
 
 step "fault stage: kills, restarts, refusals, a deleted dead-letter topic and a silent connection, with records in flight, on a broker and PostgreSQL of its own (scripts/test-faults.sh)"
 FAULTS_BIN="$CARGO_TARGET_DIR/debug/weatherflow" scripts/test-faults.sh
+
+step "compose stage: the compose files, Dockerfiles and entrypoint run on a Docker engine of its own making, under project and ports of their own (scripts/test-compose.sh)"
+scripts/test-compose.sh
 
 echo
 echo "all checks passed in $((SECONDS - start)) s"

@@ -176,6 +176,8 @@ command -v psql >/dev/null || fail "psql not found (scripts/services.sh up insta
 step "docker compose build (weatherflow, weatherflow-notebook)"
 # Leftovers of an interrupted run would change what the checks below see.
 dc --profile analysis down -v --remove-orphans >/dev/null 2>&1 || true
+BUILD_GIT_COMMIT="$(git rev-parse --short=12 HEAD 2>/dev/null || true)"
+export BUILD_GIT_COMMIT
 DOCKER_BUILDKIT=1 dc --profile analysis build --progress plain >"$WORK/build.log" 2>&1 \
   || { tail -n 60 "$WORK/build.log"; fail "docker compose build failed (log above)"; }
 grep -E '^#[0-9]+ (DONE|CACHED)|cargo build|Finished' "$WORK/build.log" | grep -E 'Finished|cargo' | tail -n 3 || true
@@ -220,6 +222,10 @@ say "regression_results: $results rows; job_runs: $(sql "select string_agg(job |
 step "nginx on 127.0.0.1:$HTTP_PORT: dashboard, /api/v1/status, /healthz; /metrics refused"
 http() { curl -sS -o "$WORK/body" -w '%{http_code}' "http://127.0.0.1:$HTTP_PORT$1"; }
 [ "$(http /healthz)" = 200 ] || fail "/healthz through nginx: $(cat "$WORK/body")"
+if [ -n "$BUILD_GIT_COMMIT" ]; then
+  grep -q "\"commit\":\"$BUILD_GIT_COMMIT\"" "$WORK/body" \
+    || fail "/healthz does not name the commit built ($BUILD_GIT_COMMIT): $(cat "$WORK/body")"
+fi
 [ "$(http /api/v1/status)" = 200 ] || fail "/api/v1/status through nginx"
 shown="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tables"]["observations"]["rows"])' "$WORK/body" 2>/dev/null || echo '?')"
 total="$(observations)"

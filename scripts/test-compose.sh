@@ -99,7 +99,17 @@ rows_of() { sql "select count(*) from observations where location_name like '$1%
 # `run fetch` of simulated weather for the places given, through the scheduler service's
 # definition; PRODUCED is the number of messages it reports acknowledged.
 fetch() {
-  local out; out="$(dc run --rm -T scheduler run fetch --source simulated "$@" 2>&1)" || { echo "$out" | tail -n 20; fail "run fetch failed"; }
+  local out tries=0
+  # The scheduler service fetches on its own cron (every 10 minutes) and holds the fetch job's lock
+  # meanwhile; a manual run is then refused, as it should be. Try again until it is free.
+  until out="$(dc run --rm -T scheduler run fetch --source simulated "$@" 2>&1)"; do
+    if grep -q "another fetch run (scheduled or manual) is in progress" <<<"$out" && [ $((tries += 1)) -le 30 ]; then
+      say "the scheduler's own fetch holds the lock; trying again in 5 s"
+      sleep 5
+      continue
+    fi
+    echo "$out" | tail -n 20; fail "run fetch failed"
+  done
   PRODUCED="$(grep -o 'produced=[0-9]*' <<<"$out" | tail -n1 | cut -d= -f2)"
   [ -n "$PRODUCED" ] && [ "$PRODUCED" -gt 0 ] || { echo "$out" | tail -n 20; fail "run fetch reported no produced count"; }
   say "run fetch produced $PRODUCED messages"

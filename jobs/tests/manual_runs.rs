@@ -81,3 +81,44 @@ async fn a_manual_maintenance_run_is_a_job_of_its_own_recorded_with_what_it_did(
     assert!(analytics.is_empty(), "{analytics:?}");
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[tokio::test]
+async fn maintenance_deletes_quarantined_records_past_their_retention_only_when_asked() {
+    let ctx = TestContext::new().await;
+    use sea_orm::ConnectionTrait;
+    // 25,003 records 40 days old (more than two delete chunks) and 5 from yesterday.
+    ctx.db
+        .execute_unprepared(
+            "INSERT INTO rejected_records (received_at, kafka_topic, kafka_partition, kafka_offset, payload,
+                 error_class, reason)
+             SELECT now() - CASE WHEN g <= 25003 THEN interval '40 days' ELSE interval '1 day' END,
+                    't', 0, g, 'x'::bytea, 'invalid_json', 'test'
+             FROM generate_series(1, 25008) g",
+        )
+        .await
+        .unwrap();
+    let dir = common::scratch_dir("wf-maint-rejects");
+    // Unset (the default): nothing is deleted.
+    let (ok, _, stderr) = common::run_cli(&dir, &["run", "maintenance"], &ctx.child_env()).await;
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        ctx.scalar_i64("SELECT count(*) FROM rejected_records").await,
+        25_008
+    );
+    // 30 days: the old ones go, the recent ones stay, and the run says how many.
+    let env = ctx.child_env_with(&[("WEATHERFLOW_MAINTENANCE_REJECTED_RETENTION_DAYS", "30")]);
+    let (ok, _, stderr) = common::run_cli(&dir, &["run", "maintenance"], &env).await;
+    assert!(ok, "{stderr}");
+    assert_eq!(ctx.scalar_i64("SELECT count(*) FROM rejected_records").await, 5);
+    assert_eq!(
+        ctx.scalar_i64("SELECT count(*) FROM rejected_records WHERE received_at > now() - interval '2 days'")
+            .await,
+        5
+    );
+    let runs = weatherflow::runs::history(&ctx.db, Some(JobName::Maintenance), 1)
+        .await
+        .unwrap();
+    let details = runs[0].details.clone().unwrap_or_default();
+    assert_eq!(details["rejects_deleted"], 25_003, "{details}");
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -376,6 +376,36 @@ async fn every_endpoint_answers_and_refuses_bad_input() {
 
     let latest = get_json(&http, &svc.url("/api/v1/observations/latest")).await;
     assert_eq!(latest["observations"].as_array().unwrap().len() as i64, locations);
+    assert!(latest["next"].is_null(), "{latest}");
+    // Paged one location at a time, the pages are the same places in the same order, and the last
+    // says there is no next one.
+    let mut paged = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let url = match &after {
+            Some(a) => format!(
+                "/api/v1/observations/latest?limit=1&after={}",
+                url::form_urlencoded::byte_serialize(a.as_bytes()).collect::<String>()
+            ),
+            None => "/api/v1/observations/latest?limit=1".to_owned(),
+        };
+        let page = get_json(&http, &svc.url(&url)).await;
+        let rows = page["observations"].as_array().unwrap();
+        assert!(rows.len() <= 1, "{page}");
+        paged.extend(rows.iter().map(|r| r["location_key"].clone()));
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => break,
+        }
+        assert!(paged.len() as i64 <= locations, "paging does not end: {paged:?}");
+    }
+    let all: Vec<_> = latest["observations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["location_key"].clone())
+        .collect();
+    assert_eq!(paged, all);
     let page = get_json(
         &http,
         &svc.url("/api/v1/observations?location=script%7C%7Cnowhere&limit=3"),

@@ -225,6 +225,9 @@ section! {
         /// than the current month minus this many (12 keeps this month and the 12 before it).
         /// Unset: everything is kept.
         pub retention_months: Option<u32> = None;
+        /// Days a quarantined record (`rejected_records`, raw payload included) is kept: the
+        /// maintenance job deletes older ones, re-driven or not. Unset: every one is kept.
+        pub rejected_retention_days: Option<u32> = None;
     }
 }
 

@@ -186,18 +186,31 @@ pub fn lag_value(state: &AppState) -> Value {
     })
 }
 
-/// `GET /api/v1/observations/latest`: the latest observation of each location.
+/// `GET /api/v1/observations/latest?after=&limit=`: the latest observation of each location, a page
+/// of `limit` locations (by key) at a time; `next` is the `after` of the following page, `null` on
+/// the last.
 pub async fn latest_observations(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    Params::parse(raw.as_deref(), &[])?;
+    let p = Params::parse(raw.as_deref(), &["after", "limit"])?;
+    let after = p.text("after")?;
+    let limit = p.count("limit", DEFAULT_LIMIT, MAX_LIMIT)?;
     let db = state.db.clone();
+    let k = key("observations/latest", &[&after, &limit]);
     cached(
         &state,
-        "observations/latest".into(),
+        k,
         stream_ttl(&state),
-        || async move { Ok(json!({ "observations": queries::latest_observations(&db).await? })) },
+        || async move {
+            // One more than the page: whether there is a next page, without a count.
+            let mut rows = queries::latest_observations(&db, after.as_deref(), limit + 1).await?;
+            let next = (rows.len() as u64 > limit).then(|| {
+                rows.truncate(limit as usize);
+                rows.last().map(|r| r.location_key.clone())
+            });
+            Ok(json!({ "observations": rows, "next": next.flatten() }))
+        },
     )
     .await
 }

@@ -26,6 +26,9 @@ pub const REFRESH_SECS: u64 = 30;
 /// Points the dashboard's plot draws at most: enough to show the cloud, small enough to inline.
 const PLOT_POINTS: usize = 1500;
 
+/// Places the dashboard lists (the first, by key); `/api/v1/observations/latest` pages through all.
+const DASHBOARD_PLACES: u64 = 100;
+
 /// The compiled templates.
 pub fn templates() -> anyhow::Result<minijinja::Environment<'static>> {
     let mut env = minijinja::Environment::new();
@@ -61,7 +64,8 @@ async fn context(state: &AppState) -> Result<Value, ApiError> {
         .collect();
     let plot = plot_svg(state, results.iter().find(|r| r.scope == SCOPE_ALL)).await?;
     let status = super::api::status_value(state).await?;
-    let observations = queries::latest_observations(db).await?;
+    // The first page only: the page stays small whatever the number of places; the API pages on.
+    let observations = queries::latest_observations(db, None, DASHBOARD_PLACES).await?;
     // The table's note says how many of the latest readings are made up, so a person sees it before
     // reading any number.
     let simulated_observations = observations
@@ -80,6 +84,7 @@ async fn context(state: &AppState) -> Result<Value, ApiError> {
         "tables": status["tables"],
         "observations": observations,
         "simulated_observations": simulated_observations,
+        "places_shown": DASHBOARD_PLACES,
         "runs": runs,
         "rejections": rejections,
     }))

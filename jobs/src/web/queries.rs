@@ -144,14 +144,22 @@ const OBSERVATION_COLUMNS: &str = "id, location_key, location_name, region, coun
 /// The latest observation of each location, by location key. A skip scan over the unique
 /// `(location_key, observed_at)` index: two index probes per location, whatever the table's size
 /// (a plain `DISTINCT ON` reads every row).
-pub async fn latest_observations(db: &DatabaseConnection) -> Result<Vec<ObservationRow>, DbErr> {
+///
+/// One page: the first `limit` locations whose key sorts after `after` (all when `None`), walked one
+/// index probe per location, so a page costs the same with ten places or ten thousand.
+pub async fn latest_observations(
+    db: &DatabaseConnection,
+    after: Option<&str>,
+    limit: u64,
+) -> Result<Vec<ObservationRow>, DbErr> {
     let sql = format!(
-        "WITH RECURSIVE keys(k) AS (
-            (SELECT location_key FROM observations ORDER BY location_key LIMIT 1)
+        "WITH RECURSIVE keys(k, n) AS (
+            (SELECT location_key, 1 FROM observations
+             WHERE ($1::text IS NULL OR location_key > $1) ORDER BY location_key LIMIT 1)
             UNION ALL
             SELECT (SELECT o.location_key FROM observations o
-                    WHERE o.location_key > keys.k ORDER BY o.location_key LIMIT 1)
-            FROM keys WHERE keys.k IS NOT NULL
+                    WHERE o.location_key > keys.k ORDER BY o.location_key LIMIT 1), keys.n + 1
+            FROM keys WHERE keys.k IS NOT NULL AND keys.n < $2
         )
         SELECT {OBSERVATION_COLUMNS} FROM keys CROSS JOIN LATERAL (
             SELECT * FROM observations o WHERE o.location_key = keys.k
@@ -159,9 +167,14 @@ pub async fn latest_observations(db: &DatabaseConnection) -> Result<Vec<Observat
         ) latest
         ORDER BY location_key"
     );
-    ObservationRow::find_by_statement(Statement::from_string(DbBackend::Postgres, sql))
-        .all(db)
-        .await
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    ObservationRow::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        sql,
+        [after.map(str::to_owned).into(), limit.into()],
+    ))
+    .all(db)
+    .await
 }
 
 /// Observations newest first, filtered by location key and time range, at most `limit`.

@@ -18,7 +18,7 @@
 # then the topic is drained and checked whole, and, on the stored rows,
 #  10. the session holding a scheduled analytics run's advisory lock is terminated: the run must stop
 #      as failed "lock lost", and no two analytics runs may overlap.
-# Every fault from 2 on strikes after a fresh slice of FAULTS_SLICE records (20,000) and fails unless
+# Every fault from 2 on strikes after a fresh slice of FAULTS_SLICE records (40,000) and fails unless
 # at least FAULTS_MIN_INFLIGHT (5,000) are not yet stored at that moment; each scenario prints how
 # many were. After every scenario: 0 duplicate rows; on every partition each offset below the group's
 # committed offset is in the database (0 lost; committed offsets never ahead of the database);
@@ -49,7 +49,7 @@ export KN_EXTRA_PROPS="group.min.session.timeout.ms=1000"
 export KN_JAVA_OPTS="-XX:TieredStopAtLevel=1"
 PG_VER=15 PG_NAME=faults PG_PORT=5433 PROXY_PORT=25433 HTTP=127.0.0.1:29180
 BACKLOG="${FAULTS_BACKLOG:-500000}"
-SLICE="${FAULTS_SLICE:-20000}"
+SLICE="${FAULTS_SLICE:-40000}"
 MIN_INFLIGHT="${FAULTS_MIN_INFLIGHT:-5000}"
 STREAM_RATE="${FAULTS_STREAM_RATE:-1500}"
 REFUSAL_SECS="${FAULTS_REFUSAL_SECS:-5}"

@@ -6,6 +6,7 @@
 #   rust:1.95-bookworm     the machine's Rust toolchain on it       (deploy/standin/rust)
 #   python:3.11-slim       Debian's Python 3.11 and pip             (deploy/standin/python)
 #   nginx:1.27             Debian's nginx                           (deploy/standin/nginx)
+#   prom/prometheus:v2.42.0 Debian's Prometheus 2.42                (deploy/standin/prometheus)
 #   postgres:15            Debian's PostgreSQL 15                   (deploy/standin/postgres)
 #   apache/kafka:4.4.0, confluentinc/cp-kafka:7.9.0, confluentinc/cp-zookeeper:7.9.0
 #                          Debian's Java 17 and the Kafka jars from Maven Central (deploy/standin/kafka)
@@ -143,6 +144,7 @@ case "${1:-build}" in
     standin rust:1.95-bookworm rust
     standin python:3.11-slim python
     standin nginx:1.27 nginx
+    standin prom/prometheus:v2.42.0 prometheus
     standin postgres:15 postgres
     standin apache/kafka:4.4.0 kafka scripts/kafka/pom.xml --build-arg FLAVOR=apache
     standin confluentinc/cp-kafka:7.9.0 kafka scripts/kafka/zookeeper/pom.xml --build-arg FLAVOR=cp-kafka

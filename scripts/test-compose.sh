@@ -11,7 +11,8 @@
 #      stage's own), the consumer service stores every message (group lag 0, rows of those places =
 #      messages fetched), `run analytics`, results read through the published PostgreSQL port.
 #   4. nginx: the dashboard, /api/v1/status and /healthz answer; /metrics is refused; one Chromium
-#      screenshot of the dashboard.
+#      screenshot of the dashboard. The monitoring profile: Prometheus scrapes the three services
+#      (every target up) and has loaded every alerting rule of deploy/prometheus/alerts.yml.
 #   5. APP_MODE=jupyter answers with its token, refuses without it, and will not start without one.
 #   6. stop consumer, a backlog is fetched, start consumer: every message stored once.
 #   7. down then up: every observation and the group's committed offsets are kept; down -v removes
@@ -26,13 +27,14 @@
 # The ports sit below Linux's ephemeral range (32768-60999), where an outgoing connection of any
 # process can hold a port just when docker-proxy wants to listen on it (seen on 41888).
 #   COMPOSE_TEST_PROJECT (wfci)  COMPOSE_TEST_PORT_BASE (28000: Kafka +92, PostgreSQL +320, nginx +80,
-#   Jupyter +888, cluster +192/+194/+196, ZooKeeper-mode broker +292)  COMPOSE_TEST_KEEP=1 keeps all
+#   Jupyter +888, Prometheus +90, cluster +192/+194/+196, ZooKeeper-mode broker +292)  COMPOSE_TEST_KEEP=1 keeps all
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PROJECT="${COMPOSE_TEST_PROJECT:-wfci}"
 BASE="${COMPOSE_TEST_PORT_BASE:-28000}"
 KAFKA_PORT=$((BASE + 92)) POSTGRES_PORT=$((BASE + 320)) HTTP_PORT=$((BASE + 80)) JUPYTER_PORT=$((BASE + 888))
+PROMETHEUS_PORT=$((BASE + 90))
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/wf-compose.XXXXXX")"
 ENV_FILE="$WORK/ci.env"
 stage_start=$SECONDS
@@ -68,6 +70,7 @@ KAFKA_PORT=$KAFKA_PORT
 POSTGRES_PORT=$POSTGRES_PORT
 HTTP_PORT=$HTTP_PORT
 JUPYTER_PORT=$JUPYTER_PORT
+PROMETHEUS_PORT=$PROMETHEUS_PORT
 ENV
 
 # Compose with the stage's env file only: the caller's shell variables of the same names (a real
@@ -76,7 +79,7 @@ compose_in() {
   local project="$1"; shift
   env -u WEATHERAPI_KEY -u WEATHERFLOW_FETCH_ALLOW_SIMULATED_BESIDE_REAL -u POSTGRES_USER \
     -u SECRETS_DIR -u POSTGRES_DB -u JUPYTER_TOKEN -u WEATHERFLOW_WEB_TOKEN -u KAFKA_PORT \
-    -u POSTGRES_PORT -u HTTP_PORT -u JUPYTER_PORT -u KAFKA_PORT_1 -u KAFKA_PORT_2 -u KAFKA_PORT_3 \
+    -u POSTGRES_PORT -u HTTP_PORT -u JUPYTER_PORT -u PROMETHEUS_PORT -u KAFKA_PORT_1 -u KAFKA_PORT_2 -u KAFKA_PORT_3 \
     -u COMPOSE_FILE -u COMPOSE_PROJECT_NAME -u COMPOSE_PROFILES -u DATABASE_URL \
     docker compose --env-file "$ENV_FILE" -p "$project" "$@"
 }
@@ -185,7 +188,7 @@ command -v psql >/dev/null || fail "psql not found (scripts/services.sh up insta
 
 step "docker compose build (weatherflow, weatherflow-notebook)"
 # Leftovers of an interrupted run would change what the checks below see.
-dc --profile analysis down -v --remove-orphans >/dev/null 2>&1 || true
+dc --profile analysis --profile monitoring down -v --remove-orphans >/dev/null 2>&1 || true
 BUILD_GIT_COMMIT="$(git rev-parse --short=12 HEAD 2>/dev/null || true)"
 export BUILD_GIT_COMMIT
 DOCKER_BUILDKIT=1 dc --profile analysis build --progress plain >"$WORK/build.log" 2>&1 \
@@ -204,7 +207,7 @@ for image in weatherflow:latest weatherflow-notebook:latest; do
   if docker history --no-trunc "$image" | grep -q -e "$PG_PASSWORD" -e "$JUPYTER_TOKEN"; then fail "$image's history holds a secret"; fi
 done
 for f in docker-compose.yml docker-compose.cluster.yml docker-compose.zookeeper.yml; do
-  config="$(compose_in "$PROJECT" -f "$f" --profile analysis config)" || fail "docker compose -f $f config failed"
+  config="$(compose_in "$PROJECT" -f "$f" --profile analysis --profile monitoring config)" || fail "docker compose -f $f config failed"
   if grep -q -e "$PG_PASSWORD" -e "$JUPYTER_TOKEN" <<<"$config"; then fail "docker compose -f $f config prints a secret"; fi
 done
 say "neither secret (database password, Jupyter token) in the images or in docker compose config"
@@ -253,6 +256,28 @@ if command -v chromium >/dev/null; then
 else
   say "chromium missing (scripts/web-tools.sh installs it): no screenshot"
 fi
+
+step "monitoring profile: Prometheus on 127.0.0.1:$PROMETHEUS_PORT scrapes every service, loads every rule"
+dc --profile monitoring up -d --wait --wait-timeout 120 prometheus || fail "Prometheus did not become healthy"
+prom() { curl -fsS "http://127.0.0.1:$PROMETHEUS_PORT$1"; }
+want_rules="$(grep -c '^ *- alert:' deploy/prometheus/alerts.yml)"
+deadline=$((SECONDS + 90))
+while :; do
+  # The targets' health after their first scrape (15 s interval), and the alerting rules loaded.
+  read -r up total rules < <(prom /api/v1/targets | python3 -c '
+import json, sys
+t = json.load(sys.stdin)["data"]["activeTargets"]
+w = [x for x in t if x["labels"]["job"].startswith("weatherflow-")]
+print(sum(x["health"] == "up" for x in w), len(w), end=" ")' && prom /api/v1/rules | python3 -c '
+import json, sys
+g = json.load(sys.stdin)["data"]["groups"]
+print(sum(r["type"] == "alerting" for x in g for r in x["rules"]))') || true
+  if [ "${total:-0}" = 3 ] && [ "$up" = 3 ] && [ "$rules" = "$want_rules" ]; then break; fi
+  [ $SECONDS -lt $deadline ] || fail "Prometheus: ${up:-?} of ${total:-?} weatherflow targets up, ${rules:-?} of $want_rules alerting rules loaded"
+  sleep 3
+done
+firing="$(prom '/api/v1/query?query=ALERTS%7Balertstate%3D%22firing%22%7D' | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]["result"]))')"
+say "Prometheus: 3 of 3 weatherflow targets up, $rules alerting rules loaded, $firing firing"
 
 step "notebook: APP_MODE=jupyter with its token, and without one"
 dc --profile analysis up -d notebook
@@ -306,7 +331,8 @@ say "before: $rows_before rows, $committed_before committed; after: $rows_after 
   || fail "down/up lost the group's offsets ($committed_before -> $committed_after)"
 
 step "down -v removes the volumes"
-dc down -v
+# With every profile the stage started: a profile's volumes (prometheus-data) are only its own.
+dc --profile analysis --profile monitoring down -v
 left="$(docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT")"
 [ -z "$left" ] || fail "volumes left after down -v: $left"
 say "no volume of project $PROJECT left"

@@ -105,6 +105,9 @@ pub enum Command {
         /// Listen address (default: web.listen, 127.0.0.1:8080).
         #[arg(long, value_name = "ADDR")]
         listen: Option<String>,
+        /// Print the OpenAPI document of /api/v1 (docs/schema/openapi.v1.json) and exit.
+        #[arg(long)]
+        openapi: bool,
     },
     /// Print the effective configuration and each value's origin (`--reference`: every field).
     Config(config::ConfigArgs),
@@ -137,6 +140,10 @@ pub async fn execute() -> anyhow::Result<()> {
         Command::Config(args) => return config::run(cli.config.as_deref(), args),
         Command::Completions { shell } => return completions::completions(*shell),
         Command::Man { dir } => return completions::man(dir.as_deref()),
+        Command::Serve { openapi: true, .. } => {
+            print!("{}", crate::web::openapi::document());
+            return Ok(());
+        }
         _ => {}
     }
     let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
@@ -161,7 +168,7 @@ pub async fn execute() -> anyhow::Result<()> {
             let _http = serve::ops(&config, http.as_deref(), &shutdown).await?;
             run::consumer(&config, shutdown).await
         }
-        Command::Serve { listen } => serve::run(&config, listen.as_deref(), shutdown).await,
+        Command::Serve { listen, .. } => serve::run(&config, listen.as_deref(), shutdown).await,
         Command::Config(_) | Command::Completions { .. } | Command::Man { .. } => {
             unreachable!("handled before the configuration is loaded")
         }

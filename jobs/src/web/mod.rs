@@ -10,6 +10,7 @@ pub mod dashboard;
 pub mod error;
 pub mod health;
 pub mod lag;
+pub mod openapi;
 pub mod params;
 pub mod queries;
 pub mod server;
@@ -120,6 +121,7 @@ pub fn app(state: AppState) -> Router {
         .route("/rejections", get(api::rejections))
         .route("/rejects", get(api::rejects))
         .route("/schema/envelope", get(api::envelope_schema))
+        .route("/openapi.json", get(openapi::openapi_json))
         .fallback(error::not_found);
     ops_routes()
         .route("/", get(dashboard::page))

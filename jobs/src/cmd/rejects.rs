@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use super::table;
+use super::table::{self, Format};
+use serde_json::Value;
 use crate::config::Config;
 use crate::db;
 use crate::executor::{ExecError, Executor};
@@ -39,11 +40,14 @@ pub enum RejectsAction {
     /// List quarantined records, newest first, then the counts per class.
     List(ListFlags),
     /// Records per class: still quarantined, and re-driven.
-    Counts,
+    Counts(table::Output),
     /// One record: lineage, class, reason, times, the key and the raw payload.
     Show {
         /// The record's id (the first column of the listing).
         id: i64,
+        /// Output format.
+        #[command(flatten)]
+        output: table::Output,
     },
     /// Run quarantined records through today's validation and store again.
     Redrive(RedriveFlags),
@@ -70,6 +74,9 @@ pub struct ListFlags {
     /// Only records still quarantined.
     #[arg(long)]
     pub pending: bool,
+    /// Output format.
+    #[command(flatten)]
+    pub output: table::Output,
 }
 
 /// Flags of `weatherflow rejects redrive`. Only records still quarantined are re-driven.
@@ -121,16 +128,21 @@ pub async fn run(config: &Config, args: RejectsArgs, shutdown: CancellationToken
     match args.action {
         None => list(&conn, &args.list).await,
         Some(RejectsAction::List(flags)) => list(&conn, &flags).await,
-        Some(RejectsAction::Counts) => {
-            print!("{}", counts_table(&quarantine::counts(&conn).await?));
-            Ok(())
+        Some(RejectsAction::Counts(output)) => {
+            let counts = quarantine::counts(&conn).await?;
+            table::print_records(output.format, "classes", &COUNT_COLUMNS, &counts, || {
+                counts_table(&counts)
+            })
         }
-        Some(RejectsAction::Show { id }) => {
+        Some(RejectsAction::Show { id, output }) => {
             let row = quarantine::get(&conn, id)
                 .await?
                 .with_context(|| format!("no quarantined record with id {id}"))?;
-            print!("{}", show::render(&row));
-            Ok(())
+            match output.format {
+                Format::Table => table::emit(&show::render(&row)),
+                Format::Json => table::print_json(&show::record(&row)),
+                Format::Csv => table::emit(&table::csv(&show::COLUMNS, &Value::Array(vec![show::record(&row)]))),
+            }
         }
         Some(RejectsAction::Redrive(flags)) => redrive(config, &conn, &flags, shutdown).await,
     }
@@ -149,6 +161,14 @@ async fn list(conn: &sea_orm::DatabaseConnection, f: &ListFlags) -> anyhow::Resu
         },
     };
     let rows = quarantine::list(conn, &sel, f.last).await?;
+    match f.output.format {
+        Format::Table => {}
+        Format::Json => {
+            let classes = quarantine::counts(conn).await?;
+            return table::print_json(&serde_json::json!({ "records": rows, "classes": classes }));
+        }
+        Format::Csv => return table::print_records(Format::Csv, "records", &LIST_COLUMNS, &rows, String::new),
+    }
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -201,6 +221,24 @@ fn brief(reason: &str) -> String {
     }
     out
 }
+
+/// The fields of a listed record (`quarantine::Listed`), in order: the CSV header of `rejects list`.
+const LIST_COLUMNS: [&str; 11] = [
+    "id",
+    "received_at",
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+    "error_class",
+    "reason",
+    "payload_bytes",
+    "redrive_attempts",
+    "redriven_at",
+    "redrive_run_id",
+];
+
+/// The fields of a class's counts (`quarantine::ClassCount`): the CSV header of `rejects counts`.
+const COUNT_COLUMNS: [&str; 4] = ["error_class", "quarantined", "redriven", "latest"];
 
 fn counts_table(counts: &[quarantine::ClassCount]) -> String {
     let mut cells: Vec<Vec<String>> = counts

@@ -140,7 +140,7 @@ pub async fn runs(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
 #[utoipa::path(get, path = "/api/v1/status", tag = "status",
     summary = "The last run of each job, its next fire time, the consumer lag, the row counts",
     responses(
-        (status = 200, description = "The platform's state.", body = super::openapi::StatusBody),
+        (status = 200, description = "The platform's state.", body = super::status_schema::StatusBody),
         (status = 400, description = "A parameter was given: this endpoint takes none.", body = ErrorBody),
         (status = 500, description = "The database failed.", body = ErrorBody),
     ))]

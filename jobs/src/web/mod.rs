@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod params;
 pub mod queries;
 pub mod server;
+pub mod status_schema;
 pub mod trigger;
 
 use std::sync::Arc;

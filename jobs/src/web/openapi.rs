@@ -7,17 +7,13 @@
 //! neighbour's: every error response is `body = ErrorBody`), and its handler's path in the
 //! `paths(...)` list of [`ApiDoc`] below.
 
-use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
-use serde::Serialize;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
-use super::queries::RunRow;
 use super::{api, trigger};
 
 /// The document's root: every operation of `/api/v1` is listed in `paths(...)`.
@@ -76,96 +72,6 @@ pub fn document() -> &'static str {
     ))]
 pub async fn openapi_json() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], document()).into_response()
-}
-
-// The body of `/api/v1/status`, described for the document only: `api::status_value` builds it as
-// JSON, which the dashboard shares, and the schemathesis stage checks the two agree.
-
-/// The body of `GET /api/v1/status`.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct StatusBody {
-    /// When the answer was computed.
-    now: DateTime<Utc>,
-    /// Every job, in a fixed order.
-    jobs: Vec<JobStatus>,
-    /// The persist consumer's lag, from the latest background sample.
-    consumer_lag: ConsumerLag,
-    /// Row counts per table.
-    tables: BTreeMap<String, TableRows>,
-}
-
-/// One job in `/api/v1/status`.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct JobStatus {
-    /// The job's name.
-    job: String,
-    /// Its latest run; `null` when it never ran.
-    last_run: Option<RunRow>,
-    /// Its next fire time (RFC 3339, UTC); `null` when not scheduled.
-    next_fire: Option<String>,
-    /// Whether it runs continuously (persist, as the consumer).
-    continuous: bool,
-}
-
-/// The consumer lag in `/api/v1/status`.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct ConsumerLag {
-    /// The observations topic.
-    topic: String,
-    /// The persist consumer's group.
-    group: String,
-    /// What the latest sample found.
-    state: LagState,
-    /// When it was taken; `null` before the first.
-    sampled_at: Option<DateTime<Utc>>,
-    /// Messages still to consume, all partitions.
-    total: i64,
-    /// Per partition (empty unless `state` is `ok`).
-    partitions: Vec<PartitionLagRow>,
-    /// Why Kafka could not be read, when `state` is `unreachable`.
-    error: Option<String>,
-}
-
-/// What a lag sample found.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-#[allow(dead_code)]
-pub enum LagState {
-    /// No sample yet.
-    Pending,
-    /// The topic does not exist (nothing fetched so far).
-    NoTopic,
-    /// Kafka did not answer.
-    Unreachable,
-    /// Sampled.
-    Ok,
-}
-
-/// One partition's lag.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct PartitionLagRow {
-    /// Partition id.
-    partition: i32,
-    /// The group's committed offset; `null` when it never committed here.
-    committed: Option<i64>,
-    /// The offset the next message will get.
-    end: i64,
-    /// Messages still to consume.
-    lag: i64,
-}
-
-/// One table's row count.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct TableRows {
-    /// Rows: exact below a threshold, else the planner's estimate.
-    rows: i64,
-    /// Whether `rows` is an estimate.
-    estimated: bool,
 }
 
 #[cfg(test)]

@@ -131,7 +131,9 @@ async fn every_listing_prints_json_and_csv_that_parse_and_agree() {
     // results: the latest fit of each scope.
     let results = json(&ctx, &dir, &["results"]).await;
     let results = results["results"].as_array().expect("results");
-    let scopes = ctx.scalar_i64("SELECT count(DISTINCT scope) FROM regression_results").await;
+    let scopes = ctx
+        .scalar_i64("SELECT count(DISTINCT scope) FROM regression_results")
+        .await;
     assert_eq!(results.len() as i64, scopes, "{results:?}");
     assert_eq!(results[0]["scope"], "all");
     assert_eq!(results[0]["source"], "simulated");
@@ -229,6 +231,15 @@ async fn every_listing_prints_json_and_csv_that_parse_and_agree() {
     assert_eq!(show["payload_bytes"], 1);
     let rows = csv(&ctx, &dir, &["rejects", "show", &id_text]).await;
     assert_eq!(cell(&rows, 1, "reason"), REASON);
+
+    // A re-drive's report: the record is still not JSON, so it stays quarantined.
+    let dry = json(&ctx, &dir, &["rejects", "redrive", "--dry-run"]).await;
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["run_id"], Value::Null);
+    assert_eq!(dry["selected"], 1);
+    assert_eq!(dry["refused"]["invalid_json"], 1, "{dry}");
+    let report = pairs(&csv(&ctx, &dir, &["rejects", "redrive", "--dry-run"]).await);
+    assert_eq!(report["refused_total"], "1");
 
     // The table stays the default.
     let table = stdout(&ctx, &dir, &["runs"]).await;

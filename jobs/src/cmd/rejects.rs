@@ -103,6 +103,9 @@ pub struct RedriveFlags {
     /// Seconds a page may wait on an unavailable database before the run gives up.
     #[arg(long, default_value_t = redrive::DEFAULT_PATIENCE.as_secs())]
     pub patience: u64,
+    /// Output format of the closing report (progress goes to standard error).
+    #[command(flatten)]
+    pub output: table::Output,
 }
 
 impl From<&RedriveFlags> for RedriveRequest {
@@ -291,8 +294,7 @@ async fn redrive(
     if req.dry_run {
         let mut progress = progress_printer();
         let summary = redrive::dry_run(config, conn, req, shutdown, &mut progress).await?;
-        print!("{}", report(&summary, None));
-        return Ok(());
+        return print_report(flags.output.format, &summary, None);
     }
     let exec = Executor::from_config(conn.clone(), config);
     // Re-drives run only under the job's lock: a `running` row then is one whose process died, and
@@ -312,8 +314,31 @@ async fn redrive(
         }
         e => e.into(),
     })?;
-    print!("{}", report(&summary, Some(run_id)));
-    Ok(())
+    print_report(flags.output.format, &summary, Some(run_id))
+}
+
+/// Prints the closing report of a re-drive: the text for people, or as JSON (csv: its `path,value`
+/// pairs) with the fields of docs/cli-formats.md.
+fn print_report(format: Format, s: &RedriveSummary, run_id: Option<i64>) -> anyhow::Result<()> {
+    let doc = serde_json::json!({
+        "run_id": run_id,
+        "dry_run": s.dry_run,
+        "selected": s.selected,
+        "examined": s.examined,
+        "redriven": s.redriven(),
+        "stored": s.stored,
+        "duplicates": s.duplicates,
+        "refused": s.refused,
+        "refused_total": s.refused_total(),
+        "reclassified": s.reclassified,
+        "batches": s.batches,
+        "retries": s.retries,
+    });
+    match format {
+        Format::Table => table::emit(&report(s, run_id)),
+        Format::Json => table::print_json(&doc),
+        Format::Csv => table::emit(&table::csv_pairs(&doc)),
+    }
 }
 
 /// The closing report of a re-drive.

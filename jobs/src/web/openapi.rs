@@ -94,7 +94,15 @@ mod tests {
         let mut errors = 0;
         for (path, item) in doc["paths"].as_object().unwrap() {
             for (method, op) in item.as_object().unwrap() {
-                for (status, resp) in op["responses"].as_object().unwrap() {
+                let responses = op["responses"].as_object().unwrap();
+                // Every operation that reads the database or its input documents its 400 and 500;
+                // the two compiled-in documents can fail neither way.
+                if !path.ends_with(".json") && !path.contains("/schema/") {
+                    for status in ["400", "500"] {
+                        assert!(responses.contains_key(status), "{method} {path} lacks {status}");
+                    }
+                }
+                for (status, resp) in responses {
                     if !status.starts_with('4') && !status.starts_with('5') {
                         continue;
                     }
@@ -107,6 +115,6 @@ mod tests {
                 }
             }
         }
-        assert!(errors >= 20, "only {errors} error answers documented");
+        assert!(errors > 0);
     }
 }

@@ -119,9 +119,13 @@ echo "the served document is $DOCUMENT"
 step "schemathesis: every operation, every check"
 started=$SECONDS
 rc=0
-"$venv/bin/schemathesis" --config-file scripts/schemathesis.toml run "$DOCUMENT" --url "http://127.0.0.1:$port" \
+# From the scratch directory: schemathesis and hypothesis keep their state (.schemathesis,
+# .hypothesis) in the current directory, which must not be the checkout.
+root="$PWD"
+(cd "$work" && "$venv/bin/schemathesis" --config-file "$root/scripts/schemathesis.toml" \
+  run "$root/$DOCUMENT" --url "http://127.0.0.1:$port" \
   --checks all --max-examples "${OPENAPI_MAX_EXAMPLES:-200}" --seed 20261207 --workers 2 \
-  --request-timeout 10 --no-color --report junit --report-junit-path "$work/junit.xml" \
+  --request-timeout 10 --no-color --report junit --report-junit-path "$work/junit.xml") \
   >"$work/schemathesis.log" 2>&1 || rc=$?
 cat "$work/schemathesis.log"
 [ -s "$work/junit.xml" ] || fail "schemathesis wrote no report"

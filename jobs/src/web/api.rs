@@ -153,7 +153,8 @@ pub async fn status(State(state): State<AppState>, RawQuery(raw): RawQuery) -> R
     .await
 }
 
-/// The body of `/api/v1/status` (the dashboard shows the same).
+/// The body of `/api/v1/status` (the dashboard shows the same). The OpenAPI document describes it
+/// with [`super::status_schema::StatusBody`]: a field added here is a field added there.
 pub async fn status_value(state: &AppState) -> Result<Value, ApiError> {
     let now = Utc::now();
     let latest = crate::runs::latest_per_job(&state.db).await?;

@@ -24,3 +24,8 @@ awk -v begin="$begin" -v end="$end" -v gen="$generated" '
 ' "$doc" >"$generated.md"
 mv "$generated.md" "$doc"
 echo "updated $doc"
+
+# The OpenAPI document of /api/v1, generated from the handlers' annotations (jobs/src/web/openapi.rs);
+# the unit test `web::openapi::tests::the_committed_document_is_the_generated_one` fails until this runs.
+cargo run -q -p weatherflow -- serve --openapi >docs/schema/openapi.v1.json
+echo "updated docs/schema/openapi.v1.json"

@@ -4,7 +4,8 @@
 # -D warnings, cargo deny (bans, licenses, sources), the compose files' validation (and their shared
 # fetch settings: scripts/check-compose-fetch-env.py), the whole test
 # suite against the real Kafka broker and PostgreSQL, then the stages that need services or data of
-# their own (the analysis notebook on the demo's data: scripts/test-notebook.sh; the secured broker and
+# their own (the OpenAPI document fuzzed by schemathesis against a live server: scripts/test-openapi.sh;
+# the analysis notebook on the demo's data: scripts/test-notebook.sh; the secured broker and
 # PostgreSQL: scripts/test-secure.sh; the Kafka clusters: scripts/test-cluster.sh; the fault stage,
 # consumer, broker and PostgreSQL kills, database refusals, a deleted dead-letter topic and a silent
 # database connection, each striking records in flight: scripts/test-faults.sh; the compose files
@@ -89,6 +90,9 @@ promtool test rules deploy/prometheus/alerts.test.yml
 step "cargo test --workspace, then the benchmarks' unit tests (--features bench)"
 cargo test --workspace --locked
 cargo test -p weatherflow --lib --all-features --locked bench::
+
+step "OpenAPI stage: the document validated, the served one equal to it, schemathesis against a live serve on a database of its own (scripts/test-openapi.sh)"
+SERVICES_BIN="$CARGO_TARGET_DIR/debug/weatherflow" scripts/test-openapi.sh
 
 step "the demo pipeline, then the notebook headless against it (database and topics of its own)"
 SERVICES_BIN="$CARGO_TARGET_DIR/debug/weatherflow" scripts/test-notebook.sh

@@ -300,6 +300,20 @@ async fn every_endpoint_answers_and_refuses_bad_input() {
         std::fs::read_to_string(committed).unwrap()
     );
 
+    // The API's own contract, byte for byte the committed file (scripts/test-openapi.sh fuzzes it).
+    let openapi = http.get(svc.url("/api/v1/openapi.json")).send().await.unwrap();
+    assert_eq!(openapi.status(), 200);
+    assert_eq!(openapi.headers()["content-type"], "application/json");
+    let committed = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/schema/openapi.v1.json");
+    let served = openapi.text().await.unwrap();
+    assert_eq!(served, std::fs::read_to_string(committed).unwrap());
+    let doc: serde_json::Value = serde_json::from_str(&served).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(
+        doc["paths"]["/api/v1/observations/latest"]["get"].is_object(),
+        "{doc}"
+    );
+
     let results = get_json(&http, &svc.url("/api/v1/results")).await;
     let rows = results["results"].as_array().expect("results");
     assert_eq!(

@@ -51,7 +51,7 @@ pub enum Command {
         steps: Option<u32>,
     },
     /// Check that Kafka and PostgreSQL answer, and report what they hold.
-    Check,
+    Check(table::Output),
     /// Validate schedules.toml and print each job's next fire times (the scheduler's).
     Schedules(schedules::SchedulesArgs),
     /// Run one job now (trigger = manual), recorded in the run history.
@@ -71,6 +71,9 @@ pub enum Command {
         /// How many runs (newest first).
         #[arg(long, default_value_t = 20)]
         last: u64,
+        /// Output format.
+        #[command(flatten)]
+        output: table::Output,
     },
     /// List, count, show and re-drive quarantined records (rejected_records).
     Rejects(rejects::RejectsArgs),
@@ -82,9 +85,12 @@ pub enum Command {
         /// How many results (newest first).
         #[arg(long, default_value_t = 20)]
         last: u64,
+        /// Output format.
+        #[command(flatten)]
+        output: table::Output,
     },
     /// Last run of each job, next fire times, consumer lag, table row counts.
-    Status,
+    Status(table::Output),
     /// The long-running scheduler service (fetch and analytics on schedule, the consumer alongside).
     Scheduler {
         /// Do not run the persist consumer in this process.
@@ -105,6 +111,9 @@ pub enum Command {
         /// Listen address (default: web.listen, 127.0.0.1:8080).
         #[arg(long, value_name = "ADDR")]
         listen: Option<String>,
+        /// Print the OpenAPI document of /api/v1 (docs/schema/openapi.v1.json) and exit.
+        #[arg(long)]
+        openapi: bool,
     },
     /// Print the effective configuration and each value's origin (`--reference`: every field).
     Config(config::ConfigArgs),
@@ -137,6 +146,10 @@ pub async fn execute() -> anyhow::Result<()> {
         Command::Config(args) => return config::run(cli.config.as_deref(), args),
         Command::Completions { shell } => return completions::completions(*shell),
         Command::Man { dir } => return completions::man(dir.as_deref()),
+        Command::Serve { openapi: true, .. } => {
+            print!("{}", crate::web::openapi::document());
+            return Ok(());
+        }
         _ => {}
     }
     let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
@@ -145,14 +158,16 @@ pub async fn execute() -> anyhow::Result<()> {
     let shutdown = crate::shutdown::on_signal();
     match cli.command {
         Command::Migrate { action, steps } => migrate::run(&config, action, steps).await,
-        Command::Check => check::run(&config).await,
+        Command::Check(output) => check::run(&config, output.format).await,
         Command::Schedules(args) => schedules::print(&config, &args),
         Command::Run { job } => run::run(&config, job, shutdown).await,
         Command::Replay(flags) => replay::run(&config, flags, shutdown).await,
-        Command::Runs { job, last } => runs::run(&config, job, last).await,
+        Command::Runs { job, last, output } => runs::run(&config, job, last, output.format).await,
         Command::Rejects(args) => rejects::run(&config, args, shutdown).await,
-        Command::Results { scope, last } => results::run(&config, scope.as_deref(), last).await,
-        Command::Status => status::run(&config).await,
+        Command::Results { scope, last, output } => {
+            results::run(&config, scope.as_deref(), last, output.format).await
+        }
+        Command::Status(output) => status::run(&config, output.format).await,
         Command::Scheduler { no_consumer, http } => {
             let _http = serve::ops(&config, http.as_deref(), &shutdown).await?;
             scheduler::run(&config, !no_consumer, shutdown).await
@@ -161,7 +176,7 @@ pub async fn execute() -> anyhow::Result<()> {
             let _http = serve::ops(&config, http.as_deref(), &shutdown).await?;
             run::consumer(&config, shutdown).await
         }
-        Command::Serve { listen } => serve::run(&config, listen.as_deref(), shutdown).await,
+        Command::Serve { listen, .. } => serve::run(&config, listen.as_deref(), shutdown).await,
         Command::Config(_) | Command::Completions { .. } | Command::Man { .. } => {
             unreachable!("handled before the configuration is loaded")
         }

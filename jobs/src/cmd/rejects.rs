@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use super::table;
+use super::table::{self, Format};
+use serde_json::Value;
 use crate::config::Config;
 use crate::db;
 use crate::executor::{ExecError, Executor};
@@ -39,11 +40,14 @@ pub enum RejectsAction {
     /// List quarantined records, newest first, then the counts per class.
     List(ListFlags),
     /// Records per class: still quarantined, and re-driven.
-    Counts,
+    Counts(table::Output),
     /// One record: lineage, class, reason, times, the key and the raw payload.
     Show {
         /// The record's id (the first column of the listing).
         id: i64,
+        /// Output format.
+        #[command(flatten)]
+        output: table::Output,
     },
     /// Run quarantined records through today's validation and store again.
     Redrive(RedriveFlags),
@@ -70,6 +74,9 @@ pub struct ListFlags {
     /// Only records still quarantined.
     #[arg(long)]
     pub pending: bool,
+    /// Output format.
+    #[command(flatten)]
+    pub output: table::Output,
 }
 
 /// Flags of `weatherflow rejects redrive`. Only records still quarantined are re-driven.
@@ -96,6 +103,9 @@ pub struct RedriveFlags {
     /// Seconds a page may wait on an unavailable database before the run gives up.
     #[arg(long, default_value_t = redrive::DEFAULT_PATIENCE.as_secs())]
     pub patience: u64,
+    /// Output format of the closing report (progress goes to standard error).
+    #[command(flatten)]
+    pub output: table::Output,
 }
 
 impl From<&RedriveFlags> for RedriveRequest {
@@ -121,16 +131,21 @@ pub async fn run(config: &Config, args: RejectsArgs, shutdown: CancellationToken
     match args.action {
         None => list(&conn, &args.list).await,
         Some(RejectsAction::List(flags)) => list(&conn, &flags).await,
-        Some(RejectsAction::Counts) => {
-            print!("{}", counts_table(&quarantine::counts(&conn).await?));
-            Ok(())
+        Some(RejectsAction::Counts(output)) => {
+            let counts = quarantine::counts(&conn).await?;
+            table::print_records(output.format, "classes", &COUNT_COLUMNS, &counts, || {
+                counts_table(&counts)
+            })
         }
-        Some(RejectsAction::Show { id }) => {
+        Some(RejectsAction::Show { id, output }) => {
             let row = quarantine::get(&conn, id)
                 .await?
                 .with_context(|| format!("no quarantined record with id {id}"))?;
-            print!("{}", show::render(&row));
-            Ok(())
+            match output.format {
+                Format::Table => table::emit(&show::render(&row)),
+                Format::Json => table::print_json(&show::record(&row)),
+                Format::Csv => table::emit(&table::csv(&show::COLUMNS, &Value::Array(vec![show::record(&row)]))),
+            }
         }
         Some(RejectsAction::Redrive(flags)) => redrive(config, &conn, &flags, shutdown).await,
     }
@@ -149,6 +164,14 @@ async fn list(conn: &sea_orm::DatabaseConnection, f: &ListFlags) -> anyhow::Resu
         },
     };
     let rows = quarantine::list(conn, &sel, f.last).await?;
+    match f.output.format {
+        Format::Table => {}
+        Format::Json => {
+            let classes = quarantine::counts(conn).await?;
+            return table::print_json(&serde_json::json!({ "records": rows, "classes": classes }));
+        }
+        Format::Csv => return table::print_records(Format::Csv, "records", &LIST_COLUMNS, &rows, String::new),
+    }
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -202,6 +225,24 @@ fn brief(reason: &str) -> String {
     out
 }
 
+/// The fields of a listed record (`quarantine::Listed`), in order: the CSV header of `rejects list`.
+const LIST_COLUMNS: [&str; 11] = [
+    "id",
+    "received_at",
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+    "error_class",
+    "reason",
+    "payload_bytes",
+    "redrive_attempts",
+    "redriven_at",
+    "redrive_run_id",
+];
+
+/// The fields of a class's counts (`quarantine::ClassCount`): the CSV header of `rejects counts`.
+const COUNT_COLUMNS: [&str; 4] = ["error_class", "quarantined", "redriven", "latest"];
+
 fn counts_table(counts: &[quarantine::ClassCount]) -> String {
     let mut cells: Vec<Vec<String>> = counts
         .iter()
@@ -253,8 +294,7 @@ async fn redrive(
     if req.dry_run {
         let mut progress = progress_printer();
         let summary = redrive::dry_run(config, conn, req, shutdown, &mut progress).await?;
-        print!("{}", report(&summary, None));
-        return Ok(());
+        return print_report(flags.output.format, &summary, None);
     }
     let exec = Executor::from_config(conn.clone(), config);
     // Re-drives run only under the job's lock: a `running` row then is one whose process died, and
@@ -274,8 +314,31 @@ async fn redrive(
         }
         e => e.into(),
     })?;
-    print!("{}", report(&summary, Some(run_id)));
-    Ok(())
+    print_report(flags.output.format, &summary, Some(run_id))
+}
+
+/// Prints the closing report of a re-drive: the text for people, or as JSON (csv: its `path,value`
+/// pairs) with the fields of docs/cli-formats.md.
+fn print_report(format: Format, s: &RedriveSummary, run_id: Option<i64>) -> anyhow::Result<()> {
+    let doc = serde_json::json!({
+        "run_id": run_id,
+        "dry_run": s.dry_run,
+        "selected": s.selected,
+        "examined": s.examined,
+        "redriven": s.redriven(),
+        "stored": s.stored,
+        "duplicates": s.duplicates,
+        "refused": s.refused,
+        "refused_total": s.refused_total(),
+        "reclassified": s.reclassified,
+        "batches": s.batches,
+        "retries": s.retries,
+    });
+    match format {
+        Format::Table => table::emit(&report(s, run_id)),
+        Format::Json => table::print_json(&doc),
+        Format::Csv => table::emit(&table::csv_pairs(&doc)),
+    }
 }
 
 /// The closing report of a re-drive.

@@ -5,28 +5,91 @@
 
 use chrono::{DateTime, Utc};
 use entity::regression_results;
+use serde::Serialize;
 
+use super::table::{self, Format};
 use crate::config::Config;
 use crate::db;
 use crate::jobs::analytics::results::{history, latest_per_scope, source_label};
 
-/// Prints the latest results as an aligned table: the latest fit of each scope, or with `scope`
-/// that scope's last `last` fits, newest first.
-pub async fn run(config: &Config, scope: Option<&str>, last: u64) -> anyhow::Result<()> {
+/// One fit as `--format json|csv` prints it.
+#[derive(Debug, Serialize)]
+pub struct ResultRecord {
+    /// `all` or a location key.
+    scope: String,
+    /// When the fit ran (RFC 3339, UTC).
+    fitted_at: DateTime<Utc>,
+    /// The observations' source it used: `weatherapi`, `simulated`, or `any` (before sources were told apart).
+    source: String,
+    /// Samples used.
+    n_samples: i64,
+    /// °C at zero wind.
+    intercept: f64,
+    /// °C per km/h.
+    slope: f64,
+    /// Standard error of the slope, when defined.
+    slope_stderr: Option<f64>,
+    /// Coefficient of determination.
+    r_squared: f64,
+    /// Root mean squared error, °C.
+    rmse: f64,
+    /// The window's start; null when open.
+    window_start: Option<DateTime<Utc>>,
+    /// The window's end; null when open.
+    window_end: Option<DateTime<Utc>>,
+    /// The run that wrote it.
+    run_id: i64,
+}
+
+/// The field names of [`ResultRecord`], the CSV header.
+const COLUMNS: [&str; 12] = [
+    "scope",
+    "fitted_at",
+    "source",
+    "n_samples",
+    "intercept",
+    "slope",
+    "slope_stderr",
+    "r_squared",
+    "rmse",
+    "window_start",
+    "window_end",
+    "run_id",
+];
+
+/// Prints the latest results: the latest fit of each scope, or with `scope` that scope's last
+/// `last` fits, newest first.
+pub async fn run(config: &Config, scope: Option<&str>, last: u64, format: Format) -> anyhow::Result<()> {
     let conn = db::connect(&config.database).await?;
     let rows = match scope {
         Some(scope) => history(&conn, scope, last).await?,
         None => latest_per_scope(&conn, last).await?,
     };
-    if rows.is_empty() {
+    if rows.is_empty() && format == Format::Table {
         match scope {
             Some(scope) => println!("no results for scope '{scope}'"),
             None => println!("no results yet; run `weatherflow run analytics`"),
         }
         return Ok(());
     }
-    print!("{}", render(&rows));
-    Ok(())
+    let records: Vec<ResultRecord> = rows
+        .iter()
+        .map(|r| ResultRecord {
+            scope: r.scope.clone(),
+            fitted_at: r.fitted_at,
+            source: source_label(r.source.as_deref()).to_owned(),
+            n_samples: r.n_samples,
+            intercept: r.intercept,
+            slope: r.slope,
+            slope_stderr: r.slope_stderr,
+            r_squared: r.r_squared,
+            rmse: r.rmse,
+            window_start: r.window_start,
+            window_end: r.window_end,
+            run_id: r.job_run_id,
+        })
+        .collect();
+    table::print_records(format, "results", &COLUMNS, &records, || render(&rows))
 }
 
 /// The table `weatherflow results` prints.
@@ -49,7 +112,7 @@ pub fn render(rows: &[regression_results::Model]) -> String {
             ]
         })
         .collect();
-    super::table::render(
+    table::render(
         &[
             "scope",
             "fitted (UTC)",

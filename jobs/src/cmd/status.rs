@@ -3,28 +3,51 @@
 //! command only formats.
 
 use chrono::{DateTime, Utc};
-use sea_orm::DatabaseConnection;
+use serde_json::{Value, json};
 
-use super::table;
+use super::table::{self, Format};
 use crate::config::Config;
 use crate::db::{self, EXACT_BELOW, SourceCount, TableCount};
 use crate::kafka::{self, PartitionLag};
 use crate::runs::{self, JobName};
 use crate::scheduler::schedules::{Schedules, Timing};
 
+/// What the consumer-lag read found: the partitions, `None` when the topic does not exist yet, or
+/// why Kafka could not be read.
+type LagRead = Result<Option<Vec<PartitionLag>>, String>;
+
 /// Prints the platform's status. Kafka being unreachable or the schedules file being invalid is shown,
 /// not fatal: status is what one runs when something is wrong.
-pub async fn run(config: &Config) -> anyhow::Result<()> {
+pub async fn run(config: &Config, format: Format) -> anyhow::Result<()> {
     let conn = db::connect(&config.database).await?;
     let now = Utc::now();
     let schedules = crate::scheduler::schedules::load(config, None);
+    let latest = runs::latest_per_job(&conn).await?;
+    let kcfg = config.kafka.clone();
+    let lag: LagRead = tokio::task::spawn_blocking(move || {
+        // A refused password or certificate: say so at once instead of after the lag requests' timeout.
+        if kafka::is_secured(&kcfg) {
+            kafka::probe(&kcfg).map_err(|e| e.to_string())?;
+        }
+        kafka::consumer_lag(&kcfg).map_err(|e| e.to_string())
+    })
+    .await?;
+    let counts = db::table_counts(&conn).await?;
+    let sources = db::source_counts(&conn).await?;
+    let refusals = db::write_refusals(&conn).await.map_err(|e| e.to_string());
+    if format != Format::Table {
+        let doc = document(config, now, schedules.as_ref(), &latest, &lag, &counts, &sources, &refusals);
+        return match format {
+            Format::Csv => table::emit(&table::csv_pairs(&doc)),
+            _ => table::print_json(&doc),
+        };
+    }
 
     println!("jobs:");
-    print!("{}", jobs_table(&conn, schedules.as_ref().ok(), now).await?);
+    print!("{}", jobs_table(&latest, schedules.as_ref().ok(), now));
     if let Err(e) = &schedules {
         println!("  (next fire times unknown: {e:#})");
     }
-    let latest = runs::latest_per_job(&conn).await?;
     if let Some(text) = latest
         .iter()
         .find(|r| r.job == JobName::Fetch)
@@ -38,30 +61,22 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         "\nconsumer lag (group {}, topic {}):",
         k.consumer_group, k.observations_topic
     );
-    let kcfg = k.clone();
-    let lag = tokio::task::spawn_blocking(move || {
-        // A refused password or certificate: say so at once instead of after the lag requests' timeout.
-        if kafka::is_secured(&kcfg) {
-            kafka::probe(&kcfg).map_err(|e| e.to_string())?;
-        }
-        kafka::consumer_lag(&kcfg).map_err(|e| e.to_string())
-    });
-    match lag.await? {
+    match &lag {
         Ok(None) => println!(
             "  topic {} does not exist yet (nothing fetched so far)",
             k.observations_topic
         ),
-        Ok(Some(parts)) => print!("{}", lag_table(&parts)),
+        Ok(Some(parts)) => print!("{}", lag_table(parts)),
         Err(e) => println!("  kafka unreachable ({}): {e}", k.bootstrap_servers),
     }
 
     println!("\ntables (exact count below {EXACT_BELOW} rows, ~estimate above):");
-    print!("{}", counts_table(&db::table_counts(&conn).await?));
+    print!("{}", counts_table(&counts));
     println!("\nobservations per source (never mixed: docs/schema.md, Provenance):");
-    print!("{}", sources_table(&db::source_counts(&conn).await?));
+    print!("{}", sources_table(&sources));
 
     println!("\ndatabase writes (as this user):");
-    match db::write_refusals(&conn).await {
+    match refusals {
         Ok(refusals) if refusals.is_empty() => {
             println!("  ok: observations and rejected_records take inserts")
         }
@@ -79,12 +94,76 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn jobs_table(
-    conn: &DatabaseConnection,
+/// The status as one JSON document (`--format json`; docs/cli-formats.md lists its fields).
+#[allow(clippy::too_many_arguments)]
+fn document(
+    config: &Config,
+    now: DateTime<Utc>,
+    schedules: Result<&Schedules, &anyhow::Error>,
+    latest: &[entity::job_runs::Model],
+    lag: &LagRead,
+    counts: &[TableCount],
+    sources: &[SourceCount],
+    refusals: &Result<Vec<String>, String>,
+) -> Value {
+    let jobs: Vec<Value> = JobName::ALL
+        .iter()
+        .map(|&job| {
+            let last = latest.iter().find(|r| r.job == job).map(|r| {
+                json!({
+                    "id": r.id, "trigger": r.trigger.to_string(), "status": r.status.to_string(),
+                    "started_at": r.started_at, "finished_at": r.finished_at, "error": r.error,
+                })
+            });
+            let timing = match (job, schedules) {
+                (JobName::Fetch, Ok(s)) => Some(&s.fetch.timing),
+                (JobName::Analytics, Ok(s)) => Some(&s.analytics.timing),
+                (JobName::Maintenance, Ok(s)) => Some(&s.maintenance),
+                _ => None,
+            };
+            let (schedule, next) = match (job, timing) {
+                (JobName::Persist, _) => ("continuous", None),
+                (JobName::Redrive | JobName::Replay, _) => ("on_demand", None),
+                (_, None) => ("unknown", None),
+                (_, Some(t)) if !t.enabled => ("disabled", None),
+                (_, Some(t)) => ("scheduled", crate::scheduler::next_fire(t, now)),
+            };
+            json!({ "job": job.as_str(), "last_run": last, "schedule": schedule, "next_fire": next })
+        })
+        .collect();
+    let k = &config.kafka;
+    let (state, partitions, error) = match lag {
+        Ok(None) => ("no_topic", &[][..], None),
+        Ok(Some(p)) => ("ok", p.as_slice(), None),
+        Err(e) => ("unreachable", &[][..], Some(e)),
+    };
+    let total: i64 = partitions.iter().map(PartitionLag::lag).sum();
+    let partitions: Vec<Value> = partitions
+        .iter()
+        .map(|p| json!({ "partition": p.partition, "committed": p.committed, "end": p.high, "lag": p.lag() }))
+        .collect();
+    json!({
+        "now": now,
+        "jobs": jobs,
+        "schedules_error": schedules.err().map(|e| format!("{e:#}")),
+        "consumer_lag": {
+            "topic": k.observations_topic, "group": k.consumer_group, "state": state,
+            "total": total, "partitions": partitions, "error": error,
+        },
+        "tables": counts.iter().map(|c| json!({ "table": c.table, "rows": c.rows, "estimated": c.estimated })).collect::<Vec<_>>(),
+        "sources": sources.iter().map(|c| json!({
+            "source": c.source.as_str(), "rows": c.rows, "estimated": c.estimated, "newest": c.newest,
+        })).collect::<Vec<_>>(),
+        "write_refusals": refusals.as_ref().ok(),
+        "write_check_error": refusals.as_ref().err(),
+    })
+}
+
+fn jobs_table(
+    latest: &[entity::job_runs::Model],
     schedules: Option<&Schedules>,
     now: DateTime<Utc>,
-) -> anyhow::Result<String> {
-    let latest = runs::latest_per_job(conn).await?;
+) -> String {
     let cells = JobName::ALL
         .iter()
         .map(|&job| {
@@ -119,7 +198,7 @@ async fn jobs_table(
             }
         })
         .collect::<Vec<_>>();
-    Ok(table::render(
+    table::render(
         &[
             "job",
             "last run",
@@ -130,7 +209,7 @@ async fn jobs_table(
             "next fire (UTC)",
         ],
         &cells,
-    ))
+    )
 }
 
 /// The failed locations of the last fetch run, one a line; `None` when none failed. A failed run

@@ -15,7 +15,10 @@ use super::cache::UNTIL_WRITE;
 use super::error::ApiError;
 use super::lag::LagSample;
 use super::params::{DEFAULT_LAST, DEFAULT_LIMIT, MAX_LAST, MAX_LIMIT, Params};
-use super::queries::{self, ResultRow};
+use super::error::ErrorBody;
+use super::queries::{
+    self, LatestPage, ObservationsPage, QuarantineCounts, RejectionsPage, ResultRow, ResultsPage, RunsPage,
+};
 use crate::jobs::analytics::results;
 use crate::runs::JobName;
 
@@ -67,6 +70,17 @@ fn stream_ttl(state: &AppState) -> Duration {
 }
 
 /// `GET /api/v1/results?scope=&last=`: the latest fit of each scope, or one scope's last fits.
+#[utoipa::path(get, path = "/api/v1/results", tag = "analytics",
+    summary = "The latest fit of each scope, or one scope's last fits",
+    params(
+        ("scope" = Option<String>, Query, description = "Only this scope: `all` or a location key.", min_length = 1, max_length = 200, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$"),
+        ("last" = Option<u64>, Query, description = "How many fits, newest first (default 20).", minimum = 1, maximum = 500),
+    ),
+    responses(
+        (status = 200, description = "The fits, newest first.", body = ResultsPage),
+        (status = 400, description = "A parameter is invalid.", body = ErrorBody),
+        (status = 500, description = "The database failed; the server log has the details.", body = ErrorBody),
+    ))]
 pub async fn results(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let p = Params::parse(raw.as_deref(), &["scope", "last"])?;
     let scope = p.text("scope")?;
@@ -82,13 +96,25 @@ pub async fn results(State(state): State<AppState>, RawQuery(raw): RawQuery) -> 
                 None => results::latest_per_scope(&db, last).await?,
             };
             let results: Vec<ResultRow> = rows.into_iter().map(ResultRow::from).collect();
-            Ok(json!({ "scope": scope, "results": results }))
+            Ok(ResultsPage { scope, results })
         },
     )
     .await
 }
 
 /// `GET /api/v1/runs?job=&status=&last=`: the run history, newest first.
+#[utoipa::path(get, path = "/api/v1/runs", tag = "runs",
+    summary = "The run history, newest first",
+    params(
+        ("job" = Option<String>, Query, description = "Only this job.", pattern = "^(fetch|persist|analytics|maintenance|redrive|replay)$"),
+        ("status" = Option<String>, Query, description = "Only runs in this state.", pattern = "^(running|succeeded|failed|skipped)$"),
+        ("last" = Option<u64>, Query, description = "How many runs (default 20).", minimum = 1, maximum = 500),
+    ),
+    responses(
+        (status = 200, description = "The runs, newest first.", body = RunsPage),
+        (status = 400, description = "A parameter is invalid.", body = ErrorBody),
+        (status = 500, description = "The database failed.", body = ErrorBody),
+    ))]
 pub async fn runs(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let p = Params::parse(raw.as_deref(), &["job", "status", "last"])?;
     // Every job, the on-demand ones (redrive, replay) included.
@@ -101,12 +127,23 @@ pub async fn runs(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
         &state,
         key("runs", &[&job, &status, &last]),
         UNTIL_WRITE,
-        || async move { Ok(json!({ "runs": queries::runs(&db, job, status, last).await? })) },
+        || async move {
+            Ok(RunsPage {
+                runs: queries::runs(&db, job, status, last).await?,
+            })
+        },
     )
     .await
 }
 
 /// `GET /api/v1/status`: the last run of each job with its next fire time, consumer lag, row counts.
+#[utoipa::path(get, path = "/api/v1/status", tag = "status",
+    summary = "The last run of each job, its next fire time, the consumer lag, the row counts",
+    responses(
+        (status = 200, description = "The platform's state.", body = super::status_schema::StatusBody),
+        (status = 400, description = "A parameter was given: this endpoint takes none.", body = ErrorBody),
+        (status = 500, description = "The database failed.", body = ErrorBody),
+    ))]
 pub async fn status(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     Params::parse(raw.as_deref(), &[])?;
     let s = state.clone();
@@ -116,7 +153,8 @@ pub async fn status(State(state): State<AppState>, RawQuery(raw): RawQuery) -> R
     .await
 }
 
-/// The body of `/api/v1/status` (the dashboard shows the same).
+/// The body of `/api/v1/status` (the dashboard shows the same). The OpenAPI document describes it
+/// with [`super::status_schema::StatusBody`]: a field added here is a field added there.
 pub async fn status_value(state: &AppState) -> Result<Value, ApiError> {
     let now = Utc::now();
     let latest = crate::runs::latest_per_job(&state.db).await?;
@@ -189,6 +227,17 @@ pub fn lag_value(state: &AppState) -> Value {
 /// `GET /api/v1/observations/latest?after=&limit=`: the latest observation of each location, a page
 /// of `limit` locations (by key) at a time; `next` is the `after` of the following page, `null` on
 /// the last.
+#[utoipa::path(get, path = "/api/v1/observations/latest", tag = "observations",
+    summary = "The latest observation of each place, a page of places at a time",
+    params(
+        ("after" = Option<String>, Query, description = "The location key the page starts after (the previous page's `next`).", min_length = 1, max_length = 200, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$"),
+        ("limit" = Option<u64>, Query, description = "Places per page (default 100).", minimum = 1, maximum = 1000),
+    ),
+    responses(
+        (status = 200, description = "One page of places, by location key.", body = LatestPage),
+        (status = 400, description = "A parameter is invalid.", body = ErrorBody),
+        (status = 500, description = "The database failed.", body = ErrorBody),
+    ))]
 pub async fn latest_observations(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
@@ -209,13 +258,29 @@ pub async fn latest_observations(
                 rows.truncate(limit as usize);
                 rows.last().map(|r| r.location_key.clone())
             });
-            Ok(json!({ "observations": rows, "next": next.flatten() }))
+            Ok(LatestPage {
+                observations: rows,
+                next: next.flatten(),
+            })
         },
     )
     .await
 }
 
 /// `GET /api/v1/observations?location=&from=&to=&limit=`: observations newest first.
+#[utoipa::path(get, path = "/api/v1/observations", tag = "observations",
+    summary = "Observations, newest first",
+    params(
+        ("location" = Option<String>, Query, description = "Only this location key (`name||country`, lower-case).", min_length = 1, max_length = 200, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$"),
+        ("from" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "Observed at or after this time (RFC 3339)."),
+        ("to" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "Observed before this time (RFC 3339); later than `from`, else 400."),
+        ("limit" = Option<u64>, Query, description = "How many observations (default 100).", minimum = 1, maximum = 1000),
+    ),
+    responses(
+        (status = 200, description = "The observations, newest first.", body = ObservationsPage),
+        (status = 400, description = "A parameter is invalid, or `to` is not later than `from`.", body = ErrorBody),
+        (status = 500, description = "The database failed.", body = ErrorBody),
+    ))]
 pub async fn observations(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
@@ -237,13 +302,24 @@ pub async fn observations(
         stream_ttl(&state),
         || async move {
             let rows = queries::observations(&db, location.as_deref(), from, to, limit).await?;
-            Ok(json!({ "observations": rows }))
+            Ok(ObservationsPage { observations: rows })
         },
     )
     .await
 }
 
 /// `GET /api/v1/rejections?class=&last=`: the latest quarantined records.
+#[utoipa::path(get, path = "/api/v1/rejections", tag = "quarantine",
+    summary = "The latest quarantined records and the counts per class",
+    params(
+        ("class" = Option<String>, Query, description = "Only this rejection class (e.g. `invalid_json`).", min_length = 1, max_length = 200, pattern = "^[a-z_]+$"),
+        ("last" = Option<u64>, Query, description = "How many records, newest first (default 20).", minimum = 1, maximum = 500),
+    ),
+    responses(
+        (status = 200, description = "The records, newest first, and the summary per class.", body = RejectionsPage),
+        (status = 400, description = "A parameter is invalid.", body = ErrorBody),
+        (status = 500, description = "The database failed.", body = ErrorBody),
+    ))]
 pub async fn rejections(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
@@ -267,7 +343,10 @@ pub async fn rejections(
         || async move {
             let rows = queries::rejections(&db, class.as_deref(), last).await?;
             let summary = queries::rejection_summary(&db).await?;
-            Ok(json!({ "summary": summary, "rejections": rows }))
+            Ok(RejectionsPage {
+                summary,
+                rejections: rows,
+            })
         },
     )
     .await
@@ -275,6 +354,13 @@ pub async fn rejections(
 
 /// `GET /api/v1/rejects`: quarantined records per class, still quarantined and re-driven (the
 /// counts of `weatherflow rejects counts`).
+#[utoipa::path(get, path = "/api/v1/rejects", tag = "quarantine",
+    summary = "Quarantined records per class, still quarantined and re-driven",
+    responses(
+        (status = 200, description = "The counts.", body = QuarantineCounts),
+        (status = 400, description = "A parameter was given: this endpoint takes none.", body = ErrorBody),
+        (status = 500, description = "The database failed.", body = ErrorBody),
+    ))]
 pub async fn rejects(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     Params::parse(raw.as_deref(), &[])?;
     let db = state.db.clone();
@@ -282,13 +368,22 @@ pub async fn rejects(State(state): State<AppState>, RawQuery(raw): RawQuery) -> 
         let classes = crate::jobs::persist::redrive::quarantine::counts(&db).await?;
         let quarantined: i64 = classes.iter().map(|c| c.quarantined).sum();
         let redriven: i64 = classes.iter().map(|c| c.redriven).sum();
-        Ok(json!({ "quarantined": quarantined, "redriven": redriven, "classes": classes }))
+        Ok(QuarantineCounts {
+            quarantined,
+            redriven,
+            classes,
+        })
     })
     .await
 }
 
 /// `GET /api/v1/schema/envelope`: the JSON Schema of the observations topic's messages
 /// (`docs/schema/envelope.v1.json`, compiled in), for consumers of the topic.
+#[utoipa::path(get, path = "/api/v1/schema/envelope", tag = "contracts",
+    summary = "The JSON Schema (draft 2020-12) of the observations topic's messages",
+    responses(
+        (status = 200, description = "docs/schema/envelope.v1.json.", body = Object, content_type = "application/schema+json"),
+    ))]
 pub async fn envelope_schema() -> Response {
     (
         [(header::CONTENT_TYPE, "application/schema+json")],

@@ -5,6 +5,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// An error answer of the API. Messages are written for the caller and never hold secrets or
 /// internal details beyond what the caller needs (database errors are logged, not served).
@@ -58,28 +59,38 @@ impl From<sea_orm::DbErr> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
+/// The body of every error answer of the API, 4xx and 5xx alike: one shape, documented once (the
+/// `ErrorBody` schema of the OpenAPI document, which every error response there refers to).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct Inner<'a> {
-    status: u16,
-    code: &'a str,
+/// The error itself.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// The HTTP status, repeated for clients that only keep the body.
+    #[schema(minimum = 400, maximum = 599)]
+    pub status: u16,
+    /// A stable machine-readable code: `bad_parameter`, `not_found`, `unauthorized`, `disabled`,
+    /// `locked`, `simulated_beside_real`, `internal`.
+    pub code: String,
+    /// The query or path parameter at fault; present only with `bad_parameter`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    parameter: Option<&'a str>,
-    message: &'a str,
+    pub parameter: Option<String>,
+    /// What went wrong and what to do, for a person.
+    pub message: String,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body {
-            error: Inner {
+        let body = ErrorBody {
+            error: ErrorDetail {
                 status: self.status.as_u16(),
-                code: self.code,
-                parameter: self.parameter.as_deref(),
-                message: &self.message,
+                code: self.code.to_owned(),
+                parameter: self.parameter,
+                message: self.message,
             },
         };
         let mut resp = (self.status, Json(body)).into_response();

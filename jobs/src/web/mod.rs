@@ -10,9 +10,11 @@ pub mod dashboard;
 pub mod error;
 pub mod health;
 pub mod lag;
+pub mod openapi;
 pub mod params;
 pub mod queries;
 pub mod server;
+pub mod status_schema;
 pub mod trigger;
 
 use std::sync::Arc;
@@ -120,6 +122,7 @@ pub fn app(state: AppState) -> Router {
         .route("/rejections", get(api::rejections))
         .route("/rejects", get(api::rejects))
         .route("/schema/envelope", get(api::envelope_schema))
+        .route("/openapi.json", get(openapi::openapi_json))
         .fallback(error::not_found);
     ops_routes()
         .route("/", get(dashboard::page))

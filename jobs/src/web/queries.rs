@@ -7,11 +7,12 @@ use sea_orm::{
     QueryFilter, QueryOrder, QuerySelect, Statement,
 };
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::jobs::persist::redrive::quarantine;
 
 /// One regression result as served.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ResultRow {
     /// `all` or a location key.
     pub scope: String,
@@ -54,7 +55,7 @@ impl From<regression_results::Model> for ResultRow {
 }
 
 /// One run as served.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RunRow {
     /// Run id.
     pub id: i64,
@@ -92,6 +93,58 @@ impl From<job_runs::Model> for RunRow {
     }
 }
 
+/// The body of `GET /api/v1/results`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResultsPage {
+    /// The scope asked for; `null` when the answer holds the latest fit of each scope.
+    pub scope: Option<String>,
+    /// Newest first.
+    pub results: Vec<ResultRow>,
+}
+
+/// The body of `GET /api/v1/runs`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunsPage {
+    /// Newest first.
+    pub runs: Vec<RunRow>,
+}
+
+/// The body of `GET /api/v1/observations`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ObservationsPage {
+    /// Newest first.
+    pub observations: Vec<ObservationRow>,
+}
+
+/// The body of `GET /api/v1/observations/latest`: one page of places.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LatestPage {
+    /// The latest observation of each place on the page, by location key.
+    pub observations: Vec<ObservationRow>,
+    /// The `after` of the next page; `null` on the last page.
+    pub next: Option<String>,
+}
+
+/// The body of `GET /api/v1/rejections`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RejectionsPage {
+    /// Quarantined records per class, most frequent first.
+    pub summary: Vec<RejectionClass>,
+    /// The latest quarantined records, newest first.
+    pub rejections: Vec<RejectionRow>,
+}
+
+/// The body of `GET /api/v1/rejects`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuarantineCounts {
+    /// Records still quarantined, all classes.
+    pub quarantined: i64,
+    /// Records a re-drive stored, all classes.
+    pub redriven: i64,
+    /// Per class.
+    pub classes: Vec<quarantine::ClassCount>,
+}
+
 /// The latest runs, newest first, optionally of one job and one status.
 pub async fn runs(
     db: &DatabaseConnection,
@@ -112,7 +165,7 @@ pub async fn runs(
 }
 
 /// One observation as served (the measured fields; Kafka coordinates left out).
-#[derive(Debug, Clone, Serialize, FromQueryResult)]
+#[derive(Debug, Clone, Serialize, FromQueryResult, ToSchema)]
 pub struct ObservationRow {
     /// Row id.
     pub id: i64,
@@ -204,7 +257,7 @@ pub async fn observations(
 }
 
 /// One quarantined record as served (its payload's size, not the payload: it may be anything).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RejectionRow {
     /// Row id.
     pub id: i64,
@@ -255,7 +308,7 @@ pub async fn rejections(
 }
 
 /// The dead-letter summary: records per class, and the latest of each.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct RejectionClass {
     /// The class.
     pub error_class: String,

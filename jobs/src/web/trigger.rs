@@ -17,12 +17,13 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use secrecy::ExposeSecret;
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 use subtle::ConstantTimeEq;
 use tokio::sync::oneshot;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use crate::executor::catalog::{self, JobRequest};
 use crate::executor::{Claim, ExecError, Executor, Launch};
 use crate::job_error::JobError;
@@ -73,6 +74,21 @@ fn bearer_token(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// The answer of a run started (202).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StartedRun {
+    /// The new run's id in the run history.
+    pub run_id: i64,
+    /// The job.
+    pub job: &'static str,
+    /// Always `manual`.
+    pub trigger: &'static str,
+    /// Always `running`: the run goes on in the background.
+    pub status: &'static str,
+    /// Where to follow it: the job's last runs.
+    pub history: String,
+}
+
 /// What `job` must be.
 const STARTABLE: &str = "job must be fetch, analytics or maintenance";
 
@@ -111,11 +127,23 @@ fn request(state: &AppState, job: JobName) -> Result<JobRequest, ApiError> {
 }
 
 /// `POST /api/v1/runs/{job}`.
+#[utoipa::path(post, path = "/api/v1/runs/{job}", tag = "runs",
+    summary = "Start a manual run of fetch, analytics or maintenance",
+    params(("job" = String, Path, description = "fetch, analytics or maintenance.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "The run started; it goes on in the background.", body = StartedRun),
+        (status = 400, description = "The job cannot be started here.", body = ErrorBody),
+        (status = 401, description = "No bearer token, or not web.token.", body = ErrorBody),
+        (status = 403, description = "No web.token is configured: manual runs over HTTP are disabled.", body = ErrorBody),
+        (status = 409, description = "Another run holds the job's lock (`locked`), or a simulated fetch beside WeatherAPI observations (`simulated_beside_real`).", body = ErrorBody),
+        (status = 500, description = "Recording or claiming the run failed.", body = ErrorBody),
+    ))]
 pub async fn start_run(
     State(state): State<AppState>,
     Path(job): Path<String>,
     headers: HeaderMap,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<StartedRun>), ApiError> {
     authorize(&state, &headers)?;
     let name = parse_job(&job)?;
     let req = request(&state, name)?;
@@ -154,13 +182,13 @@ pub async fn start_run(
         .map_err(|_| ApiError::internal("recording the run", "the run ended before it was recorded"))?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({
-            "run_id": run_id,
-            "job": name.as_str(),
-            "trigger": "manual",
-            "status": "running",
-            "history": format!("/api/v1/runs?job={name}&last=5"),
-        })),
+        Json(StartedRun {
+            run_id,
+            job: name.as_str(),
+            trigger: "manual",
+            status: "running",
+            history: format!("/api/v1/runs?job={name}&last=5"),
+        }),
     ))
 }
 

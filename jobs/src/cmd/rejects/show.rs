@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use entity::rejected_records;
+use serde_json::{Value, json};
 
 /// The record as the command prints it.
 pub(super) fn render(r: &rejected_records::Model) -> String {
@@ -55,6 +56,55 @@ pub(super) fn render(r: &rejected_records::Model) -> String {
     }
     out
 }
+
+/// The record as `--format json|csv` prints it: the key and the payload as text when they are UTF-8
+/// (JSON escapes what it must), else in hex; `payload_bytes` is the payload's size.
+pub(super) fn record(r: &rejected_records::Model) -> Value {
+    let text = |b: Option<&[u8]>| b.and_then(|b| std::str::from_utf8(b).ok()).map(str::to_owned);
+    let hex = |b: Option<&[u8]>| {
+        b.filter(|b| std::str::from_utf8(b).is_err())
+            .map(|b| b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+    };
+    let (key, payload) = (r.key.as_deref(), r.payload.as_deref());
+    json!({
+        "id": r.id,
+        "received_at": r.received_at,
+        "kafka_topic": r.kafka_topic,
+        "kafka_partition": r.kafka_partition,
+        "kafka_offset": r.kafka_offset,
+        "error_class": r.error_class,
+        "reason": r.reason,
+        "redrive_attempts": r.redrive_attempts,
+        "last_redrive_at": r.last_redrive_at,
+        "redriven_at": r.redriven_at,
+        "redrive_run_id": r.redrive_run_id,
+        "key": text(key),
+        "key_hex": hex(key),
+        "payload_bytes": payload.map(<[u8]>::len),
+        "payload": text(payload),
+        "payload_hex": hex(payload),
+    })
+}
+
+/// The fields of [`record`], in order: the CSV header.
+pub(super) const COLUMNS: [&str; 16] = [
+    "id",
+    "received_at",
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+    "error_class",
+    "reason",
+    "redrive_attempts",
+    "last_redrive_at",
+    "redriven_at",
+    "redrive_run_id",
+    "key",
+    "key_hex",
+    "payload_bytes",
+    "payload",
+    "payload_hex",
+];
 
 /// A key on one line: its text when UTF-8 (escaped), else its hex.
 fn one_line(bytes: Option<&[u8]>) -> String {

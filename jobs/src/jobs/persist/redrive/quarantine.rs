@@ -139,7 +139,7 @@ pub async fn get(db: &DatabaseConnection, id: i64) -> Result<Option<rejected_rec
 }
 
 /// The records of one class: how many are still quarantined, how many a re-drive stored.
-#[derive(Debug, Clone, Serialize, FromQueryResult, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, FromQueryResult, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ClassCount {
     /// The class (a re-driven row keeps the class it was quarantined with).
     pub error_class: String,

@@ -1,0 +1,99 @@
+//! The body of `GET /api/v1/status`, described for the OpenAPI document ([`super::openapi`]) only:
+//! [`super::api::status_value`] builds it as JSON, which the dashboard shares, and the schemathesis
+//! stage (`scripts/test-openapi.sh`) checks that the two agree. A field added to the answer is one
+//! more field here.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::queries::RunRow;
+
+/// The body of `GET /api/v1/status`.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct StatusBody {
+    /// When the answer was computed.
+    now: DateTime<Utc>,
+    /// Every job, in a fixed order.
+    jobs: Vec<JobStatus>,
+    /// The persist consumer's lag, from the latest background sample.
+    consumer_lag: ConsumerLag,
+    /// Row counts per table.
+    tables: BTreeMap<String, TableRows>,
+}
+
+/// One job in `/api/v1/status`.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct JobStatus {
+    /// The job's name.
+    job: String,
+    /// Its latest run; `null` when it never ran.
+    last_run: Option<RunRow>,
+    /// Its next fire time (RFC 3339, UTC); `null` when not scheduled.
+    next_fire: Option<String>,
+    /// Whether it runs continuously (persist, as the consumer).
+    continuous: bool,
+}
+
+/// The consumer lag in `/api/v1/status`.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct ConsumerLag {
+    /// The observations topic.
+    topic: String,
+    /// The persist consumer's group.
+    group: String,
+    /// What the latest sample found.
+    state: LagState,
+    /// When it was taken; `null` before the first.
+    sampled_at: Option<DateTime<Utc>>,
+    /// Messages still to consume, all partitions.
+    total: i64,
+    /// Per partition (empty unless `state` is `ok`).
+    partitions: Vec<PartitionLagRow>,
+    /// Why Kafka could not be read, when `state` is `unreachable`.
+    error: Option<String>,
+}
+
+/// What a lag sample found.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum LagState {
+    /// No sample yet.
+    Pending,
+    /// The topic does not exist (nothing fetched so far).
+    NoTopic,
+    /// Kafka did not answer.
+    Unreachable,
+    /// Sampled.
+    Ok,
+}
+
+/// One partition's lag.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct PartitionLagRow {
+    /// Partition id.
+    partition: i32,
+    /// The group's committed offset; `null` when it never committed here.
+    committed: Option<i64>,
+    /// The offset the next message will get.
+    end: i64,
+    /// Messages still to consume.
+    lag: i64,
+}
+
+/// One table's row count.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct TableRows {
+    /// Rows: exact below a threshold, else the planner's estimate.
+    rows: i64,
+    /// Whether `rows` is an estimate.
+    estimated: bool,
+}

@@ -512,3 +512,115 @@ async fn consumer_lag_opens_after_its_duration_and_resolves_once_consumed() {
     assert_eq!(bodies[1]["event"], "resolved");
     stop.cancel();
 }
+
+#[tokio::test]
+async fn the_quarantine_rate_and_a_database_refusing_writes_open_and_resolve() {
+    let ctx = TestContext::new().await;
+    let receiver = Receiver::start().await;
+    let mut config = alerting(&ctx, &receiver.url());
+    config.alerts.quarantine_max_ratio = Some(0.05);
+    config.alerts.quarantine_min_records = 50;
+    config.alerts.outage_for_secs = 0;
+    let stop = CancellationToken::new();
+    let alerts = Alerts::start(&config, ctx.db.clone(), &stop).unwrap().unwrap();
+    let observations = |n: i64, first: i64| {
+        format!(
+            "INSERT INTO observations (location_key, location_name, region, country, lat, lon, observed_at, \
+             temp_c, wind_kph, source, fetched_at) \
+             SELECT 'k|' || g, 'k', 'r', 'c', 0, 0, now() - interval '1 minute', 1, 1, 'simulated', now() \
+             FROM generate_series({first}, {first} + {n} - 1) g"
+        )
+    };
+    let rejected = |n: i64, first: i64| {
+        format!(
+            "INSERT INTO rejected_records (kafka_topic, kafka_partition, kafka_offset, payload, error_class, reason) \
+             SELECT 't', 0, g, 'x'::bytea, 'invalid_json', 'test' FROM generate_series({first}, {first} + {n} - 1) g"
+        )
+    };
+    // 3 of 40: too few records to judge.
+    ctx.db.execute_unprepared(&observations(37, 0)).await.unwrap();
+    ctx.db.execute_unprepared(&rejected(3, 0)).await.unwrap();
+    assert!(alerts.evaluate().await.unwrap().is_empty());
+    // 3 of 60 (5 %) is at the bound; 6 of 63 is above it.
+    ctx.db.execute_unprepared(&observations(20, 100)).await.unwrap();
+    assert!(alerts.evaluate().await.unwrap().is_empty());
+    ctx.db.execute_unprepared(&rejected(3, 100)).await.unwrap();
+    let sent = alerts.evaluate().await.unwrap();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(
+        (sent[0].kind, sent[0].event),
+        (Kind::QuarantineRate, Event::Opened)
+    );
+    assert_eq!(sent[0].details["rejected"], 6);
+    assert_eq!(sent[0].details["total"], 63);
+    // Stored records dilute it below the bound.
+    ctx.db.execute_unprepared(&observations(100, 1000)).await.unwrap();
+    let sent = alerts.evaluate().await.unwrap();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(
+        (sent[0].kind, sent[0].event),
+        (Kind::QuarantineRate, Event::Resolved)
+    );
+
+    // The database refuses the writers' inserts (a revoked grant), then takes them again.
+    ctx.db
+        .execute_unprepared("REVOKE INSERT ON observations FROM CURRENT_USER")
+        .await
+        .unwrap();
+    let sent = alerts.evaluate().await.unwrap();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(
+        (sent[0].kind, sent[0].event),
+        (Kind::DatabaseOutage, Event::Opened)
+    );
+    assert!(
+        sent[0].summary.contains("no INSERT privilege on observations"),
+        "{}",
+        sent[0].summary
+    );
+    assert!(alerts.evaluate().await.unwrap().is_empty());
+    ctx.db
+        .execute_unprepared("GRANT INSERT ON observations TO CURRENT_USER")
+        .await
+        .unwrap();
+    let sent = alerts.evaluate().await.unwrap();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(
+        (sent[0].kind, sent[0].event),
+        (Kind::DatabaseOutage, Event::Resolved)
+    );
+
+    assert!(eventually(Duration::from_secs(10), || async { receiver.bodies().len() == 4 }).await);
+    let kinds: Vec<String> = receiver
+        .bodies()
+        .iter()
+        .map(|b| format!("{} {}", b["kind"].as_str().unwrap(), b["event"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "quarantine_rate opened",
+            "quarantine_rate resolved",
+            "database_outage opened",
+            "database_outage resolved"
+        ]
+    );
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn the_config_command_shows_a_webhook_as_its_origin_only() {
+    let ctx = TestContext::new().await;
+    let dir = common::scratch_dir("alerts-config");
+    let url = format!("https://hooks.example.com/services/{TOKEN}");
+    let env = ctx.child_env_with(&[("WEATHERFLOW_ALERTS_WEBHOOK_URLS", url.as_str())]);
+    let (ok, out, err) = common::run_cli(&dir, &["config"], &env).await;
+    assert!(ok, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("alerts.webhook_urls") && !l.contains("_file"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("https://hooks.example.com"), "{line}");
+    assert!(!out.contains(TOKEN) && !err.contains(TOKEN), "{out}{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}

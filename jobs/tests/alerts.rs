@@ -624,3 +624,82 @@ async fn the_config_command_shows_a_webhook_as_its_origin_only() {
     assert!(!out.contains(TOKEN) && !err.contains(TOKEN), "{out}{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn two_scheduler_processes_send_one_alert_for_a_failing_fetch_and_never_log_the_url() {
+    use nix::sys::signal::Signal::SIGTERM;
+    let ctx = TestContext::new().await;
+    let receiver = Receiver::start().await;
+    let dir = common::scratch_dir("wf-alerts");
+    let path = dir.join("schedules.toml");
+    // Every second, a WeatherAPI fetch against a port nothing listens on: each run fails after its
+    // retry.
+    std::fs::write(
+        &path,
+        "[fetch]\ncron = \"* * * * * *\"\ntimeout_secs = 20\nretries = 1\nretry_backoff_secs = 1\n\
+         [fetch.args]\nsource = \"weatherapi\"\nlocations = [\"London\"]\n\
+         [analytics]\ncron = \"0 0 2 * * *\"\nenabled = false\n",
+    )
+    .unwrap();
+    let url = receiver.url();
+    let schedules = path.display().to_string();
+    let env = ctx.child_env_with(&[
+        ("WEATHERFLOW_SCHEDULER_SCHEDULES_PATH", &schedules),
+        ("WEATHERFLOW_WEATHERAPI_BASE_URL", "http://127.0.0.1:1/v1"),
+        ("WEATHERFLOW_WEATHERAPI_MAX_ATTEMPTS", "1"),
+        ("WEATHERAPI_KEY", "test-key"),
+        ("WEATHERFLOW_ALERTS_WEBHOOK_URLS", &url),
+        ("WEATHERFLOW_ALERTS_EVALUATE_EVERY_SECS", "1"),
+        ("RUST_LOG", "debug,sqlx=warn,sea_orm=warn,rdkafka=warn"),
+    ]);
+    let with_name = |name: &str| {
+        let mut e = env.clone();
+        e.push(("WEATHERFLOW_SCHEDULER_REPLICA".into(), name.into()));
+        e
+    };
+    let mut a = common::spawn(&dir, "a", &["scheduler", "--no-consumer"], &with_name("a"));
+    let mut b = common::spawn(&dir, "b", &["scheduler", "--no-consumer"], &with_name("b"));
+    let finals = "SELECT count(*) FROM job_runs WHERE details->>'final' = 'true'";
+    let failed_thrice = eventually(Duration::from_secs(40), || async {
+        ctx.scalar_i64(finals).await >= 3
+    })
+    .await;
+    // Both replicas have evaluated since the third failure.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    common::signal(&a, SIGTERM);
+    common::signal(&b, SIGTERM);
+    let (ea, eb) = (
+        common::exit_within(&mut a, Duration::from_secs(15)).await,
+        common::exit_within(&mut b, Duration::from_secs(15)).await,
+    );
+    let logs = format!(
+        "--- a ---\n{}\n--- b ---\n{}",
+        common::log_of(&dir, "a"),
+        common::log_of(&dir, "b")
+    );
+    assert!(
+        failed_thrice,
+        "three runs should have failed after their retries\n{logs}"
+    );
+    assert!(
+        ea.is_some_and(|s| s.success()) && eb.is_some_and(|s| s.success()),
+        "{ea:?} {eb:?}\n{logs}"
+    );
+
+    let bodies = receiver.bodies();
+    assert_eq!(
+        bodies.len(),
+        1,
+        "one alert for the incident, from one replica: {bodies:#?}"
+    );
+    assert_eq!(bodies[0]["kind"], "run_failed");
+    assert_eq!(bodies[0]["job"], "fetch");
+    assert_eq!(bodies[0]["status"], "failed");
+    assert!(
+        logs.contains("alerts on") && logs.contains("alert delivered"),
+        "{logs}"
+    );
+    assert!(!logs.contains(TOKEN), "the webhook's token is in a log");
+    assert!(!stored_text(&ctx).await.contains(TOKEN));
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -81,8 +81,10 @@ impl Message {
             Event::Resolved => "[weatherflow] RESOLVED",
         };
         let mut text = format!("{head} {} ({}): {}", self.kind.as_str(), self.subject, self.summary);
+        // A bare URL: Slack and Mattermost both turn it into a link (their markup for named links
+        // differs).
         if let Some(link) = link {
-            text.push_str(&format!(" <{link}|dashboard>"));
+            text.push_str(&format!(" {link}"));
         }
         text
     }
@@ -123,7 +125,7 @@ mod tests {
         assert_eq!(
             body["text"],
             "[weatherflow] ALERT run_failed (fetch): fetch failed after its retries (run 42): boom \
-             <https://dash.example/|dashboard>"
+             https://dash.example/"
         );
         assert_eq!(m.body(None)["link"], Value::Null);
     }

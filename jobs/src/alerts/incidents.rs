@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, Statement};
 use serde_json::Value;
 
-use super::conditions::{Finding, Kind, RunFacts, Verdict};
+use super::conditions::{Finding, RunFacts, Verdict};
 use super::message::{Event, Message};
 
 fn stmt(sql: &str, values: Vec<sea_orm::Value>) -> Statement {
@@ -132,23 +132,4 @@ fn message(
         resolved_at: row.try_get_by_index(3)?,
         details,
     })
-}
-
-/// The unresolved incidents, oldest first: `(kind, subject, announced)`.
-pub async fn open(db: &DatabaseConnection) -> Result<Vec<(Kind, String, bool)>, DbErr> {
-    let rows = db
-        .query_all_raw(stmt(
-            "SELECT kind, subject, opened_at IS NOT NULL FROM alert_incidents \
-             WHERE resolved_at IS NULL ORDER BY id",
-            vec![],
-        ))
-        .await?;
-    let mut out = Vec::new();
-    for row in rows {
-        let kind: String = row.try_get_by_index(0)?;
-        if let Some(kind) = Kind::parse(&kind) {
-            out.push((kind, row.try_get_by_index(1)?, row.try_get_by_index(2)?));
-        }
-    }
-    Ok(out)
 }

@@ -32,6 +32,7 @@ macro_rules! internal {
 }
 
 internal! {
+    alerts;
     backoff;
     #[cfg(feature = "bench")]
     bench;

@@ -150,6 +150,19 @@ pub fn not_ready() -> Vec<String> {
     lines
 }
 
+/// The database outage this process's writers are waiting out, whatever its age, as one line (none
+/// when there is none): the alerts' outage condition, which applies a duration of its own.
+pub fn database_outage() -> Option<String> {
+    let all = entries().clone();
+    let mine = all.iter().filter(|e| e.target == Target::Database);
+    let oldest = mine.max_by_key(|e| e.since.elapsed())?;
+    Some(format!(
+        "this process's writers have waited {:.0} s: {}",
+        oldest.since.elapsed().as_secs_f64(),
+        oldest.cause.detail
+    ))
+}
+
 /// Sets `weatherflow_persist_outage_seconds{target, class}` to each current outage's age (the oldest
 /// per target and class). Called when outages change and before every render of `/metrics`.
 pub fn refresh_gauges() {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts::Alerts;
 use crate::config::Config;
 use crate::db;
 use crate::executor::catalog::{self, JobRequest};
@@ -33,6 +34,14 @@ pub async fn run(config: &Config, with_consumer: bool, shutdown: CancellationTok
         jobs,
         SchedulerOptions::from_config(&config.scheduler, replica),
     );
+    // Webhook alerts (docs/alerts.md) beside the ticks, in tasks of their own: a webhook that is down
+    // never delays a tick.
+    let alerts = Alerts::start(config, conn.clone(), &shutdown).context("starting the alerts")?;
+    let alerting = async {
+        if let Some(alerts) = alerts {
+            alerts.run(shutdown.clone()).await;
+        }
+    };
     let consumer = async {
         if !with_consumer {
             return Ok(());
@@ -67,7 +76,7 @@ pub async fn run(config: &Config, with_consumer: bool, shutdown: CancellationTok
         }
         result.context("the scheduler stopped")
     };
-    let (scheduled, consumed) = tokio::join!(scheduled, consumer);
+    let (scheduled, consumed, ()) = tokio::join!(scheduled, consumer, alerting);
     if let (Err(e), Ok(())) = (&scheduled, &consumed) {
         tracing::error!(error = %format!("{e:#}"), "scheduler failed; the consumer stopped cleanly");
     }

@@ -9,6 +9,7 @@
 //! the string `"1"`. Every field is declared once, in [`sections`], with its doc comment; `weatherflow
 //! config --reference` prints them and `docs/configuration.md` is checked against that output.
 
+mod alerts;
 pub(crate) mod field;
 mod kafka_client;
 pub(crate) mod reference;
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use secrecy::{ExposeSecret, SecretString};
 
+pub use alerts::{AlertsConfig, WebhookUrls, webhook_origin};
 pub use kafka_client::ClientProperties;
 pub(crate) use kafka_client::is_secret_property;
 pub use sections::{
@@ -146,6 +148,8 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     /// Web mode: `weatherflow serve` and the `--http` listeners.
     pub web: WebConfig,
+    /// Webhook alerts.
+    pub alerts: AlertsConfig,
 }
 
 /// Where a field's effective value came from.
@@ -216,7 +220,7 @@ impl Config {
     }
 
     /// The sections, in the order the reference lists them.
-    pub(crate) fn sections(&self) -> [&dyn Section; 9] {
+    pub(crate) fn sections(&self) -> [&dyn Section; 10] {
         [
             &self.database,
             &self.kafka,
@@ -227,10 +231,11 @@ impl Config {
             &self.maintenance,
             &self.scheduler,
             &self.web,
+            &self.alerts,
         ]
     }
 
-    fn sections_mut(&mut self) -> [&mut dyn Section; 9] {
+    fn sections_mut(&mut self) -> [&mut dyn Section; 10] {
         [
             &mut self.database,
             &mut self.kafka,
@@ -241,6 +246,7 @@ impl Config {
             &mut self.maintenance,
             &mut self.scheduler,
             &mut self.web,
+            &mut self.alerts,
         ]
     }
 

@@ -214,6 +214,10 @@ where
         }
     };
     let (end, row_end) = ending(&result, launch, attempt);
+    // The run's last attempt, failed: `details.final` is how readers of the history (the alerts)
+    // tell a run that failed after its retries from an attempt that will be retried.
+    let last = end == End::GaveUp || (end == End::Failed && attempt > launch.limits.retries);
+    let row_end = if last { marked_final(row_end) } else { row_end };
     let (row_end, lease) = match row {
         Row::Labelled(labels) => {
             let details = row_end.details.clone();
@@ -242,6 +246,15 @@ where
         return Err(e.into());
     }
     Ok((id, end, result.err()))
+}
+
+/// `row` with `details.final = true`.
+fn marked_final(row: RunEnd) -> RunEnd {
+    let labels = Map::from_iter([("final".to_owned(), Value::Bool(true))]);
+    RunEnd {
+        details: Some(merged(labels, row.details.clone())),
+        ..row
+    }
 }
 
 /// What an attempt's result means for the run, and the row it is recorded as.

@@ -46,6 +46,8 @@ internal! {
     metrics;
     outages;
     partitions;
+    progress;
+    quota;
     report;
     runs;
     scheduler;

@@ -82,6 +82,7 @@ async fn context(state: &AppState) -> Result<Value, ApiError> {
         "jobs": status["jobs"],
         "lag": status["consumer_lag"],
         "tables": status["tables"],
+        "quota": status["weatherapi_calls"],
         "observations": observations,
         "simulated_observations": simulated_observations,
         "places_shown": DASHBOARD_PLACES,

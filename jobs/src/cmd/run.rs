@@ -172,9 +172,15 @@ pub async fn run(config: &Config, job: RunJob, shutdown: CancellationToken) -> a
             }
             return once(&config, JobRequest::Fetch(req), shutdown).await;
         }
-        RunJob::Persist(flags) => JobRequest::Persist(PersistRequest {
-            until_idle: flags.until_idle,
-        }),
+        RunJob::Persist(flags) if flags.until_idle => {
+            // Draining a backlog: its progress is the consumer group's lag going down.
+            let reporter = tokio::spawn(drain_progress(config.kafka.clone()));
+            let req = JobRequest::Persist(PersistRequest { until_idle: true });
+            let result = once(config, req, shutdown).await;
+            reporter.abort();
+            return result;
+        }
+        RunJob::Persist(_) => JobRequest::Persist(PersistRequest { until_idle: false }),
         RunJob::Analytics(flags) => JobRequest::Analytics(flags.into()),
         RunJob::Maintenance => JobRequest::Maintenance,
     };
@@ -192,6 +198,36 @@ async fn history_dry_run(config: &Config, req: FetchRequest, shutdown: Cancellat
         eprintln!("quota: {}", usage.line());
     }
     Ok(())
+}
+
+/// How often `run persist --until-idle` samples the consumer group's lag for its progress.
+const DRAIN_SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reports `run persist --until-idle`'s progress on stderr: records stored of the backlog the group
+/// had when it started (its lag), from the lag sampled every [`DRAIN_SAMPLE_EVERY`]. Nothing when
+/// there was no backlog worth a report (under one batch), or the lag cannot be read.
+async fn drain_progress(kafka: crate::config::KafkaConfig) {
+    let lag = move || {
+        let kafka = kafka.clone();
+        async move {
+            tokio::task::spawn_blocking(move || crate::kafka::consumer_lag(&kafka))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten()
+                .map(|parts| parts.iter().map(|p| p.lag().max(0) as u64).sum::<u64>())
+        }
+    };
+    let Some(backlog) = lag().await else { return };
+    if backlog < 5_000 {
+        return;
+    }
+    let progress = crate::progress::Progress::stderr("persist --until-idle", Some(backlog));
+    loop {
+        tokio::time::sleep(DRAIN_SAMPLE_EVERY).await;
+        let Some(left) = lag().await else { continue };
+        progress.update(backlog.saturating_sub(left), format!("records consumed, {left} left"));
+    }
 }
 
 /// `weatherflow consumer`: the persist job until stopped.

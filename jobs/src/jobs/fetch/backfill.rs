@@ -318,7 +318,7 @@ impl Backfill<'_> {
         let config = self.config;
         let limiter = TokenBucket::new(config.fetch.rate_per_sec, config.fetch.burst).job(JobErrorKind::Fatal, "fetch.rate_per_sec")?;
         let api = WeatherApi::new(&config.weatherapi, key, Arc::new(limiter))
-            .map_err(|e| JobError::fatal(e))?
+            .map_err(JobError::fatal)?
             .with_meter(meter.clone());
         let topic = config.kafka.observations_topic.clone();
         kafka::ensure_topic(&config.kafka, &topic, config.kafka.partitions)

@@ -3,8 +3,9 @@
 //! backfill, replay and re-drive alike and a log never fills with a bar's redraws.
 //!
 //! A line reads `<label>: <done> of <total> (<pct>%) <message>` (`<label>: <done> <message>` when the
-//! total is unknown). Lines come at most every [`LINE_EVERY`], and one more when the work finishes,
-//! so a short run prints one line and a long one a few per minute.
+//! total is unknown). Lines come at most every [`LINE_EVERY`], the first one interval after the start,
+//! and one more when the work finishes, so a short run prints one line and a long one a few per
+//! minute.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
@@ -32,8 +33,8 @@ enum Mode {
 struct Lines {
     out: Sink,
     every: Duration,
-    /// When the last line was printed; `None` before the first.
-    last: Option<Instant>,
+    /// When the last line was printed (at first: when the reporter was made).
+    last: Instant,
     done: u64,
     total: Option<u64>,
     message: String,
@@ -78,7 +79,7 @@ impl Progress {
             mode: Mode::Lines(Mutex::new(Lines {
                 out,
                 every,
-                last: None,
+                last: Instant::now(),
                 done: 0,
                 total,
                 message: String::new(),
@@ -157,14 +158,13 @@ fn lines_of(lines: &Mutex<Lines>) -> std::sync::MutexGuard<'_, Lines> {
 
 impl Lines {
     fn maybe_print(&mut self, label: &str) {
-        let due = self.last.is_none_or(|at| at.elapsed() >= self.every);
-        if due {
+        if self.last.elapsed() >= self.every {
             self.print(label);
         }
     }
 
     fn print(&mut self, label: &str) {
-        self.last = Some(Instant::now());
+        self.last = Instant::now();
         let line = line(label, self.done, self.total, &self.message);
         // Progress is advisory: a closed stderr must not fail the work.
         let _ = writeln!(self.out, "{line}");
@@ -218,14 +218,15 @@ mod tests {
     #[test]
     fn lines_are_periodic_and_end_with_a_last_one() {
         let out = Shared::default();
-        let p = Progress::lines("backfill", Some(8), Duration::from_secs(3600), Box::new(out.clone()));
-        p.inc(1); // the first update prints at once
-        p.inc(1); // within the interval: nothing
-        p.update(6, "London 2026-12-05");
+        let p = Progress::lines("backfill", Some(8), Duration::from_millis(300), Box::new(out.clone()));
+        p.inc(1); // within the first interval: nothing
+        std::thread::sleep(Duration::from_millis(350));
+        p.inc(1); // an interval later: a line
+        p.update(6, "London 2026-12-05"); // within the next interval: nothing
         p.finish("done: 8 calls");
         let text = out.text();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines, ["backfill: 1 of 8 (12%)", "backfill: 6 of 8 (75%) done: 8 calls"], "{text}");
+        assert_eq!(lines, ["backfill: 2 of 8 (25%)", "backfill: 6 of 8 (75%) done: 8 calls"], "{text}");
     }
 
     #[test]

@@ -47,6 +47,8 @@ internal! {
     metrics;
     outages;
     partitions;
+    progress;
+    quota;
     report;
     runs;
     scheduler;

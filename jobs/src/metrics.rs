@@ -76,6 +76,14 @@ fn describe() {
         "weatherflow_fetch_api_calls_month",
         "WeatherAPI calls this process made in the current calendar month (UTC)."
     );
+    describe_gauge!(
+        "weatherflow_weatherapi_calls_month",
+        "WeatherAPI calls every process made this calendar month (UTC), from api_calls at scrape time."
+    );
+    describe_gauge!(
+        "weatherflow_weatherapi_call_budget",
+        "weatherapi.monthly_call_budget, when set."
+    );
     describe_counter!("weatherflow_persist_consumed_total", "Kafka records consumed.");
     describe_counter!("weatherflow_persist_stored_total", "Observations inserted.");
     describe_counter!(

@@ -76,6 +76,7 @@ async fn fetch(
         seed: Some(7),
         concurrency: None,
         backfill_hours,
+        history: None,
     };
     let summary = fetch::run(config, req, CancellationToken::new())
         .await

@@ -43,6 +43,7 @@ fn request(locations: &[&str]) -> FetchRequest {
         seed: None,
         concurrency: None,
         backfill_hours: None,
+        history: None,
     }
 }
 
@@ -498,6 +499,7 @@ async fn simulated_source_is_deterministic_and_marked() {
         seed: Some(11),
         concurrency: None,
         backfill_hours: None,
+        history: None,
     };
     let first = fetch_ok(&config, req.clone()).await;
     let second = fetch_ok(&config, req).await;
@@ -694,6 +696,7 @@ async fn simulated_backfill_produces_every_interval_and_refuses_the_api_source()
         seed: Some(3),
         concurrency: None,
         backfill_hours: Some(2),
+        history: None,
     };
     let summary = fetch_ok(&ctx.config, req.clone()).await;
     // 2 hours at one observation per 15 minutes, plus the current one: 9 per location.

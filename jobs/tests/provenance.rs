@@ -515,6 +515,7 @@ async fn a_real_fetch_and_a_simulated_fetch_of_the_same_city_and_slot_both_store
         seed: None,
         concurrency: None,
         backfill_hours,
+        history: None,
     };
     let simulated = fetch::run(
         &cfg,

@@ -222,7 +222,7 @@ async fn replay_stores_exactly_what_a_restore_lost_and_nothing_twice() {
     assert!(ok, "replay fails: {stderr}");
     assert!(
         stderr
-            .contains("replay: 155 of 155 records read (100%): 150 stored, 0 already present, 5 quarantined"),
+            .contains("replay: 155 of 155 (100%) records read: 150 stored, 0 already present, 5 quarantined"),
         "the last progress line: {stderr}"
     );
     assert_every_offset_stored_once(&t.ctx, &everything).await;
@@ -468,7 +468,10 @@ async fn a_signal_stops_a_replay_and_its_run_records_what_was_done() {
     );
     let log = dir.join("replay.log");
     let text = wait_for_log(&log, "records read", Duration::from_secs(60)).await;
-    assert!(text.contains(&format!(" of {total} records read")), "{text}");
+    assert!(
+        text.contains(&format!(" of {total} (")) && text.contains("records read:"),
+        "{text}"
+    );
     signal(&child, Signal::SIGINT);
     let status = exit_within(&mut child, Duration::from_secs(20))
         .await

@@ -277,6 +277,7 @@ async fn produce(ctx: &TestContext, hours: u32) {
         locations: ["Oslo", "Lima", "Perth"].map(str::to_owned).to_vec(),
         source: weatherflow::jobs::fetch::SourceChoice::Simulated,
         backfill_hours: Some(hours),
+        history: None,
         ..Default::default()
     };
     weatherflow::jobs::fetch::run(&ctx.config, req, tokio_util::sync::CancellationToken::new())

@@ -4,7 +4,7 @@
 //! The re-drive takes the `redrive` job lock, so two never run at once, and is a `job_runs` row
 //! (trigger `manual`) like any manual run. A dry run takes no lock and writes no row.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::table::{self, Format};
 use serde_json::Value;
 use crate::config::Config;
+use crate::progress::Progress;
 use crate::db;
 use crate::executor::{ExecError, Executor};
 use crate::jobs::persist::redrive::quarantine::{self, Selection, State};
@@ -265,22 +266,29 @@ fn counts_table(counts: &[quarantine::ClassCount]) -> String {
 /// How often a long re-drive prints its progress to stderr.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
-/// Prints a progress line at most every [`PROGRESS_EVERY`].
+/// Reports a re-drive's progress on stderr ([`Progress`]: a bar on a terminal, else a line at most
+/// every [`PROGRESS_EVERY`]): records examined of those selected, and what became of them.
 fn progress_printer() -> impl FnMut(&RedriveSummary) + Send {
-    let mut last = Instant::now();
+    let mut progress: Option<Progress> = None;
     move |s: &RedriveSummary| {
-        if last.elapsed() >= PROGRESS_EVERY {
-            last = Instant::now();
-            eprintln!(
-                "redrive{}: {} of {} examined, {} new observations, {} already stored, {} refused again",
-                if s.dry_run { " (dry run)" } else { "" },
-                s.examined,
-                s.selected,
+        let label = if s.dry_run { "redrive (dry run)" } else { "redrive" };
+        let p = progress.get_or_insert_with(|| {
+            if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                Progress::stderr(label, Some(s.selected))
+            } else {
+                Progress::lines(label, Some(s.selected), PROGRESS_EVERY, Box::new(std::io::stderr()))
+            }
+        });
+        p.set_total(s.selected);
+        p.update(
+            s.examined,
+            format!(
+                "examined: {} new observations, {} already stored, {} refused again",
                 s.stored,
                 s.duplicates,
                 s.refused_total()
-            );
-        }
+            ),
+        );
     }
 }
 

@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::db;
 use crate::executor::{Executor, Launch};
 use crate::jobs::persist::replay::{self, ReplayFrom, ReplayRequest, ReplaySummary};
+use crate::progress::Progress;
 use crate::runs::JobName;
 
 /// How often the progress line is printed.
@@ -117,18 +118,31 @@ pub async fn run(config: &Config, flags: ReplayFlags, shutdown: CancellationToke
     Ok(result?.into_result()?)
 }
 
-/// Prints the progress line every [`PROGRESS_EVERY`] while the replay runs, and once at the end.
+/// Reports the replay's progress on stderr ([`Progress`]: a bar on a terminal, else a line at
+/// most every [`PROGRESS_EVERY`]) while it runs, and a last line when it stopped early.
 async fn print_progress(mut summary: watch::Receiver<ReplaySummary>) {
+    let progress = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        Progress::stderr("replay", None)
+    } else {
+        Progress::lines("replay", None, PROGRESS_EVERY, Box::new(std::io::stderr()))
+    };
+    let show = |s: &ReplaySummary| {
+        progress.set_total(s.to_read());
+        progress.update(s.read(), s.progress_message());
+    };
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
     loop {
         tokio::select! {
             changed = summary.changed() => if changed.is_err() { break },
-            _ = beat.tick() => eprintln!("{}", summary.borrow().progress_line()),
+            // A replay waiting on the database still shows where it is.
+            _ = beat.tick() => show(&summary.borrow()),
         }
+        show(&summary.borrow());
     }
     let last = summary.borrow();
+    show(&last);
     if last.stop.is_some() {
-        eprintln!("{}", last.progress_line());
+        progress.finish(last.progress_message());
     }
 }
 

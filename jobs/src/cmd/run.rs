@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
 
@@ -16,7 +16,7 @@ use crate::db;
 use crate::executor::catalog::{self, JobRequest};
 use crate::executor::{Executor, Launch};
 use crate::jobs::analytics::{AnalyticsRequest, FitSource};
-use crate::jobs::fetch::{AutoSource, FetchRequest, SourceChoice};
+use crate::jobs::fetch::{self, AutoSource, FetchRequest, HistoryRange, SourceChoice};
 use crate::jobs::persist::PersistRequest;
 use crate::scheduler::schedules;
 
@@ -55,6 +55,19 @@ pub struct FetchFlags {
     /// `fetch.allow_simulated_beside_real = true`).
     #[arg(long)]
     pub allow_simulated_beside_real: bool,
+    /// Backfill from WeatherAPI's history.json (hourly) instead of fetching the current weather;
+    /// needs --from. Resumes where an earlier, stopped backfill of the same days stopped.
+    #[arg(long, requires = "from", conflicts_with = "backfill_hours")]
+    pub history: bool,
+    /// With --history: the first local day (YYYY-MM-DD), at most weatherapi.history_days back.
+    #[arg(long, requires = "history", value_name = "DATE")]
+    pub from: Option<NaiveDate>,
+    /// With --history: the last local day (YYYY-MM-DD); default today (UTC).
+    #[arg(long, requires = "history", value_name = "DATE")]
+    pub to: Option<NaiveDate>,
+    /// With --history: print the number of API calls the backfill would make, and call nothing.
+    #[arg(long, requires = "history")]
+    pub dry_run: bool,
 }
 
 impl FetchFlags {
@@ -76,6 +89,12 @@ impl FetchFlags {
             seed: self.seed.or(from_schedule.seed),
             concurrency: self.concurrency.or(from_schedule.concurrency),
             backfill_hours: self.backfill_hours,
+            history: self.history.then_some(HistoryRange {
+                // clap requires --from with --history.
+                from: self.from.unwrap_or_default(),
+                to: self.to,
+                dry_run: self.dry_run,
+            }),
         }
     }
 }
@@ -148,15 +167,67 @@ pub async fn run(config: &Config, job: RunJob, shutdown: CancellationToken) -> a
             let mut req = flags.into_request(schedule.as_ref());
             // `auto` decided (and logged) as at any process start.
             req.source = AutoSource::at_start(&config)?.apply(req.source);
+            if req.history.is_some_and(|h| h.dry_run) {
+                return history_dry_run(&config, req, shutdown).await;
+            }
             return once(&config, JobRequest::Fetch(req), shutdown).await;
         }
-        RunJob::Persist(flags) => JobRequest::Persist(PersistRequest {
-            until_idle: flags.until_idle,
-        }),
+        RunJob::Persist(flags) if flags.until_idle => {
+            // Draining a backlog: its progress is the consumer group's lag going down.
+            let reporter = tokio::spawn(drain_progress(config.kafka.clone()));
+            let req = JobRequest::Persist(PersistRequest { until_idle: true });
+            let result = once(config, req, shutdown).await;
+            reporter.abort();
+            return result;
+        }
+        RunJob::Persist(_) => JobRequest::Persist(PersistRequest { until_idle: false }),
         RunJob::Analytics(flags) => JobRequest::Analytics(flags.into()),
         RunJob::Maintenance => JobRequest::Maintenance,
     };
     once(config, req, shutdown).await
+}
+
+/// `weatherflow run fetch --history --dry-run`: the calls the backfill would make, printed; no run
+/// is recorded and nothing is called.
+async fn history_dry_run(config: &Config, req: FetchRequest, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let conn = db::connect(&config.database).await?;
+    let summary = fetch::run_history(config, &conn, None, req, shutdown).await?;
+    println!("{}", summary.calls);
+    eprintln!("dry run: {}", summary.line());
+    if let Ok(usage) = crate::quota::usage(&conn, &config.weatherapi).await {
+        eprintln!("quota: {}", usage.line());
+    }
+    Ok(())
+}
+
+/// How often `run persist --until-idle` samples the consumer group's lag for its progress.
+const DRAIN_SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reports `run persist --until-idle`'s progress on stderr: records stored of the backlog the group
+/// had when it started (its lag), from the lag sampled every [`DRAIN_SAMPLE_EVERY`]. Nothing when
+/// there was no backlog worth a report (under one batch), or the lag cannot be read.
+async fn drain_progress(kafka: crate::config::KafkaConfig) {
+    let lag = move || {
+        let kafka = kafka.clone();
+        async move {
+            tokio::task::spawn_blocking(move || crate::kafka::consumer_lag(&kafka))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten()
+                .map(|parts| parts.iter().map(|p| p.lag().max(0) as u64).sum::<u64>())
+        }
+    };
+    let Some(backlog) = lag().await else { return };
+    if backlog < 5_000 {
+        return;
+    }
+    let progress = crate::progress::Progress::stderr("persist --until-idle", Some(backlog));
+    loop {
+        tokio::time::sleep(DRAIN_SAMPLE_EVERY).await;
+        let Some(left) = lag().await else { continue };
+        progress.update(backlog.saturating_sub(left), format!("records consumed, {left} left"));
+    }
 }
 
 /// `weatherflow consumer`: the persist job until stopped.

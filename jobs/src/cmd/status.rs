@@ -75,6 +75,12 @@ pub async fn run(config: &Config, format: Format) -> anyhow::Result<()> {
     println!("\nobservations per source (never mixed: docs/schema.md, Provenance):");
     print!("{}", sources_table(&sources));
 
+    println!("\nWeatherAPI calls (every process's, counted in api_calls):");
+    match crate::quota::usage(&conn, &config.weatherapi).await {
+        Ok(usage) => println!("  {}", usage.line()),
+        Err(e) => println!("  not read: {e}"),
+    }
+
     println!("\ndatabase writes (as this user):");
     match refusals {
         Ok(refusals) if refusals.is_empty() => {

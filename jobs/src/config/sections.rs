@@ -111,6 +111,14 @@ section! {
         pub bulk_batch_size: usize = 50;
         /// Pass `aqi=yes` (air quality).
         pub aqi: bool = false;
+        /// How many days back `history.json` reaches on the key's plan (OAS26, 2026: Free 1 day,
+        /// Pro+ and above 365; older free plans reached 7). `weatherflow run fetch --history` refuses
+        /// a `--from` further back, naming this limit, instead of spending calls on refusals.
+        pub history_days: u32 = 7;
+        /// WeatherAPI calls allowed per calendar month (UTC), counted in PostgreSQL across every
+        /// process. A fetch that would pass it fails before its first call, saying how many calls
+        /// remain and when the month resets. Unset: no budget (calls are still counted).
+        pub monthly_call_budget: Option<u64> = None;
     }
 }
 

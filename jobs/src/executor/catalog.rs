@@ -63,6 +63,11 @@ pub async fn run(
 ) -> Result<StoredReport, JobError> {
     let stored = |r: &dyn crate::report::Report| StoredReport::of(r);
     match req {
+        JobRequest::Fetch(req) if req.history.is_some() => {
+            fetch::run_history(config, db, Some(ctx.run_id), req, ctx.cancel)
+                .await
+                .map(|s| stored(&s))
+        }
         JobRequest::Fetch(req) => fetch::run_checked(config, db, req, ctx.cancel)
             .await
             .map(|s| stored(&s)),

@@ -104,6 +104,17 @@ pub async fn finish(db: &DatabaseConnection, id: i64, end: &RunEnd) -> Result<()
     Ok(())
 }
 
+/// Replaces the `details` of run `id` while it is still `running`: long runs (the history backfill)
+/// show their progress in their row before they finish, and [`finish`] writes the final report.
+pub async fn record_progress(db: &DatabaseConnection, id: i64, details: &Value) -> Result<(), DbErr> {
+    db.execute_raw(stmt(
+        "UPDATE job_runs SET details = $2 WHERE id = $1 AND status = 'running'",
+        vec![id.into(), details.clone().into()],
+    ))
+    .await?;
+    Ok(())
+}
+
 /// How often, and how far apart, a run tries to close its row: a run that ended in a database
 /// outage (a persist run stopped during one) records its outcome if the database is back within
 /// about 5 s, rather than leaving its row to be closed as abandoned.

@@ -190,11 +190,13 @@ pub async fn status_value(state: &AppState) -> Result<Value, ApiError> {
             )
         })
         .collect();
+    let quota = crate::quota::usage(&state.db, &state.config.weatherapi).await?;
     Ok(json!({
         "now": now,
         "jobs": jobs,
         "consumer_lag": lag_value(state),
         "tables": tables,
+        "weatherapi_calls": quota,
     }))
 }
 

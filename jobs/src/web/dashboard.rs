@@ -82,6 +82,7 @@ async fn context(state: &AppState) -> Result<Value, ApiError> {
         "jobs": status["jobs"],
         "lag": status["consumer_lag"],
         "tables": status["tables"],
+        "quota": status["weatherapi_calls"],
         "observations": observations,
         "simulated_observations": simulated_observations,
         "places_shown": DASHBOARD_PLACES,
@@ -175,5 +176,31 @@ mod tests {
             "{out}"
         );
         assert!(out.ends_with("><rect/></svg>"), "{out}");
+    }
+
+    #[test]
+    fn the_quota_section_shows_the_budget_when_there_is_one() {
+        let env = templates().unwrap();
+        let t = env.get_template("dashboard.html").unwrap();
+        let quota = |budget: Option<u64>| {
+            let usage = serde_json::to_value(crate::quota::Usage {
+                month: chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap(),
+                used: 80,
+                budget,
+                fraction: budget.map(|b| 80.0 / b as f64),
+                remaining: budget.map(|b| b - 80),
+                resets_at: "2027-01-01T00:00:00Z".parse().unwrap(),
+            })
+            .unwrap();
+            let html = t
+                .render(minijinja::value::Serde(&json!({ "quota": usage, "tables": {}, "jobs": [], "lag": {}, "runs": [], "rejections": {}, "observations": [], "results": [] })))
+                .unwrap();
+            let at = html.find("WeatherAPI calls this month").unwrap();
+            html[at..].to_owned()
+        };
+        let with = quota(Some(200));
+        assert!(with.contains("80 calls of 200 (40.0%), 120 left"), "{with}");
+        let without = quota(None);
+        assert!(without.contains("80 calls;") && !without.contains("left"), "{without}");
     }
 }

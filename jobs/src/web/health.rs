@@ -163,6 +163,12 @@ async fn collect(state: &AppState) -> Result<(), sea_orm::DbErr> {
             metrics::gauge!("weatherflow_job_last_success_timestamp_seconds", "job" => job).set(t);
         }
     }
+    // Every process's WeatherAPI calls this month, as `weatherflow status` shows them.
+    let quota = crate::quota::usage(&state.db, &state.config.weatherapi).await?;
+    metrics::gauge!("weatherflow_weatherapi_calls_month").set(quota.used as f64);
+    if let Some(budget) = quota.budget {
+        metrics::gauge!("weatherflow_weatherapi_call_budget").set(budget as f64);
+    }
     // The latest published fit of each scope, as `weatherflow results` shows them.
     for fit in crate::jobs::analytics::results::latest_per_scope(&state.db, u64::MAX).await? {
         let scope = fit.scope;

@@ -23,6 +23,8 @@ pub struct StatusBody {
     consumer_lag: ConsumerLag,
     /// Row counts per table.
     tables: BTreeMap<String, TableRows>,
+    /// This month's WeatherAPI calls, every process's, against `weatherapi.monthly_call_budget`.
+    weatherapi_calls: crate::quota::Usage,
 }
 
 /// One job in `/api/v1/status`.

@@ -6,6 +6,14 @@
 //! solar fields as bare `0`, an unpadded `localtime` hour); the CDN's headers; 400/1005 for any other
 //! path.
 //!
+//! `history.json?q=&dt=yyyy-MM-dd` answers `{location, forecast:{forecastday:[{date, date_epoch, day,
+//! astro, hour:[24 hours]}]}}` with no `current`, the hours at the location's local midnight onwards
+//! (its `tz_id`), each with `time_epoch`, `time` and the measurements of the fixture's `current`
+//! varied by the hour, so the fixture's own `last_updated` hour is the same observation. The plan's
+//! depth is checked like the real service does: a day further back than the key's plan reaches
+//! (Free 1 day, others 365) is 403/2009; a missing or malformed `dt`, one before 2010-01-01 or after
+//! today is 400/9999 (the real service's code for these is not documented).
+//!
 //! Tests program failures per `q` ("the next N requests for London answer 503", "... 429 with
 //! Retry-After", "... sleep past the client's timeout", "... a garbage body"); `q=bulk` targets bulk
 //! requests. Every request is recorded, so tests can count attempts.
@@ -229,7 +237,7 @@ impl WeatherApiStub {
             .route("/v1/current.json", get(current).post(current_post))
             .route("/v1/forecast.json", get(forecast))
             .route("/v1/history.json", get(history))
-            .route("/v1/future.json", get(history))
+            .route("/v1/future.json", get(future))
             .route("/v1/search.json", get(search))
             .fallback(invalid_url)
             .with_state(inner.clone());
@@ -504,14 +512,126 @@ async fn forecast(
     shape_only(&inner, &method, &uri, &params, true)
 }
 
-/// history.json and future.json: shape only, no `current`.
-async fn history(
+/// future.json: shape only, no `current`.
+async fn future(
     State(inner): State<Shared>,
     method: Method,
     uri: Uri,
     Query(params): Query<Params>,
 ) -> Response {
     shape_only(&inner, &method, &uri, &params, false)
+}
+
+/// How many days back `history.json` reaches for a key of this kind.
+fn history_depth(kind: Option<KeyKind>) -> i64 {
+    match kind {
+        Some(KeyKind::FreePlan) => 1,
+        _ => 365,
+    }
+}
+
+/// history.json: one local day's 24 hours for the location, after the usual checks and the plan's
+/// depth.
+async fn history(
+    State(inner): State<Shared>,
+    method: Method,
+    uri: Uri,
+    Query(params): Query<Params>,
+) -> Response {
+    record(&inner, &method, &uri, &params, None);
+    if let Some(r) = injected(&inner, params.get("q").map(String::as_str)).await {
+        return r;
+    }
+    if let Err(r) = authenticate(&inner, &params, false) {
+        return refuse(r);
+    }
+    let f = match locate(&inner, &params) {
+        Ok(f) => f,
+        Err(r) => return refuse(r),
+    };
+    let internal = || api_error(400, 9999, "Internal application error.");
+    let Some(day) = params
+        .get("dt")
+        .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+    else {
+        return internal();
+    };
+    let today = chrono::Utc::now().date_naive();
+    let earliest = chrono::NaiveDate::from_ymd_opt(2010, 1, 1).expect("date");
+    if day < earliest || day > today {
+        return internal();
+    }
+    let kind = {
+        let i = inner.lock().expect("stub state");
+        params.get("key").and_then(|k| i.keys.get(k).copied())
+    };
+    if (today - day).num_days() > history_depth(kind) {
+        return api_error(
+            403,
+            2009,
+            "API key does not have access to the resource. Please check pricing page for what is allowed in your API subscription plan.",
+        );
+    }
+    ok(&inner, history_body(&f, day, aqi(&params)))
+}
+
+/// The `history.json` body of fixture `f` for local day `day`.
+pub fn history_body(f: &Fixture, day: chrono::NaiveDate, with_aqi: bool) -> String {
+    use chrono::TimeZone;
+    let loc: Value = serde_json::from_str(&f.location).expect("fixture location is JSON");
+    let tz: chrono_tz::Tz = loc["tz_id"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(chrono_tz::UTC);
+    let midnight = tz
+        .from_local_datetime(&day.and_hms_opt(0, 0, 0).expect("midnight"))
+        .earliest()
+        .expect("local midnight exists")
+        .timestamp();
+    let current: serde_json::Map<String, Value> =
+        serde_json::from_str(&f.current(with_aqi)).expect("fixture current is JSON");
+    let base = current.get("temp_c").and_then(Value::as_f64).unwrap_or(10.0);
+    let hours: Vec<String> = (0..24)
+        .map(|h| {
+            let epoch = midnight + h * 3600;
+            let local = tz.timestamp_opt(epoch, 0).single().expect("an instant");
+            let mut fields = vec![
+                format!("\"time_epoch\":{epoch}"),
+                format!("\"time\":\"{}\"", local.format("%Y-%m-%d %H:%M")),
+            ];
+            // The fixture's own hour keeps its measurements; the others vary by a few tenths.
+            let temp = if local.format("%H:%M").to_string() == current_time(&current) {
+                base
+            } else {
+                ((base + ((h as f64) * 0.7).sin() * 3.0) * 10.0).round() / 10.0
+            };
+            for (k, v) in &current {
+                match k.as_str() {
+                    "last_updated_epoch" | "last_updated" => {}
+                    "temp_c" => fields.push(format!("\"temp_c\":{temp:?}")),
+                    _ => fields.push(format!("{}:{v}", Value::from(k.as_str()))),
+                }
+            }
+            fields.push("\"snow_cm\":0.0,\"will_it_rain\":0,\"chance_of_rain\":0,\"will_it_snow\":0,\"chance_of_snow\":0".into());
+            format!("{{{}}}", fields.join(","))
+        })
+        .collect();
+    format!(
+        "{{\"location\":{},\"forecast\":{{\"forecastday\":[{{\"date\":\"{day}\",\"date_epoch\":{midnight},\"day\":{{\"maxtemp_c\":{:.1},\"mintemp_c\":{:.1},\"avgtemp_c\":{base:.1},\"maxwind_kph\":20.2,\"totalprecip_mm\":0.0,\"avghumidity\":70,\"condition\":{{\"text\":\"Partly cloudy\",\"icon\":\"//cdn.weatherapi.com/weather/64x64/day/116.png\",\"code\":1003}},\"uv\":1.0}},\"astro\":{{\"sunrise\":\"08:06 AM\",\"sunset\":\"04:03 PM\",\"moonrise\":\"07:12 PM\",\"moonset\":\"10:45 AM\",\"moon_phase\":\"Waning Gibbous\",\"moon_illumination\":\"99\",\"is_moon_up\":0,\"is_sun_up\":0}},\"hour\":[{}]}}]}}}}",
+        f.location,
+        base + 3.0,
+        base - 3.0,
+        hours.join(",")
+    )
+}
+
+/// The `HH:MM` of the fixture's `current.last_updated`.
+fn current_time(current: &serde_json::Map<String, Value>) -> String {
+    let t = current.get("last_updated").and_then(Value::as_str).unwrap_or("");
+    t.rsplit(' ')
+        .next()
+        .map(|hm| format!("{hm:0>5}"))
+        .unwrap_or_default()
 }
 
 /// A forecast-shaped answer with an empty `forecastday` list, after the usual checks; with or

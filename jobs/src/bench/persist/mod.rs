@@ -334,6 +334,8 @@ pub(super) async fn send(
 async fn produce_backlog(producer: &FutureProducer, topic: &str, messages: u64) -> anyhow::Result<()> {
     // Far enough in the past that the whole series stays behind the clock.
     let epoch0 = Utc::now().timestamp() - (messages / PLACES + 2) as i64 * 900;
+    // A million messages take minutes in a debug build: show how far it is.
+    let progress = crate::progress::Progress::stderr("bench persist: producing the backlog", Some(messages));
     let mut i = 0;
     while i < messages {
         let end = (i + 10_000).min(messages);
@@ -346,8 +348,10 @@ async fn produce_backlog(producer: &FutureProducer, topic: &str, messages: u64) 
         for r in join_all(chunk.iter().map(|(k, v)| send(producer, topic, k, v))).await {
             r?;
         }
+        progress.inc(end - i);
         i = end;
     }
+    progress.finish("messages acknowledged");
     Ok(())
 }
 

@@ -16,6 +16,7 @@
 //! or configuration are fatal, a broker or network failure is retryable, a shutdown interrupts. Every
 //! run logs its per-location summary as one line.
 
+pub mod backfill;
 mod plan;
 pub mod ratelimit;
 pub mod simulate;
@@ -31,6 +32,7 @@ use sea_orm::DatabaseConnection;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+pub use self::backfill::{BackfillSummary, HistoryRange};
 use self::plan::Plan;
 use self::ratelimit::TokenBucket;
 use self::sink::Sink;
@@ -42,6 +44,7 @@ use crate::config::Config;
 use crate::envelope::Source;
 use crate::job_error::{JobError, JobErrorKind, JobResultExt};
 use crate::kafka;
+use crate::quota::{CallMeter, Endpoint};
 
 /// What to fetch: the fetch job's one argument type. `schedules.toml`'s `[fetch.args]` deserializes
 /// into it, and `weatherflow run fetch` builds it from its flags.
@@ -63,6 +66,10 @@ pub struct FetchRequest {
     /// schedule setting: a backfill is a one-off.
     #[serde(skip)]
     pub backfill_hours: Option<u32>,
+    /// WeatherAPI's `history.json` for these days instead of the current weather
+    /// (`--history --from D`), see [`backfill`]. A one-off, never a schedule setting.
+    #[serde(skip)]
+    pub history: Option<HistoryRange>,
 }
 
 /// Trimmed, non-empty, first occurrence of each.
@@ -114,6 +121,8 @@ struct Inputs<'a> {
     req: &'a FetchRequest,
     locations: &'a [String],
     concurrency: usize,
+    /// Counts the WeatherAPI calls in PostgreSQL; `None` in runs without a database.
+    meter: Option<&'a Arc<CallMeter>>,
 }
 
 /// Fetches (or simulates) every location into `sink`: the source it used, whether it asked in bulk,
@@ -130,6 +139,7 @@ async fn produce_all(
         req,
         locations,
         concurrency,
+        meter,
     } = inputs;
     match source {
         Resolved::Simulated => {
@@ -142,8 +152,11 @@ async fn produce_all(
             let bulk = config.weatherapi.bulk;
             let limiter = TokenBucket::new(config.fetch.rate_per_sec, config.fetch.burst)
                 .job(JobErrorKind::Fatal, "fetch.rate_per_sec")?;
-            let api = WeatherApi::new(&config.weatherapi, key, Arc::new(limiter))
+            let mut api = WeatherApi::new(&config.weatherapi, key, Arc::new(limiter))
                 .map_err(|e| JobError::new(kind_of(e.class()), e))?;
+            if let Some(meter) = meter {
+                api = api.with_meter(meter.clone());
+            }
             let plan = Plan {
                 api: &api,
                 locations,
@@ -168,13 +181,76 @@ pub async fn run_checked(
     shutdown: CancellationToken,
 ) -> Result<FetchSummary, JobError> {
     check_source(config, db, req.source).await?;
-    run(config, req, shutdown).await
+    let locations = clean_locations(&req.locations)?;
+    // Counted, and the budget checked, before the first call: one call per location, bulk or not.
+    let meter = match resolve_source(config, req.source)? {
+        Resolved::Api(_) => {
+            let endpoint = if config.weatherapi.bulk { Endpoint::Bulk } else { Endpoint::Current };
+            let meter = CallMeter::open(db, &config.weatherapi, endpoint, locations.len() as u64)
+                .await
+                .map_err(JobError::fatal)?;
+            Some(Arc::new(meter))
+        }
+        Resolved::Simulated => None,
+    };
+    let result = run_with(config, meter.as_ref(), req, shutdown).await;
+    if let Some(meter) = meter.and_then(|m| Arc::try_unwrap(m).ok())
+        && let Err(e) = meter.close().await
+    {
+        tracing::warn!(error = %e, "giving back the unused reserved WeatherAPI calls failed; the month's count errs high");
+    }
+    result
 }
 
-/// Runs the fetch job without the database check: Kafka only (benchmarks, tests, and
-/// [`run_checked`] after its check).
+/// The history backfill (`weatherflow run fetch --history`, [`backfill`]) as every process starts
+/// it: WeatherAPI only, its calls counted and its progress written into run `run_id`'s row.
+pub async fn run_history(
+    config: &Config,
+    db: &DatabaseConnection,
+    run_id: Option<i64>,
+    req: FetchRequest,
+    shutdown: CancellationToken,
+) -> Result<BackfillSummary, JobError> {
+    let Some(range) = req.history else {
+        return Err(JobError::fatal("a history backfill needs --from"));
+    };
+    let locations = clean_locations(&req.locations)?;
+    let key = match resolve_source(config, req.source)? {
+        Resolved::Api(key) => Some(key),
+        Resolved::Simulated => None,
+    };
+    let backfill = backfill::Backfill {
+        config,
+        db,
+        run_id,
+        locations: &locations,
+        concurrency: req.concurrency.unwrap_or(config.fetch.concurrency),
+        range,
+    };
+    match key {
+        Some(key) => backfill.run(key, shutdown).await,
+        // A dry run calls nothing, so it needs no key.
+        None if range.dry_run => backfill.run(secrecy::SecretString::from(String::new()), shutdown).await,
+        None => Err(JobError::fatal(
+            "--history needs WeatherAPI (history.json); the simulated source has no history: set WEATHERAPI_KEY \
+             or weatherapi.key_file (the simulator's own backfill is --backfill-hours)",
+        )),
+    }
+}
+
+/// Runs the fetch job without the database check: Kafka only (benchmarks, tests). Its WeatherAPI
+/// calls are not counted in `api_calls`: every process's fetch goes through [`run_checked`].
 pub async fn run(
     config: &Config,
+    req: FetchRequest,
+    shutdown: CancellationToken,
+) -> Result<FetchSummary, JobError> {
+    run_with(config, None, req, shutdown).await
+}
+
+async fn run_with(
+    config: &Config,
+    meter: Option<&Arc<CallMeter>>,
     req: FetchRequest,
     shutdown: CancellationToken,
 ) -> Result<FetchSummary, JobError> {
@@ -219,6 +295,7 @@ pub async fn run(
         req: &req,
         locations: &locations,
         concurrency,
+        meter,
     };
     let produce = produce_all(inputs, source, gates, &mut sink, &mut outcomes);
     let (produced, checked) = tokio::join!(produce, check);

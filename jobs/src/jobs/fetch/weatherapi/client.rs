@@ -13,9 +13,11 @@ use url::Url;
 
 use super::body::{self, Current};
 use super::error::{ApiError, ApiErrorAction, cause_chain};
+use super::history::{self, HistoryDay};
 use crate::backoff::Backoff;
 use crate::config::{WeatherApiConfig, redact_url};
 use crate::jobs::fetch::ratelimit::TokenBucket;
+use crate::quota::{CallMeter, Endpoint};
 
 /// The most locations WeatherAPI accepts in one bulk request.
 pub const BULK_MAX: usize = 50;
@@ -48,6 +50,8 @@ pub struct WeatherApi {
     http: reqwest::Client,
     /// `<base>/current.json`, without query.
     current_url: Url,
+    /// `<base>/history.json`, without query.
+    history_url: Url,
     /// Sent only as the `key` query parameter; never logged.
     key: SecretString,
     /// Whether to ask for `air_quality` (`aqi=yes`).
@@ -56,6 +60,9 @@ pub struct WeatherApi {
     retry: RetryPolicy,
     /// Every attempt takes a token, retries included.
     limiter: Arc<TokenBucket>,
+    /// Counts every attempt in `api_calls` before it is sent; `None` counts nothing (benchmarks,
+    /// tests that run the fetch without a database).
+    meter: Option<Arc<CallMeter>>,
 }
 
 impl fmt::Debug for WeatherApi {
@@ -88,8 +95,12 @@ impl WeatherApi {
         limiter: Arc<TokenBucket>,
     ) -> Result<Self, ApiError> {
         let base = cfg.base_url.trim_end_matches('/');
-        let current_url = Url::parse(&format!("{base}/current.json"))
-            .map_err(|e| ApiError::Config(format!("weatherapi.base_url {}: {e}", redact_url(base))))?;
+        let url = |method: &str| {
+            Url::parse(&format!("{base}/{method}"))
+                .map_err(|e| ApiError::Config(format!("weatherapi.base_url {}: {e}", redact_url(base))))
+        };
+        let current_url = url("current.json")?;
+        let history_url = url("history.json")?;
         let timeout = Duration::from_secs(cfg.timeout_secs.max(1));
         let http = reqwest::Client::builder()
             .user_agent(concat!("weatherflow/", env!("CARGO_PKG_VERSION")))
@@ -103,6 +114,7 @@ impl WeatherApi {
         Ok(Self {
             http,
             current_url,
+            history_url,
             key,
             aqi: cfg.aqi,
             retry: RetryPolicy {
@@ -115,7 +127,14 @@ impl WeatherApi {
                 max_total: Duration::from_secs(cfg.max_total_secs.max(1)),
             },
             limiter,
+            meter: None,
         })
+    }
+
+    /// This client with every attempt counted by `meter` before it is sent.
+    pub fn with_meter(mut self, meter: Arc<CallMeter>) -> Self {
+        self.meter = Some(meter);
+        self
     }
 
     fn aqi_param(&self) -> &'static str {
@@ -125,7 +144,7 @@ impl WeatherApi {
     /// `GET current.json?q=<q>`, retried per the configuration. `cancel` stops waiting (backoff,
     /// rate limit) but never cuts a request in flight.
     pub async fn current(&self, q: &str, cancel: &CancellationToken) -> Attempted<Current> {
-        self.with_retries(q, cancel, || async {
+        self.with_retries(q, (Endpoint::Current, 1), cancel, || async {
             let request = self.http.get(self.current_url.clone()).query(&[
                 ("key", self.key.expose_secret()),
                 ("q", q),
@@ -164,7 +183,8 @@ impl WeatherApi {
                 .collect(),
         };
         let label = format!("bulk of {}", queries.len());
-        self.with_retries(&label, cancel, || async {
+        let calls = (Endpoint::Bulk, queries.len() as u64);
+        self.with_retries(&label, calls, cancel, || async {
             let request = self
                 .http
                 .post(self.current_url.clone())
@@ -176,6 +196,28 @@ impl WeatherApi {
                 .json(&payload);
             let (status, text) = self.send(request).await?;
             body::parse_bulk(status, &text, queries.len())
+        })
+        .await
+    }
+
+    /// `GET history.json?q=<q>&dt=<day>`: the hourly observations of one local day, retried like
+    /// [`WeatherApi::current`].
+    pub async fn history(
+        &self,
+        q: &str,
+        day: chrono::NaiveDate,
+        cancel: &CancellationToken,
+    ) -> Attempted<HistoryDay> {
+        let dt = day.format("%Y-%m-%d").to_string();
+        self.with_retries(q, (Endpoint::History, 1), cancel, || async {
+            let request = self.http.get(self.history_url.clone()).query(&[
+                ("key", self.key.expose_secret()),
+                ("q", q),
+                ("dt", dt.as_str()),
+                ("aqi", self.aqi_param()),
+            ]);
+            let (status, text) = self.send(request).await?;
+            history::parse_history(status, &text)
         })
         .await
     }
@@ -216,6 +258,7 @@ impl WeatherApi {
     async fn with_retries<T, F, Fut>(
         &self,
         label: &str,
+        (endpoint, calls): (Endpoint, u64),
         cancel: &CancellationToken,
         attempt: F,
     ) -> Attempted<T>
@@ -232,6 +275,15 @@ impl WeatherApi {
                 _ = self.limiter.acquire() => {}
             }
             let deadline = *deadline.get_or_insert_with(|| Instant::now() + self.retry.max_total);
+            // Counted before it is sent: a crash after the request can never leave it uncounted.
+            if let Some(meter) = &self.meter
+                && let Err(e) = meter.take(endpoint, calls).await
+            {
+                return Attempted {
+                    result: Err(ApiError::Budget(e.to_string())),
+                    attempts,
+                };
+            }
             attempts += 1;
             let err = match counted(attempt()).await {
                 Ok(value) => {

@@ -112,6 +112,9 @@ pub enum ApiError {
     /// The run was stopped (shutdown) before this request could complete.
     #[error("interrupted by shutdown")]
     Cancelled,
+    /// Not called: counting the call failed, or it would pass `weatherapi.monthly_call_budget`.
+    #[error("not called: {0}")]
+    Budget(String),
 }
 
 fn describe(code: Option<i64>, message: &str) -> String {
@@ -159,6 +162,7 @@ impl ApiError {
             | ApiError::QuotaExceeded { .. }
             | ApiError::KeyDisabled { .. }
             | ApiError::NoAccess { .. }
+            | ApiError::Budget(_)
             | ApiError::Config(_) => ApiErrorAction::Fatal,
             ApiError::RateLimited { .. }
             | ApiError::Server { .. }

@@ -6,6 +6,8 @@
 //! * [`ApiError::class`] tells the caller what to do: stop the run (key/account problems), fail one
 //!   location (unknown place, unparsable body), or retry (429, 5xx, network, timeout). Retries are
 //!   done here, bounded by attempts and total time, paced by the fetch job's token bucket.
+//! * `history.json` ([`WeatherApi::history`]) gives one local day's hours, each turned into a
+//!   `current.json`-shaped payload (see [`HistoryDay`]).
 //! * Bodies are not re-serialised: [`Current::payload`] is the server's bytes.
 //!
 //! The test stub in `jobs/tests/common/weatherapi_stub.rs` answers like the real service (statuses,
@@ -14,7 +16,9 @@
 mod body;
 mod client;
 mod error;
+mod history;
 
 pub use body::{Current, Location};
 pub use client::{Attempted, BULK_MAX, WeatherApi};
 pub use error::{ApiError, ApiErrorAction};
+pub use history::{HistoryDay, HistoryHour};

@@ -122,20 +122,20 @@ impl ReplaySummary {
         self.retries += stored.retries;
     }
 
-    /// The progress line: records read of those to read, and what became of them.
-    pub fn progress_line(&self) -> String {
-        let (read, to_read) = (self.read(), self.to_read());
-        let percent = if to_read == 0 {
-            100.0
-        } else {
-            read as f64 * 100.0 / to_read as f64
-        };
+    /// What became of the records read so far: the progress line's message.
+    pub fn progress_message(&self) -> String {
         format!(
-            "replay: {read} of {to_read} records read ({percent:.0}%): {} stored, {} already present, {} quarantined",
+            "records read: {} stored, {} already present, {} quarantined",
             self.stored(),
             self.present(),
             self.quarantined_total()
         )
+    }
+
+    /// The progress line ([`crate::progress::line`]): records read of those to read, and what
+    /// became of them.
+    pub fn progress_line(&self) -> String {
+        crate::progress::line("replay", self.read(), Some(self.to_read()), &self.progress_message())
     }
 }
 
@@ -207,7 +207,7 @@ mod tests {
         assert_eq!((s.to_read(), s.read(), s.stored(), s.present()), (10, 4, 3, 1));
         assert_eq!(
             s.progress_line(),
-            "replay: 4 of 10 records read (40%): 3 stored, 1 already present, 0 quarantined"
+            "replay: 4 of 10 (40%) records read: 3 stored, 1 already present, 0 quarantined"
         );
         let d = s.details();
         assert_eq!(d["partitions"][0]["stored"], 3);

@@ -226,8 +226,8 @@ pg_up() {
   # any local user can read in ps: in psql's single quotes, ' is written '' and \ is written \\.
   # The service roles (docs/security.md, "Database roles"): NOINHERIT logins whose rights are the
   # grants `weatherflow migrate up` applies (jobs/src/db/grants.rs). The scheduler's may act as the
-  # owner (SET ROLE, for partition maintenance only); the owner may act as the web role, which the
-  # roles test uses to show what that role cannot do.
+  # owner (SET ROLE, for partition maintenance only); the owner may act as the web and consumer
+  # roles, which the roles test uses to show what each can and cannot do.
   { psql_set password "$PG_PASSWORD"; psql_set web_password "$PG_WEB_PASSWORD"
     psql_set consumer_password "$PG_CONSUMER_PASSWORD"; psql_set scheduler_password "$PG_SCHEDULER_PASSWORD"
     cat <<'SQL'
@@ -242,7 +242,7 @@ SELECT format('ALTER ROLE weatherflow_web LOGIN NOINHERIT PASSWORD %L', :'web_pa
 SELECT format('ALTER ROLE weatherflow_consumer LOGIN NOINHERIT PASSWORD %L', :'consumer_password')\gexec
 SELECT format('ALTER ROLE weatherflow_scheduler LOGIN NOINHERIT PASSWORD %L', :'scheduler_password')\gexec
 SELECT format('GRANT %I TO weatherflow_scheduler', :'user')\gexec
-SELECT format('GRANT weatherflow_web TO %I', :'user')\gexec
+SELECT format('GRANT weatherflow_web, weatherflow_consumer TO %I', :'user')\gexec
 SELECT format('GRANT CONNECT ON DATABASE %I TO weatherflow_web, weatherflow_consumer, weatherflow_scheduler', :'db')\gexec
 SQL
   } | as_postgres psql -q -v ON_ERROR_STOP=1 -p "$PG_PORT" -d postgres \

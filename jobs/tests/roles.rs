@@ -1,6 +1,7 @@
 //! Least privilege: the web face's role (`weatherflow_web`, created by `scripts/services.sh up`,
 //! granted by `db::grants` as `weatherflow migrate up` does) serves every page and API answer, and
-//! cannot write to `observations` or remove run rows.
+//! cannot write to `observations` or remove run rows; the consumer's role stores a batch through
+//! the persist job's own write path, duplicates and quarantined records included.
 
 mod common;
 
@@ -13,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use weatherflow::db::grants::ServiceRole;
 
 /// A pool on the test's database whose sessions act as `role` (the owner is a member of the web
-/// role, so no password of that role is needed here).
+/// and consumer roles, so no password of theirs is needed here).
 async fn pool_as(ctx: &TestContext, role: &str) -> DatabaseConnection {
     let mut cfg = ctx.config.database.clone();
     let mut url = url::Url::parse(cfg.url.expose_secret()).unwrap();
@@ -117,4 +118,60 @@ async fn the_web_role_reads_what_it_serves_and_cannot_write_observations() {
     }
     shutdown.cancel();
     server.abort();
+}
+
+#[tokio::test]
+async fn the_consumer_role_stores_batches_through_the_write_path() {
+    use common::records::{record, retry};
+    use weatherflow::jobs::persist::store::{self, CopyStrategy, Raw, RejectedRecord};
+    use weatherflow::jobs::persist::validate::{Rejection, RejectionClass};
+
+    let ctx = TestContext::new().await;
+    let missing = weatherflow::db::grants::apply(&ctx.db).await.unwrap();
+    assert!(
+        missing.is_empty(),
+        "roles {missing:?} do not exist: run scripts/services.sh up"
+    );
+    let consumer = pool_as(&ctx, ServiceRole::Consumer.name()).await;
+    let pool = consumer.get_postgres_connection_pool().clone();
+    let at = chrono::Utc::now();
+    let valid: Vec<_> = (0..100)
+        .map(|i| record(&format!("place {i}||land"), at, i))
+        .collect();
+    let rejected = vec![RejectedRecord {
+        lineage: record("x", at, 100).lineage,
+        raw: Raw {
+            key: None,
+            value: Some(bytes::Bytes::from_static(b"{not json")),
+        },
+        rejection: Rejection::new(RejectionClass::InvalidJson, "expected a value"),
+    }];
+    // A refused grant is an outage the store waits out for good: bound the wait.
+    let retry = retry();
+    for round in 0..2 {
+        let mut strategy = CopyStrategy::default();
+        let stored = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            store::store_batch(&pool, &valid, &rejected, &retry, &mut strategy),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("round {round}: the consumer role's batch did not land in 30 s"))
+        .unwrap();
+        let (inserted, duplicates) = if round == 0 { (100, 0) } else { (0, 100) };
+        assert_eq!(
+            (stored.inserted, stored.duplicates),
+            (inserted, duplicates),
+            "round {round}"
+        );
+    }
+    assert_eq!(ctx.scalar_i64("SELECT count(*) FROM observations").await, 100);
+    assert_eq!(ctx.scalar_i64("SELECT count(*) FROM rejected_records").await, 1);
+    // And nothing more: no deleting, no reading the fits.
+    for sql in [
+        "DELETE FROM observations",
+        "SELECT count(*) FROM regression_results",
+    ] {
+        let err = consumer.execute_unprepared(sql).await.expect_err(sql);
+        assert_eq!(sqlstate(&err).as_deref(), Some("42501"), "{sql}: {err}");
+    }
 }

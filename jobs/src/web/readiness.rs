@@ -7,10 +7,11 @@
 //! its last success is older than [`STALE_AFTER`], so one slow round does not flap readiness and a
 //! stopped broker or database shows within that bound.
 //!
-//! Before, each probe built a librdkafka client (threads and a broker connection of its own) and ran
-//! two queries: 998 probes/s where the cached status API served 89,680, and 269 threads instead of 4
-//! under 64 connections. The answer's words name the failing check and how long it has failed; the
-//! errors themselves (broker addresses, user names, SQL errors) go to the log, once per failure.
+//! A check per probe (a librdkafka client, with its threads and broker connection, and two queries)
+//! served 244 probes/s and grew the process to 262 threads under 64 connections, where kept state
+//! serves 4,565 with 9 threads throughout (`bench web`, debug build, docs/performance.md). The
+//! answer's words name the failing check and how long it has failed; the errors themselves (broker
+//! addresses, user names, SQL errors) go to the log, once per failure.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -41,6 +41,10 @@ PG_DB=weatherflow
 # A local development password, not a secret: the role only listens on 127.0.0.1. Override it with
 # SERVICES_PG_PASSWORD for anything that is not a developer's machine.
 PG_PASSWORD="${SERVICES_PG_PASSWORD:-weatherflow}"
+# The service roles' passwords (docs/security.md, "Database roles"), local development ones likewise.
+PG_WEB_PASSWORD="${SERVICES_PG_WEB_PASSWORD:-weatherflow_web}"
+PG_CONSUMER_PASSWORD="${SERVICES_PG_CONSUMER_PASSWORD:-weatherflow_consumer}"
+PG_SCHEDULER_PASSWORD="${SERVICES_PG_SCHEDULER_PASSWORD:-weatherflow_scheduler}"
 
 BOOTSTRAP="$KAFKA_HOST:$KAFKA_PORT"
 DATABASE_URL_LOCAL="postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB"
@@ -194,6 +198,14 @@ pg_cluster() {
   awk '{print $1" "$2}' <<<"$line"
 }
 
+# A psql `\set NAME 'value'` line for standard input, never argv: in psql's single quotes, ' is
+# written '' and \ is written \\.
+psql_set() {
+  local v="${2//\\/\\\\}"
+  v="${v//\'/\'\'}"
+  printf '%s\n' "\\set $1 '$v'"
+}
+
 pg_ready() { pg_isready -q -h 127.0.0.1 -p "$PG_PORT"; }
 
 pg_up() {
@@ -212,14 +224,26 @@ pg_up() {
   # Names and password are psql variables quoted by format() (%I, %L), never spliced into SQL text.
   # The password reaches psql on its standard input (a \set line), never in its arguments, which
   # any local user can read in ps: in psql's single quotes, ' is written '' and \ is written \\.
-  local pw="${PG_PASSWORD//\\/\\\\}"
-  pw="${pw//\'/\'\'}"
-  { printf '%s\n' "\\set password '$pw'"; cat <<'SQL'
+  # The service roles (docs/security.md, "Database roles"): NOINHERIT logins whose rights are the
+  # grants `weatherflow migrate up` applies (jobs/src/db/grants.rs). The scheduler's may act as the
+  # owner (SET ROLE, for partition maintenance only); the owner may act as the web and consumer
+  # roles, which the roles test uses to show what each can and cannot do.
+  { psql_set password "$PG_PASSWORD"; psql_set web_password "$PG_WEB_PASSWORD"
+    psql_set consumer_password "$PG_CONSUMER_PASSWORD"; psql_set scheduler_password "$PG_SCHEDULER_PASSWORD"
+    cat <<'SQL'
 SELECT format('CREATE ROLE %I', :'user')
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'user')\gexec
 SELECT format('ALTER ROLE %I LOGIN CREATEDB PASSWORD %L', :'user', :'password')\gexec
 SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'user')
 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db')\gexec
+SELECT format('CREATE ROLE %I', r) FROM unnest(ARRAY['weatherflow_web', 'weatherflow_consumer', 'weatherflow_scheduler']) r
+WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r)\gexec
+SELECT format('ALTER ROLE weatherflow_web LOGIN NOINHERIT PASSWORD %L', :'web_password')\gexec
+SELECT format('ALTER ROLE weatherflow_consumer LOGIN NOINHERIT PASSWORD %L', :'consumer_password')\gexec
+SELECT format('ALTER ROLE weatherflow_scheduler LOGIN NOINHERIT PASSWORD %L', :'scheduler_password')\gexec
+SELECT format('GRANT %I TO weatherflow_scheduler', :'user')\gexec
+SELECT format('GRANT weatherflow_web, weatherflow_consumer TO %I', :'user')\gexec
+SELECT format('GRANT CONNECT ON DATABASE %I TO weatherflow_web, weatherflow_consumer, weatherflow_scheduler', :'db')\gexec
 SQL
   } | as_postgres psql -q -v ON_ERROR_STOP=1 -p "$PG_PORT" -d postgres \
     -v user="$PG_USER" -v db="$PG_DB" >/dev/null

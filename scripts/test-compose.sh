@@ -54,10 +54,15 @@ trap 'FAILURE="${FAILURE:-line $LINENO: \`$BASH_COMMAND\` exited with status $?}
 secret() { head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 PG_PASSWORD="pw$(secret)"
 JUPYTER_TOKEN="jt$(secret)"
+WEB_DB_PASSWORD="wp$(secret)"
+CONSUMER_DB_PASSWORD="cp$(secret)"
 # The secrets as users give them: files, readable by the containers' users, in a folder only we open.
 mkdir -m 700 "$WORK/secrets"
 printf '%s\n' "$PG_PASSWORD" >"$WORK/secrets/postgres_password"
 printf '%s\n' "$JUPYTER_TOKEN" >"$WORK/secrets/jupyter_token"
+# The web and consumer services' roles (deploy/postgres/roles.sh, docs/security.md).
+printf '%s\n' "$WEB_DB_PASSWORD" >"$WORK/secrets/web_db_password"
+printf '%s\n' "$CONSUMER_DB_PASSWORD" >"$WORK/secrets/consumer_db_password"
 chmod 644 "$WORK/secrets/"*
 cat >"$ENV_FILE" <<ENV
 POSTGRES_USER=weatherflow
@@ -203,12 +208,12 @@ done
 
 step "secrets: not in the images, not printed by docker compose config"
 for image in weatherflow:latest weatherflow-notebook:latest; do
-  if docker image inspect "$image" | grep -q -e "$PG_PASSWORD" -e "$JUPYTER_TOKEN"; then fail "$image holds a secret"; fi
-  if docker history --no-trunc "$image" | grep -q -e "$PG_PASSWORD" -e "$JUPYTER_TOKEN"; then fail "$image's history holds a secret"; fi
+  if docker image inspect "$image" | grep -q -e "$PG_PASSWORD" -e "$JUPYTER_TOKEN" -e "$WEB_DB_PASSWORD" -e "$CONSUMER_DB_PASSWORD"; then fail "$image holds a secret"; fi
+  if docker history --no-trunc "$image" | grep -q -e "$PG_PASSWORD" -e "$JUPYTER_TOKEN" -e "$WEB_DB_PASSWORD" -e "$CONSUMER_DB_PASSWORD"; then fail "$image's history holds a secret"; fi
 done
 for f in docker-compose.yml docker-compose.cluster.yml docker-compose.zookeeper.yml; do
   config="$(compose_in "$PROJECT" -f "$f" --profile analysis --profile monitoring config)" || fail "docker compose -f $f config failed"
-  if grep -q -e "$PG_PASSWORD" -e "$JUPYTER_TOKEN" <<<"$config"; then fail "docker compose -f $f config prints a secret"; fi
+  if grep -q -e "$PG_PASSWORD" -e "$JUPYTER_TOKEN" -e "$WEB_DB_PASSWORD" -e "$CONSUMER_DB_PASSWORD" <<<"$config"; then fail "docker compose -f $f config prints a secret"; fi
 done
 say "neither secret (database password, Jupyter token) in the images or in docker compose config"
 

@@ -123,8 +123,19 @@ fn entries() -> std::sync::MutexGuard<'static, Vec<Entry>> {
 }
 
 /// The readiness verdict: one line per target in an outage past its grace, oldest first; empty when
-/// nothing keeps the writers from storing.
+/// nothing keeps the writers from storing. Each line carries what the server said (an SQL error):
+/// for the log and the tests; a probe's answer uses [`not_ready_public`].
 pub fn not_ready() -> Vec<String> {
+    verdict_lines(true)
+}
+
+/// [`not_ready`] without what the server said: how long, how many writers, the cause's class
+/// (`25`, `timeout`, ...) and the hint, words that name no address, user or SQL error.
+pub fn not_ready_public() -> Vec<String> {
+    verdict_lines(false)
+}
+
+fn verdict_lines(with_detail: bool) -> Vec<String> {
     let all = entries().clone();
     let mut lines = Vec::new();
     for target in [Target::Database, Target::DeadLetterTopic] {
@@ -137,13 +148,18 @@ pub fn not_ready() -> Vec<String> {
             continue;
         }
         let newest = mine.iter().min_by_key(|e| e.since.elapsed()).unwrap_or(oldest);
+        let cause = if with_detail {
+            newest.cause.detail.clone()
+        } else {
+            format!("cause class {} (details in the log)", newest.cause.class)
+        };
         lines.push(format!(
             "{} unavailable for {:.0} s ({} writer{} waiting): {}; retrying with backoff, offsets not committed; {}",
             target.as_str().replace('_', " "),
             age.as_secs_f64(),
             mine.len(),
             if mine.len() == 1 { "" } else { "s" },
-            newest.cause.detail,
+            cause,
             oldest.hint,
         ));
     }
@@ -220,6 +236,13 @@ mod tests {
             lines[0]
         );
         assert!(lines[0].ends_with("see runbook"), "{}", lines[0]);
+        let public = not_ready_public();
+        assert!(
+            public[0].starts_with("database unavailable for 0 s (1 writer waiting): cause class 25 (details in the log);"),
+            "{}",
+            public[0]
+        );
+        assert!(!public[0].contains("detail 25"), "{}", public[0]);
         db.update(cause("42"));
         assert!(not_ready()[0].contains("detail 42"));
         let second = begin(

@@ -190,6 +190,12 @@ async fn list(conn: &mut sqlx::PgConnection) -> Result<(Vec<NaiveDate>, bool), M
     Ok((months, has_default))
 }
 
+/// `SET LOCAL ROLE` to the owner of `observations` when the session's user is not the owner but
+/// may become it; no row otherwise.
+const SET_OWNER_ROLE: &str = "SELECT format('SET LOCAL ROLE %I', pg_get_userbyid(c.relowner)) \
+     FROM pg_class c WHERE c.oid = 'observations'::regclass \
+     AND pg_get_userbyid(c.relowner) <> current_user AND pg_has_role(c.relowner, 'MEMBER')";
+
 /// Starts a transaction with [`LOCK_TIMEOUT`] and takes `lock` on `observations`.
 async fn begin_locked(
     pool: &PgPool,
@@ -202,6 +208,19 @@ async fn begin_locked(
     .execute(&mut *tx)
     .await
     .map_err(at("setting lock_timeout"))?;
+    // Only the owner may create, attach and drop partitions. A service role (the scheduler's, see
+    // db::grants) is a member of the owner without inheriting its rights: this transaction, and no
+    // other, acts as the owner.
+    let become_owner: Option<(String,)> = sqlx::query_as(SET_OWNER_ROLE)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(at("finding the owner of observations"))?;
+    if let Some((set_role,)) = become_owner {
+        sqlx::query(AssertSqlSafe(set_role))
+            .execute(&mut *tx)
+            .await
+            .map_err(at("acting as the owner of observations"))?;
+    }
     sqlx::query(AssertSqlSafe(format!("LOCK TABLE {PARENT} IN {lock} MODE")))
         .execute(&mut *tx)
         .await

@@ -97,3 +97,57 @@ async fn counts_of_millions_with_stale_statistics_answer_within_a_fixed_budget()
         "counts took {took:?}: {obs:?} {simulated:?}"
     );
 }
+
+/// Rows of the plot test: four months of 100,000 each.
+const PLOT_ROWS: i64 = 400_000;
+
+/// Months -1 (the `DEFAULT` partition, read last), 0, 1 and 2 from now; the wind speed is the
+/// month's index (0 to 3), so a point says which month it came from.
+const FILL_MONTHS: &str = "
+INSERT INTO observations (location_key, location_name, region, country, lat, lon, observed_at, temp_c,
+    wind_kph, source, fetched_at, kafka_topic, kafka_partition, kafka_offset)
+SELECT 'loc||land', 'Loc', 'r', 'land', 1, 2,
+       date_trunc('month', now()) + make_interval(months => (g % 4 - 1)::int, secs => g / 4), 10, g % 4,
+       'simulated', now(), 'weather.observations', 0, g
+FROM generate_series(0, $1 - 1) AS g";
+
+#[tokio::test]
+async fn the_plots_sample_spreads_over_every_month_of_a_table_never_analysed() {
+    let ctx = TestContext::new().await;
+    use sea_orm::ConnectionTrait;
+    ctx.db
+        .execute_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            FILL_MONTHS,
+            [PLOT_ROWS.into()],
+        ))
+        .await
+        .unwrap();
+    let max = 1500;
+    let started = Instant::now();
+    let (wind, temp) = weatherflow::web::queries::plot_samples(&ctx.db, max, None)
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(wind.len(), temp.len());
+    assert!(
+        (max * 3 / 4..=max).contains(&wind.len()),
+        "{} points for at most {max}",
+        wind.len()
+    );
+    // A quarter of the points per month, give or take: at least a tenth each. Cut in scan order,
+    // or taken whole because the statistics knew no row, the sample held the first month only.
+    let mut per_month = [0usize; 4];
+    for w in &wind {
+        per_month[*w as usize] += 1;
+    }
+    for (month, n) in per_month.iter().enumerate() {
+        assert!(
+            *n >= wind.len() / 10,
+            "month {month} has {n} of {} points: {per_month:?}",
+            wind.len()
+        );
+    }
+    // A block sample of a few thousand rows, not a scan of 400,000.
+    assert!(took < Duration::from_secs(3), "sampling took {took:?}");
+}

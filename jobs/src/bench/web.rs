@@ -1,13 +1,22 @@
-//! `weatherflow bench web`: requests per second, p50 and p99 of `/api/v1/results`, `/api/v1/status`
-//! and `/` under 200 connections from `wrk` (Debian's package; scripts/web-tools.sh installs it), on
-//! a scratch database of 1M observations with a regression over them. Prints figures; asserts
-//! nothing (the target, ≥ 5,000 requests/s with p99 ≤ 50 ms on `/api/v1/results`, is read off).
+//! `weatherflow bench web`: requests per second, p50, p99 and errors of `/readyz`, `/api/v1/status`,
+//! `/` and `/api/v1/results` under `wrk` (Debian's package; scripts/web-tools.sh installs it), on a
+//! scratch database of synthetic observations with a regression over them, never analysed (autovacuum
+//! off on every partition, as a large history can be between autovacuum's passes). Beside `/readyz`,
+//! the same load on a per-request readiness check as `/readyz` was before it answered from kept
+//! state (a librdkafka client and two queries per probe). With each endpoint, this process's threads
+//! and open sockets before, at most during, and after the load. Prints figures; asserts nothing
+//! (targets, read off: no 408 or 5xx, `/readyz` within an order of magnitude of the cached status
+//! API, threads and sockets flat).
 
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
 use sea_orm::ConnectionTrait;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +26,10 @@ use crate::db::ScratchDatabase;
 use crate::executor::Executor;
 use crate::jobs::analytics::{self, AnalyticsRequest};
 use crate::runs::JobName;
+use crate::web::AppState;
+
+/// The route of the per-request readiness check, served by this benchmark only.
+const PER_REQUEST_READYZ: &str = "/bench/readyz-per-request";
 
 /// Synthetic observations: 50 locations every 15 minutes, temp = a + b·wind + noise.
 const FILL_SQL: &str = "
@@ -36,7 +49,41 @@ struct Figures {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// Non-2xx answers and socket errors (timeouts included).
     errors: u64,
+    /// This process's threads: before, at most during, after.
+    threads: (usize, usize, usize),
+    /// This process's open sockets: before, at most during, after.
+    sockets: (usize, usize, usize),
+}
+
+/// This process's threads and open sockets now.
+fn threads_and_sockets() -> (usize, usize) {
+    let threads = std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count());
+    let sockets = std::fs::read_dir("/proc/self/fd").map_or(0, |d| {
+        d.filter_map(Result::ok)
+            .filter(|e| {
+                std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+            })
+            .count()
+    });
+    (threads, sockets)
+}
+
+/// `/readyz` as it was: each probe builds a Kafka client on a blocking thread for one metadata
+/// request, and runs `SELECT 1` and the pending-migrations query. Kept here only to be measured.
+async fn readyz_per_request(State(state): State<AppState>) -> StatusCode {
+    let cfg = state.config.kafka.clone();
+    let kafka = tokio::task::spawn_blocking(move || crate::kafka::cluster_info(&cfg));
+    let postgres = state.db.execute_unprepared("SELECT 1");
+    let (kafka, postgres) = tokio::join!(kafka, postgres);
+    let migrations = <migration::Migrator as migration::MigratorTrait>::get_pending_migrations(&state.db).await;
+    let ok = matches!(kafka, Ok(Ok(_))) && postgres.is_ok() && migrations.is_ok_and(|p| p.is_empty());
+    if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
 }
 
 /// `weatherflow bench web --rows N --seconds S --connections C`.
@@ -64,13 +111,22 @@ async fn bench(
     let db = scratch.conn().clone();
 
     let started = Instant::now();
+    // Never analysed: the migration analysed the empty partitions, and autovacuum may not since.
+    let partitions: Vec<(String,)> = sqlx::query_as(
+        "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = 'observations'::regclass",
+    )
+    .fetch_all(db.get_postgres_connection_pool())
+    .await?;
+    for (p,) in &partitions {
+        db.execute_unprepared(&format!("ALTER TABLE {p} SET (autovacuum_enabled = false)"))
+            .await?;
+    }
     sqlx::query(FILL_SQL)
         .bind(rows as i64)
         .execute(db.get_postgres_connection_pool())
         .await?;
-    db.execute_unprepared("ANALYZE observations").await?;
     println!(
-        "filled {rows} observations in {:.1} s",
+        "filled {rows} observations in {:.1} s, never analysed",
         started.elapsed().as_secs_f64()
     );
     let started = Instant::now();
@@ -87,13 +143,18 @@ async fn bench(
         .await?;
     println!("analytics over them in {:.1} s", started.elapsed().as_secs_f64());
 
-    let state = crate::web::AppState::start(Arc::new(config.clone()), db.clone(), shutdown.clone(), None)?;
+    let state = AppState::start(Arc::new(config.clone()), db.clone(), shutdown.clone(), None)?;
+    let router = crate::web::app(state.clone()).merge(
+        axum::Router::new()
+            .route(PER_REQUEST_READYZ, get(readyz_per_request))
+            .with_state(state.clone()),
+    );
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
     let server = tokio::spawn(crate::web::server::serve(
         listener,
-        crate::web::app(state.clone()),
-        std::time::Duration::from_secs(10),
+        router,
+        Duration::from_secs(state.config.web.request_timeout_secs.max(1)),
         shutdown.clone(),
     ));
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -101,27 +162,65 @@ async fn bench(
         "wrk -t2 -c{connections} -d{seconds}s --latency; server in this process; {cores} cores shared by both"
     );
     let mut figures = Vec::new();
-    for path in ["/api/v1/results", "/api/v1/status", "/"] {
+    for path in ["/readyz", PER_REQUEST_READYZ, "/api/v1/status", "/", "/api/v1/results"] {
         let target = format!("http://127.0.0.1:{port}{path}");
         // One request first, so the figures are of the steady state (the cache filled).
         reqwest::get(&target).await?.error_for_status()?;
-        figures.push(wrk(path, &target, seconds, connections)?);
+        figures.push(measured(path, &target, seconds, connections)?);
+        // The per-request check's clients close on their own threads: let them go before the next.
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
     shutdown.cancel();
     let _ = server.await;
     db.close().await.ok();
 
     println!(
-        "\n{:<18} {:>10} {:>9} {:>9} {:>7}",
-        "endpoint", "req/s", "p50 ms", "p99 ms", "errors"
+        "\n{:<28} {:>9} {:>8} {:>8} {:>7} {:>17} {:>17}",
+        "endpoint", "req/s", "p50 ms", "p99 ms", "errors", "threads b/max/a", "sockets b/max/a"
     );
     for f in &figures {
+        let (t, s) = (f.threads, f.sockets);
         println!(
-            "{:<18} {:>10.0} {:>9.2} {:>9.2} {:>7}",
-            f.path, f.rps, f.p50_ms, f.p99_ms, f.errors
+            "{:<28} {:>9.0} {:>8.2} {:>8.2} {:>7} {:>17} {:>17}",
+            f.path,
+            f.rps,
+            f.p50_ms,
+            f.p99_ms,
+            f.errors,
+            format!("{}/{}/{}", t.0, t.1, t.2),
+            format!("{}/{}/{}", s.0, s.1, s.2),
         );
     }
     Ok(())
+}
+
+/// [`wrk`] on `url`, with this process's threads and sockets sampled every 100 ms meanwhile.
+fn measured(path: &'static str, url: &str, seconds: u64, connections: u64) -> anyhow::Result<Figures> {
+    let before = threads_and_sockets();
+    let most = Arc::new((AtomicUsize::new(before.0), AtomicUsize::new(before.1)));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (most, done) = (most.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let (t, s) = threads_and_sockets();
+                most.0.fetch_max(t, Ordering::Relaxed);
+                most.1.fetch_max(s, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let result = wrk(path, url, seconds, connections);
+    done.store(true, Ordering::Relaxed);
+    let _ = sampler.join();
+    // wrk's connections are closed by now; the server's side closes as it reads their end.
+    std::thread::sleep(Duration::from_millis(500));
+    let after = threads_and_sockets();
+    let mut f = result?;
+    // The sampler is a thread of this process too: leave it out of the maximum.
+    f.threads = (before.0, most.0.load(Ordering::Relaxed).saturating_sub(1).max(before.0), after.0);
+    f.sockets = (before.1, most.1.load(Ordering::Relaxed), after.1);
+    Ok(f)
 }
 
 /// Runs wrk against `url` and reads its figures.
@@ -171,6 +270,8 @@ fn wrk(path: &'static str, url: &str, seconds: u64, connections: u64) -> anyhow:
         p50_ms,
         p99_ms,
         errors: non_2xx + socket,
+        threads: (0, 0, 0),
+        sockets: (0, 0, 0),
     })
 }
 

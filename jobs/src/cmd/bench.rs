@@ -45,16 +45,17 @@ pub enum BenchKind {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
-    /// Web mode under load: wrk against /api/v1/results, /api/v1/status and /.
+    /// Web mode under load: wrk against /readyz (kept state, and per request as it was),
+    /// /api/v1/status, / and /api/v1/results on a history never analysed.
     Web {
         /// Synthetic observations.
-        #[arg(long, default_value_t = 1_000_000)]
+        #[arg(long, default_value_t = 3_000_000)]
         rows: u64,
         /// Seconds per endpoint.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 20)]
         seconds: u64,
         /// Concurrent connections.
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, default_value_t = 64)]
         connections: u64,
     },
 }

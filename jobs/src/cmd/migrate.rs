@@ -31,6 +31,13 @@ pub async fn run(config: &Config, action: MigrateAction, steps: Option<u32>) -> 
         MigrateAction::Fresh => Migrator::fresh(&conn).await.context("recreating the schema")?,
         MigrateAction::Status => {}
     }
+    if matches!(action, MigrateAction::Up | MigrateAction::Fresh) {
+        // The service roles' grants, table by table, after the tables they name exist.
+        let missing = db::grants::apply(&conn).await.context("granting the service roles")?;
+        if !missing.is_empty() {
+            println!("grants: no role {} (services connect as the owner)", missing.join(", "));
+        }
+    }
     for (name, applied) in status(&conn).await? {
         println!("{}  {name}", if applied { "applied" } else { "pending" });
     }

@@ -23,6 +23,10 @@ section! {
         /// How long cached answers that change with the stream (status, latest observations, lag)
         /// live, in milliseconds.
         pub cache_ttl_ms: u64 = 2000;
+        /// Clients reach this process over TLS only (a proxy in front terminates it): every answer
+        /// then carries `Strict-Transport-Security`, so browsers never use plain HTTP for this host
+        /// again. Off while anything serves it over plain HTTP.
+        pub behind_tls: bool = false;
     }
 }
 

@@ -3,6 +3,7 @@
 //! faces show (row counts, write refusals).
 
 mod counts;
+pub mod grants;
 mod refusals;
 
 use std::time::Duration;

@@ -34,11 +34,25 @@ impl PartitionLag {
 /// exist yet. Blocking: run it on a blocking thread. Metadata is asked for all topics, because asking
 /// for one by name may create it on brokers with auto-creation on.
 pub fn consumer_lag(cfg: &KafkaConfig) -> Result<Option<Vec<PartitionLag>>, KafkaError> {
-    let consumer: BaseConsumer = base_config(cfg)
+    let consumer = lag_client(cfg)?;
+    consumer_lag_on(&consumer, cfg, Duration::from_secs(cfg.request_timeout_secs))
+}
+
+/// A client that can read the persist group's committed offsets without joining the group: it never
+/// subscribes, so it can live as long as the process (the web faces keep one, see `web::readiness`).
+pub fn lag_client(cfg: &KafkaConfig) -> Result<BaseConsumer, KafkaError> {
+    base_config(cfg)
         .set("group.id", &cfg.consumer_group)
         .set("enable.auto.commit", "false")
-        .create()?;
-    let timeout = Duration::from_secs(cfg.request_timeout_secs);
+        .create()
+}
+
+/// [`consumer_lag`] on a client of [`lag_client`], each request bounded by `timeout`. Blocking.
+pub fn consumer_lag_on(
+    consumer: &BaseConsumer,
+    cfg: &KafkaConfig,
+    timeout: Duration,
+) -> Result<Option<Vec<PartitionLag>>, KafkaError> {
     let md = consumer.fetch_metadata(None, timeout)?;
     let Some(topic) = md.topics().iter().find(|t| t.name() == cfg.observations_topic) else {
         return Ok(None);

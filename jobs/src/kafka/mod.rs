@@ -13,7 +13,7 @@ mod topics;
 pub use client::{base_config, producer, sasl_password};
 pub(crate) use client::{close_off_task, producer_config};
 pub use error::KafkaSetupError;
-pub use lag::{PartitionLag, consumer_lag};
+pub use lag::{PartitionLag, consumer_lag, consumer_lag_on, lag_client};
 pub(crate) use security::creation_error;
 pub use security::{check_settings, is_secured, probe, probe_async};
 pub use topics::{ClusterInfo, cluster_info, delete_topics, ensure_topic, ensure_topic_with};

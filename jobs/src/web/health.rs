@@ -1,6 +1,6 @@
-//! `/healthz` (the process answers), `/readyz` (Kafka, PostgreSQL and the schema answer, and no
-//! persist writer of this process is waiting out an outage) and
-//! `/metrics` (the Prometheus text format).
+//! `/healthz` (the process answers), `/readyz` (Kafka, PostgreSQL and the schema answered lately, and
+//! no persist writer of this process is waiting out an outage) and `/metrics` (the Prometheus text
+//! format).
 
 use std::time::Duration;
 
@@ -8,14 +8,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use serde_json::{Map, Value, json};
 
 use super::AppState;
-
-/// Longest a readiness check may take; a probe must answer before its own timeout.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// `GET /healthz`: 200 while the process serves, with the version, commit and build profile.
 pub async fn healthz() -> Json<Value> {
@@ -28,17 +24,14 @@ pub async fn healthz() -> Json<Value> {
     }))
 }
 
-/// `GET /readyz`: 200 when every check passes, else 503 naming each failing check. `persist` fails
-/// while a writer of this process retries a batch the database or the dead-letter topic will not take.
+/// `GET /readyz`: 200 when every check passes, else 503 naming each failing check, from the state
+/// [`super::readiness`] keeps: no probe reaches Kafka or PostgreSQL. `persist` fails while a writer
+/// of this process retries a batch the database or the dead-letter topic will not take.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let (kafka, postgres) = tokio::join!(check_kafka(&state), check_postgres(&state));
-    let migrations = match &postgres {
-        Ok(()) => check_migrations(&state).await,
-        Err(_) => Err("not checked: PostgreSQL does not answer".to_owned()),
-    };
+    let v = state.ready.verdicts().await;
     // A database that answers SELECT 1 can still refuse every write (a read-only node, a revoked
     // grant): the writers of this process say so while they wait it out.
-    let outages = crate::outages::not_ready();
+    let outages = crate::outages::not_ready_public();
     let persist = if outages.is_empty() {
         Ok(())
     } else {
@@ -47,9 +40,9 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     let mut checks = Map::new();
     let mut failing = Vec::new();
     for (name, result) in [
-        ("kafka", kafka),
-        ("postgres", postgres),
-        ("migrations", migrations),
+        ("kafka", v.kafka),
+        ("postgres", v.postgres),
+        ("migrations", v.migrations),
         ("persist", persist),
     ] {
         match result {
@@ -72,42 +65,6 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
-}
-
-async fn check_kafka(state: &AppState) -> Result<(), String> {
-    let mut cfg = state.config.kafka.clone();
-    cfg.request_timeout_secs = CHECK_TIMEOUT.as_secs();
-    let task = tokio::task::spawn_blocking(move || crate::kafka::cluster_info(&cfg));
-    match tokio::time::timeout(CHECK_TIMEOUT + Duration::from_secs(1), task).await {
-        Ok(Ok(Ok(info))) if !info.brokers.is_empty() => Ok(()),
-        Ok(Ok(Ok(_))) => Err("metadata lists no broker".into()),
-        Ok(Ok(Err(e))) => Err(format!("metadata request failed: {e}")),
-        Ok(Err(e)) => Err(format!("metadata request failed: {e}")),
-        Err(_) => Err("metadata request timed out".into()),
-    }
-}
-
-async fn check_postgres(state: &AppState) -> Result<(), String> {
-    let q = state
-        .db
-        .execute_raw(Statement::from_string(DbBackend::Postgres, "SELECT 1"));
-    match tokio::time::timeout(CHECK_TIMEOUT, q).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(format!("query failed: {e}")),
-        Err(_) => Err("query timed out".into()),
-    }
-}
-
-async fn check_migrations(state: &AppState) -> Result<(), String> {
-    match tokio::time::timeout(CHECK_TIMEOUT, Migrator::get_pending_migrations(&state.db)).await {
-        Ok(Ok(pending)) if pending.is_empty() => Ok(()),
-        Ok(Ok(pending)) => Err(format!(
-            "{} migration(s) pending; run `weatherflow migrate up`",
-            pending.len()
-        )),
-        Ok(Err(e)) => Err(format!("cannot read the migration table: {e}")),
-        Err(_) => Err("migration check timed out".into()),
-    }
 }
 
 /// `GET /metrics`: this process's counters and histograms, with the platform's state read from

@@ -1,18 +1,17 @@
-//! The persist group's consumer lag, sampled every few seconds in the background: asking Kafka takes
-//! a metadata round trip per partition, too slow (and, with the broker down, too long) to do per
-//! request. Status, the dashboard and `/metrics` read the latest sample.
+//! The persist group's consumer lag, sampled every few seconds in the background (by
+//! [`super::readiness::watch`], on the process's one long-lived Kafka client): asking Kafka takes a
+//! round trip per partition, too slow (and, with the broker down, too long) to do per request.
+//! Status, the dashboard and `/metrics` read the latest sample.
 
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio_util::sync::CancellationToken;
 
-use crate::config::KafkaConfig;
-use crate::kafka::{PartitionLag, consumer_lag};
+use crate::kafka::PartitionLag;
 
 /// How often the lag is sampled.
-const EVERY: Duration = Duration::from_secs(5);
+pub(crate) const EVERY: Duration = Duration::from_secs(5);
 
 /// One sample.
 #[derive(Debug, Clone)]
@@ -48,34 +47,14 @@ impl LagSampler {
         self.latest.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn set(&self, sample: LagSample) {
-        *self.latest.write().unwrap_or_else(|p| p.into_inner()) = (sample, Some(Utc::now()));
-    }
-}
-
-/// Samples until `shutdown`.
-pub async fn sample(kafka: KafkaConfig, into: Arc<LagSampler>, shutdown: CancellationToken) {
-    let mut kafka = kafka;
-    // A sample must not outlive its period by much when the broker is down.
-    kafka.request_timeout_secs = kafka.request_timeout_secs.min(4);
-    loop {
-        let cfg = kafka.clone();
-        let sample = match tokio::task::spawn_blocking(move || consumer_lag(&cfg)).await {
-            Ok(Ok(Some(parts))) => LagSample::Partitions(parts),
-            Ok(Ok(None)) => LagSample::NoTopic,
-            Ok(Err(e)) => LagSample::Unreachable(e.to_string()),
-            Err(e) => LagSample::Unreachable(e.to_string()),
-        };
+    /// Keeps `sample` as the latest, and sets the lag gauges from it.
+    pub(crate) fn record(&self, sample: LagSample) {
         if let LagSample::Partitions(parts) = &sample {
             for p in parts {
                 metrics::gauge!("weatherflow_persist_consumer_lag", "partition" => p.partition.to_string())
                     .set(p.lag() as f64);
             }
         }
-        into.set(sample);
-        tokio::select! {
-            _ = tokio::time::sleep(EVERY) => {},
-            _ = shutdown.cancelled() => return,
-        }
+        *self.latest.write().unwrap_or_else(|p| p.into_inner()) = (sample, Some(Utc::now()));
     }
 }

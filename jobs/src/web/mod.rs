@@ -2,7 +2,8 @@
 //! and the health-and-metrics listener of `scheduler --http` and `consumer --http`.
 //!
 //! Every handler reads through [`AppState`]: the database pool, the configuration, the response
-//! cache and a consumer-lag sample refreshed in the background, so no request waits on Kafka.
+//! cache, and the readiness checks and consumer-lag sample refreshed in the background, so no
+//! request waits on Kafka.
 
 pub mod api;
 pub mod cache;
@@ -13,6 +14,7 @@ pub mod lag;
 pub mod openapi;
 pub mod params;
 pub mod queries;
+pub mod readiness;
 pub mod server;
 pub mod status_schema;
 pub mod trigger;
@@ -50,6 +52,8 @@ pub struct Inner {
     pub cache: Arc<cache::ResponseCache>,
     /// The latest consumer-lag sample (see [`lag`]).
     pub lag: Arc<lag::LagSampler>,
+    /// What `/readyz` answers from (see [`readiness`]).
+    pub ready: Arc<readiness::Readiness>,
     /// Manual runs started over HTTP; shutdown waits for them.
     pub runs: TaskTracker,
     /// What `auto` means for the fetches `POST /api/v1/runs/fetch` starts, decided when `serve`
@@ -69,8 +73,8 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// Builds the state and starts its background tasks (lag sampling, cache invalidation), which
-    /// stop with `shutdown`.
+    /// Builds the state and starts its background tasks (readiness and lag sampling on one Kafka
+    /// client, cache invalidation), which stop with `shutdown`.
     pub fn start(
         config: Arc<Config>,
         db: DatabaseConnection,
@@ -82,13 +86,21 @@ impl AppState {
         let cache = Arc::new(cache::ResponseCache::default());
         let lag = Arc::new(lag::LagSampler::default());
         tokio::spawn(cache::watch(db.clone(), cache.clone(), shutdown.clone()));
-        tokio::spawn(lag::sample(config.kafka.clone(), lag.clone(), shutdown.clone()));
+        let ready = Arc::new(readiness::Readiness::default());
+        tokio::spawn(readiness::watch(
+            config.kafka.clone(),
+            db.clone(),
+            ready.clone(),
+            lag.clone(),
+            shutdown.clone(),
+        ));
         Ok(Self(Arc::new(Inner {
             config,
             db,
             token,
             cache,
             lag,
+            ready,
             runs: TaskTracker::new(),
             fetch_source,
             shutdown,
@@ -128,7 +140,7 @@ pub fn app(state: AppState) -> Router {
         .route("/", get(dashboard::page))
         .nest("/api/v1", api)
         .layer(middleware::from_fn_with_state(state.clone(), count_request))
-        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(state.clone(), security_headers))
         .with_state(state)
 }
 
@@ -136,7 +148,7 @@ pub fn app(state: AppState) -> Router {
 pub fn ops_app(state: AppState) -> Router {
     ops_routes()
         .layer(middleware::from_fn_with_state(state.clone(), count_request))
-        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(state.clone(), security_headers))
         .with_state(state)
 }
 
@@ -146,8 +158,12 @@ pub fn ops_app(state: AppState) -> Router {
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; \
      base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
+/// `Strict-Transport-Security` when `web.behind_tls`: a year, the usual floor for browsers' preload
+/// lists. Sent only over TLS because a proxy that serves plain HTTP as well would lock its users out.
+pub const STRICT_TRANSPORT_SECURITY: &str = "max-age=31536000";
+
 /// Sets the security headers on every answer, errors and 404s included.
-async fn security_headers(req: Request, next: Next) -> Response {
+async fn security_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
     use axum::http::HeaderValue;
     use axum::http::header::{
         CONTENT_SECURITY_POLICY as CSP, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
@@ -158,6 +174,12 @@ async fn security_headers(req: Request, next: Next) -> Response {
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if state.config.web.behind_tls {
+        h.insert(
+            axum::http::header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(STRICT_TRANSPORT_SECURITY),
+        );
+    }
     resp
 }
 

@@ -342,19 +342,24 @@ pub async fn rejection_summary(db: &DatabaseConnection) -> Result<Vec<RejectionC
 /// a block sample when the table is large, so the plot costs a few pages read, not a full scan.
 /// With `source`, only that source's rows (the fit's), so the points are the data the line was
 /// fitted to; `None` (a fit from before sources were told apart) samples every row.
+///
+/// The sample's share comes from the planner's estimate ([`crate::db::row_estimate`], which knows
+/// partitions never analysed), and the rows are shuffled before the cut: a scan returns partitions
+/// oldest first, so cutting the sample in scan order (or sampling everything because the parent's
+/// `reltuples` is stale) would draw only the oldest months.
 pub async fn plot_samples(
     db: &DatabaseConnection,
     max: usize,
     source: Option<crate::envelope::Source>,
 ) -> Result<(Vec<f64>, Vec<f64>), DbErr> {
+    let estimate = crate::db::row_estimate(db, "observations").await?;
+    // Four times `max`, so a filter on the source still leaves enough; a table that small is read whole.
+    let percent = (100.0 * (max as f64) * 4.0 / (estimate.max(1) as f64)).clamp(0.0001, 100.0);
     // A constant from Source::as_str, never input.
     let only = source.map_or_else(String::new, |s| format!("WHERE source = '{}'", s.as_str()));
     let sql = format!(
-        "SELECT wind_kph, temp_c FROM observations TABLESAMPLE SYSTEM (
-             least(100, greatest(0.1, 100.0 * {max} * 4 /
-                 greatest(1, (SELECT reltuples FROM pg_class WHERE oid = 'observations'::regclass)))))
-         {only}
-         LIMIT {max}"
+        "SELECT wind_kph, temp_c FROM observations TABLESAMPLE SYSTEM ({percent:.6}) {only}
+         ORDER BY random() LIMIT {max}"
     );
     let rows = db
         .query_all_raw(Statement::from_string(DbBackend::Postgres, sql))

@@ -11,6 +11,7 @@
 //! [`next_messages`] read what landed on a topic.
 #![allow(dead_code)]
 
+pub mod broker;
 pub mod proxy;
 pub mod records;
 pub mod stream;

@@ -98,9 +98,24 @@ build() {
   log "$name built in $((SECONDS - t)) s"
 }
 
+# What a stand-in is built from: its folder's files and the build's arguments. An image built from
+# other inputs (an older entrypoint) is rebuilt; an image without our label is an official one, kept.
+definition() {
+  local dir="$1"; shift
+  { (cd "deploy/standin/$dir" && find . -type f -print0 | sort -z | xargs -0 sha256sum); echo "$*"; } \
+    | sha256sum | cut -c1-16
+}
+
 standin() {
   local name="$1" dir="$2"; shift 2
-  if have "$name"; then log "$name present"; return; fi
+  local want; want="$(definition "$dir" "$@")"
+  if have "$name"; then
+    local own built
+    own="$(docker image inspect --format "{{index .Config.Labels \"$LABEL\"}}" "$name")"
+    built="$(docker image inspect --format "{{index .Config.Labels \"$LABEL.definition\"}}" "$name")"
+    if [ "$own" != "$name" ] || [ "$built" = "$want" ]; then log "$name present"; return; fi
+    log "$name: deploy/standin/$dir changed since it was built; rebuilding"
+  fi
   local ctx; ctx="$(context "$(echo "$name" | tr '/:' '__')" "$dir")"
   case "$dir" in
     rust)
@@ -123,7 +138,7 @@ standin() {
         rm -f "$ctx/tools/.complete"
       fi ;;
   esac
-  build "$name" "$ctx" "$@"
+  build "$name" "$ctx" --label "$LABEL.definition=$want" "$@"
 }
 
 # The stand-ins themselves: images built FROM one inherit its label, so the label's value (the name it

@@ -135,7 +135,13 @@ impl From<AnalyticsFlags> for AnalyticsRequest {
 }
 
 /// Runs the chosen job once.
-pub async fn run(config: &Config, job: RunJob, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// A paused job is refused unless `force`.
+pub async fn run(
+    config: &Config,
+    job: RunJob,
+    force: bool,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let req = match job {
         RunJob::Fetch(flags) => {
             let schedule = if flags.needs_schedule() {
@@ -148,33 +154,45 @@ pub async fn run(config: &Config, job: RunJob, shutdown: CancellationToken) -> a
             let mut req = flags.into_request(schedule.as_ref());
             // `auto` decided (and logged) as at any process start.
             req.source = AutoSource::at_start(&config)?.apply(req.source);
-            return once(&config, JobRequest::Fetch(req), shutdown).await;
+            return once(&config, JobRequest::Fetch(req), Some(force), shutdown).await;
         }
         RunJob::Persist(flags) => JobRequest::Persist(PersistRequest {
             until_idle: flags.until_idle,
+            ignore_pause: force,
         }),
         RunJob::Analytics(flags) => JobRequest::Analytics(flags.into()),
         RunJob::Maintenance => JobRequest::Maintenance,
     };
-    once(config, req, shutdown).await
+    once(config, req, Some(force), shutdown).await
 }
 
 /// `weatherflow consumer`: the persist job until stopped.
 pub async fn consumer(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     once(
         config,
-        JobRequest::Persist(PersistRequest { until_idle: false }),
+        JobRequest::Persist(PersistRequest::default()),
+        None,
         shutdown,
     )
     .await
 }
 
 /// One manual run of `req` on the executor: claimed (fails at once when another run holds the
-/// job's lock), run, recorded.
-async fn once(config: &Config, req: JobRequest, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// job's lock, or, with `force` given and false, when the job is paused), run, recorded. The
+/// consumer passes no `force`: it starts whatever the pause, and a paused persist holds its
+/// partitions without fetching until resumed.
+async fn once(
+    config: &Config,
+    req: JobRequest,
+    force: Option<bool>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let conn = db::connect(&config.database).await?;
     let exec = Executor::from_config(conn.clone(), config);
-    let claim = exec.claim(req.job()).await?;
+    let claim = match force {
+        Some(force) => exec.claim_unpaused(req.job(), force).await?,
+        None => exec.claim(req.job()).await?,
+    };
     let outcome = exec
         .run(claim, Launch::manual(&shutdown), |ctx| {
             catalog::run(config, &conn, req.clone(), ctx)
@@ -195,6 +213,7 @@ mod tests {
         match cli.command {
             Command::Run {
                 job: RunJob::Analytics(flags),
+                ..
             } => Ok(flags.into()),
             other => panic!("{other:?}"),
         }

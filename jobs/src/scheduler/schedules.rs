@@ -9,6 +9,7 @@
 //! retries = 2                  # extra attempts after a failure
 //! retry_backoff_secs = 30      # first delay, doubled per attempt
 //! missed = "skip"              # after downtime: skip | run-once
+//! pause_after_failures = 3     # pause the job after 3 failed runs in a row (absent: never)
 //! [fetch.args]
 //! source = "auto"              # auto | weatherapi | simulated
 //! concurrency = 8
@@ -115,6 +116,9 @@ pub struct Timing {
     pub retry_backoff_secs: u64,
     /// Policy for ticks missed during downtime.
     pub missed: MissedPolicy,
+    /// Pause the job (`paused_by` = `auto`) once this many runs in a row failed after their
+    /// retries; `None`: never.
+    pub pause_after_failures: Option<u32>,
 }
 
 /// Arguments of the analytics job.
@@ -191,6 +195,7 @@ struct RawJob {
     retry_backoff_secs: u64,
     #[serde(default = "default_missed")]
     missed: MissedPolicy,
+    pause_after_failures: Option<u32>,
     args: Option<toml::Value>,
 }
 
@@ -343,6 +348,13 @@ fn job(table: &mut toml::Table, name: JobName) -> Result<(Timing, Option<toml::V
     if raw.timeout_secs == 0 {
         return Err(field_err(name, "timeout_secs", "must be at least 1"));
     }
+    if raw.pause_after_failures == Some(0) {
+        return Err(field_err(
+            name,
+            "pause_after_failures",
+            "must be at least 1 (leave it out to never pause)",
+        ));
+    }
     let timing = Timing {
         cron_expr: raw.cron,
         cron,
@@ -352,6 +364,7 @@ fn job(table: &mut toml::Table, name: JobName) -> Result<(Timing, Option<toml::V
         retries: raw.retries,
         retry_backoff_secs: raw.retry_backoff_secs,
         missed: raw.missed,
+        pause_after_failures: raw.pause_after_failures,
     };
     Ok((timing, raw.args))
 }

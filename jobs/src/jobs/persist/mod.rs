@@ -73,6 +73,9 @@ fn retry(p: &PersistConfig, shutdown: &CancellationToken) -> Retry {
 pub struct PersistRequest {
     /// Drain what is on the topic and exit, instead of running until stopped.
     pub until_idle: bool,
+    /// Fetch even while the job is paused (`weatherflow run persist --force`); otherwise a pause
+    /// holds the partitions without fetching until resumed.
+    pub ignore_pause: bool,
 }
 
 /// Why a run ended.

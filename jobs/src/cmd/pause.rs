@@ -8,16 +8,7 @@ use clap::Args;
 use crate::config::Config;
 use crate::db;
 use crate::runs::JobName;
-use crate::runs::pause::{self, Paused};
-
-/// The jobs that can be paused: the scheduled ones and the consumer. Re-drives and replays run
-/// only by hand and are simply not started.
-pub const PAUSABLE: [JobName; 4] = [
-    JobName::Fetch,
-    JobName::Persist,
-    JobName::Analytics,
-    JobName::Maintenance,
-];
+use crate::runs::pause::{self, PAUSABLE, Paused};
 
 /// `weatherflow pause`.
 #[derive(Debug, Args)]

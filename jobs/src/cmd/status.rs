@@ -1,4 +1,4 @@
-//! `weatherflow status`: last runs, next fire times, consumer lag, row counts (observations per
+//! `weatherflow status`: last runs, paused jobs, next fire times, consumer lag, row counts (observations per
 //! source too), write refusals. The reads live below the faces (`runs`, `kafka`, `db`); this
 //! command only formats.
 
@@ -24,6 +24,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     if let Err(e) = &schedules {
         println!("  (next fire times unknown: {e:#})");
     }
+    print!("{}", pauses_text(&runs::pause::all(&conn).await?, now));
     let latest = runs::latest_per_job(&conn).await?;
     if let Some(text) = latest
         .iter()
@@ -151,6 +152,23 @@ fn fetch_failures(run: &entity::job_runs::Model) -> Option<String> {
         })
         .collect();
     (!lines.is_empty()).then(|| format!("  failed locations of fetch run #{}:\n{lines}", run.id))
+}
+
+/// The paused jobs, one a line with who, since when and why; nothing when none is paused.
+fn pauses_text(pauses: &[runs::pause::Pause], now: DateTime<Utc>) -> String {
+    pauses
+        .iter()
+        .map(|p| {
+            let how = if p.auto { " (auto-paused)" } else { "" };
+            format!(
+                "  PAUSED {}{how}: {} ({} ago); `weatherflow resume {}` lifts it\n",
+                p.job,
+                p.describe(),
+                age(now - p.paused_at),
+                p.job
+            )
+        })
+        .collect()
 }
 
 fn next_fire(timing: &Timing, now: DateTime<Utc>) -> String {

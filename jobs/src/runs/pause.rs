@@ -17,6 +17,15 @@ use super::JobName;
 /// this (one indexed primary-key read per interval).
 pub const POLL_EVERY: Duration = Duration::from_secs(2);
 
+/// The jobs that can be paused: the scheduled ones and the consumer. Re-drives and replays run
+/// only by hand and are simply not started.
+pub const PAUSABLE: [JobName; 4] = [
+    JobName::Fetch,
+    JobName::Persist,
+    JobName::Analytics,
+    JobName::Maintenance,
+];
+
 /// `paused_by` of a pause the scheduler made after failures.
 pub const AUTO: &str = "auto";
 

@@ -120,6 +120,7 @@ pub async fn status(State(state): State<AppState>, RawQuery(raw): RawQuery) -> R
 pub async fn status_value(state: &AppState) -> Result<Value, ApiError> {
     let now = Utc::now();
     let latest = crate::runs::latest_per_job(&state.db).await?;
+    let pauses = crate::runs::pause::all(&state.db).await?;
     let schedules = crate::scheduler::schedules::load(&state.config, None).ok();
     let jobs: Vec<Value> = JobName::ALL
         .iter()
@@ -139,6 +140,7 @@ pub async fn status_value(state: &AppState) -> Result<Value, ApiError> {
                 "last_run": last,
                 "next_fire": next_fire,
                 "continuous": job == JobName::Persist,
+                "paused": pauses.iter().find(|p| p.job == job),
             })
         })
         .collect();

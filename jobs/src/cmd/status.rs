@@ -1,4 +1,4 @@
-//! `weatherflow status`: last runs, paused jobs, next fire times, consumer lag, row counts (observations per
+//! `weatherflow status`: last runs, paused jobs, next fire times, data freshness, consumer lag, row counts (observations per
 //! source too), write refusals. The reads live below the faces (`runs`, `kafka`, `db`); this
 //! command only formats.
 
@@ -47,13 +47,28 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         }
         kafka::consumer_lag(&kcfg).map_err(|e| e.to_string())
     });
-    match lag.await? {
+    let lag_result = lag.await?;
+    match &lag_result {
         Ok(None) => println!(
             "  topic {} does not exist yet (nothing fetched so far)",
             k.observations_topic
         ),
-        Ok(Some(parts)) => print!("{}", lag_table(&parts)),
+        Ok(Some(parts)) => print!("{}", lag_table(parts)),
         Err(e) => println!("  kafka unreachable ({}): {e}", k.bootstrap_servers),
+    }
+
+    let lag_total = match &lag_result {
+        Ok(Some(parts)) => Some(parts.iter().map(PartitionLag::lag).sum()),
+        _ => None,
+    };
+    println!("\ndata freshness (what the nightly fit would use):");
+    match crate::jobs::analytics::freshness::freshness(&conn, config).await {
+        Ok(mut f) => {
+            f.lag = lag_total;
+            let verdict = if f.stale() { "STALE" } else { "ok" };
+            println!("  {verdict}: {}", f.reason());
+        }
+        Err(e) => println!("  not checked: {e}"),
     }
 
     println!("\ntables (exact count below {EXACT_BELOW} rows, ~estimate above):");

@@ -158,8 +158,23 @@ pub async fn status_value(state: &AppState) -> Result<Value, ApiError> {
         "now": now,
         "jobs": jobs,
         "consumer_lag": lag_value(state),
+        "freshness": freshness_value(state).await,
         "tables": tables,
     }))
+}
+
+/// The newest observation the nightly fit would use, its age against `analytics.max_staleness_secs`,
+/// with the latest lag sample; `{"error": ...}` when it could not be read (status still answers).
+async fn freshness_value(state: &AppState) -> Value {
+    match crate::jobs::analytics::freshness::freshness(&state.db, &state.config).await {
+        Ok(mut f) => {
+            if let (LagSample::Partitions(p), _) = state.lag.latest() {
+                f.lag = Some(p.iter().map(|p| p.lag()).sum());
+            }
+            f.to_json()
+        }
+        Err(e) => json!({ "error": e.to_string() }),
+    }
 }
 
 /// The latest consumer-lag sample as JSON.

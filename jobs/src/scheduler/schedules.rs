@@ -615,6 +615,17 @@ source = "weatherapi"
     }
 
     #[test]
+    fn pause_after_failures_is_optional_and_at_least_one() {
+        let s = Schedules::parse(GOOD, "t.toml").unwrap();
+        assert_eq!(s.fetch.timing.pause_after_failures, None);
+        let three = GOOD.replace("missed = \"run-once\"", "missed = \"run-once\"\npause_after_failures = 3");
+        let s = Schedules::parse(&three, "t.toml").unwrap();
+        assert_eq!(s.analytics.timing.pause_after_failures, Some(3));
+        let zero = GOOD.replace("missed = \"run-once\"", "pause_after_failures = 0");
+        assert!(err(&zero).contains("job 'analytics', field 'pause_after_failures'"));
+    }
+
+    #[test]
     fn shipped_file_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schedules.toml");
         let s = Schedules::load(&path).unwrap();

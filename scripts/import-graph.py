@@ -28,7 +28,7 @@ from collections import defaultdict
 LAYERS = [
     ({"cmd", "main"}, "cli"),
     ({"web", "bench"}, "face"),
-    ({"scheduler"}, "service"),
+    ({"scheduler", "alerts"}, "service"),
     ({"executor"}, "executor"),
     ({"jobs"}, "job"),
 ]

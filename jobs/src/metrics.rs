@@ -124,6 +124,11 @@ fn describe() {
         "When each job last finished successfully (Unix time)."
     );
     describe_gauge!(
+        "weatherflow_data_staleness_seconds",
+        Unit::Seconds,
+        "Age of the newest observation the analytics job would fit, when last checked."
+    );
+    describe_gauge!(
         "weatherflow_analytics_fit_samples",
         "Samples of the latest fit, by scope."
     );
@@ -204,6 +209,11 @@ pub fn persist_rejected<'a>(by_class: impl IntoIterator<Item = (&'a &'static str
 /// persist: how many partitions are paused now.
 pub fn persist_paused_partitions(n: i32) {
     gauge!("weatherflow_persist_paused_partitions").set(n as f64);
+}
+
+/// analytics: the age of the newest observation it would fit (`analytics::freshness`).
+pub(crate) fn data_staleness(age: Duration) {
+    gauge!("weatherflow_data_staleness_seconds").set(age.as_secs_f64());
 }
 
 /// persist: bytes of records read and not yet stored.

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use weatherflow::alerts::{Alerts, Event, Kind};
 use weatherflow::config::{Config, WebhookUrls};
 use weatherflow::job_error::JobError;
-use weatherflow::runs::{JobName, RunStatus, StoredReport};
+use weatherflow::runs::{JobName, RunStatus, StoredReport, pause};
 use weatherflow::scheduler::schedules::{Schedules, Timing};
 use weatherflow::scheduler::{RunContext, ScheduledJob, Scheduler, SchedulerOptions, Tick, TickOutcome};
 
@@ -120,6 +120,8 @@ fn alerting(ctx: &TestContext, url: &str) -> Config {
     a.delivery_timeout_secs = 2;
     a.lag_max_records = None;
     a.quarantine_max_ratio = None;
+    // Stale data is its own test's condition (the default bound is on).
+    config.analytics.max_staleness_secs = 0;
     config
 }
 
@@ -702,4 +704,131 @@ async fn two_scheduler_processes_send_one_alert_for_a_failing_fetch_and_never_lo
     assert!(!logs.contains(TOKEN), "the webhook's token is in a log");
     assert!(!stored_text(&ctx).await.contains(TOKEN));
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn an_auto_pause_stale_data_and_the_quota_near_its_budget_each_alert_once_and_resolve_once() {
+    let ctx = TestContext::new().await;
+    let receiver = Receiver::start().await;
+    let mut config = alerting(&ctx, &receiver.url());
+    config.analytics.max_staleness_secs = 3600;
+    config.weatherapi.monthly_call_budget = Some(100);
+    let stop = CancellationToken::new();
+    let alerts = Alerts::start(&config, ctx.db.clone(), &stop).unwrap().unwrap();
+    let exec = |sql: String| {
+        let db = ctx.db.clone();
+        async move { db.execute_unprepared(&sql).await.expect("test SQL") }
+    };
+    let one = |sent: Vec<weatherflow::alerts::Message>| {
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        (
+            sent[0].kind,
+            sent[0].event,
+            sent[0].subject.clone(),
+            sent[0].summary.clone(),
+        )
+    };
+    // Nothing paused, no observation, 0 of 100 calls: nothing to say.
+    assert!(alerts.evaluate().await.unwrap().is_empty());
+
+    // A person's pause is not an incident; the scheduler's auto-pause is, once, until resumed.
+    pause::pause(
+        &ctx.db,
+        JobName::Analytics,
+        "alice",
+        Some("maintenance window"),
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(alerts.evaluate().await.unwrap().is_empty());
+    pause::pause(
+        &ctx.db,
+        JobName::Fetch,
+        pause::AUTO,
+        Some("3 runs in a row failed; the last: HTTP 401"),
+        true,
+    )
+    .await
+    .unwrap();
+    let (kind, event, subject, summary) = one(alerts.evaluate().await.unwrap());
+    assert_eq!(
+        (kind, event, subject.as_str()),
+        (Kind::AutoPaused, Event::Opened, "fetch")
+    );
+    assert!(
+        summary.contains("HTTP 401") && summary.contains("weatherflow resume fetch"),
+        "{summary}"
+    );
+    assert!(
+        alerts.evaluate().await.unwrap().is_empty(),
+        "one alert per incident"
+    );
+    pause::resume(&ctx.db, JobName::Fetch, "bob").await.unwrap();
+    let (kind, event, ..) = one(alerts.evaluate().await.unwrap());
+    assert_eq!((kind, event), (Kind::AutoPaused, Event::Resolved));
+
+    // The newest observation is 2 hours old against a bound of 1 hour; a new one makes it fresh.
+    let observation = |age: &str, key: &str| {
+        format!(
+            "INSERT INTO observations (location_key, location_name, region, country, lat, lon, observed_at, \
+             temp_c, wind_kph, source, fetched_at) VALUES ('{key}', 'k', 'r', 'c', 0, 0, now() - interval '{age}', \
+             1, 1, 'simulated', now())"
+        )
+    };
+    exec(observation("2 hours", "k|1")).await;
+    let (kind, event, subject, summary) = one(alerts.evaluate().await.unwrap());
+    assert_eq!(
+        (kind, event, subject.as_str()),
+        (Kind::StaleData, Event::Opened, "observations/simulated")
+    );
+    assert!(summary.contains("max_staleness_secs = 3600"), "{summary}");
+    assert!(alerts.evaluate().await.unwrap().is_empty());
+    exec(observation("1 minute", "k|2")).await;
+    let (kind, event, ..) = one(alerts.evaluate().await.unwrap());
+    assert_eq!((kind, event), (Kind::StaleData, Event::Resolved));
+
+    // 79 of 100 calls: under 80 %; 80: the alert; back under (a new month's count): resolved.
+    let calls = |n: i64| {
+        format!(
+            "INSERT INTO api_calls (month, endpoint, calls) \
+             VALUES (date_trunc('month', now() AT TIME ZONE 'UTC')::date, 'current', {n}) \
+             ON CONFLICT (month, endpoint) DO UPDATE SET calls = EXCLUDED.calls"
+        )
+    };
+    exec(calls(79)).await;
+    assert!(alerts.evaluate().await.unwrap().is_empty());
+    exec(calls(80)).await;
+    let (kind, event, subject, summary) = one(alerts.evaluate().await.unwrap());
+    assert_eq!(
+        (kind, event, subject.as_str()),
+        (Kind::ApiQuota, Event::Opened, "weatherapi")
+    );
+    assert!(
+        summary.contains("80 of this month's 100") && summary.contains("20 remain"),
+        "{summary}"
+    );
+    exec(calls(5)).await;
+    let (kind, event, ..) = one(alerts.evaluate().await.unwrap());
+    assert_eq!((kind, event), (Kind::ApiQuota, Event::Resolved));
+
+    // Every message reached the webhook, in order.
+    assert!(eventually(Duration::from_secs(10), || async { receiver.bodies().len() == 6 }).await);
+    let kinds: Vec<String> = receiver
+        .bodies()
+        .iter()
+        .map(|b| format!("{} {}", b["kind"].as_str().unwrap(), b["event"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "job_auto_paused opened",
+            "job_auto_paused resolved",
+            "data_not_fresh opened",
+            "data_not_fresh resolved",
+            "api_quota opened",
+            "api_quota resolved"
+        ]
+    );
+    stop.cancel();
 }

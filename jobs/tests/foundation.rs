@@ -86,6 +86,8 @@ async fn migrations_go_up_down_and_up_again() {
             "alert_incidents",
             "api_calls",
             "history_backfill",
+            "job_pause_events",
+            "job_pauses",
             "job_runs",
             "observations",
             "regression_results",
@@ -95,7 +97,7 @@ async fn migrations_go_up_down_and_up_again() {
     Migrator::down(&ctx.db, None).await.unwrap();
     assert!(tables(&ctx).await.is_empty());
     Migrator::up(&ctx.db, None).await.unwrap();
-    assert_eq!(tables(&ctx).await.len(), 8);
+    assert_eq!(tables(&ctx).await.len(), 10);
 
     // The unique key on observations is there.
     let insert = "INSERT INTO observations (location_key, location_name, region, country, lat, lon, observed_at, \

@@ -76,7 +76,10 @@ async fn persist_all(config: &Config, ctx: &TestContext) {
     persist::run(
         config,
         &ctx.db,
-        PersistRequest { until_idle: true },
+        PersistRequest {
+            until_idle: true,
+            ..Default::default()
+        },
         CancellationToken::new(),
     )
     .await

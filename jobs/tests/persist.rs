@@ -39,7 +39,10 @@ async fn run_until_idle(config: &Config, ctx: &TestContext) -> PersistSummary {
     let run = persist::run(
         config,
         &ctx.db,
-        PersistRequest { until_idle: true },
+        PersistRequest {
+            until_idle: true,
+            ..Default::default()
+        },
         CancellationToken::new(),
     );
     tokio::time::timeout(Duration::from_secs(90), run)
@@ -453,13 +456,19 @@ async fn two_consumers_in_one_group_share_the_partitions_without_duplicates() {
     let a = persist::run(
         &cfg,
         &ctx.db,
-        PersistRequest { until_idle: true },
+        PersistRequest {
+            until_idle: true,
+            ..Default::default()
+        },
         CancellationToken::new(),
     );
     let b = persist::run(
         &cfg,
         &ctx.db,
-        PersistRequest { until_idle: true },
+        PersistRequest {
+            until_idle: true,
+            ..Default::default()
+        },
         CancellationToken::new(),
     );
     let topic = ctx.config.kafka.observations_topic.clone();

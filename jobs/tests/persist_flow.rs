@@ -55,7 +55,10 @@ async fn the_pause_state_survives_a_rebalance_during_an_outage() {
         persist::run(
             &config_b,
             &db_b,
-            PersistRequest { until_idle: true },
+            PersistRequest {
+                until_idle: true,
+                ..Default::default()
+            },
             CancellationToken::new(),
         )
         .await
@@ -295,7 +298,10 @@ async fn offset_commits_are_paced_while_running_and_complete_at_shutdown() {
     let job = persist::run(
         &config,
         &ctx.db,
-        PersistRequest { until_idle: false },
+        PersistRequest {
+            until_idle: false,
+            ..Default::default()
+        },
         stop.clone(),
     );
 

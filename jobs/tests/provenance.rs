@@ -92,7 +92,10 @@ async fn persist_until_idle(ctx: &TestContext) -> PersistSummary {
     let run = persist::run(
         &config,
         &ctx.db,
-        PersistRequest { until_idle: true },
+        PersistRequest {
+            until_idle: true,
+            ..Default::default()
+        },
         CancellationToken::new(),
     );
     tokio::time::timeout(Duration::from_secs(90), run)

@@ -89,7 +89,10 @@ impl Topic {
         persist::run(
             &config,
             &self.ctx.db,
-            PersistRequest { until_idle: true },
+            PersistRequest {
+                until_idle: true,
+                ..Default::default()
+            },
             CancellationToken::new(),
         )
         .await
@@ -374,10 +377,18 @@ async fn a_replay_beside_the_running_consumer_stores_each_record_once() {
     config.persist.session_timeout_ms = 6000;
     let (db, stop) = (t.ctx.db.clone(), CancellationToken::new());
     let token = stop.clone();
-    let live =
-        tokio::spawn(
-            async move { persist::run(&config, &db, PersistRequest { until_idle: false }, token).await },
-        );
+    let live = tokio::spawn(async move {
+        persist::run(
+            &config,
+            &db,
+            PersistRequest {
+                until_idle: false,
+                ..Default::default()
+            },
+            token,
+        )
+        .await
+    });
     let first = t.produce(300).await;
     wait_for_rows(&t.ctx, 300, Duration::from_secs(60)).await;
     let cut = t.observed_at(150);

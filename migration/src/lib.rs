@@ -7,6 +7,7 @@ mod m20261201_215000_create_analysis_views;
 mod m20261202_073000_partition_observations;
 mod m20261207_090000_rejected_records_redrive;
 mod m20261207_100000_observation_source_identity;
+mod m20261207_150000_job_pauses;
 mod m20261207_151000_alerts;
 mod m20261207_152000_api_calls;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_073000_partition_observations::Migration),
             Box::new(m20261207_090000_rejected_records_redrive::Migration),
             Box::new(m20261207_100000_observation_source_identity::Migration),
+            Box::new(m20261207_150000_job_pauses::Migration),
             Box::new(m20261207_151000_alerts::Migration),
             Box::new(m20261207_152000_api_calls::Migration),
         ]

@@ -3,14 +3,14 @@
 //! with how long it must hold before it is announced) or it does not ([`Verdict::Clear`]). A condition
 //! that cannot be judged now (the broker does not answer) returns no finding for it, which leaves its
 //! incident as it is. Adding a condition is a [`Kind`] variant and its function, called from
-//! [`evaluate`].
+//! [`super::evaluate`] (this file's, or `operating.rs`'s).
 
 use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
 use serde_json::json;
 
-use crate::config::{AlertsConfig, KafkaConfig};
+use crate::config::{AlertsConfig, Config, KafkaConfig};
 use crate::runs::{self, JobName, RunStatus};
 
 /// A condition's name: `alert_incidents.kind` and the body's `kind`.
@@ -24,15 +24,24 @@ pub enum Kind {
     DatabaseOutage,
     /// More than `alerts.quarantine_max_ratio` of the recent records were quarantined.
     QuarantineRate,
+    /// The scheduler paused a job after `pause_after_failures` failed runs in a row.
+    AutoPaused,
+    /// The analytics window's newest observation is older than `analytics.max_staleness_secs`.
+    StaleData,
+    /// This month's WeatherAPI calls reached `alerts.quota_alert_ratio` of the budget.
+    ApiQuota,
 }
 
 impl Kind {
     /// Every condition, in the order they are evaluated.
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 7] = [
         Kind::RunFailed,
         Kind::ConsumerLag,
         Kind::DatabaseOutage,
         Kind::QuarantineRate,
+        Kind::AutoPaused,
+        Kind::StaleData,
+        Kind::ApiQuota,
     ];
 
     /// The stored and sent name.
@@ -42,6 +51,9 @@ impl Kind {
             Kind::ConsumerLag => "consumer_lag",
             Kind::DatabaseOutage => "database_outage",
             Kind::QuarantineRate => "quarantine_rate",
+            Kind::AutoPaused => "job_auto_paused",
+            Kind::StaleData => "data_not_fresh",
+            Kind::ApiQuota => "api_quota",
         }
     }
 
@@ -116,21 +128,8 @@ pub struct Inputs<'a> {
     pub alerts: &'a AlertsConfig,
     /// Where the consumer group's offsets are.
     pub kafka: &'a KafkaConfig,
-}
-
-/// Every condition's findings. A database error fails the pass (nothing can be recorded anyway).
-pub async fn evaluate(inputs: &Inputs<'_>) -> Result<Vec<Finding>, DbErr> {
-    let mut findings = Vec::new();
-    for kind in Kind::ALL {
-        let found = match kind {
-            Kind::RunFailed => run_failed(inputs).await?,
-            Kind::ConsumerLag => consumer_lag(inputs).await,
-            Kind::DatabaseOutage => database_outage(inputs).await?,
-            Kind::QuarantineRate => quarantine_rate(inputs).await?,
-        };
-        findings.extend(found);
-    }
-    Ok(findings)
+    /// The rest of the configuration (the freshness bound, the API budget).
+    pub config: &'a Config,
 }
 
 fn stmt(sql: &str, values: Vec<sea_orm::Value>) -> Statement {
@@ -141,7 +140,7 @@ fn stmt(sql: &str, values: Vec<sea_orm::Value>) -> Statement {
 /// (`details.final`: retries used up, or an error retrying would repeat) or a run closed as
 /// abandoned fires. Failed attempts that will be retried, skipped ticks and running rows decide
 /// nothing. One index walk per job (`job_runs_job_started_at_idx`), not a scan of the history.
-async fn run_failed(inputs: &Inputs<'_>) -> Result<Vec<Finding>, DbErr> {
+pub(super) async fn run_failed(inputs: &Inputs<'_>) -> Result<Vec<Finding>, DbErr> {
     let jobs: Vec<String> = JobName::ALL.iter().map(|j| j.as_str().to_owned()).collect();
     let rows = inputs
         .db
@@ -201,7 +200,7 @@ async fn run_failed(inputs: &Inputs<'_>) -> Result<Vec<Finding>, DbErr> {
 
 /// The persist group's total lag against `alerts.lag_max_records`. No finding when the threshold is
 /// unset, the topic does not exist yet, or the broker does not answer (logged).
-async fn consumer_lag(inputs: &Inputs<'_>) -> Vec<Finding> {
+pub(super) async fn consumer_lag(inputs: &Inputs<'_>) -> Vec<Finding> {
     let Some(max) = inputs.alerts.lag_max_records else {
         return Vec::new();
     };
@@ -248,7 +247,7 @@ async fn consumer_lag(inputs: &Inputs<'_>) -> Vec<Finding> {
 
 /// The database refusing the persist writers' inserts (`db::refusals`, as the server sees it), or
 /// this process's own writers waiting out a database outage (`outages`, when the consumer runs here).
-async fn database_outage(inputs: &Inputs<'_>) -> Result<Vec<Finding>, DbErr> {
+pub(super) async fn database_outage(inputs: &Inputs<'_>) -> Result<Vec<Finding>, DbErr> {
     let mut reasons = crate::db::write_refusals(inputs.db).await?;
     reasons.extend(crate::outages::database_outage());
     let verdict = if reasons.is_empty() {
@@ -277,7 +276,7 @@ async fn database_outage(inputs: &Inputs<'_>) -> Result<Vec<Finding>, DbErr> {
 /// counted by `ingested_at` among those observed within the window plus a day, so the count walks
 /// `observations_observed_at_idx` over recent partitions instead of scanning the table (a history
 /// backfill's old observations are not counted).
-async fn quarantine_rate(inputs: &Inputs<'_>) -> Result<Vec<Finding>, DbErr> {
+pub(super) async fn quarantine_rate(inputs: &Inputs<'_>) -> Result<Vec<Finding>, DbErr> {
     let Some(max) = inputs.alerts.quarantine_max_ratio else {
         return Ok(Vec::new());
     };

@@ -10,6 +10,7 @@ pub mod conditions;
 pub mod delivery;
 pub mod incidents;
 pub mod message;
+mod operating;
 
 use std::time::Duration;
 
@@ -39,6 +40,7 @@ pub struct Alerts {
     db: DatabaseConnection,
     alerts: AlertsConfig,
     kafka: KafkaConfig,
+    config: Box<Config>,
     outbox: Outbox,
     delivery: JoinHandle<()>,
 }
@@ -66,6 +68,7 @@ impl Alerts {
             db,
             alerts: config.alerts.clone(),
             kafka: config.kafka.clone(),
+            config: Box::new(config.clone()),
             outbox,
             delivery,
         }))
@@ -78,8 +81,9 @@ impl Alerts {
             db: &self.db,
             alerts: &self.alerts,
             kafka: &self.kafka,
+            config: &self.config,
         };
-        let findings = conditions::evaluate(&inputs).await?;
+        let findings = evaluate(&inputs).await?;
         let mut sent = Vec::new();
         for finding in &findings {
             let Some(message) = incidents::record(&self.db, finding).await? else {
@@ -121,4 +125,22 @@ impl Alerts {
             delivery.abort();
         }
     }
+}
+
+/// Every condition's findings. A database error fails the pass (nothing can be recorded anyway).
+async fn evaluate(inputs: &conditions::Inputs<'_>) -> Result<Vec<Finding>, DbErr> {
+    let mut findings = Vec::new();
+    for kind in Kind::ALL {
+        let found = match kind {
+            Kind::RunFailed => conditions::run_failed(inputs).await?,
+            Kind::ConsumerLag => conditions::consumer_lag(inputs).await,
+            Kind::DatabaseOutage => conditions::database_outage(inputs).await?,
+            Kind::QuarantineRate => conditions::quarantine_rate(inputs).await?,
+            Kind::AutoPaused => operating::auto_paused(inputs).await?,
+            Kind::StaleData => operating::stale_data(inputs).await?,
+            Kind::ApiQuota => operating::api_quota(inputs).await?,
+        };
+        findings.extend(found);
+    }
+    Ok(findings)
 }

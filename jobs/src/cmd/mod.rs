@@ -7,6 +7,7 @@ pub mod check;
 pub mod completions;
 pub mod config;
 pub mod migrate;
+pub mod pause;
 pub mod rejects;
 pub mod replay;
 pub mod results;
@@ -59,7 +60,15 @@ pub enum Command {
         /// The job.
         #[command(subcommand)]
         job: run::RunJob,
+        /// Run it even while it is paused (`weatherflow pause`).
+        #[arg(long, global = true)]
+        force: bool,
     },
+    /// Pause a job: its scheduled ticks are skipped, manual runs need --force, and a paused persist
+    /// stops fetching (partitions kept, nothing committed) until resumed.
+    Pause(pause::PauseArgs),
+    /// Resume a paused job.
+    Resume(pause::ResumeArgs),
     /// Read a range of the observations topic again and store what the database is missing
     /// (after a restore from an older backup), with a consumer group of its own.
     Replay(replay::ReplayFlags),
@@ -160,7 +169,9 @@ pub async fn execute() -> anyhow::Result<()> {
         Command::Migrate { action, steps } => migrate::run(&config, action, steps).await,
         Command::Check(output) => check::run(&config, output.format).await,
         Command::Schedules(args) => schedules::print(&config, &args),
-        Command::Run { job } => run::run(&config, job, shutdown).await,
+        Command::Run { job, force } => run::run(&config, job, force, shutdown).await,
+        Command::Pause(args) => pause::pause(&config, args).await,
+        Command::Resume(args) => pause::resume(&config, args).await,
         Command::Replay(flags) => replay::run(&config, flags, shutdown).await,
         Command::Runs { job, last, output } => runs::run(&config, job, last, output.format).await,
         Command::Rejects(args) => rejects::run(&config, args, shutdown).await,

@@ -154,7 +154,13 @@ impl From<AnalyticsFlags> for AnalyticsRequest {
 }
 
 /// Runs the chosen job once.
-pub async fn run(config: &Config, job: RunJob, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// A paused job is refused unless `force`.
+pub async fn run(
+    config: &Config,
+    job: RunJob,
+    force: bool,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let req = match job {
         RunJob::Fetch(flags) => {
             let schedule = if flags.needs_schedule() {
@@ -170,21 +176,27 @@ pub async fn run(config: &Config, job: RunJob, shutdown: CancellationToken) -> a
             if req.history.is_some_and(|h| h.dry_run) {
                 return history_dry_run(&config, req, shutdown).await;
             }
-            return once(&config, JobRequest::Fetch(req), shutdown).await;
+            return once(&config, JobRequest::Fetch(req), Some(force), shutdown).await;
         }
         RunJob::Persist(flags) if flags.until_idle => {
             // Draining a backlog: its progress is the consumer group's lag going down.
             let reporter = tokio::spawn(drain_progress(config.kafka.clone()));
-            let req = JobRequest::Persist(PersistRequest { until_idle: true });
-            let result = once(config, req, shutdown).await;
+            let req = JobRequest::Persist(PersistRequest {
+                until_idle: true,
+                ignore_pause: force,
+            });
+            let result = once(config, req, Some(force), shutdown).await;
             reporter.abort();
             return result;
         }
-        RunJob::Persist(_) => JobRequest::Persist(PersistRequest { until_idle: false }),
+        RunJob::Persist(_) => JobRequest::Persist(PersistRequest {
+            until_idle: false,
+            ignore_pause: force,
+        }),
         RunJob::Analytics(flags) => JobRequest::Analytics(flags.into()),
         RunJob::Maintenance => JobRequest::Maintenance,
     };
-    once(config, req, shutdown).await
+    once(config, req, Some(force), shutdown).await
 }
 
 /// `weatherflow run fetch --history --dry-run`: the calls the backfill would make, printed; no run
@@ -234,18 +246,29 @@ async fn drain_progress(kafka: crate::config::KafkaConfig) {
 pub async fn consumer(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     once(
         config,
-        JobRequest::Persist(PersistRequest { until_idle: false }),
+        JobRequest::Persist(PersistRequest::default()),
+        None,
         shutdown,
     )
     .await
 }
 
 /// One manual run of `req` on the executor: claimed (fails at once when another run holds the
-/// job's lock), run, recorded.
-async fn once(config: &Config, req: JobRequest, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// job's lock, or, with `force` given and false, when the job is paused), run, recorded. The
+/// consumer passes no `force`: it starts whatever the pause, and a paused persist holds its
+/// partitions without fetching until resumed.
+async fn once(
+    config: &Config,
+    req: JobRequest,
+    force: Option<bool>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let conn = db::connect(&config.database).await?;
     let exec = Executor::from_config(conn.clone(), config);
-    let claim = exec.claim(req.job()).await?;
+    let claim = match force {
+        Some(force) => exec.claim_unpaused(req.job(), force).await?,
+        None => exec.claim(req.job()).await?,
+    };
     let outcome = exec
         .run(claim, Launch::manual(&shutdown), |ctx| {
             catalog::run(config, &conn, req.clone(), ctx)
@@ -266,6 +289,7 @@ mod tests {
         match cli.command {
             Command::Run {
                 job: RunJob::Analytics(flags),
+                ..
             } => Ok(flags.into()),
             other => panic!("{other:?}"),
         }

@@ -53,7 +53,7 @@ pub async fn run(config: &Config, with_consumer: bool, shutdown: CancellationTok
             trigger: Trigger::Schedule,
             ..Launch::manual(&shutdown)
         };
-        let req = JobRequest::Persist(PersistRequest { until_idle: false });
+        let req = JobRequest::Persist(PersistRequest { until_idle: false, ..Default::default() });
         let result = async {
             let claim = exec.claim(JobName::Persist).await?;
             let outcome = exec

@@ -1,4 +1,4 @@
-//! `weatherflow status`: last runs, next fire times, consumer lag, row counts (observations per
+//! `weatherflow status`: last runs, paused jobs, next fire times, data freshness, consumer lag, row counts (observations per
 //! source too), write refusals. The reads live below the faces (`runs`, `kafka`, `db`); this
 //! command only formats.
 
@@ -35,8 +35,10 @@ pub async fn run(config: &Config, format: Format) -> anyhow::Result<()> {
     let counts = db::table_counts(&conn).await?;
     let sources = db::source_counts(&conn).await?;
     let refusals = db::write_refusals(&conn).await.map_err(|e| e.to_string());
+    let operating = Operating::read(&conn, config, &lag).await?;
     if format != Format::Table {
         let doc = document(config, now, schedules.as_ref(), &latest, &lag, &counts, &sources, &refusals);
+        let doc = operating.add_to(doc);
         return match format {
             Format::Csv => table::emit(&table::csv_pairs(&doc)),
             _ => table::print_json(&doc),
@@ -48,6 +50,7 @@ pub async fn run(config: &Config, format: Format) -> anyhow::Result<()> {
     if let Err(e) = &schedules {
         println!("  (next fire times unknown: {e:#})");
     }
+    print!("{}", pauses_text(&operating.pauses, now));
     if let Some(text) = latest
         .iter()
         .find(|r| r.job == JobName::Fetch)
@@ -70,13 +73,22 @@ pub async fn run(config: &Config, format: Format) -> anyhow::Result<()> {
         Err(e) => println!("  kafka unreachable ({}): {e}", k.bootstrap_servers),
     }
 
+    println!("\ndata freshness (what the nightly fit would use):");
+    match &operating.freshness {
+        Ok(f) => {
+            let verdict = if f.stale() { "STALE" } else { "ok" };
+            println!("  {verdict}: {}", f.reason());
+        }
+        Err(e) => println!("  not checked: {e}"),
+    }
+
     println!("\ntables (exact count below {EXACT_BELOW} rows, ~estimate above):");
     print!("{}", counts_table(&counts));
     println!("\nobservations per source (never mixed: docs/schema.md, Provenance):");
     print!("{}", sources_table(&sources));
 
     println!("\nWeatherAPI calls (every process's, counted in api_calls):");
-    match crate::quota::usage(&conn, &config.weatherapi).await {
+    match &operating.quota {
         Ok(usage) => println!("  {}", usage.line()),
         Err(e) => println!("  not read: {e}"),
     }
@@ -98,6 +110,51 @@ pub async fn run(config: &Config, format: Format) -> anyhow::Result<()> {
         Err(e) => println!("  not checked: {e}"),
     }
     Ok(())
+}
+
+/// What status shows of how the platform is operated: the pauses, the data's freshness (with the
+/// consumer lag read above), this month's WeatherAPI calls.
+struct Operating {
+    pauses: Vec<runs::pause::Pause>,
+    freshness: Result<crate::jobs::analytics::freshness::Freshness, String>,
+    quota: Result<crate::quota::Usage, String>,
+}
+
+impl Operating {
+    async fn read(conn: &sea_orm::DatabaseConnection, config: &Config, lag: &LagRead) -> anyhow::Result<Self> {
+        let lag_total = match lag {
+            Ok(Some(parts)) => Some(parts.iter().map(PartitionLag::lag).sum()),
+            _ => None,
+        };
+        let freshness = crate::jobs::analytics::freshness::freshness(conn, config)
+            .await
+            .map(|mut f| {
+                f.lag = lag_total;
+                f
+            })
+            .map_err(|e| e.to_string());
+        Ok(Self {
+            pauses: runs::pause::all(conn).await?,
+            freshness,
+            quota: crate::quota::usage(conn, &config.weatherapi)
+                .await
+                .map_err(|e| e.to_string()),
+        })
+    }
+
+    /// `paused`, `freshness` and `weatherapi_calls` in the JSON document.
+    fn add_to(&self, mut doc: Value) -> Value {
+        doc["paused"] = json!(self.pauses);
+        doc["freshness"] = match &self.freshness {
+            Ok(f) => f.to_json(),
+            Err(e) => json!({ "error": e }),
+        };
+        doc["weatherapi_calls"] = match &self.quota {
+            Ok(u) => json!(u),
+            Err(e) => json!({ "error": e }),
+        };
+        doc
+    }
 }
 
 /// The status as one JSON document (`--format json`; docs/cli-formats.md lists its fields).
@@ -236,6 +293,23 @@ fn fetch_failures(run: &entity::job_runs::Model) -> Option<String> {
         })
         .collect();
     (!lines.is_empty()).then(|| format!("  failed locations of fetch run #{}:\n{lines}", run.id))
+}
+
+/// The paused jobs, one a line with who, since when and why; nothing when none is paused.
+fn pauses_text(pauses: &[runs::pause::Pause], now: DateTime<Utc>) -> String {
+    pauses
+        .iter()
+        .map(|p| {
+            let how = if p.auto { " (auto-paused)" } else { "" };
+            format!(
+                "  PAUSED {}{how}: {} ({} ago); `weatherflow resume {}` lifts it\n",
+                p.job,
+                p.describe(),
+                age(now - p.paused_at),
+                p.job
+            )
+        })
+        .collect()
 }
 
 fn next_fire(timing: &Timing, now: DateTime<Utc>) -> String {

@@ -84,6 +84,9 @@ section! {
         /// The quarantine rate is judged only once the window holds at least this many records, so
         /// one bad record of a quiet hour is not an incident.
         pub quarantine_min_records: u64 = 100;
+        /// Alert when this month's WeatherAPI calls reach this fraction of
+        /// `weatherapi.monthly_call_budget` (no budget: not alerted).
+        pub quota_alert_ratio: f64 = 0.8;
         /// Bound on one delivery attempt (connect, send, answer), in seconds.
         pub delivery_timeout_secs: u64 = 10;
         /// Attempts per message and webhook for retryable failures (no answer, 429, 5xx).

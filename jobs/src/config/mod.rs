@@ -26,7 +26,7 @@ pub use alerts::{AlertsConfig, WebhookUrls, webhook_origin};
 pub use kafka_client::ClientProperties;
 pub(crate) use kafka_client::is_secret_property;
 pub use sections::{
-    AnalyticsConfig, DatabaseConfig, FetchConfig, KafkaConfig, MaintenanceConfig, PersistConfig,
+    AnalyticsConfig, DatabaseConfig, FetchConfig, KafkaConfig, MaintenanceConfig, OnStale, PersistConfig,
     SchedulerConfig, WeatherApiConfig,
 };
 pub use web::WebConfig;

@@ -255,6 +255,44 @@ section! {
         /// its own at the same time, so PostgreSQL builds the per-location arrays on as many cores
         /// (it cannot run `array_agg` in parallel workers). 1 reads on one connection.
         pub read_connections: usize = 2;
+        /// Before a run fits a window that ends now, the newest observation of the source it fits
+        /// must be at most this many seconds old (default 2 h); older, and the run is `skipped`
+        /// (or `failed`, `analytics.on_stale`) instead of publishing a fit over old data as new.
+        /// 0 turns the check off. A run with `--until` fits a past window and is not checked.
+        pub max_staleness_secs: u64 = 7200;
+        /// What a stale window makes of the run: `skip` (recorded `skipped`, the default) or
+        /// `fail` (recorded `failed`, not retried).
+        pub on_stale: OnStale = OnStale::Skip;
+    }
+}
+
+/// What a run does with stale data (`analytics.on_stale`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStale {
+    /// Recorded `skipped` with the reason.
+    Skip,
+    /// Recorded `failed` with the reason.
+    Fail,
+}
+
+impl super::field::FieldValue for OnStale {
+    fn type_name() -> String {
+        "`skip` or `fail`".to_owned()
+    }
+    fn parse_env(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "skip" => Ok(OnStale::Skip),
+            "fail" => Ok(OnStale::Fail),
+            _ => Err(format!("expected skip or fail, got {text:?}")),
+        }
+    }
+    fn show(&self) -> String {
+        match self {
+            OnStale::Skip => "skip",
+            OnStale::Fail => "fail",
+        }
+        .to_owned()
     }
 }
 

@@ -56,10 +56,16 @@ pub const GRANTS: &[(ServiceRole, &str, &[&str])] = &[
     (Web, "USAGE", &["SEQUENCE job_runs_id_seq", "SEQUENCE regression_results_id_seq"]),
     // The quota shown by the status API, and counted by a fetch started over HTTP.
     (Web, "SELECT, INSERT, UPDATE", &["api_calls"]),
+    // Pause and resume over HTTP (POST /api/v1/jobs/{job}/pause|resume) and the pauses it shows.
+    (Web, "SELECT, INSERT, DELETE", &["job_pauses"]),
+    (Web, "INSERT", &["job_pause_events"]),
+    (Web, "USAGE", &["SEQUENCE job_pause_events_id_seq"]),
     // The persist consumer: observations and quarantined records in, its own run rows.
     (Consumer, "SELECT, INSERT", &["observations", "rejected_records"]),
     (Consumer, "SELECT, INSERT, UPDATE", &["job_runs"]),
     (Consumer, "SELECT", &["seaql_migrations"]),
+    // A paused persist holds its partitions: the consumer reads the pause state.
+    (Consumer, "SELECT", &["job_pauses"]),
     (
         Consumer,
         "USAGE",
@@ -77,6 +83,9 @@ pub const GRANTS: &[(ServiceRole, &str, &[&str])] = &[
     (Scheduler, "SELECT", &["seaql_migrations"]),
     // The WeatherAPI quota and the history backfill's completed days (fetch).
     (Scheduler, "SELECT, INSERT, UPDATE", &["api_calls", "history_backfill"]),
+    // Pauses: honoured at each tick, and the auto-pause after failed runs.
+    (Scheduler, "SELECT, INSERT, DELETE", &["job_pauses"]),
+    (Scheduler, "INSERT", &["job_pause_events"]),
     // Webhook alerts: the incidents it opens and resolves, the delivery attempts it records.
     (Scheduler, "SELECT, INSERT, UPDATE", &["alert_incidents"]),
     (Scheduler, "SELECT, INSERT", &["alert_deliveries"]),
@@ -90,6 +99,7 @@ pub const GRANTS: &[(ServiceRole, &str, &[&str])] = &[
             "SEQUENCE regression_results_id_seq",
             "SEQUENCE alert_incidents_id_seq",
             "SEQUENCE alert_deliveries_id_seq",
+            "SEQUENCE job_pause_events_id_seq",
         ],
     ),
 ];
@@ -142,17 +152,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_web_role_writes_only_run_rows_fits_and_the_quota_count() {
+    fn the_web_role_writes_only_run_rows_fits_the_quota_count_and_pauses() {
         let web = statements(ServiceRole::Web).join("\n");
         assert!(web.contains("GRANT SELECT ON TABLE observations TO weatherflow_web"), "{web}");
         for line in web.lines().filter(|l| !l.starts_with("GRANT SELECT ON")) {
             assert!(
                 line.contains("job_runs")
                     || line.contains("regression_results")
-                    || line.contains("api_calls"),
+                    || line.contains("api_calls")
+                    || line.contains("job_pause"),
                 "{line}"
             );
-            assert!(!line.contains("DELETE"), "{line}");
+            // Only a pause is ever deleted (resume).
+            assert!(!line.contains("DELETE") || line.contains("TABLE job_pauses "), "{line}");
         }
     }
 }

@@ -74,9 +74,13 @@ pub async fn run(
         JobRequest::Persist(req) => persist::run(config, db, req, ctx.cancel)
             .await
             .map(|s| stored(&s)),
-        JobRequest::Analytics(req) => analytics::run(config, db, ctx.run_id, req, ctx.cancel)
-            .await
-            .map(|s| stored(&s)),
+        // Checked here, before the fit, for every run the executor starts (CLI, scheduler, HTTP).
+        JobRequest::Analytics(req) => match analytics::freshness::gate(config, db, &req).await? {
+            Some(stale) => Ok(stored(&stale)),
+            None => analytics::run(config, db, ctx.run_id, req, ctx.cancel)
+                .await
+                .map(|s| stored(&s)),
+        },
         JobRequest::Maintenance => maintenance::run(config, db).await.map(|s| stored(&s)),
     }
 }

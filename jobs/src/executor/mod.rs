@@ -61,6 +61,12 @@ pub enum ExecError {
     /// Another run of the job holds its lock.
     #[error("another {0} run (scheduled or manual) is in progress; try again when it has finished")]
     Held(JobName),
+    /// The job is paused; a manual run needs `--force` (`?force=true` over HTTP).
+    #[error(
+        "job {} is {}; resume it (`weatherflow resume {}`) or run it anyway with --force (HTTP: ?force=true)",
+        .0.job, .0.describe(), .0.job
+    )]
+    Paused(Box<runs::pause::Pause>),
     /// The job's lock could not be asked for.
     #[error("taking the advisory lock of job {job}: {source}")]
     Lock {
@@ -255,6 +261,17 @@ impl Executor {
     /// Claims `job` for a run: see the module documentation.
     pub async fn claim(&self, job: JobName) -> Result<Claim, ExecError> {
         self.claim_with(job, catalog::exclusive(job)).await
+    }
+
+    /// Claims `job` for a run asked for by hand (CLI, HTTP): refused with [`ExecError::Paused`]
+    /// while the job is paused, unless `force`.
+    pub async fn claim_unpaused(&self, job: JobName, force: bool) -> Result<Claim, ExecError> {
+        match runs::pause::get(&self.db, job).await? {
+            Some(p) if !force => return Err(ExecError::Paused(Box::new(p))),
+            Some(p) => tracing::warn!(%job, pause = %p.describe(), "the job is paused; running it anyway (forced)"),
+            None => {}
+        }
+        self.claim(job).await
     }
 
     /// Claims `job` under its lock, whatever the job: the scheduler's tick bookkeeping (which rows

@@ -6,6 +6,7 @@
 //! overlapping (which ticks were handled, which rows were abandoned by a dead process).
 
 pub mod lock;
+pub mod pause;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -27,6 +28,10 @@ pub const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 /// `details.reason` of a scheduled tick that found the job's advisory lock taken.
 pub const REASON_LOCK_HELD: &str = "another run holds the lock";
+
+/// `details.reason` of a scheduled tick of a paused job (`details.pause` says who paused it, when
+/// and why).
+pub const REASON_PAUSED: &str = "job paused";
 
 /// `details.reason` of a scheduled tick that another replica (or an earlier firing) already ran.
 pub const REASON_TICK_HANDLED: &str = "tick already handled";

@@ -10,6 +10,10 @@
 //!    shutdown grace runs out;
 //! 4. let the lock go.
 //!
+//! Before all that, a paused job's tick is recorded `skipped` ([`runs::REASON_PAUSED`], with who
+//! paused it, when and why in `details.pause`), and after a failed run a job with
+//! `pause_after_failures` is paused when that many runs in a row failed ([`pause`]).
+//!
 //! Because a run's row is written before and closed before the lock is released, "lock, then look for
 //! the tick's row" can never let two processes run the same tick, however their clocks and start-up
 //! times differ. [`Scheduler::run`] adds the clock ([`ticker`]), the start-up catch-up of missed ticks
@@ -40,7 +44,7 @@ use self::missed::CatchUp;
 use self::ticker::Ticker;
 use crate::config::SchedulerConfig;
 use crate::executor::{ExecError, Executor, Gated, Launch, Limits, Stops};
-use crate::runs::lock;
+use crate::runs::{lock, pause};
 use crate::runs::{self, JobName, RunStatus, Trigger};
 
 /// After cancelling runs at shutdown, how much longer than the cancel wait to give them to record
@@ -94,7 +98,7 @@ pub enum TickOutcome {
     },
     /// The scheduler did not run it; recorded as a `skipped` row.
     Skipped {
-        /// [`runs::REASON_LOCK_HELD`] or [`runs::REASON_TICK_HANDLED`].
+        /// [`runs::REASON_LOCK_HELD`], [`runs::REASON_TICK_HANDLED`] or [`runs::REASON_PAUSED`].
         reason: &'static str,
         /// The `skipped` row.
         run_id: i64,
@@ -319,6 +323,15 @@ async fn handle_tick(env: &Env, job: &ScheduledJob, tick: Tick) -> anyhow::Resul
     if env.stopping.is_cancelled() {
         return Ok(TickOutcome::NotStarted);
     }
+    // Read at every tick, before the lock: a paused job takes no lock, and a pause made on any
+    // replica (or by HTTP) holds here from the next tick on.
+    if let Some(p) = pause::get(&env.db, job.name)
+        .await
+        .with_context(|| format!("reading whether job {} is paused", job.name))?
+    {
+        let pause = serde_json::to_value(&p).unwrap_or_default();
+        return skip(env, job, tick, runs::REASON_PAUSED, Some(("pause", pause))).await;
+    }
     let claim = match env.exec.claim_locked(job.name).await {
         Ok(claim) => claim,
         Err(ExecError::Held(_)) => return skip(env, job, tick, runs::REASON_LOCK_HELD, None).await,
@@ -350,11 +363,34 @@ async fn handle_tick(env: &Env, job: &ScheduledJob, tick: Tick) -> anyhow::Resul
         .await
         .with_context(|| format!("running job {}", job.name))?;
     match ran {
-        Gated::Refused(by) => skip(env, job, tick, runs::REASON_TICK_HANDLED, Some(by)).await,
-        Gated::Ran(outcome) => Ok(TickOutcome::Ran {
-            status: outcome.status,
-            run_ids: outcome.run_ids,
-        }),
+        Gated::Refused(by) => {
+            let by = ("handled_by", Value::from(by));
+            skip(env, job, tick, runs::REASON_TICK_HANDLED, Some(by)).await
+        }
+        Gated::Ran(outcome) => {
+            if outcome.status == RunStatus::Failed {
+                auto_pause(env, job).await;
+            }
+            Ok(TickOutcome::Ran {
+                status: outcome.status,
+                run_ids: outcome.run_ids,
+            })
+        }
+    }
+}
+
+/// After a failed run: pauses the job when its schedule's `pause_after_failures` runs in a row have
+/// failed now. A failure to check is logged; the next failed run checks again.
+async fn auto_pause(env: &Env, job: &ScheduledJob) {
+    let Some(n) = job.timing.pause_after_failures else {
+        return;
+    };
+    match pause::pause_after_failures(&env.db, job.name, n).await {
+        Ok(Some(p)) => {
+            tracing::error!(job = %job.name, failures = n, pause = %p.describe(), "job auto-paused after failed runs")
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!(job = %job.name, error = %e, "could not check the job's failures for auto-pause"),
     }
 }
 
@@ -394,12 +430,12 @@ async fn skip(
     job: &ScheduledJob,
     tick: Tick,
     reason: &'static str,
-    by: Option<i64>,
+    extra: Option<(&str, Value)>,
 ) -> anyhow::Result<TickOutcome> {
     let mut details = tick_labels(env, tick);
     details.insert("reason".into(), reason.into());
-    if let Some(by) = by {
-        details.insert("handled_by".into(), by.into());
+    if let Some((key, value)) = extra {
+        details.insert(key.into(), value);
     }
     let run_id = runs::record_skipped(&env.db, job.name, Trigger::Schedule, Value::Object(details)).await?;
     tracing::info!(job = %job.name, tick = %runs::tick_text(tick.at), run_id, reason, "tick skipped");

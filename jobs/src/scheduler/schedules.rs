@@ -9,6 +9,7 @@
 //! retries = 2                  # extra attempts after a failure
 //! retry_backoff_secs = 30      # first delay, doubled per attempt
 //! missed = "skip"              # after downtime: skip | run-once
+//! pause_after_failures = 3     # pause the job after 3 failed runs in a row (absent: never)
 //! [fetch.args]
 //! source = "auto"              # auto | weatherapi | simulated
 //! concurrency = 8
@@ -115,6 +116,9 @@ pub struct Timing {
     pub retry_backoff_secs: u64,
     /// Policy for ticks missed during downtime.
     pub missed: MissedPolicy,
+    /// Pause the job (`paused_by` = `auto`) once this many runs in a row failed after their
+    /// retries; `None`: never.
+    pub pause_after_failures: Option<u32>,
 }
 
 /// Arguments of the analytics job.
@@ -191,6 +195,7 @@ struct RawJob {
     retry_backoff_secs: u64,
     #[serde(default = "default_missed")]
     missed: MissedPolicy,
+    pause_after_failures: Option<u32>,
     args: Option<toml::Value>,
 }
 
@@ -343,6 +348,13 @@ fn job(table: &mut toml::Table, name: JobName) -> Result<(Timing, Option<toml::V
     if raw.timeout_secs == 0 {
         return Err(field_err(name, "timeout_secs", "must be at least 1"));
     }
+    if raw.pause_after_failures == Some(0) {
+        return Err(field_err(
+            name,
+            "pause_after_failures",
+            "must be at least 1 (leave it out to never pause)",
+        ));
+    }
     let timing = Timing {
         cron_expr: raw.cron,
         cron,
@@ -352,6 +364,7 @@ fn job(table: &mut toml::Table, name: JobName) -> Result<(Timing, Option<toml::V
         retries: raw.retries,
         retry_backoff_secs: raw.retry_backoff_secs,
         missed: raw.missed,
+        pause_after_failures: raw.pause_after_failures,
     };
     Ok((timing, raw.args))
 }
@@ -599,6 +612,17 @@ source = "weatherapi"
             .with_timezone(&Utc);
         let next = first_monday.find_next_occurrence(&after, false).unwrap();
         assert_eq!(next.to_rfc3339(), "2026-01-05T09:00:00+00:00");
+    }
+
+    #[test]
+    fn pause_after_failures_is_optional_and_at_least_one() {
+        let s = Schedules::parse(GOOD, "t.toml").unwrap();
+        assert_eq!(s.fetch.timing.pause_after_failures, None);
+        let three = GOOD.replace("missed = \"run-once\"", "missed = \"run-once\"\npause_after_failures = 3");
+        let s = Schedules::parse(&three, "t.toml").unwrap();
+        assert_eq!(s.analytics.timing.pause_after_failures, Some(3));
+        let zero = GOOD.replace("missed = \"run-once\"", "pause_after_failures = 0");
+        assert!(err(&zero).contains("job 'analytics', field 'pause_after_failures'"));
     }
 
     #[test]

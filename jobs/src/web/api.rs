@@ -158,6 +158,7 @@ pub async fn status(State(state): State<AppState>, RawQuery(raw): RawQuery) -> R
 pub async fn status_value(state: &AppState) -> Result<Value, ApiError> {
     let now = Utc::now();
     let latest = crate::runs::latest_per_job(&state.db).await?;
+    let pauses = crate::runs::pause::all(&state.db).await?;
     let schedules = crate::scheduler::schedules::load(&state.config, None).ok();
     let jobs: Vec<Value> = JobName::ALL
         .iter()
@@ -177,6 +178,7 @@ pub async fn status_value(state: &AppState) -> Result<Value, ApiError> {
                 "last_run": last,
                 "next_fire": next_fire,
                 "continuous": job == JobName::Persist,
+                "paused": pauses.iter().find(|p| p.job == job),
             })
         })
         .collect();
@@ -195,9 +197,24 @@ pub async fn status_value(state: &AppState) -> Result<Value, ApiError> {
         "now": now,
         "jobs": jobs,
         "consumer_lag": lag_value(state),
+        "freshness": freshness_value(state).await,
         "tables": tables,
         "weatherapi_calls": quota,
     }))
+}
+
+/// The newest observation the nightly fit would use, its age against `analytics.max_staleness_secs`,
+/// with the latest lag sample; `{"error": ...}` when it could not be read (status still answers).
+async fn freshness_value(state: &AppState) -> Value {
+    match crate::jobs::analytics::freshness::freshness(&state.db, &state.config).await {
+        Ok(mut f) => {
+            if let (LagSample::Partitions(p), _) = state.lag.latest() {
+                f.lag = Some(p.iter().map(|p| p.lag()).sum());
+            }
+            f.to_json()
+        }
+        Err(e) => json!({ "error": e.to_string() }),
+    }
 }
 
 /// The latest consumer-lag sample as JSON.

@@ -134,5 +134,10 @@ async fn collect(state: &AppState) -> Result<(), sea_orm::DbErr> {
         metrics::gauge!("weatherflow_analytics_fit_r_squared", "scope" => scope.clone()).set(fit.r_squared);
         metrics::gauge!("weatherflow_analytics_fit_slope", "scope" => scope).set(fit.slope);
     }
+    // Sets weatherflow_data_staleness_seconds: two index probes. Stale data is not a database
+    // failure, and a failed read leaves the last value.
+    if let Err(e) = crate::jobs::analytics::freshness::freshness(&state.db, &state.config).await {
+        tracing::debug!(error = %e, "metrics: the data's freshness could not be read");
+    }
     Ok(())
 }

@@ -13,6 +13,7 @@ pub mod health;
 pub mod lag;
 pub mod openapi;
 pub mod params;
+pub mod pause;
 pub mod queries;
 pub mod readiness;
 pub mod server;
@@ -128,6 +129,8 @@ pub fn app(state: AppState) -> Router {
         .route("/results", get(api::results))
         .route("/runs", get(api::runs))
         .route("/runs/{job}", post(trigger::start_run))
+        .route("/jobs/{job}/pause", post(pause::pause_job))
+        .route("/jobs/{job}/resume", post(pause::resume_job))
         .route("/status", get(api::status))
         .route("/observations/latest", get(api::latest_observations))
         .route("/observations", get(api::observations))

@@ -5,6 +5,9 @@
 //! shutdown waits for it. fetch, analytics and maintenance can be started; persist runs continuously
 //! as the consumer.
 //!
+//! A paused job (`weatherflow pause`) is refused with 409 `paused`, saying who paused it, when and
+//! why, unless the request asks `?force=true`.
+//!
 //! Allowed only with `Authorization: Bearer <web.token>`, compared in constant time. With no token
 //! configured the endpoint answers 403 and says how to enable it.
 //!
@@ -14,7 +17,7 @@
 //! (see [`crate::jobs::fetch::check_source`]).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use secrecy::ExposeSecret;
 use serde::Serialize;
@@ -24,6 +27,7 @@ use tokio::sync::oneshot;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
+use super::params::Params;
 use crate::executor::catalog::{self, JobRequest};
 use crate::executor::{Claim, ExecError, Executor, Launch};
 use crate::job_error::JobError;
@@ -37,8 +41,8 @@ use crate::scheduler::schedules;
 pub const DISABLED: &str = "manual runs over HTTP are disabled: set WEATHERFLOW_WEB_TOKEN (or \
      web.token_file in the configuration) and send it as `Authorization: Bearer <token>`";
 
-/// Checks the request's bearer token against `web.token`.
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+/// Checks the request's bearer token against `web.token` (the pause and resume endpoints too).
+pub(crate) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = &state.token else {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "disabled", DISABLED));
     };
@@ -142,14 +146,17 @@ fn request(state: &AppState, job: JobName) -> Result<JobRequest, ApiError> {
 pub async fn start_run(
     State(state): State<AppState>,
     Path(job): Path<String>,
+    RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<StartedRun>), ApiError> {
     authorize(&state, &headers)?;
+    let force = Params::parse(raw.as_deref(), &["force"])?.choice("force", &["true", "false"])? == Some("true");
     let name = parse_job(&job)?;
     let req = request(&state, name)?;
     let exec = Executor::from_config(state.db.clone(), &state.config);
-    let claim = exec.claim(name).await.map_err(|e| match e {
+    let claim = exec.claim_unpaused(name, force).await.map_err(|e| match e {
         ExecError::Held(_) => ApiError::new(StatusCode::CONFLICT, "locked", e.to_string()),
+        ExecError::Paused(_) => ApiError::new(StatusCode::CONFLICT, "paused", e.to_string()),
         e => ApiError::internal("claiming the job", e),
     })?;
     let claim = match &req {

@@ -106,7 +106,7 @@ async fn run_at(
     s.db.execute_unprepared("TRUNCATE observations").await?;
     let probe = Probe::default();
     let stop = shutdown.child_token();
-    let req = PersistRequest { until_idle: false };
+    let req = PersistRequest { until_idle: false, ..Default::default() };
     let consumer = persist::run_probed(c, &s.db, req, stop.clone(), Some(probe.clone()));
     let measure = async {
         let result = produce(c, producer, &probe, rate, secs).await;

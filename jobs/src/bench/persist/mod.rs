@@ -65,7 +65,7 @@ async fn more_rounds(
         s.db.execute_unprepared("TRUNCATE observations").await?;
         let mut c = s.config.clone();
         c.kafka.consumer_group = format!("{}-round-{round}", s.config.kafka.consumer_group);
-        let req = PersistRequest { until_idle: true };
+        let req = PersistRequest { until_idle: true, ..Default::default() };
         let summary = persist::run(&c, &s.db, req, shutdown.child_token()).await?;
         anyhow::ensure!(
             summary.stored == records.len() as u64,
@@ -158,7 +158,7 @@ async fn measure(
     let summary = persist::run(
         c,
         &s.db,
-        PersistRequest { until_idle: true },
+        PersistRequest { until_idle: true, ..Default::default() },
         shutdown.child_token(),
     )
     .await?;

@@ -14,6 +14,7 @@
 pub mod draw;
 pub mod fit;
 mod fitter;
+pub mod freshness;
 mod pg_array;
 mod read;
 pub mod results;

@@ -9,6 +9,11 @@
 //!   partitions: dead-letter messages first ([`dlq`]), then one database transaction
 //!   ([`crate::jobs::persist::store`]), then an acknowledgement back to the consumer thread.
 //!
+//! Pausing (`weatherflow pause persist`): a task reads the pause state every
+//! [`pause::POLL_EVERY`] and the consumer thread pauses its whole assignment in the client while it
+//! is set: it keeps polling (so it stays in the group, with no rebalance), fetches nothing, and
+//! commits nothing new; resuming fetches from where it stopped.
+//!
 //! Guarantees: an offset is committed only after the transaction holding its record (or its
 //! rejection) has committed, so offsets are never ahead of the database; after a crash the
 //! uncommitted tail is read again and the idempotent writes make the replay a no-op.
@@ -28,6 +33,7 @@ pub(crate) mod writer;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sea_orm::DatabaseConnection;
@@ -39,7 +45,8 @@ use crate::config::{Config, PersistConfig};
 use crate::job_error::{JobError, JobErrorKind, JobResultExt};
 use crate::jobs::persist::store::Retry;
 use crate::jobs::persist::validate::Rules;
-use crate::runs::Report;
+use crate::runs::pause;
+use crate::runs::{JobName, Report};
 use consumer::ConsumerError;
 
 /// The smallest `persist.max_buffered_bytes` accepted: below it, one ordinary batch would not fit.
@@ -73,6 +80,9 @@ fn retry(p: &PersistConfig, shutdown: &CancellationToken) -> Retry {
 pub struct PersistRequest {
     /// Drain what is on the topic and exit, instead of running until stopped.
     pub until_idle: bool,
+    /// Fetch even while the job is paused (`weatherflow run persist --force`); otherwise a pause
+    /// holds the partitions without fetching until resumed.
+    pub ignore_pause: bool,
 }
 
 /// Why a run ended.
@@ -142,6 +152,35 @@ impl Report for PersistSummary {
     }
 }
 
+/// Whether the job is paused now; `None` when the database does not answer (the caller keeps what
+/// it knew: an outage neither pauses nor resumes the consumer).
+async fn read_pause(db: &DatabaseConnection) -> Option<bool> {
+    match pause::get(db, JobName::Persist).await {
+        Ok(p) => Some(p.is_some()),
+        Err(e) => {
+            tracing::debug!(error = %e, "could not read whether persist is paused; keeping the last state");
+            None
+        }
+    }
+}
+
+/// Reads the pause state every [`pause::POLL_EVERY`] into `held` until `stop`: the consumer thread
+/// applies it on its next turn. A bounded read (one primary-key lookup per interval per consumer)
+/// rather than LISTEN/NOTIFY, which would hold a connection of its own per consumer.
+async fn watch_pause(db: DatabaseConnection, held: Arc<AtomicBool>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(pause::POLL_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Some(paused) = read_pause(&db).await {
+            held.store(paused, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Runs the consumer until `shutdown` is cancelled or, with `until_idle`, until the topic is drained.
 /// Stops cleanly: the in-flight batches are stored, their offsets committed, the group left.
 pub async fn run(
@@ -204,6 +243,16 @@ pub async fn run_probed(
     }
     drop(acks_tx);
 
+    // The pause state is read before the consumer joins the group, so a paused job never fetches.
+    let held = Arc::new(AtomicBool::new(false));
+    let watch_stop = shutdown.child_token();
+    let watcher = if req.ignore_pause {
+        tracing::warn!("forced: fetching even if the job is paused");
+        None
+    } else {
+        held.store(read_pause(db).await.unwrap_or(false), Ordering::Relaxed);
+        Some(tokio::spawn(watch_pause(db.clone(), held.clone(), watch_stop.clone())))
+    };
     let settings = consumer::Settings {
         topic: Arc::from(k.observations_topic.as_str()),
         batch_size: p.batch_size,
@@ -216,6 +265,7 @@ pub async fn run_probed(
         probe: probe.is_some(),
         backoff: retry.backoff,
         kafka_timeout: Duration::from_secs(k.request_timeout_secs),
+        held: held.clone(),
     };
     let mut kafka = crate::kafka::base_config(k);
     kafka.set(
@@ -246,8 +296,12 @@ pub async fn run_probed(
     let summary = tokio::task::spawn_blocking(move || {
         consumer::run(kafka, &group, session_timeout, settings, lanes, acks_rx, token)
     })
-    .await
-    .map_err(ConsumerError::ConsumerPanicked)??;
+    .await;
+    watch_stop.cancel();
+    if let Some(w) = watcher {
+        let _ = w.await;
+    }
+    let summary = summary.map_err(ConsumerError::ConsumerPanicked)??;
     for w in writers {
         w.await.map_err(ConsumerError::WriterPanicked)?;
     }

@@ -1,10 +1,12 @@
-//! Flow control: whether fetching should be paused because the writers are behind.
+//! Flow control: whether fetching should be paused because the writers are behind, or because an
+//! operator paused the job (`weatherflow pause persist`: a hold).
 //!
 //! Fetching pauses while some writer has too many records waiting, or the records held reach
 //! `persist.max_buffered_bytes`, and resumes below half of either, so memory stays bounded in
 //! records and in bytes. The loop keeps calling `poll` while paused: a consumer that stops polling
 //! is thrown out of the group after `max.poll.interval.ms`, which a long database outage would
-//! otherwise cause. This type decides; the consumer loop (`state.rs`) applies the decision to the
+//! otherwise cause. A hold pauses the whole assignment the same way, without a rebalance and
+//! without touching the offsets, until it is lifted. This type decides; the consumer loop (`state.rs`) applies the decision to the
 //! client and records it only once the client took it.
 
 /// Records a writer may have waiting on this thread (sealed, not yet handed off) before fetching
@@ -22,6 +24,8 @@ pub(super) struct FlowControl {
     max_waiting: usize,
     /// Bytes held that pause fetching (`persist.max_buffered_bytes`).
     max_bytes: usize,
+    /// The job is paused by an operator: fetching stays paused whatever the writers do.
+    held: bool,
 }
 
 impl FlowControl {
@@ -31,7 +35,13 @@ impl FlowControl {
             paused: false,
             max_waiting: MAX_WAITING_RECORDS.max(2 * batch_size),
             max_bytes,
+            held: false,
         }
+    }
+
+    /// An operator's pause was set or lifted; true when that changed it.
+    pub(super) fn hold(&mut self, held: bool) -> bool {
+        std::mem::replace(&mut self.held, held) != held
     }
 
     /// The pause state wanted when the most records waiting for one writer are `waiting` and the
@@ -42,7 +52,8 @@ impl FlowControl {
         } else {
             waiting >= self.max_waiting || bytes >= self.max_bytes
         };
-        (behind != self.paused).then_some(behind)
+        let wanted = behind || self.held;
+        (wanted != self.paused).then_some(wanted)
     }
 
     /// The client applied `paused`.
@@ -72,6 +83,22 @@ mod tests {
         assert_eq!(flow.change(MAX_WAITING_RECORDS / 2 + 1, 0), None);
         assert_eq!(flow.change(0, 501), None);
         assert_eq!(flow.change(MAX_WAITING_RECORDS / 2, 500), Some(false));
+    }
+
+    #[test]
+    fn a_hold_pauses_whatever_the_writers_do_until_lifted() {
+        let mut flow = FlowControl::new(100, 1000);
+        assert!(flow.hold(true) && !flow.hold(true));
+        assert_eq!(flow.change(0, 0), Some(true));
+        flow.set(true);
+        assert_eq!(flow.change(0, 0), None);
+        assert!(flow.hold(false));
+        assert_eq!(flow.change(0, 0), Some(false));
+        // Lifted while the writers are behind: stays paused for them.
+        flow.hold(true);
+        assert_eq!(flow.change(MAX_WAITING_RECORDS, 0), None);
+        flow.hold(false);
+        assert_eq!(flow.change(MAX_WAITING_RECORDS, 0), None);
     }
 
     #[test]

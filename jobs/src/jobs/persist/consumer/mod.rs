@@ -30,6 +30,7 @@ mod state;
 mod tests;
 
 use std::sync::mpsc;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -75,6 +76,9 @@ pub(crate) struct Settings {
     pub(crate) backoff: Backoff,
     /// Timeout of metadata and offset requests.
     pub(crate) kafka_timeout: Duration,
+    /// Set while the job is paused (`weatherflow pause persist`), by a task that reads the pause
+    /// state every [`crate::runs::pause::POLL_EVERY`]: the loop holds its partitions paused.
+    pub(crate) held: Arc<AtomicBool>,
 }
 
 /// The consumer, with the context its callbacks run in.

@@ -11,7 +11,8 @@
 //! revocation) is handled in one function that says what each part does.
 
 use std::collections::BTreeSet;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -36,6 +37,8 @@ pub(super) struct State {
     topic: std::sync::Arc<str>,
     /// Timeout of metadata and offset requests.
     kafka_timeout: Duration,
+    /// The operator's pause, as the pause watcher last read it.
+    held: Arc<AtomicBool>,
     /// Partitions currently assigned: what is paused, committed and checked for drain.
     assigned: BTreeSet<i32>,
     /// Records into batches, batches to the writers.
@@ -61,6 +64,7 @@ impl State {
             idle: IdleTracker::new(s.until_idle, s.idle, now),
             topic: s.topic,
             kafka_timeout: s.kafka_timeout,
+            held: s.held,
             assigned: BTreeSet::new(),
             summary: PersistSummary::default(),
         }
@@ -217,6 +221,14 @@ impl State {
     /// Pauses fetching while the writers are behind and resumes once they caught up
     /// ([`FlowControl`]).
     fn flow_control(&mut self, consumer: &PersistConsumer) {
+        let held = self.held.load(Ordering::Relaxed);
+        if self.flow.hold(held) {
+            if held {
+                tracing::warn!(partitions = ?self.assigned, "job paused: fetching stops, the partitions and offsets are kept");
+            } else {
+                tracing::info!(partitions = ?self.assigned, "job resumed: fetching again");
+            }
+        }
         let waiting = self.batching.most_waiting();
         let bytes = self.batching.buffered_bytes();
         let Some(paused) = self.flow.change(waiting, bytes) else {
@@ -280,8 +292,10 @@ impl State {
             crate::metrics::persist_paused_partitions(0);
             return;
         }
-        let paused = self.flow.paused();
+        // A held job stays paused on whatever it is assigned now.
+        let paused = self.flow.paused() || self.held.load(Ordering::Relaxed);
         if self.set_client_pause(consumer, paused) {
+            self.flow.set(paused);
             tracing::debug!(
                 paused,
                 partitions = self.assigned.len(),

@@ -39,6 +39,7 @@ fn state_with(lanes: usize) -> (State, Vec<Receiver<Batch>>) {
         probe: false,
         backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(1)),
         kafka_timeout: Duration::from_secs(5),
+        held: Default::default(),
     };
     let (txs, rxs) = (0..lanes).map(|_| tokio::sync::mpsc::channel(4)).unzip();
     let (_acks_tx, acks) = std::sync::mpsc::channel();

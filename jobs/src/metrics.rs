@@ -81,6 +81,14 @@ fn describe() {
         "WeatherAPI calls every process made this calendar month (UTC), from api_calls at scrape time."
     );
     describe_gauge!(
+        "weatherflow_job_paused",
+        "1 while the job is paused (weatherflow pause, or its auto-pause), from job_pauses at scrape time."
+    );
+    describe_gauge!(
+        "weatherflow_job_auto_paused",
+        "1 while the job is paused by the scheduler after pause_after_failures failed runs in a row."
+    );
+    describe_gauge!(
         "weatherflow_weatherapi_call_budget",
         "weatherapi.monthly_call_budget, when set."
     );

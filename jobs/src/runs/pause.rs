@@ -30,10 +30,11 @@ pub const PAUSABLE: [JobName; 4] = [
 pub const AUTO: &str = "auto";
 
 /// A paused job: who paused it, when and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Pause {
     /// The job.
     #[serde(serialize_with = "job_text")]
+    #[schema(value_type = String)]
     pub job: JobName,
     /// Since when.
     pub paused_at: DateTime<Utc>,

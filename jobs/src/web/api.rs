@@ -213,7 +213,11 @@ async fn freshness_value(state: &AppState) -> Value {
             }
             f.to_json()
         }
-        Err(e) => json!({ "error": e.to_string() }),
+        Err(e) => {
+            // The reason goes to the log, not to an anonymous client.
+            tracing::warn!(error = %e, "status: the data's freshness could not be read");
+            json!({ "error": "the newest observation could not be read (see the log)" })
+        }
     }
 }
 

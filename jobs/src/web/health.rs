@@ -120,6 +120,16 @@ async fn collect(state: &AppState) -> Result<(), sea_orm::DbErr> {
             metrics::gauge!("weatherflow_job_last_success_timestamp_seconds", "job" => job).set(t);
         }
     }
+    // The paused jobs (every replica honours them), as `weatherflow status` shows them: 1 or 0 per
+    // pausable job, so a resume clears the series instead of leaving its last value.
+    let pauses = crate::runs::pause::all(&state.db).await?;
+    for job in crate::runs::pause::PAUSABLE {
+        let p = pauses.iter().find(|p| p.job == job);
+        metrics::gauge!("weatherflow_job_paused", "job" => job.as_str())
+            .set(if p.is_some() { 1.0 } else { 0.0 });
+        metrics::gauge!("weatherflow_job_auto_paused", "job" => job.as_str())
+            .set(if p.is_some_and(|p| p.auto) { 1.0 } else { 0.0 });
+    }
     // Every process's WeatherAPI calls this month, as `weatherflow status` shows them.
     let quota = crate::quota::usage(&state.db, &state.config.weatherapi).await?;
     metrics::gauge!("weatherflow_weatherapi_calls_month").set(quota.used as f64);

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{api, trigger};
+use super::{api, pause, trigger};
 
 /// The document's root: every operation of `/api/v1` is listed in `paths(...)`.
 #[derive(OpenApi)]
@@ -30,6 +30,8 @@ has the one body `ErrorBody`. Responses may gain fields; clients ignore the ones
         api::results,
         api::runs,
         trigger::start_run,
+        pause::pause_job,
+        pause::resume_job,
         api::status,
         api::latest_observations,
         api::observations,

@@ -8,21 +8,39 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::trigger::authorize;
 use crate::runs::JobName;
-use crate::runs::pause::{self, PAUSABLE, Paused};
+use crate::runs::pause::{self, PAUSABLE, Pause, Paused};
 
 /// The optional body of a pause.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PauseBody {
-    /// Why; shown wherever the pause is.
+pub struct PauseBody {
+    /// Why; shown wherever the pause is (at most 500 bytes).
     reason: Option<String>,
+}
+
+/// The answer to a pause.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PauseAnswer {
+    /// The pause in force: this one, or the one already there.
+    paused: Pause,
+    /// Whether this request paused the job (`false`: it was paused already, nothing changed).
+    changed: bool,
+}
+
+/// The answer to a resume.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResumeAnswer {
+    /// The job.
+    job: String,
+    /// The pause lifted; `null` when the job was not paused.
+    resumed: Option<Pause>,
 }
 
 /// The longest reason kept: it is shown on the dashboard and in every skipped tick.
@@ -55,12 +73,24 @@ fn caller(headers: &HeaderMap) -> String {
 
 /// `POST /api/v1/jobs/{job}/pause`: 200 with the pause in force (`"changed": false` when the job
 /// was paused already).
+#[utoipa::path(post, path = "/api/v1/jobs/{job}/pause", tag = "runs",
+    summary = "Pause a job for every replica (docs/pausing.md)",
+    params(("job" = String, Path, description = "fetch, persist, analytics or maintenance.")),
+    request_body(content = Option<PauseBody>, description = "Optional: why.", content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The job is paused.", body = PauseAnswer),
+        (status = 400, description = "Not a pausable job, or a malformed body.", body = ErrorBody),
+        (status = 401, description = "No bearer token, or not web.token.", body = ErrorBody),
+        (status = 403, description = "No web.token is configured: pausing over HTTP is disabled.", body = ErrorBody),
+        (status = 500, description = "Recording the pause failed.", body = ErrorBody),
+    ))]
 pub async fn pause_job(
     State(state): State<AppState>,
     Path(job): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PauseAnswer>, ApiError> {
     authorize(&state, &headers)?;
     let job = parse_job(&job)?;
     let body: PauseBody = if body.iter().all(u8::is_ascii_whitespace) {
@@ -81,22 +111,39 @@ pub async fn pause_job(
         .map_err(|e| ApiError::internal("pausing the job", e))?;
     state.cache.invalidate();
     let changed = matches!(done, Paused::Now(_));
-    Ok(Json(json!({ "paused": done.pause(), "changed": changed })))
+    Ok(Json(PauseAnswer {
+        paused: done.pause().clone(),
+        changed,
+    }))
 }
 
 /// `POST /api/v1/jobs/{job}/resume`: 200 with the pause lifted, `null` when there was none.
+#[utoipa::path(post, path = "/api/v1/jobs/{job}/resume", tag = "runs",
+    summary = "Resume a paused job",
+    params(("job" = String, Path, description = "fetch, persist, analytics or maintenance.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The job is not paused (any more).", body = ResumeAnswer),
+        (status = 400, description = "Not a pausable job.", body = ErrorBody),
+        (status = 401, description = "No bearer token, or not web.token.", body = ErrorBody),
+        (status = 403, description = "No web.token is configured: resuming over HTTP is disabled.", body = ErrorBody),
+        (status = 500, description = "Recording the resume failed.", body = ErrorBody),
+    ))]
 pub async fn resume_job(
     State(state): State<AppState>,
     Path(job): Path<String>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ResumeAnswer>, ApiError> {
     authorize(&state, &headers)?;
     let job = parse_job(&job)?;
     let lifted = pause::resume(&state.db, job, &caller(&headers))
         .await
         .map_err(|e| ApiError::internal("resuming the job", e))?;
     state.cache.invalidate();
-    Ok(Json(json!({ "job": job.as_str(), "resumed": lifted })))
+    Ok(Json(ResumeAnswer {
+        job: job.as_str().to_owned(),
+        resumed: lifted,
+    }))
 }
 
 #[cfg(test)]

@@ -25,6 +25,31 @@ pub struct StatusBody {
     tables: BTreeMap<String, TableRows>,
     /// This month's WeatherAPI calls, every process's, against `weatherapi.monthly_call_budget`.
     weatherapi_calls: crate::quota::Usage,
+    /// The newest observation the nightly fit would use, against `analytics.max_staleness_secs`.
+    freshness: Freshness,
+}
+
+/// The `freshness` field of `/api/v1/status`: every field but `error` when it was read, only
+/// `error` when it could not be.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct Freshness {
+    /// The source the fit would use (`weatherapi` or `simulated`).
+    source: Option<String>,
+    /// Its newest observation in the window; `null` when the window has none.
+    newest_observation: Option<DateTime<Utc>>,
+    /// That observation's age, in seconds.
+    age_secs: Option<u64>,
+    /// `analytics.max_staleness_secs` (0: not checked).
+    max_staleness_secs: Option<u64>,
+    /// Older than the bound: the nightly fit would be skipped (or failed, `analytics.on_stale`).
+    stale: Option<bool>,
+    /// Records the persist group has still to consume, when known.
+    consumer_lag: Option<i64>,
+    /// When it was read.
+    checked_at: Option<DateTime<Utc>>,
+    /// Why it could not be read.
+    error: Option<String>,
 }
 
 /// One job in `/api/v1/status`.
@@ -39,6 +64,8 @@ pub struct JobStatus {
     next_fire: Option<String>,
     /// Whether it runs continuously (persist, as the consumer).
     continuous: bool,
+    /// Who paused it, when and why; `null` when it is not paused.
+    paused: Option<crate::runs::pause::Pause>,
 }
 
 /// The consumer lag in `/api/v1/status`.

@@ -133,14 +133,15 @@ fn request(state: &AppState, job: JobName) -> Result<JobRequest, ApiError> {
 /// `POST /api/v1/runs/{job}`.
 #[utoipa::path(post, path = "/api/v1/runs/{job}", tag = "runs",
     summary = "Start a manual run of fetch, analytics or maintenance",
-    params(("job" = String, Path, description = "fetch, analytics or maintenance.")),
+    params(("job" = String, Path, description = "fetch, analytics or maintenance."),
+        ("force" = Option<bool>, Query, description = "Run even when the job is paused (docs/pausing.md).")),
     security(("bearer" = [])),
     responses(
         (status = 202, description = "The run started; it goes on in the background.", body = StartedRun),
         (status = 400, description = "The job cannot be started here.", body = ErrorBody),
         (status = 401, description = "No bearer token, or not web.token.", body = ErrorBody),
         (status = 403, description = "No web.token is configured: manual runs over HTTP are disabled.", body = ErrorBody),
-        (status = 409, description = "Another run holds the job's lock (`locked`), or a simulated fetch beside WeatherAPI observations (`simulated_beside_real`).", body = ErrorBody),
+        (status = 409, description = "Another run holds the job's lock (`locked`), the job is paused and `force` is not true (`paused`), or a simulated fetch beside WeatherAPI observations (`simulated_beside_real`).", body = ErrorBody),
         (status = 500, description = "Recording or claiming the run failed.", body = ErrorBody),
     ))]
 pub async fn start_run(

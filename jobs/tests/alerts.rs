@@ -15,7 +15,8 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
+use common::schedule::{self, tick, timing};
 use common::{TestContext, eventually};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::FutureRecord;
@@ -27,8 +28,7 @@ use weatherflow::alerts::{Alerts, Event, Kind};
 use weatherflow::config::{Config, WebhookUrls};
 use weatherflow::job_error::JobError;
 use weatherflow::runs::{JobName, RunStatus, StoredReport, pause};
-use weatherflow::scheduler::schedules::{Schedules, Timing};
-use weatherflow::scheduler::{RunContext, ScheduledJob, Scheduler, SchedulerOptions, Tick, TickOutcome};
+use weatherflow::scheduler::{RunContext, ScheduledJob, Scheduler, SchedulerOptions, TickOutcome};
 
 /// The secret part of every test webhook's URL: it must never show up outside the request.
 const TOKEN: &str = "tok-3f9a1c-SECRET";
@@ -132,26 +132,8 @@ fn webhook_urls(text: &str) -> WebhookUrls {
     config.alerts.webhook_urls.expect("webhook urls set")
 }
 
-fn timing(fields: &str) -> Timing {
-    let text = format!(
-        "[fetch]\n{fields}\n[fetch.args]\nlocations = [\"x\"]\n[analytics]\ncron = \"0 0 2 * * *\"\n"
-    );
-    Schedules::parse(&text, "test").expect("test timing").fetch.timing
-}
-
 fn options() -> SchedulerOptions {
-    SchedulerOptions {
-        shutdown_grace: Duration::from_secs(2),
-        cancel_wait: Duration::from_millis(300),
-        replica: "a".into(),
-    }
-}
-
-fn tick(s: &str) -> Tick {
-    Tick {
-        at: DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc),
-        missed: false,
-    }
+    schedule::options("a", Duration::from_millis(300))
 }
 
 /// A fetch-named job that fails (retryably) while `fail` is set.

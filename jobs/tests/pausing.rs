@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use common::schedule::{self, tick, timing};
 use common::stream::*;
 use common::{TestContext, run_cli, scratch_dir};
 use rdkafka::ClientConfig;
@@ -20,29 +20,10 @@ use weatherflow::jobs::persist::{self, PersistRequest};
 use weatherflow::kafka::consumer_lag;
 use weatherflow::runs::pause::{self, Paused};
 use weatherflow::runs::{JobName, REASON_PAUSED, RunStatus, StoredReport};
-use weatherflow::scheduler::schedules::{Schedules, Timing};
-use weatherflow::scheduler::{RunContext, ScheduledJob, Scheduler, SchedulerOptions, Tick, TickOutcome};
-
-fn timing(fields: &str) -> Timing {
-    let text = format!(
-        "[fetch]\n{fields}\n[fetch.args]\nlocations = [\"x\"]\n[analytics]\ncron = \"0 0 2 * * *\"\n"
-    );
-    Schedules::parse(&text, "test").expect("test timing").fetch.timing
-}
+use weatherflow::scheduler::{RunContext, ScheduledJob, Scheduler, SchedulerOptions, TickOutcome};
 
 fn options() -> SchedulerOptions {
-    SchedulerOptions {
-        shutdown_grace: Duration::from_secs(2),
-        cancel_wait: Duration::from_millis(300),
-        replica: "test".to_owned(),
-    }
-}
-
-fn tick(s: &str) -> Tick {
-    Tick {
-        at: DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc),
-        missed: false,
-    }
+    schedule::options("test", Duration::from_millis(300))
 }
 
 /// A body that fails (retryably) with a numbered error each time it runs.

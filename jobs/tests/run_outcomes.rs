@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use common::schedule::{self, tick};
 use common::weatherapi_stub::{self, Failure, WeatherApiStub};
 use common::{TestContext, eventually, exit_within, log_of, run_cli, scratch_dir, signal, spawn};
 use entity::job_runs;
@@ -20,21 +20,10 @@ use sqlx::Connection;
 use weatherflow::config::Config;
 use weatherflow::runs::{ABANDONED, JobName, RunStatus};
 use weatherflow::scheduler::schedules::Schedules;
-use weatherflow::scheduler::{Scheduler, SchedulerOptions, Tick, TickOutcome, catalog};
+use weatherflow::scheduler::{Scheduler, SchedulerOptions, TickOutcome, catalog};
 
 fn options(cancel_wait: Duration) -> SchedulerOptions {
-    SchedulerOptions {
-        shutdown_grace: Duration::from_secs(2),
-        cancel_wait,
-        replica: "test".to_owned(),
-    }
-}
-
-fn tick(s: &str) -> Tick {
-    Tick {
-        at: DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc),
-        missed: false,
-    }
+    schedule::options("test", cancel_wait)
 }
 
 /// The pipeline's schedules with a yearly cron, `fetch_timing` and `analytics_timing` added.

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Datelike, TimeZone, Utc};
+use common::schedule::{self, tick, timing};
 use common::{TestContext, eventually, exit_within, log_of, run_cli, scratch_dir, signal, spawn};
 use entity::job_runs;
 use nix::sys::signal::Signal::SIGTERM;
@@ -23,10 +24,8 @@ use weatherflow::runs::{
     self, Completion, JobName, REASON_LOCK_HELD, REASON_TICK_HANDLED, RunStatus, StoredReport, Trigger,
 };
 use weatherflow::scheduler::missed::{CatchUp, Missed};
-use weatherflow::scheduler::schedules::{Schedules, Timing};
-use weatherflow::scheduler::{
-    RunContext, ScheduledJob, Scheduler, SchedulerOptions, Tick, TickOutcome, catalog,
-};
+use weatherflow::scheduler::schedules::Schedules;
+use weatherflow::scheduler::{RunContext, ScheduledJob, Scheduler, SchedulerOptions, TickOutcome, catalog};
 
 // The scheduler runs any body under a job's name; the tests' probe bodies borrow the real names
 // (each test has a database of its own, so its locks and rows are its own).
@@ -46,30 +45,12 @@ const OVERSTAYER: JobName = JobName::Analytics;
 // ---------------------------------------------------------------------------------------------
 
 /// A job timing from schedules.toml fields (parsed like the real file).
-fn timing(fields: &str) -> Timing {
-    let text = format!(
-        "[fetch]\n{fields}\n[fetch.args]\nlocations = [\"x\"]\n[analytics]\ncron = \"0 0 2 * * *\"\n"
-    );
-    Schedules::parse(&text, "test").expect("test timing").fetch.timing
-}
-
 fn options(replica: &str) -> SchedulerOptions {
-    SchedulerOptions {
-        shutdown_grace: Duration::from_secs(2),
-        cancel_wait: Duration::from_millis(300),
-        replica: replica.to_owned(),
-    }
+    schedule::options(replica, Duration::from_millis(300))
 }
 
 fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-}
-
-fn tick(s: &str) -> Tick {
-    Tick {
-        at: at(s),
-        missed: false,
-    }
 }
 
 async fn rows(db: &DatabaseConnection, job: JobName) -> Vec<job_runs::Model> {

@@ -10,35 +10,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
+use common::schedule::{self, tick, timing};
 use common::{TestContext, unique};
 use entity::job_runs;
 use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
 use secrecy::ExposeSecret;
 use weatherflow::runs::{JobName, RunStatus, StoredReport};
-use weatherflow::scheduler::schedules::{Schedules, Timing};
-use weatherflow::scheduler::{RunContext, ScheduledJob, Scheduler, SchedulerOptions, Tick, TickOutcome};
-
-fn timing(fields: &str) -> Timing {
-    let text = format!(
-        "[fetch]\n{fields}\n[fetch.args]\nlocations = [\"x\"]\n[analytics]\ncron = \"0 0 2 * * *\"\n"
-    );
-    Schedules::parse(&text, "test").expect("test timing").fetch.timing
-}
+use weatherflow::scheduler::{RunContext, ScheduledJob, Scheduler, SchedulerOptions, TickOutcome};
 
 fn options(replica: &str) -> SchedulerOptions {
-    SchedulerOptions {
-        shutdown_grace: Duration::from_secs(2),
-        cancel_wait: Duration::from_millis(500),
-        replica: replica.to_owned(),
-    }
-}
-
-fn tick(s: &str) -> Tick {
-    Tick {
-        at: DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc),
-        missed: false,
-    }
+    schedule::options(replica, Duration::from_millis(500))
 }
 
 async fn rows(db: &DatabaseConnection, job: &str) -> Vec<job_runs::Model> {

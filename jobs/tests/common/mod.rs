@@ -14,6 +14,7 @@
 pub mod broker;
 pub mod proxy;
 pub mod records;
+pub mod schedule;
 pub mod stream;
 pub mod weatherapi_stub;
 

@@ -18,35 +18,10 @@ CACHE="${SERVICES_CACHE:-$HOME/.cache/weatherflow}"
 REQUIREMENTS=notebooks/requirements.txt
 NOTEBOOK=notebooks/weather_analysis.ipynb
 
+# shellcheck source=scripts/lib/venv.sh
+. scripts/lib/venv.sh
 # Prints the venv's path, building it first when no complete venv exists for this requirements file.
-venv() {
-  local hash dir python
-  hash="$(sha256sum "$REQUIREMENTS" | cut -c1-16)"
-  dir="$CACHE/venv-$hash"
-  if [ -f "$dir/.complete" ]; then
-    echo "$dir"
-    return
-  fi
-  python="${PYTHON:-python3}"
-  if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] < (3, 11))'; then
-    echo "notebook.sh: $python is older than Python 3.11 (set PYTHON=python3.11)" >&2
-    exit 1
-  fi
-  mkdir -p "$CACHE"
-  # One build at a time (another run may be building the same venv); the marker file is written
-  # last, so an interrupted install is rebuilt, never reused.
-  exec 9>"$dir.lock"
-  flock 9
-  if [ ! -f "$dir/.complete" ]; then
-    echo "notebook.sh: building the venv from $REQUIREMENTS in $dir (once per version of that file)" >&2
-    rm -rf "$dir"
-    "$python" -m venv "$dir" >&2
-    "$dir/bin/python" -m pip install -q --disable-pip-version-check -r "$REQUIREMENTS" >&2
-    touch "$dir/.complete"
-  fi
-  exec 9>&-
-  echo "$dir"
-}
+venv() { cached_venv venv "$REQUIREMENTS"; }
 
 case "${1:-lab}" in
   venv)

@@ -28,17 +28,8 @@ venv="$(scripts/notebook.sh venv)"
 cleanup() {
   admin "DROP DATABASE IF EXISTS $demo_db WITH (FORCE)" || true
   admin "DROP DATABASE IF EXISTS $empty_db WITH (FORCE)" || true
-  "$venv/bin/python" - "$group" "$topic" "$topic.dlq" <<'PY' || true
-import os, sys
-from confluent_kafka.admin import AdminClient
-admin = AdminClient({"bootstrap.servers": os.environ["KAFKA_BOOTSTRAP_SERVERS"]})
-existing = admin.list_topics(timeout=10).topics
-for future in admin.delete_topics([t for t in sys.argv[2:] if t in existing]).values():
-    future.result(timeout=30)
-# The demo's persist job committed offsets under its group; the notebook's own group commits none.
-for future in admin.delete_consumer_groups([sys.argv[1]]).values():
-    future.result(timeout=30)
-PY
+  # The demo's persist job committed offsets under its group; the notebook's own group commits none.
+  "$venv/bin/python" scripts/lib/kafka_drop.py "$group" "$topic" "$topic.dlq" || true
   rm -rf "$work"
 }
 trap cleanup EXIT

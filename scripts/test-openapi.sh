@@ -24,26 +24,8 @@ export KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}"
 step() { printf '\n--> %s\n' "$*"; }
 fail() { echo "test-openapi: $*" >&2; exit 1; }
 
-# The venv, as scripts/notebook.sh builds its own: keyed by the requirements' hash, the marker written
-# last so an interrupted install is rebuilt, one build at a time.
-venv() {
-  local dir
-  dir="$CACHE/venv-openapi-$(sha256sum "$REQUIREMENTS" | cut -c1-16)"
-  if [ ! -f "$dir/.complete" ]; then
-    mkdir -p "$CACHE"
-    exec 9>"$dir.lock"
-    flock 9
-    if [ ! -f "$dir/.complete" ]; then
-      echo "test-openapi: building the venv from $REQUIREMENTS in $dir (once per version of that file)" >&2
-      rm -rf "$dir"
-      python3 -m venv "$dir" >&2
-      "$dir/bin/python" -m pip install -q --disable-pip-version-check -r "$REQUIREMENTS" >&2
-      touch "$dir/.complete"
-    fi
-    exec 9>&-
-  fi
-  echo "$dir"
-}
+# shellcheck source=scripts/lib/venv.sh
+. scripts/lib/venv.sh
 
 id="oa_$(date +%s)_$$"
 db="wf_${id}"
@@ -57,22 +39,13 @@ cleanup() {
   if [ -n "$serve_pid" ]; then kill "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null || true; fi
   admin "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true
   if [ -n "${venv:-}" ]; then
-    "$venv/bin/python" - "$group" "$topic" "$topic.dlq" <<'PY' || true
-import os, sys
-from confluent_kafka.admin import AdminClient
-admin = AdminClient({"bootstrap.servers": os.environ["KAFKA_BOOTSTRAP_SERVERS"]})
-existing = admin.list_topics(timeout=10).topics
-for future in admin.delete_topics([t for t in sys.argv[2:] if t in existing]).values():
-    future.result(timeout=30)
-for future in admin.delete_consumer_groups([sys.argv[1]]).values():
-    future.result(timeout=30)
-PY
+    "$venv/bin/python" scripts/lib/kafka_drop.py "$group" "$topic" "$topic.dlq" || true
   fi
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-venv="$(venv)"
+venv="$(cached_venv venv-openapi "$REQUIREMENTS")"
 step "openapi-spec-validator $DOCUMENT"
 "$venv/bin/openapi-spec-validator" "$DOCUMENT"
 
